@@ -1,0 +1,10 @@
+# Every dependency comes from Debian 12's apt (see `make deps`); nothing is vendored or downloaded.
+find_package(Threads REQUIRED)
+find_package(CAF 0.17 REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(OpenSSL REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(yaml-cpp REQUIRED)
+find_package(prometheus-cpp REQUIRED)
+find_package(CLI11 REQUIRED)

@@ -1,0 +1,17 @@
+# `cmake --install` puts headers, libraries and the `agentflow` CMake package under the prefix.
+include(CMakePackageConfigHelpers)
+install(TARGETS af_proto af_runtime EXPORT agentflowTargets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(EXPORT agentflowTargets NAMESPACE agentflow::
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/agentflow)
+configure_package_config_file(cmake/agentflowConfig.cmake.in
+  ${CMAKE_CURRENT_BINARY_DIR}/agentflowConfig.cmake
+  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/agentflow)
+write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/agentflowConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/agentflowConfig.cmake
+  ${CMAKE_CURRENT_BINARY_DIR}/agentflowConfigVersion.cmake cmake/FindCAF.cmake
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/agentflow)

@@ -1,0 +1,325 @@
+// The agent authoring API: an agent is a class with typed Protobuf handlers and lifecycle hooks;
+// its context gives time, randomness, ids, logging, metrics, tell/ask and spawn. Each agent runs
+// as one CAF event-based actor, but nothing here exposes CAF (docs/agents.md teaches it).
+#pragma once
+
+#include "af/envelope.hpp"
+#include "af/error.hpp"
+#include "af/log.hpp"
+#include "af/services.hpp"
+
+#include <google/protobuf/message.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace caf {
+class actor_control_block;
+} // namespace caf
+
+namespace af {
+
+class agent;
+class context;
+class metrics;
+class node;
+
+namespace detail {
+class agent_host;
+class reply_state;
+} // namespace detail
+
+/// A resolved handle to a live (or once-live) agent. Cheap to copy. Sending to an agent that has
+/// stopped fails the ask with `not_found`; a tell to it is dropped and counted.
+class agent_ref {
+public:
+  agent_ref() noexcept = default;
+  agent_ref(caf::actor_control_block* ctrl, address addr) noexcept; // takes a new reference
+  agent_ref(const agent_ref& other) noexcept;
+  agent_ref(agent_ref&& other) noexcept;
+  agent_ref& operator=(agent_ref other) noexcept;
+  ~agent_ref();
+
+  [[nodiscard]] bool valid() const noexcept { return ctrl_ != nullptr; }
+  [[nodiscard]] const address& addr() const noexcept { return addr_; }
+  [[nodiscard]] const std::string& name() const noexcept { return addr_.name; }
+  /// The underlying CAF control block (for the runtime's own CAF glue).
+  [[nodiscard]] caf::actor_control_block* ctrl() const noexcept { return ctrl_; }
+
+  friend bool operator==(const agent_ref& a, const agent_ref& b) noexcept {
+    return a.ctrl_ == b.ctrl_;
+  }
+
+private:
+  caf::actor_control_block* ctrl_ = nullptr;
+  address addr_;
+};
+
+/// The reply side of an ask handled asynchronously. Reply once; a responder dropped without a
+/// reply answers the asker with an `internal` error, so an ask never waits for nothing.
+template <class Reply>
+class responder {
+public:
+  explicit responder(std::shared_ptr<detail::reply_state> st) : st_(std::move(st)) {}
+  void reply(Reply r);
+  void fail(error e);
+  /// False for a tell (nobody waits) or after the reply was sent.
+  [[nodiscard]] bool pending() const;
+
+private:
+  std::shared_ptr<detail::reply_state> st_;
+};
+
+namespace detail {
+
+/// Sends one reply for the message being handled (no-op when it was a tell).
+class reply_state {
+public:
+  virtual ~reply_state() = default;
+  virtual void deliver(std::shared_ptr<const google::protobuf::Message> msg) = 0;
+  virtual void fail(error e) = 0;
+  [[nodiscard]] virtual bool pending() const = 0;
+};
+
+using erased_handler = std::function<void(agent&, context&, const envelope&,
+                                          const std::shared_ptr<reply_state>&)>;
+
+/// One table per agent class, built once from the class's `define`.
+struct handler_table {
+  std::string kind;
+  std::unordered_map<const google::protobuf::Descriptor*, erased_handler> by_type;
+};
+
+/// The type-erased reply callback of an ask.
+using reply_callback = std::function<void(expected<envelope>)>;
+
+template <class Reply>
+expected<Reply> unpack_reply(expected<envelope>&& r);
+
+} // namespace detail
+
+/// Declares an agent class's handlers: `h.kind("demo.worker").on(&worker::on_task);`.
+/// A handler is a member function of one of these shapes:
+///   void          f(context&, const Msg&)                      -- tell; an ask gets Empty back
+///   expected<R>   f(context&, const Msg&)                      -- replies R or an error
+///   void          f(context&, const Msg&, responder<R>)        -- replies later
+template <class Self>
+class handlers {
+public:
+  explicit handlers(detail::handler_table& t) : t_(t) {}
+
+  handlers& kind(std::string name) {
+    t_.kind = std::move(name);
+    return *this;
+  }
+
+  template <class Msg>
+  handlers& on(void (Self::*fn)(context&, const Msg&));
+  template <class Msg, class R>
+  handlers& on(expected<R> (Self::*fn)(context&, const Msg&));
+  template <class Msg, class R>
+  handlers& on(void (Self::*fn)(context&, const Msg&, responder<R>));
+
+private:
+  template <class Msg>
+  void add(detail::erased_handler h) {
+    t_.by_type[Msg::descriptor()] = std::move(h);
+  }
+  detail::handler_table& t_;
+};
+
+/// Base of every agent. Derive from `agent_base<Self>` rather than from this directly.
+class agent {
+public:
+  virtual ~agent() = default;
+  /// Runs before the first message.
+  virtual void on_start(context&) {}
+  /// Runs when the agent stops for any reason (its state is discarded afterwards).
+  virtual void on_stop(context&) {}
+  [[nodiscard]] virtual const detail::handler_table& handler_table() const = 0;
+};
+
+/// CRTP base: `class worker : public af::agent_base<worker> { static void define(handlers<worker>&); }`.
+template <class Self>
+class agent_base : public agent {
+public:
+  [[nodiscard]] const detail::handler_table& handler_table() const final { return table(); }
+  static const detail::handler_table& table() {
+    static const detail::handler_table t = [] {
+      detail::handler_table tab;
+      tab.kind = "agent";
+      handlers<Self> h{tab};
+      Self::define(h);
+      return tab;
+    }();
+    return t;
+  }
+};
+
+/// What an agent's handlers see: the node's services, its own identity and messaging.
+/// Valid only inside the agent's own handlers and hooks (it is not thread-safe).
+class context {
+public:
+  explicit context(detail::agent_host* host) noexcept : host_(host) {}
+
+  // --- identity and services -------------------------------------------------------------
+  [[nodiscard]] const address& self() const;
+  [[nodiscard]] const std::string& name() const { return self().name; }
+  [[nodiscard]] const std::string& kind() const;
+  [[nodiscard]] agent_ref self_ref() const;
+  [[nodiscard]] time_point now() const;
+  [[nodiscard]] duration monotonic() const;
+  [[nodiscard]] af::rng& rng();
+  [[nodiscard]] ulid next_id();
+  /// The node's logger, bound to the current message's trace, tenant and correlation ids.
+  [[nodiscard]] logger log() const;
+  [[nodiscard]] af::metrics& metrics() const;
+  /// The envelope being handled, or nullptr in on_start/on_stop.
+  [[nodiscard]] const envelope* current() const;
+  /// The tenant of the current message, else the agent's own tenant.
+  [[nodiscard]] const std::string& tenant() const;
+  [[nodiscard]] af::node& this_node() const;
+
+  // --- messaging --------------------------------------------------------------------------
+  [[nodiscard]] expected<agent_ref> lookup(std::string_view name) const;
+
+  /// Fire and forget. Fails only when the name is unknown.
+  template <class Msg>
+  status tell(std::string_view name, Msg msg) {
+    auto ref = lookup(name);
+    if (!ref) return std::move(ref).error();
+    tell(*ref, std::move(msg));
+    return {};
+  }
+  template <class Msg>
+  void tell(const agent_ref& to, Msg msg) {
+    tell_erased(to, std::make_shared<const Msg>(std::move(msg)));
+  }
+
+  /// Asks `to` and calls `on_reply(expected<Reply>)` later, in this agent, with the typed reply,
+  /// the error the receiver answered, `timeout` when no reply came in time, or `not_found`.
+  /// Never blocks the agent.
+  template <class Reply, class Msg, class F>
+  void ask(const agent_ref& to, Msg msg, duration timeout, F&& on_reply) {
+    ask_erased(to, std::make_shared<const Msg>(std::move(msg)), timeout,
+               [f = std::forward<F>(on_reply)](expected<envelope> r) mutable {
+                 f(detail::unpack_reply<Reply>(std::move(r)));
+               });
+  }
+  template <class Reply, class Msg, class F>
+  void ask(std::string_view name, Msg msg, duration timeout, F&& on_reply) {
+    auto ref = lookup(name);
+    if (!ref) {
+      on_reply(expected<Reply>{std::move(ref).error()});
+      return;
+    }
+    ask<Reply>(*ref, std::move(msg), timeout, std::forward<F>(on_reply));
+  }
+  /// With the node's default timeout (agent.ask_timeout_ms).
+  template <class Reply, class Msg, class F>
+  void ask(const agent_ref& to, Msg msg, F&& on_reply) {
+    ask<Reply>(to, std::move(msg), default_timeout(), std::forward<F>(on_reply));
+  }
+
+  /// Spawns a child agent registered under `name` on this node; it stops when this agent stops.
+  template <class A, class... Ts>
+  expected<agent_ref> spawn(std::string name, Ts&&... args) {
+    return spawn_erased(std::make_unique<A>(std::forward<Ts>(args)...), std::move(name));
+  }
+
+  /// Stops this agent after the current message (a normal exit).
+  void stop();
+  /// Stops this agent with an error (an abnormal exit a supervisor will see).
+  void fail(error reason);
+
+  [[nodiscard]] duration default_timeout() const;
+
+  // Type-erased entry points behind the templates above.
+  void tell_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg);
+  void ask_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
+                  duration timeout, detail::reply_callback cb);
+  expected<agent_ref> spawn_erased(std::unique_ptr<agent> a, std::string name);
+
+private:
+  detail::agent_host* host_;
+};
+
+// --- template implementations ------------------------------------------------------------
+
+namespace detail {
+/// Builds the af.v1.Error payload for an error reply.
+[[nodiscard]] std::shared_ptr<const google::protobuf::Message> error_payload(const error& e);
+/// A google.protobuf.Empty, the reply to an ask whose handler returns nothing.
+[[nodiscard]] std::shared_ptr<const google::protobuf::Message> empty_payload();
+/// If `e` carries an af.v1.Error, the error it names.
+[[nodiscard]] bool error_from_envelope(const envelope& e, error& out);
+
+template <class Reply>
+expected<Reply> unpack_reply(expected<envelope>&& r) {
+  if (!r) return std::move(r).error();
+  const envelope& e = *r;
+  if (const auto* p = e.payload_as<Reply>()) return *p;
+  error err{errc::internal, {}};
+  if (error_from_envelope(e, err)) return err;
+  return error{errc::validation, "reply from '" + e.sender().to_string() + "' has payload type '"
+                                   + e.payload_type_name() + "', expected '"
+                                   + Reply::descriptor()->full_name() + "'"};
+}
+} // namespace detail
+
+template <class Reply>
+void responder<Reply>::reply(Reply r) {
+  st_->deliver(std::make_shared<const Reply>(std::move(r)));
+}
+
+template <class Reply>
+void responder<Reply>::fail(error e) {
+  st_->fail(std::move(e));
+}
+
+template <class Reply>
+bool responder<Reply>::pending() const {
+  return st_->pending();
+}
+
+template <class Self>
+template <class Msg>
+handlers<Self>& handlers<Self>::on(void (Self::*fn)(context&, const Msg&)) {
+  add<Msg>([fn](agent& a, context& ctx, const envelope& e,
+                const std::shared_ptr<detail::reply_state>& rs) {
+    (static_cast<Self&>(a).*fn)(ctx, *e.payload_as<Msg>());
+    if (rs->pending()) rs->deliver(detail::empty_payload());
+  });
+  return *this;
+}
+
+template <class Self>
+template <class Msg, class R>
+handlers<Self>& handlers<Self>::on(expected<R> (Self::*fn)(context&, const Msg&)) {
+  add<Msg>([fn](agent& a, context& ctx, const envelope& e,
+                const std::shared_ptr<detail::reply_state>& rs) {
+    auto r = (static_cast<Self&>(a).*fn)(ctx, *e.payload_as<Msg>());
+    if (!rs->pending()) return;
+    if (r)
+      rs->deliver(std::make_shared<const R>(std::move(r).value()));
+    else
+      rs->fail(std::move(r).error());
+  });
+  return *this;
+}
+
+template <class Self>
+template <class Msg, class R>
+handlers<Self>& handlers<Self>::on(void (Self::*fn)(context&, const Msg&, responder<R>)) {
+  add<Msg>([fn](agent& a, context& ctx, const envelope& e,
+                const std::shared_ptr<detail::reply_state>& rs) {
+    (static_cast<Self&>(a).*fn)(ctx, *e.payload_as<Msg>(), responder<R>{rs});
+  });
+  return *this;
+}
+
+} // namespace af

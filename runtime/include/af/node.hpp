@@ -1,0 +1,108 @@
+// af::node: one AgentFlow node. Owns the CAF actor system, configuration, logger, metrics
+// registry, name registry and the deterministic services; spawns agents and serves the control
+// protocol (`af node status`) on its listen address.
+#pragma once
+
+#include "af/agent.hpp"
+#include "af/config.hpp"
+#include "af/error.hpp"
+#include "af/log.hpp"
+#include "af/metrics.hpp"
+#include "af/services.hpp"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace af {
+
+namespace v1 {
+class NodeStatus;
+} // namespace v1
+
+/// The name the node's control agent is registered under.
+inline constexpr std::string_view k_control_agent = "af.control";
+
+class node {
+public:
+  struct options {
+    af::config cfg = af::config::defaults();
+    /// Services to use instead of the real ones (tests, the simulator).
+    std::optional<af::services> svc;
+    /// A log backend to use instead of the one the configuration describes.
+    std::shared_ptr<log_backend> log;
+  };
+
+  /// Starts a node: actor system, services, metrics (and the exposer when metrics.listen is
+  /// set), the control agent, and the control endpoint when node.listen is set.
+  [[nodiscard]] static expected<std::unique_ptr<node>> start(options opt);
+  [[nodiscard]] static expected<std::unique_ptr<node>> start() { return start(options{}); }
+
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+  /// Shuts down (see shutdown()).
+  ~node();
+
+  [[nodiscard]] const std::string& name() const;
+  [[nodiscard]] const af::config& cfg() const;
+  [[nodiscard]] const af::services& svc() const;
+  [[nodiscard]] const logger& log() const;
+  [[nodiscard]] af::metrics& metrics();
+  [[nodiscard]] duration uptime() const;
+
+  // --- agents --------------------------------------------------------------------------------
+  template <class A, class... Ts>
+  expected<agent_ref> spawn(std::string name, Ts&&... args) {
+    return spawn_agent(std::make_unique<A>(std::forward<Ts>(args)...), std::move(name));
+  }
+  expected<agent_ref> spawn_agent(std::unique_ptr<agent> a, std::string name,
+                                  std::string tenant = {});
+  [[nodiscard]] expected<agent_ref> lookup(std::string_view name) const;
+  /// Live agents, not counting the node's own system agents (names starting with "af.").
+  [[nodiscard]] std::size_t agent_count() const;
+  /// Stops an agent (a normal exit) and waits until it is gone.
+  status stop_agent(const agent_ref& ref);
+
+  // --- messaging from outside any agent (CLI, tests, main): these block the calling thread ----
+  template <class Msg>
+  void tell(const agent_ref& to, Msg msg) {
+    tell_erased(to, std::make_shared<const Msg>(std::move(msg)));
+  }
+  template <class Reply, class Msg>
+  expected<Reply> ask(const agent_ref& to, Msg msg, duration timeout) {
+    return detail::unpack_reply<Reply>(
+      ask_erased(to, std::make_shared<const Msg>(std::move(msg)), timeout));
+  }
+  template <class Reply, class Msg>
+  expected<Reply> ask(std::string_view name, Msg msg, duration timeout) {
+    auto ref = lookup(name);
+    if (!ref) return std::move(ref).error();
+    return ask<Reply>(*ref, std::move(msg), timeout);
+  }
+  void tell_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg);
+  expected<envelope> ask_erased(const agent_ref& to,
+                                std::shared_ptr<const google::protobuf::Message> msg,
+                                duration timeout, std::string tenant = {});
+
+  // --- endpoints and control -------------------------------------------------------------------
+  /// Publishes the control agent on "host:port" (port 0: ephemeral); returns the bound port.
+  expected<std::uint16_t> listen(const std::string& host_port);
+  [[nodiscard]] std::uint16_t listen_port() const;
+  /// Serves Prometheus metrics on "host:port"; returns the bound port.
+  expected<std::uint16_t> serve_metrics(const std::string& host_port);
+  /// Re-reads the feature flags from the configuration file (SIGHUP, or a control message).
+  status reload_features();
+  [[nodiscard]] v1::NodeStatus node_status() const;
+
+  /// Stops every agent, closes the endpoints and waits for all actors. Idempotent.
+  void shutdown();
+
+  struct impl;
+
+private:
+  explicit node(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace af

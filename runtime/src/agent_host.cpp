@@ -1,0 +1,404 @@
+#include "agent_host.hpp"
+
+#include "af/node.hpp"
+#include "af/v1/runtime.pb.h"
+
+#include <caf/actor_system.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+
+#include <google/protobuf/empty.pb.h>
+
+namespace af::detail {
+
+namespace {
+
+const char* k_handled = "handled";
+const char* k_rejected = "rejected";
+const char* k_failed = "failed";
+const char* k_sent = "sent";
+
+/// The reply state of a tell: nobody waits.
+class no_reply final : public reply_state {
+public:
+  void deliver(std::shared_ptr<const google::protobuf::Message>) override {}
+  void fail(error) override {}
+  bool pending() const override { return false; }
+};
+
+const std::shared_ptr<reply_state>& no_reply_instance() {
+  static const std::shared_ptr<reply_state> inst = std::make_shared<no_reply>();
+  return inst;
+}
+
+/// The reply state of an ask: a CAF response promise plus what the reply envelope needs.
+class promise_reply final : public reply_state {
+public:
+  promise_reply(node_core* core, address self, envelope request,
+                caf::typed_response_promise<envelope> rp, af::rng& r)
+    : core_(core), self_(std::move(self)), request_(std::move(request)), rp_(std::move(rp)),
+      rng_(r.next_u64()) {}
+
+  ~promise_reply() override {
+    if (pending())
+      fail(error{errc::internal, "agent '" + self_.to_string() + "' dropped the ask for '"
+                                   + request_.payload_type_name() + "' without replying"});
+  }
+
+  void deliver(std::shared_ptr<const google::protobuf::Message> msg) override {
+    if (!pending()) return;
+    rp_.deliver(core_->make_reply(self_, request_, std::move(msg), rng_));
+  }
+
+  void fail(error e) override { deliver(error_payload(e)); }
+
+  bool pending() const override { return rp_.pending(); }
+
+private:
+  node_core* core_;
+  address self_;
+  envelope request_;
+  caf::typed_response_promise<envelope> rp_;
+  af::rng rng_;
+};
+
+} // namespace
+
+// --- agent_host -------------------------------------------------------------------------
+
+agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<agent> a,
+                       af::address addr, std::string tenant, std::uint64_t seed)
+  : envelope_actor::base(cfg), core_(core), agent_(std::move(a)),
+    table_(&agent_->handler_table()), ctx_(this), addr_(std::move(addr)),
+    tenant_(std::move(tenant)), rng_(seed) {
+  auto& m = *core_->metrics;
+  handled_ = m.agent_messages(tenant_, table_->kind, k_handled);
+  rejected_ = m.agent_messages(tenant_, table_->kind, k_rejected);
+  failed_ = m.agent_messages(tenant_, table_->kind, k_failed);
+  sent_ = m.agent_messages(tenant_, table_->kind, k_sent);
+  // A handler that throws crashes the agent with an abnormal reason (CAF-NOTES.md: returning
+  // none from an exception handler would turn the crash into a normal exit).
+  set_exception_handler([](caf::scheduled_actor* self, std::exception_ptr& ep) -> caf::error {
+    std::string what = "unknown exception";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& ex) {
+      what = ex.what();
+    } catch (...) {
+    }
+    auto* host = static_cast<agent_host*>(self);
+    host->core_->log.error("agent_crashed", "handler threw: " + what,
+                           {{"agent", host->addr_.name}, {"kind", host->kind()}});
+    return caf::make_error(caf::sec::runtime_error, "agent '" + host->addr_.name
+                                                      + "' crashed: " + what);
+  });
+}
+
+agent_host::behavior_type agent_host::make_behavior() {
+  core_->metrics->agents_active().inc();
+  agent_->on_start(ctx_);
+  return {[this](const envelope& e) -> caf::result<envelope> { return handle(e); }};
+}
+
+void agent_host::on_exit() {
+  current_ = nullptr;
+  if (agent_) {
+    agent_->on_stop(ctx_);
+    agent_.reset();
+    core_->metrics->agents_active().dec();
+  }
+  for (auto& child : children_)
+    caf::anon_send_exit(child, caf::exit_reason::user_shutdown);
+  children_.clear();
+  core_->registry.erase(addr_.name, ctrl());
+}
+
+void agent_host::count(const std::string& tenant, const char* outcome) {
+  if (tenant == tenant_) {
+    if (outcome == k_handled) handled_.inc();
+    else if (outcome == k_rejected) rejected_.inc();
+    else if (outcome == k_failed) failed_.inc();
+    else sent_.inc();
+    return;
+  }
+  core_->metrics->agent_messages(tenant, table_->kind, outcome).inc();
+}
+
+caf::result<envelope> agent_host::handle(const envelope& e) {
+  lamport_ = std::max(lamport_, e.logical_ts()) + 1;
+  const bool is_request = current_message_id().is_request();
+  if (gateway && e.receiver().name != addr_.name && !e.receiver().name.empty()) return forward(e);
+
+  auto it = table_->by_type.find(e.payload_type());
+  if (it == table_->by_type.end()) {
+    count(e.tenant(), k_rejected);
+    core_->log.warn("message_rejected", "no handler for payload type",
+                    {{"agent", addr_.name},
+                     {"kind", table_->kind},
+                     {"payload_type", e.payload_type_name()},
+                     {"from", e.sender().to_string()}});
+    error err{errc::validation, "agent '" + addr_.name + "' (kind '" + table_->kind
+                                  + "') has no handler for payload type '"
+                                  + e.payload_type_name() + "'"};
+    if (is_request) return core_->make_reply(addr_, e, error_payload(err), rng_);
+    return caf::delegated<envelope>{};
+  }
+
+  std::shared_ptr<reply_state> rs = no_reply_instance();
+  if (is_request)
+    rs = std::make_shared<promise_reply>(core_, addr_, e, make_response_promise<envelope>(),
+                                         rng_);
+  current_ = &e;
+  try {
+    it->second(*agent_, ctx_, e, rs);
+  } catch (const std::exception& ex) {
+    current_ = nullptr;
+    count(e.tenant(), k_failed);
+    rs->fail(error{errc::internal, "agent '" + addr_.name + "' failed handling '"
+                                     + e.payload_type_name() + "': " + ex.what()});
+    throw; // crash the agent: the exception handler turns it into an abnormal exit
+  }
+  current_ = nullptr;
+  count(e.tenant(), k_handled);
+  return caf::delegated<envelope>{};
+}
+
+caf::result<envelope> agent_host::forward(const envelope& e) {
+  auto target = core_->registry.find(e.receiver().name);
+  if (!target) {
+    count(e.tenant(), k_rejected);
+    return core_->make_reply(addr_, e,
+                             error_payload(not_found_error("no agent named '"
+                                                           + e.receiver().name + "' on node '"
+                                                           + core_->node_name + "'")),
+                             rng_);
+  }
+  count(e.tenant(), k_handled);
+  return delegate(caf::actor_cast<envelope_actor>(target), e);
+}
+
+void agent_host::tell(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg) {
+  const auto& tenant = current_ ? current_->tenant() : tenant_;
+  auto env = core_->make_envelope(addr_, to.addr(), std::move(msg), current_, ++lamport_, tenant,
+                                  rng_);
+  count(tenant, k_sent);
+  send(to_actor(to), std::move(env));
+}
+
+void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
+                     duration timeout, reply_callback cb) {
+  const auto& tenant = current_ ? current_->tenant() : tenant_;
+  auto env = core_->make_envelope(addr_, to.addr(), std::move(msg), current_, ++lamport_, tenant,
+                                  rng_);
+  count(tenant, k_sent);
+  auto started = core_->svc.clk->monotonic();
+  auto hist = core_->metrics->ask_duration(table_->kind);
+  auto shared_cb = std::make_shared<reply_callback>(std::move(cb));
+  auto target_name = to.addr().to_string();
+  request(to_actor(to), timeout, std::move(env))
+    .then(
+      [this, shared_cb, started, hist](const envelope& reply) mutable {
+        hist.observe(std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
+        lamport_ = std::max(lamport_, reply.logical_ts()) + 1;
+        auto prev = current_;
+        current_ = &reply;
+        (*shared_cb)(reply);
+        current_ = prev;
+      },
+      [this, shared_cb, timeout, target_name](caf::error& err) {
+        std::string reason = to_string(err);
+        if (err == caf::sec::request_timeout)
+          (*shared_cb)(error{errc::timeout,
+                             "ask to '" + target_name + "' timed out after "
+                               + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                  timeout)
+                                                  .count())
+                               + " ms"});
+        else if (err == caf::sec::request_receiver_down)
+          (*shared_cb)(error{errc::not_found, "ask to '" + target_name
+                                                + "' failed: the agent has stopped"});
+        else
+          (*shared_cb)(error{errc::transient, "ask to '" + target_name + "' failed: " + reason});
+        (void)this;
+      });
+}
+
+void agent_host::stop_self(caf::error reason) { quit(std::move(reason)); }
+
+// --- node_core ----------------------------------------------------------------------------
+
+expected<agent_ref> node_core::spawn(std::unique_ptr<agent> a, std::string name,
+                                     std::string tenant, agent_host* parent) {
+  if (name.empty()) return validation_error("agent name: must not be empty");
+  if (name.size() > 255)
+    return validation_error("agent name: longer than 255 bytes ('" + name.substr(0, 32) + "...')");
+  if (auto r = registry.reserve(name, a->handler_table().kind); !r) return r.error();
+  if (tenant.empty()) tenant = default_tenant;
+  address addr{node_name, name};
+  auto seed = svc.random->next_u64();
+  auto actor = sys->spawn<agent_host>(this, std::move(a), addr, std::move(tenant), seed);
+  registry.bind(name, caf::actor_cast<caf::strong_actor_ptr>(actor));
+  if (parent != nullptr) parent->adopt(actor);
+  return agent_ref{ctrl_of(actor), std::move(addr)};
+}
+
+expected<agent_ref> node_core::lookup(std::string_view name) const {
+  auto ptr = registry.find(name);
+  if (!ptr)
+    return not_found_error("no agent named '" + std::string{name} + "' on node '" + node_name
+                           + "'");
+  return agent_ref{ptr.get(), address{node_name, std::string{name}}};
+}
+
+namespace {
+template <std::size_t N>
+void fill_random(std::array<std::uint8_t, N>& out, af::rng& r) {
+  for (std::size_t i = 0; i < N; i += 8) {
+    auto w = r.next_u64();
+    for (std::size_t j = 0; j < 8 && i + j < N; ++j)
+      out[i + j] = static_cast<std::uint8_t>(w >> (8 * j));
+  }
+}
+} // namespace
+
+envelope node_core::make_envelope(const address& from, const address& to,
+                                  std::shared_ptr<const google::protobuf::Message> payload,
+                                  const envelope* cause, std::uint64_t lamport,
+                                  const std::string& tenant, af::rng& r) {
+  envelope_fields f;
+  f.message_id = svc.ids->next();
+  f.tenant = tenant;
+  if (cause != nullptr) {
+    f.trace.trace_id = cause->trace().trace_id;
+    f.trace.parent_span_id = cause->trace().span_id;
+    f.trace.flags = cause->trace().flags;
+    f.correlation_id =
+      cause->correlation_id().is_nil() ? cause->message_id() : cause->correlation_id();
+    f.causation_id = cause->message_id();
+  } else {
+    fill_random(f.trace.trace_id, r);
+    f.trace.flags = 1; // sampled
+  }
+  fill_random(f.trace.span_id, r);
+  f.sender = from;
+  f.receiver = to;
+  f.payload = std::move(payload);
+  f.logical_ts = lamport;
+  return envelope::make(std::move(f));
+}
+
+envelope node_core::make_reply(const address& from, const envelope& request,
+                               std::shared_ptr<const google::protobuf::Message> payload,
+                               af::rng& r) {
+  return make_envelope(from, request.sender(), std::move(payload), &request,
+                       request.logical_ts() + 1, request.tenant(), r);
+}
+
+// --- payload helpers -----------------------------------------------------------------------
+
+std::shared_ptr<const google::protobuf::Message> error_payload(const error& e) {
+  auto m = std::make_shared<v1::Error>();
+  m->set_kind(std::string{to_string(e.code())});
+  m->set_message(e.message());
+  return m;
+}
+
+std::shared_ptr<const google::protobuf::Message> empty_payload() {
+  static const auto inst = std::make_shared<const google::protobuf::Empty>();
+  return inst;
+}
+
+bool error_from_envelope(const envelope& e, error& out) {
+  const auto* p = e.payload_as<v1::Error>();
+  if (p == nullptr) return false;
+  errc code = errc::internal;
+  if (!from_string(p->kind(), code)) code = errc::internal;
+  out = error{code, p->message()};
+  return true;
+}
+
+} // namespace af::detail
+
+// --- agent_ref and context -----------------------------------------------------------------
+
+namespace af {
+
+agent_ref::agent_ref(caf::actor_control_block* ctrl, address addr) noexcept
+  : ctrl_(ctrl), addr_(std::move(addr)) {
+  if (ctrl_ != nullptr) intrusive_ptr_add_ref(ctrl_);
+}
+
+agent_ref::agent_ref(const agent_ref& other) noexcept : ctrl_(other.ctrl_), addr_(other.addr_) {
+  if (ctrl_ != nullptr) intrusive_ptr_add_ref(ctrl_);
+}
+
+agent_ref::agent_ref(agent_ref&& other) noexcept
+  : ctrl_(std::exchange(other.ctrl_, nullptr)), addr_(std::move(other.addr_)) {}
+
+agent_ref& agent_ref::operator=(agent_ref other) noexcept {
+  std::swap(ctrl_, other.ctrl_);
+  std::swap(addr_, other.addr_);
+  return *this;
+}
+
+agent_ref::~agent_ref() {
+  if (ctrl_ != nullptr) intrusive_ptr_release(ctrl_);
+}
+
+const address& context::self() const { return host_->addr(); }
+const std::string& context::kind() const { return host_->kind(); }
+agent_ref context::self_ref() const { return agent_ref{host_->ctrl(), host_->addr()}; }
+time_point context::now() const { return host_->core().svc.clk->now(); }
+duration context::monotonic() const { return host_->core().svc.clk->monotonic(); }
+af::rng& context::rng() { return host_->agent_rng(); }
+ulid context::next_id() { return host_->core().svc.ids->next(); }
+af::metrics& context::metrics() const { return *host_->core().metrics; }
+const envelope* context::current() const { return host_->current(); }
+af::node& context::this_node() const { return *host_->core().owner; }
+duration context::default_timeout() const { return host_->core().ask_timeout; }
+
+const std::string& context::tenant() const {
+  const auto* cur = host_->current();
+  return cur != nullptr ? cur->tenant() : host_->own_tenant();
+}
+
+logger context::log() const {
+  const auto& base = host_->core().log;
+  log_context lc;
+  lc.tenant = tenant();
+  if (const auto* cur = host_->current()) {
+    lc.trace_id = cur->trace().trace_id_hex();
+    lc.span_id = cur->trace().span_id_hex();
+    lc.message_id = cur->message_id().to_string();
+    if (!cur->correlation_id().is_nil()) lc.correlation_id = cur->correlation_id().to_string();
+    if (!cur->causation_id().is_nil()) lc.causation_id = cur->causation_id().to_string();
+  }
+  return base.with(std::move(lc));
+}
+
+expected<agent_ref> context::lookup(std::string_view name) const {
+  return host_->core().lookup(name);
+}
+
+void context::tell_erased(const agent_ref& to,
+                          std::shared_ptr<const google::protobuf::Message> msg) {
+  host_->tell(to, std::move(msg));
+}
+
+void context::ask_erased(const agent_ref& to,
+                         std::shared_ptr<const google::protobuf::Message> msg, duration timeout,
+                         detail::reply_callback cb) {
+  host_->ask(to, std::move(msg), timeout, std::move(cb));
+}
+
+expected<agent_ref> context::spawn_erased(std::unique_ptr<agent> a, std::string name) {
+  return host_->core().spawn(std::move(a), std::move(name), host_->own_tenant(), host_);
+}
+
+void context::stop() { host_->stop_self(caf::exit_reason::normal); }
+
+void context::fail(error reason) {
+  host_->stop_self(caf::make_error(caf::sec::runtime_error, reason.to_string()));
+}
+
+} // namespace af

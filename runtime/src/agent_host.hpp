@@ -1,0 +1,57 @@
+// Private: the CAF actor that hosts one agent: decodes envelopes to typed handlers, replies,
+// keeps the Lamport clock and trace context, and does the metric bookkeeping.
+#pragma once
+
+#include "af/agent.hpp"
+#include "caf_glue.hpp"
+#include "node_core.hpp"
+
+#include <vector>
+
+namespace af::detail {
+
+class agent_host : public envelope_actor::base {
+public:
+  agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<agent> a, af::address addr,
+             std::string tenant, std::uint64_t seed);
+
+  behavior_type make_behavior() override;
+  void on_exit() override;
+  const char* name() const override { return "af.agent"; }
+
+  // Used by af::context.
+  node_core& core() { return *core_; }
+  const af::address& addr() const { return addr_; }
+  const std::string& kind() const { return table_->kind; }
+  const std::string& own_tenant() const { return tenant_; }
+  af::rng& agent_rng() { return rng_; }
+  const envelope* current() const { return current_; }
+  void tell(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg);
+  void ask(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
+           duration timeout, reply_callback cb);
+  void adopt(envelope_actor child) { children_.push_back(std::move(child)); }
+  void stop_self(caf::error reason);
+
+  /// The node's control agent forwards envelopes addressed to other local agents.
+  bool gateway = false;
+
+private:
+  caf::result<envelope> handle(const envelope& e);
+  caf::result<envelope> forward(const envelope& e);
+  void count(const std::string& tenant, const char* outcome);
+
+  node_core* core_;
+  std::unique_ptr<agent> agent_;
+  const handler_table* table_;
+  af::context ctx_;
+  af::address addr_;
+  std::string tenant_;
+  af::rng rng_;
+  std::uint64_t lamport_ = 0;
+  const envelope* current_ = nullptr;
+  std::vector<envelope_actor> children_;
+  // Metric handles for the agent's own tenant (the common case), fetched once.
+  counter_handle handled_, rejected_, failed_, sent_;
+};
+
+} // namespace af::detail

@@ -1,0 +1,54 @@
+// Private: the thin layer between AgentFlow and CAF 0.17 (CAF-NOTES.md): how an envelope is
+// serialized by CAF, the typed actor interface every agent implements, and handle conversions.
+// Only runtime/src includes this; a port to CAF 1.0 touches this file and the hosts.
+#pragma once
+
+#include "af/agent.hpp"
+#include "af/envelope.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/meta/load_callback.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/sec.hpp>
+#include <caf/typed_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <string>
+#include <type_traits>
+
+namespace af {
+
+/// The one CAF interface of every AgentFlow actor: an envelope in, an envelope back for asks.
+using envelope_actor = caf::typed_actor<caf::replies_to<envelope>::with<envelope>>;
+
+/// CAF serialization of an envelope: its validated wire form (see envelope::encode/decode).
+template <class Inspector>
+typename std::enable_if<Inspector::reads_state, typename Inspector::result_type>::type
+inspect(Inspector& f, envelope& x) {
+  std::string bytes = x.valid() ? x.encode() : std::string{};
+  return f(caf::meta::type_name("af.envelope"), bytes);
+}
+
+template <class Inspector>
+typename std::enable_if<Inspector::writes_state, typename Inspector::result_type>::type
+inspect(Inspector& f, envelope& x) {
+  std::string bytes;
+  auto load = caf::meta::load_callback([&]() -> caf::error {
+    auto r = envelope::decode(bytes, decode_options{});
+    if (!r) return caf::make_error(caf::sec::invalid_argument, r.error().to_string());
+    x = std::move(*r);
+    return caf::none;
+  });
+  return f(caf::meta::type_name("af.envelope"), bytes, load);
+}
+
+inline envelope_actor to_actor(const agent_ref& ref) {
+  return caf::actor_cast<envelope_actor>(ref.ctrl());
+}
+
+inline caf::actor_control_block* ctrl_of(const envelope_actor& a) {
+  return caf::actor_cast<caf::actor_control_block*>(a);
+}
+
+} // namespace af

@@ -1,0 +1,286 @@
+#include "af/envelope.hpp"
+
+#include "af/v1/envelope.pb.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/stubs/logging.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
+#include <mutex>
+
+namespace af {
+
+namespace detail {
+
+struct envelope_rep {
+  envelope_fields f;
+  bool bytes_preset = false;
+  mutable std::once_flag bytes_once;
+  mutable std::string bytes;
+  mutable std::once_flag hash_once;
+  mutable digest hash{};
+};
+
+} // namespace detail
+
+namespace {
+
+constexpr std::string_view k_magic = "AFE1";
+
+void put_u32(std::string& out, std::uint32_t v) {
+  char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+               static_cast<char>(v)};
+  out.append(b, 4);
+}
+
+void put_u64(std::string& out, std::uint64_t v) {
+  put_u32(out, static_cast<std::uint32_t>(v >> 32));
+  put_u32(out, static_cast<std::uint32_t>(v));
+}
+
+void put_field(std::string& out, std::uint8_t tag, std::string_view bytes) {
+  out.push_back(static_cast<char>(tag));
+  put_u32(out, static_cast<std::uint32_t>(bytes.size()));
+  out.append(bytes);
+}
+
+template <std::size_t N>
+std::string_view view(const std::array<std::uint8_t, N>& a) {
+  return {reinterpret_cast<const char*>(a.data()), N};
+}
+
+std::string serialize_deterministic(const google::protobuf::Message& m) {
+  std::string out;
+  out.reserve(m.ByteSizeLong());
+  google::protobuf::io::StringOutputStream zero_copy{&out};
+  google::protobuf::io::CodedOutputStream coded{&zero_copy};
+  coded.SetSerializationDeterministic(true);
+  m.SerializeWithCachedSizes(&coded);
+  return out;
+}
+
+template <std::size_t N>
+bool copy_fixed(const std::string& in, std::array<std::uint8_t, N>& out, bool allow_empty) {
+  if (in.empty() && allow_empty) {
+    out.fill(0);
+    return true;
+  }
+  if (in.size() != N) return false;
+  for (std::size_t i = 0; i < N; ++i)
+    out[i] = static_cast<std::uint8_t>(in[i]);
+  return true;
+}
+
+std::string field_size_error(std::string_view field, std::size_t want, std::size_t got,
+                             bool may_be_empty) {
+  return "envelope." + std::string(field) + ": expected " + std::to_string(want) + " bytes"
+         + (may_be_empty ? " or none" : "") + ", got " + std::to_string(got);
+}
+
+} // namespace
+
+std::string trace_context::traceparent() const {
+  static constexpr char k_digits[] = "0123456789abcdef";
+  std::string out = "00-" + trace_id_hex() + "-" + span_id_hex() + "-";
+  out.push_back(k_digits[flags >> 4]);
+  out.push_back(k_digits[flags & 15]);
+  return out;
+}
+
+void append_canonical(const envelope_fields& f, std::string_view payload_type,
+                      std::string_view payload_bytes, std::string& out) {
+  out.append(k_magic);
+  put_field(out, 1, f.message_id.raw());
+  put_field(out, 2, f.tenant);
+  put_field(out, 3, view(f.trace.trace_id));
+  put_field(out, 4, view(f.trace.span_id));
+  put_field(out, 5, view(f.trace.parent_span_id));
+  out.push_back(6);
+  put_u32(out, f.trace.flags);
+  put_field(out, 7, f.correlation_id.raw());
+  put_field(out, 8, f.causation_id.raw());
+  put_field(out, 9, f.sender.node);
+  put_field(out, 10, f.sender.name);
+  put_field(out, 11, f.receiver.node);
+  put_field(out, 12, f.receiver.name);
+  put_field(out, 13, payload_type);
+  put_field(out, 14, payload_bytes);
+  out.push_back(15);
+  put_u64(out, f.logical_ts);
+  out.push_back(16);
+  put_u32(out, static_cast<std::uint32_t>(f.headers.size()));
+  for (const auto& [key, value] : f.headers) { // std::map: sorted by key, bytewise
+    put_u32(out, static_cast<std::uint32_t>(key.size()));
+    out.append(key);
+    put_u32(out, static_cast<std::uint32_t>(value.size()));
+    out.append(value);
+  }
+}
+
+const google::protobuf::Message* find_prototype(std::string_view full_name) {
+  const auto* pool = google::protobuf::DescriptorPool::generated_pool();
+  const auto* desc = pool->FindMessageTypeByName(std::string{full_name});
+  if (desc == nullptr) return nullptr;
+  return google::protobuf::MessageFactory::generated_factory()->GetPrototype(desc);
+}
+
+envelope envelope::make(envelope_fields f) {
+  auto rep = std::make_shared<detail::envelope_rep>();
+  rep->f = std::move(f);
+  return envelope{std::move(rep)};
+}
+
+const envelope_fields& envelope::fields() const {
+  assert(rep_ != nullptr);
+  return rep_->f;
+}
+
+const std::string& envelope::payload_type_name() const { return payload_type()->full_name(); }
+
+const std::string& envelope::payload_bytes() const {
+  const auto& rep = *rep_;
+  if (!rep.bytes_preset)
+    std::call_once(rep.bytes_once, [&rep] { rep.bytes = serialize_deterministic(*rep.f.payload); });
+  return rep.bytes;
+}
+
+std::string envelope::canonical() const {
+  std::string out;
+  const auto& bytes = payload_bytes();
+  out.reserve(160 + bytes.size());
+  append_canonical(rep_->f, payload_type_name(), bytes, out);
+  return out;
+}
+
+const digest& envelope::hash() const {
+  const auto& rep = *rep_;
+  std::call_once(rep.hash_once, [this, &rep] {
+    thread_local std::string buf;
+    buf.clear();
+    append_canonical(rep.f, payload_type_name(), payload_bytes(), buf);
+    rep.hash = sha256(buf);
+  });
+  return rep.hash;
+}
+
+void envelope::to_proto(v1::Envelope& out) const {
+  const auto& f = fields();
+  out.Clear();
+  out.set_message_id(std::string{f.message_id.raw()});
+  out.set_tenant(f.tenant);
+  auto* tc = out.mutable_trace();
+  tc->set_trace_id(std::string{view(f.trace.trace_id)});
+  tc->set_span_id(std::string{view(f.trace.span_id)});
+  if (f.trace.parent_span_id != decltype(f.trace.parent_span_id){})
+    tc->set_parent_span_id(std::string{view(f.trace.parent_span_id)});
+  tc->set_flags(f.trace.flags);
+  if (!f.correlation_id.is_nil()) out.set_correlation_id(std::string{f.correlation_id.raw()});
+  if (!f.causation_id.is_nil()) out.set_causation_id(std::string{f.causation_id.raw()});
+  out.mutable_sender()->set_node(f.sender.node);
+  out.mutable_sender()->set_name(f.sender.name);
+  out.mutable_receiver()->set_node(f.receiver.node);
+  out.mutable_receiver()->set_name(f.receiver.name);
+  out.set_payload_type(payload_type_name());
+  out.set_payload(payload_bytes());
+  out.set_logical_ts(f.logical_ts);
+  for (const auto& [k, v] : f.headers)
+    (*out.mutable_headers())[k] = v;
+  const auto& h = hash();
+  out.set_hash(std::string{view(h)});
+}
+
+std::string envelope::encode() const {
+  v1::Envelope pb;
+  to_proto(pb);
+  return serialize_deterministic(pb);
+}
+
+expected<envelope> envelope::decode(std::string_view wire, const decode_options& opt) {
+  // Hostile input must not write Protobuf's own log lines (e.g. "invalid UTF-8") to stderr:
+  // the validation error below says what was wrong.
+  static std::once_flag quiet;
+  std::call_once(quiet, [] {
+    google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int,
+                                       const std::string&) {});
+  });
+  const std::size_t limit = opt.max_payload_bytes + opt.max_header_bytes;
+  if (wire.size() > limit)
+    return validation_error("envelope: " + std::to_string(wire.size())
+                            + " bytes exceeds the limit of " + std::to_string(limit)
+                            + " (envelope.max_payload_bytes + header allowance)");
+  if (wire.empty()) return validation_error("envelope: empty input");
+  v1::Envelope pb;
+  if (!pb.ParseFromArray(wire.data(), static_cast<int>(wire.size())))
+    return validation_error("envelope: truncated or malformed Protobuf encoding ("
+                            + std::to_string(wire.size()) + " bytes)");
+
+  auto rep = std::make_shared<detail::envelope_rep>();
+  auto& f = rep->f;
+  if (pb.message_id().size() != 16)
+    return validation_error(field_size_error("message_id", 16, pb.message_id().size(), false));
+  f.message_id = *ulid::from_bytes(pb.message_id());
+  for (auto [name, value, target] :
+       {std::tuple{"correlation_id", &pb.correlation_id(), &f.correlation_id},
+        std::tuple{"causation_id", &pb.causation_id(), &f.causation_id}}) {
+    if (value->empty()) continue;
+    auto id = ulid::from_bytes(*value);
+    if (!id) return validation_error(field_size_error(name, 16, value->size(), true));
+    *target = *id;
+  }
+  f.tenant = pb.tenant();
+  const auto& tc = pb.trace();
+  if (!copy_fixed(tc.trace_id(), f.trace.trace_id, false))
+    return validation_error(field_size_error("trace.trace_id", 16, tc.trace_id().size(), false));
+  if (!copy_fixed(tc.span_id(), f.trace.span_id, false))
+    return validation_error(field_size_error("trace.span_id", 8, tc.span_id().size(), false));
+  if (!copy_fixed(tc.parent_span_id(), f.trace.parent_span_id, true))
+    return validation_error(
+      field_size_error("trace.parent_span_id", 8, tc.parent_span_id().size(), true));
+  if (tc.flags() > 0xff)
+    return validation_error("envelope.trace.flags: " + std::to_string(tc.flags())
+                            + " does not fit in 8 bits");
+  f.trace.flags = static_cast<std::uint8_t>(tc.flags());
+  f.sender = {pb.sender().node(), pb.sender().name()};
+  f.receiver = {pb.receiver().node(), pb.receiver().name()};
+  f.logical_ts = pb.logical_ts();
+  for (const auto& [k, v] : pb.headers())
+    f.headers.emplace(k, v);
+
+  if (pb.payload_type().empty()) return validation_error("envelope.payload_type: empty");
+  if (pb.payload().size() > opt.max_payload_bytes)
+    return validation_error("envelope.payload: " + std::to_string(pb.payload().size())
+                            + " bytes exceeds the limit of "
+                            + std::to_string(opt.max_payload_bytes)
+                            + " bytes (envelope.max_payload_bytes)");
+  const auto* proto = find_prototype(pb.payload_type());
+  if (proto == nullptr)
+    return validation_error("envelope.payload_type: unknown payload type '" + pb.payload_type()
+                            + "' (no such Protobuf message is linked into this process)");
+  std::shared_ptr<google::protobuf::Message> payload{proto->New()};
+  if (!payload->ParseFromString(pb.payload()))
+    return validation_error("envelope.payload: malformed '" + pb.payload_type() + "' ("
+                            + std::to_string(pb.payload().size()) + " bytes)");
+  f.payload = std::move(payload);
+  rep->bytes = std::move(*pb.mutable_payload());
+  rep->bytes_preset = true;
+
+  envelope result{std::move(rep)};
+  if (pb.hash().empty()) {
+    if (opt.require_hash) return validation_error("envelope.hash: missing");
+  } else if (pb.hash().size() != 32) {
+    return validation_error(field_size_error("hash", 32, pb.hash().size(), false));
+  } else if (pb.hash() != view(result.hash())) {
+    return validation_error("envelope.hash: mismatch: carried " + to_hex(pb.hash())
+                            + ", computed " + result.hash_hex());
+  }
+  return result;
+}
+
+bool operator==(const envelope& a, const envelope& b) {
+  if (a.rep_ == b.rep_) return true;
+  if (!a.rep_ || !b.rep_) return false;
+  return a.hash() == b.hash();
+}
+
+} // namespace af

@@ -1,0 +1,268 @@
+#include "af/node.hpp"
+
+#include "af/host_port.hpp"
+#include "af/v1/runtime.pb.h"
+#include "agent_host.hpp"
+#include "caf_glue.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/atom.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+namespace af {
+
+namespace {
+
+/// The node's control agent: answers `af node status` and flag reloads, and (as the node's
+/// gateway) forwards envelopes addressed to other local agents.
+class control_agent : public agent_base<control_agent> {
+public:
+  static void define(handlers<control_agent>& h) {
+    h.kind("af.control").on(&control_agent::on_status).on(&control_agent::on_reload);
+  }
+
+  expected<v1::NodeStatus> on_status(context& ctx, const v1::NodeStatusRequest&) {
+    return ctx.this_node().node_status();
+  }
+
+  expected<v1::ReloadFlagsResult> on_reload(context& ctx, const v1::ReloadFlagsRequest&) {
+    auto& n = ctx.this_node();
+    if (auto r = n.reload_features(); !r) return r.error();
+    v1::ReloadFlagsResult out;
+    for (const auto& [k, v] : n.cfg().features().snapshot_strings())
+      (*out.mutable_features())[k] = v;
+    return out;
+  }
+};
+
+std::shared_ptr<log_backend> backend_from_config(const config& cfg, std::string& err) {
+  log_options lo;
+  auto level = parse_log_level(cfg.get_string("log.level"));
+  lo.level = level ? *level : log_level::info;
+  lo.format = cfg.get_string("log.format");
+  lo.file = cfg.get_string("log.file");
+  lo.node = cfg.get_string("node.name");
+  auto b = make_log_backend(lo);
+  if (!b) {
+    err = b.error().to_string();
+    return nullptr;
+  }
+  return *b;
+}
+
+} // namespace
+
+struct node::impl {
+  af::config cfg = af::config::defaults();
+  std::unique_ptr<caf::actor_system_config> caf_cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::unique_ptr<af::metrics> metrics;
+  detail::node_core core;
+  agent_ref control;
+  std::uint16_t listen_port = 0;
+  duration started{};
+  bool stopped = false;
+};
+
+expected<std::unique_ptr<node>> node::start(options opt) {
+  auto p = std::make_unique<impl>();
+  p->cfg = std::move(opt.cfg);
+  const auto& cfg = p->cfg;
+  auto& core = p->core;
+  core.node_name = cfg.get_string("node.name");
+  core.svc = opt.svc ? std::move(*opt.svc) : services::real(cfg.get_uint("rng.seed"));
+  core.ask_timeout = std::chrono::milliseconds(cfg.get_int("agent.ask_timeout_ms"));
+  core.decode.max_payload_bytes = static_cast<std::size_t>(cfg.get_int("envelope.max_payload_bytes"));
+
+  auto backend = opt.log;
+  if (!backend) {
+    std::string err;
+    backend = backend_from_config(cfg, err);
+    if (!backend) return validation_error(err);
+  }
+  core.log = logger{backend};
+  p->metrics = std::make_unique<af::metrics>(core.node_name, AF_VERSION);
+  core.metrics = p->metrics.get();
+
+  // CAF: scheduler chosen on purpose for 2 cores (docs/architecture.md, "Scheduler").
+  p->caf_cfg = std::make_unique<caf::actor_system_config>();
+  auto& cc = *p->caf_cfg;
+  cc.set("scheduler.policy", caf::atom_from_string(cfg.get_string("scheduler.policy")));
+  cc.set("scheduler.max-threads", static_cast<std::size_t>(cfg.get_int("scheduler.threads")));
+  cc.set("middleman.workers", static_cast<std::size_t>(0));
+  cc.load<caf::io::middleman>();
+  cc.add_message_type<envelope>("af.envelope");
+  p->sys = std::make_unique<caf::actor_system>(cc);
+  core.sys = p->sys.get();
+  p->started = core.svc.clk->monotonic();
+
+  auto self = std::unique_ptr<node>(new node(std::move(p)));
+  self->impl_->core.owner = self.get();
+  auto ctl = self->impl_->core.spawn(std::make_unique<control_agent>(), std::string{k_control_agent},
+                                     {}, nullptr);
+  if (!ctl) return ctl.error();
+  self->impl_->control = *ctl;
+
+  if (auto listen = cfg.get_string("node.listen"); !listen.empty())
+    if (auto r = self->listen(listen); !r) return r.error();
+  if (auto m = cfg.get_string("metrics.listen"); !m.empty())
+    if (auto r = self->serve_metrics(m); !r) return r.error();
+  self->impl_->core.log.info("node_started", "node " + self->name() + " started",
+                             {{"scheduler", cfg.get_string("scheduler.policy")},
+                              {"threads", cfg.get_int("scheduler.threads")},
+                              {"listen_port", self->impl_->listen_port},
+                              {"metrics_port", self->impl_->metrics->exposer_port()},
+                              {"seed", self->impl_->core.svc.seed}});
+  return self;
+}
+
+node::node(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+node::~node() { shutdown(); }
+
+const std::string& node::name() const { return impl_->core.node_name; }
+const af::config& node::cfg() const { return impl_->cfg; }
+const af::services& node::svc() const { return impl_->core.svc; }
+const logger& node::log() const { return impl_->core.log; }
+af::metrics& node::metrics() { return *impl_->metrics; }
+std::uint16_t node::listen_port() const { return impl_->listen_port; }
+
+duration node::uptime() const { return impl_->core.svc.clk->monotonic() - impl_->started; }
+
+expected<agent_ref> node::spawn_agent(std::unique_ptr<agent> a, std::string name,
+                                      std::string tenant) {
+  if (impl_->stopped) return error{errc::transient, "node '" + this->name() + "' is shut down"};
+  if (name.starts_with("af."))
+    return validation_error("agent name '" + name + "': the prefix 'af.' is reserved");
+  return impl_->core.spawn(std::move(a), std::move(name), std::move(tenant), nullptr);
+}
+
+expected<agent_ref> node::lookup(std::string_view name) const { return impl_->core.lookup(name); }
+
+std::size_t node::agent_count() const {
+  std::size_t n = 0;
+  for (const auto& [name, ptr] : impl_->core.registry.snapshot())
+    if (!name.starts_with("af.")) ++n;
+  return n;
+}
+
+status node::stop_agent(const agent_ref& ref) {
+  if (!ref.valid()) return validation_error("stop_agent: invalid agent reference");
+  auto actor = to_actor(ref);
+  caf::scoped_actor self{*impl_->sys};
+  self->monitor(actor);
+  self->send_exit(actor, caf::exit_reason::user_shutdown);
+  bool done = false;
+  self->receive([&](const caf::down_msg&) { done = true; },
+                caf::after(std::chrono::seconds(10)) >> [&] {});
+  if (!done) return error{errc::timeout, "agent '" + ref.name() + "' did not stop within 10 s"};
+  return {};
+}
+
+namespace {
+address edge_address(const std::string& node_name) { return {node_name, "af.edge"}; }
+} // namespace
+
+void node::tell_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg) {
+  auto& core = impl_->core;
+  af::rng r{core.svc.random->next_u64()};
+  auto env = core.make_envelope(edge_address(core.node_name), to.addr(), std::move(msg), nullptr,
+                                0, core.default_tenant, r);
+  caf::anon_send(to_actor(to), std::move(env));
+}
+
+expected<envelope> node::ask_erased(const agent_ref& to,
+                                    std::shared_ptr<const google::protobuf::Message> msg,
+                                    duration timeout, std::string tenant) {
+  auto& core = impl_->core;
+  af::rng r{core.svc.random->next_u64()};
+  auto env = core.make_envelope(edge_address(core.node_name), to.addr(), std::move(msg), nullptr,
+                                0, tenant.empty() ? core.default_tenant : tenant, r);
+  caf::scoped_actor self{*impl_->sys};
+  std::optional<expected<envelope>> result;
+  self->request(to_actor(to), timeout, std::move(env))
+    .receive([&](const envelope& reply) { result.emplace(reply); },
+             [&](const caf::error& err) {
+               if (err == caf::sec::request_timeout)
+                 result.emplace(error{errc::timeout, "ask to '" + to.addr().to_string()
+                                                       + "' timed out"});
+               else if (err == caf::sec::request_receiver_down)
+                 result.emplace(error{errc::not_found,
+                                      "ask to '" + to.addr().to_string() + "': agent has stopped"});
+               else
+                 result.emplace(error{errc::transient, "ask to '" + to.addr().to_string()
+                                                         + "' failed: " + to_string(err)});
+             });
+  return std::move(*result);
+}
+
+expected<std::uint16_t> node::listen(const std::string& text) {
+  auto hp = parse_host_port(text, "node.listen");
+  if (!hp) return hp.error();
+  auto ctl = to_actor(impl_->control);
+  auto port = impl_->sys->middleman().publish(ctl, hp->port, hp->host.c_str(), true);
+  if (!port)
+    return error{errc::transient, "node.listen: cannot listen on " + text + ": "
+                                    + impl_->sys->render(port.error())};
+  impl_->listen_port = *port;
+  impl_->core.log.info("control_listening", "control endpoint published",
+                       {{"address", hp->host + ":" + std::to_string(*port)}});
+  return *port;
+}
+
+expected<std::uint16_t> node::serve_metrics(const std::string& host_port) {
+  auto r = impl_->metrics->start_exposer(host_port);
+  if (r)
+    impl_->core.log.info("metrics_listening", "metrics exposer started",
+                         {{"address", host_port}, {"port", *r}});
+  return r;
+}
+
+status node::reload_features() {
+  const auto& file = impl_->cfg.file();
+  if (file.empty())
+    return validation_error("features: the node was started without a configuration file");
+  auto r = impl_->cfg.features_ptr()->reload_from_file(file, config::process_environment());
+  if (!r) {
+    impl_->core.log.error("features_reload_failed", r.error().to_string());
+    return r;
+  }
+  impl_->core.log.info("features_reloaded", "feature flags reloaded",
+                       {{"version", impl_->cfg.features().version()}});
+  return {};
+}
+
+v1::NodeStatus node::node_status() const {
+  v1::NodeStatus s;
+  s.set_name(name());
+  s.set_version(AF_VERSION);
+  s.set_uptime_seconds(std::chrono::duration<double>(uptime()).count());
+  s.set_agent_count(agent_count());
+  if (impl_->listen_port != 0) s.set_listen(std::to_string(impl_->listen_port));
+  if (auto mp = impl_->metrics->exposer_port(); mp != 0) s.set_metrics(std::to_string(mp));
+  s.set_scheduler_policy(impl_->cfg.get_string("scheduler.policy"));
+  s.set_scheduler_threads(static_cast<std::uint32_t>(impl_->cfg.get_int("scheduler.threads")));
+  for (const auto& [k, v] : impl_->cfg.features().snapshot_strings())
+    (*s.mutable_features())[k] = v;
+  return s;
+}
+
+void node::shutdown() {
+  if (!impl_ || impl_->stopped) return;
+  impl_->stopped = true;
+  auto& core = impl_->core;
+  core.log.info("node_stopping", "stopping agents", {{"agents", core.registry.size()}});
+  for (auto& [name, ptr] : core.registry.snapshot())
+    caf::anon_send_exit(ptr, caf::exit_reason::user_shutdown);
+  impl_->control = agent_ref{};
+  impl_->sys->await_all_actors_done();
+  impl_->metrics->stop_exposer();
+  core.log.info("node_stopped", "node " + core.node_name + " stopped");
+  core.log.flush();
+}
+
+} // namespace af
