@@ -212,7 +212,7 @@ int cmd_demo(const node_flags& flags, const v1::DemoRequest& req, const std::str
   const auto timeout = std::chrono::minutes(10);
   if (!json)
     out << "af demo: " << req.workers() << " worker agents, " << req.tasks()
-        << " tasks, counting primes below " << req.limit()
+        << " tasks (" << req.window() << " in flight), counting primes below " << req.limit()
         << (connect.empty() ? "" : " on node " + connect) << "\n"
         << std::flush;
   expected<v1::DemoResult> result = error{errc::internal, "not run"};
@@ -300,7 +300,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     ->check(CLI::Range(1, 3'600'000));
 
   node_flags demo_flags;
-  std::uint32_t workers = 1000, tasks = 10000;
+  std::uint32_t workers = 1000, tasks = 10000, window = 64;
   std::uint64_t limit = 5'000'000;
   auto* demo_cmd = app.add_subcommand(
     "demo", "1,000 agents counting primes together: a coordinator fans tasks out to workers,\n"
@@ -312,6 +312,8 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   demo_cmd->add_option("--tasks", tasks, "tasks to fan out")->check(CLI::Range(1, 10'000'000));
   demo_cmd->add_option("--limit", limit, "count the primes below this number")
     ->check(CLI::Range(3, 1'000'000'000));
+  demo_cmd->add_option("--window", window, "tasks in flight at once")
+    ->check(CLI::Range(1, 1'000'000));
   demo_cmd->add_option("--connect", connect, "run the demo inside the node at HOST:PORT");
   demo_cmd->add_flag("--json", json, "print the result as JSON");
 
@@ -354,6 +356,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       req.set_workers(workers);
       req.set_tasks(tasks);
       req.set_limit(limit);
+      req.set_window(window);
       return cmd_demo(demo_flags, req, connect, json, out, err);
     }
     if (show->parsed()) return cmd_config_show(show_flags, json, out, err);

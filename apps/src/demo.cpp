@@ -109,27 +109,36 @@ public:
       workers.push_back(*ref);
     }
     started_ = ctx.monotonic();
-    const std::uint64_t lo = 2, hi = std::max<std::uint64_t>(req_.limit(), 2);
-    const std::uint32_t n = req_.tasks();
+    workers_ = std::move(workers);
     ctx.log().info("demo_started", "fanning out tasks",
-                   {{"workers", w}, {"tasks", n}, {"limit", req_.limit()}});
-    for (std::uint32_t i = 0; i < n; ++i) {
-      pb::Task t;
-      t.set_index(i);
-      t.set_lo(lo + (hi - lo) * i / n);
-      t.set_hi(lo + (hi - lo) * (i + 1) / n);
-      auto sent = ctx.monotonic();
-      ctx.ask<pb::TaskResult>(workers[i % w], t, k_task_timeout,
-                              [this, sent, &ctx](expected<pb::TaskResult> r) {
-                                on_result(ctx, sent, std::move(r));
-                              });
-    }
+                   {{"workers", w}, {"tasks", req_.tasks()}, {"limit", req_.limit()},
+                    {"window", req_.window()}});
+    // A bounded window of tasks in flight, so round trips measure work, not queueing.
+    const std::uint32_t window = std::min(req_.tasks(), std::max<std::uint32_t>(req_.window(), 1));
+    for (std::uint32_t i = 0; i < window; ++i)
+      send_task(ctx);
   }
 
 private:
+  void send_task(context& ctx) {
+    const std::uint32_t i = next_task_++;
+    const std::uint64_t lo = 2, hi = std::max<std::uint64_t>(req_.limit(), 2);
+    const std::uint32_t n = req_.tasks();
+    pb::Task t;
+    t.set_index(i);
+    t.set_lo(lo + (hi - lo) * i / n);
+    t.set_hi(lo + (hi - lo) * (i + 1) / n);
+    auto sent = ctx.monotonic();
+    ctx.ask<pb::TaskResult>(workers_[i % workers_.size()], t, k_task_timeout,
+                            [this, sent, &ctx](expected<pb::TaskResult> r) {
+                              on_result(ctx, sent, std::move(r));
+                            });
+  }
+
   void on_result(context& ctx, duration sent, expected<pb::TaskResult> r) {
     if (done_) return;
     if (!r) return finish_with(ctx, r.error());
+    if (next_task_ < req_.tasks()) send_task(ctx);
     task_us_.push_back(micros(ctx.monotonic() - sent));
     peer_us_.push_back(r->peer_a_us());
     peer_us_.push_back(r->peer_b_us());
@@ -171,6 +180,8 @@ private:
   rt::DemoRequest req_;
   responder<rt::DemoResult> reply_;
   duration started_{};
+  std::vector<agent_ref> workers_;
+  std::uint32_t next_task_ = 0;
   std::vector<double> task_us_, peer_us_;
   std::uint64_t primes_ = 0;
   bool done_ = false;
