@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -45,9 +46,6 @@ struct node_flags {
     config_sources src;
     src.file = config_file;
     src.env = config::process_environment();
-    // Command defaults (e.g. a quieter log for `af demo`) apply only where nothing else did.
-    for (auto& d : extra_defaults)
-      if (!src.env.contains(config::env_var_name(d.key))) src.flags.push_back(std::move(d));
     auto add = [&](const std::string& v, const char* key, const char* flag) {
       if (!v.empty()) src.flags.push_back({key, v, flag});
     };
@@ -63,6 +61,15 @@ struct node_flags {
         return validation_error("flag --set '" + s + "': expected KEY=VALUE");
       src.flags.push_back({s.substr(0, eq), s.substr(eq + 1), "--set " + s.substr(0, eq)});
     }
+    auto cfg = config::load(src);
+    // Command defaults (e.g. a quieter log for `af demo`) apply only where nothing else did:
+    // neither the file, nor the environment, nor a flag.
+    std::vector<config_override> unset;
+    if (cfg)
+      for (auto& d : extra_defaults)
+        if (cfg->source(d.key) == config_source::defaults) unset.push_back(std::move(d));
+    if (unset.empty()) return cfg;
+    src.flags.insert(src.flags.begin(), unset.begin(), unset.end());
     return config::load(src);
   }
 };
@@ -121,6 +128,13 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
                    std::ostream& out, std::ostream& err) {
   auto cfg = flags.load();
   if (!cfg) return fail(err, cfg.error());
+  const auto& data_dir = cfg->get_string("node.data_dir");
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec || ::access(data_dir.c_str(), W_OK) != 0)
+    return fail(err, error{errc::validation, "node.data_dir: '" + data_dir
+                                               + "' is not a writable directory ("
+                                               + cfg->origin("node.data_dir") + ")"});
   signal_block signals; // before the node starts its threads, so they inherit the mask
   node::options opt;
   opt.cfg = std::move(*cfg);
@@ -145,7 +159,10 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   for (;;) {
     int sig = signals.wait();
     if (sig == SIGHUP) {
-      (void)nd.reload_features(); // logged either way; a bad file keeps the old flags
+      // The node logs a reload and a bad file (which keeps the old flags), but not a node
+      // started without --config: say so here rather than ignore the signal silently.
+      if (auto r = nd.reload_features(); !r && nd.cfg().file().empty())
+        nd.log().warn("features_reload_failed", r.error().to_string());
       continue;
     }
     nd.log().info("signal_received", sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -343,7 +360,14 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       out << e.what() << "\n";
       return k_exit_ok;
     }
-    err << "af: " << e.what() << "\nRun 'af --help' (or 'af SUBCOMMAND --help') for usage.\n";
+    // CLI11 reports a missing subcommand or required option before the arguments it did not
+    // understand, so `af --bogus` or `af frobnicate` would only say "A subcommand is required":
+    // name the culprits first.
+    std::string msg = e.what();
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr)
+      if (auto extra = app.remaining(true); !extra.empty())
+        msg = std::string{CLI::ExtrasError(extra).what()} + " (" + msg + ")";
+    err << "af: " << msg << "\nRun 'af --help' (or 'af SUBCOMMAND --help') for usage.\n";
     return k_exit_usage;
   }
 

@@ -6,6 +6,8 @@
 #include <caf/actor_system.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
+#include <caf/message_view.hpp>
+#include <caf/type_erased_tuple.hpp>
 
 #include <google/protobuf/empty.pb.h>
 
@@ -71,6 +73,7 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
   : envelope_actor::base(cfg), core_(core), agent_(std::move(a)),
     table_(&agent_->handler_table()), ctx_(this), addr_(std::move(addr)),
     tenant_(std::move(tenant)), rng_(seed) {
+  gateway = table_->kind == "af.control";
   auto& m = *core_->metrics;
   handled_ = m.agent_messages(tenant_, table_->kind, k_handled);
   rejected_ = m.agent_messages(tenant_, table_->kind, k_rejected);
@@ -91,6 +94,17 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
                            {{"agent", host->addr_.name}, {"kind", host->kind()}});
     return caf::make_error(caf::sec::runtime_error, "agent '" + host->addr_.name
                                                       + "' crashed: " + what);
+  });
+  // Anything that is not an envelope (a peer with another type registry, a stray CAF message)
+  // is logged, counted and answered with an error: never dropped silently.
+  set_default_handler([](caf::scheduled_actor* self, caf::message_view& m) -> caf::result<caf::message> {
+    auto* host = static_cast<agent_host*>(self);
+    auto what = to_string(m.content());
+    host->core_->log.warn("unexpected_message", "not an af.envelope: " + what,
+                          {{"agent", host->addr_.name}, {"kind", host->kind()}});
+    host->count(host->tenant_, k_rejected);
+    return caf::make_error(caf::sec::unexpected_message,
+                           "agent '" + host->addr_.name + "' accepts only af.envelope, got " + what);
   });
 }
 

@@ -8,6 +8,7 @@
 
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/execution_unit.hpp>
 #include <caf/meta/load_callback.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/sec.hpp>
@@ -18,6 +19,15 @@
 #include <type_traits>
 
 namespace af {
+
+/// Counts and logs an envelope that failed to decode on the wire, on the node whose actor system
+/// is running the deserializer (`ctx` may be null; a client's system has no node: then it only
+/// returns). Defined in node.cpp.
+void report_rejected_envelope(caf::execution_unit* ctx, const error& e) noexcept;
+
+/// The decode limits of the node running the deserializer (its envelope.max_payload_bytes), or
+/// the defaults outside a node. Defined in node.cpp.
+decode_options wire_decode_options(caf::execution_unit* ctx) noexcept;
 
 /// The one CAF interface of every AgentFlow actor: an envelope in, an envelope back for asks.
 using envelope_actor = caf::typed_actor<caf::replies_to<envelope>::with<envelope>>;
@@ -35,8 +45,11 @@ typename std::enable_if<Inspector::writes_state, typename Inspector::result_type
 inspect(Inspector& f, envelope& x) {
   std::string bytes;
   auto load = caf::meta::load_callback([&]() -> caf::error {
-    auto r = envelope::decode(bytes, decode_options{});
-    if (!r) return caf::make_error(caf::sec::invalid_argument, r.error().to_string());
+    auto r = envelope::decode(bytes, wire_decode_options(f.context()));
+    if (!r) {
+      report_rejected_envelope(f.context(), r.error());
+      return caf::make_error(caf::sec::invalid_argument, r.error().to_string());
+    }
     x = std::move(*r);
     return caf::none;
   });

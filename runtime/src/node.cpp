@@ -54,11 +54,46 @@ std::shared_ptr<log_backend> backend_from_config(const config& cfg, std::string&
   return *b;
 }
 
+/// CAF's configuration of a node's actor system, carrying a way back to the node for code that
+/// only has the actor system (the envelope deserializer).
+struct node_caf_config : caf::actor_system_config {
+  detail::node_core* core = nullptr;
+};
+
+std::string_view rejection_reason(const error& e) {
+  const auto& m = e.message();
+  if (m.find("exceeds the limit") != std::string::npos) return reject_reason::oversized;
+  if (m.find("unknown payload type") != std::string::npos) return reject_reason::unknown_type;
+  if (m.starts_with("envelope.hash")) return reject_reason::hash_mismatch;
+  return reject_reason::malformed;
+}
+
 } // namespace
+
+namespace {
+detail::node_core* core_of(caf::execution_unit* ctx) noexcept {
+  if (ctx == nullptr) return nullptr;
+  const auto* cfg = dynamic_cast<const node_caf_config*>(&ctx->system().config());
+  return cfg != nullptr ? cfg->core : nullptr;
+}
+} // namespace
+
+decode_options wire_decode_options(caf::execution_unit* ctx) noexcept {
+  const auto* core = core_of(ctx);
+  return core != nullptr ? core->decode : decode_options{};
+}
+
+void report_rejected_envelope(caf::execution_unit* ctx, const error& e) noexcept {
+  auto* core = core_of(ctx);
+  if (core == nullptr) return;
+  core->metrics->envelope_rejected(rejection_reason(e)).inc();
+  core->log.warn("envelope_rejected", e.to_string(),
+                      {{"reason", std::string{rejection_reason(e)}}});
+}
 
 struct node::impl {
   af::config cfg = af::config::defaults();
-  std::unique_ptr<caf::actor_system_config> caf_cfg;
+  std::unique_ptr<node_caf_config> caf_cfg;
   std::unique_ptr<caf::actor_system> sys;
   std::unique_ptr<af::metrics> metrics;
   detail::node_core core;
@@ -89,8 +124,9 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   core.metrics = p->metrics.get();
 
   // CAF: scheduler chosen on purpose for 2 cores (docs/architecture.md, "Scheduler").
-  p->caf_cfg = std::make_unique<caf::actor_system_config>();
+  p->caf_cfg = std::make_unique<node_caf_config>();
   auto& cc = *p->caf_cfg;
+  cc.core = &core;
   cc.set("scheduler.policy", caf::atom_from_string(cfg.get_string("scheduler.policy")));
   cc.set("scheduler.max-threads", static_cast<std::size_t>(cfg.get_int("scheduler.threads")));
   cc.set("middleman.workers", static_cast<std::size_t>(0));

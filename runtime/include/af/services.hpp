@@ -12,7 +12,7 @@
 namespace af {
 
 /// Nanoseconds since the Unix epoch, on the node's clock (real or virtual).
-using time_point = std::chrono::time_point<std::chrono::system_clock, std::chrono::nanoseconds>;
+using time_point = std::chrono::sys_time<std::chrono::nanoseconds>;
 using duration = std::chrono::nanoseconds;
 
 class clock {

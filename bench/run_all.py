@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Runs every benchmark executable of a build and (optionally) rewrites docs/benchmarks.md.
+
+    python3 bench/run_all.py --build build/release --update docs/benchmarks.md
+
+Each executable (<build>/bench/af_bench_*) prints one JSON object per scenario and line
+(CONVENTIONS.md, "Benchmarks"); this script echoes those lines on stdout and, with --update,
+replaces everything between the markers `<!-- bench:begin -->` and `<!-- bench:end -->` of the
+document with the machine, the date, the command and one table per scenario group. The rest of
+the document is left as it is (it is created with a short skeleton when missing).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+BEGIN = "<!-- bench:begin -->"
+END = "<!-- bench:end -->"
+
+# Run order, section titles and what each section measures; executables not listed here run
+# afterwards in name order.
+GROUPS = [
+    ("roundtrip", "1. Ask/reply round trip",
+     "One agent asks another (`expected<Int64Value> f(context&, const Int64Value&)`) and asks "
+     "again from the reply callback; each round trip is timed with `steady_clock` inside the "
+     "asker. Baseline: two bare CAF event-based actors doing `request(...).then(...)` with an "
+     "`int64_t`. Both on work stealing with 2 threads."),
+    ("throughput", "2. One-way throughput",
+     "One sender agent tells one receiver agent `Int64Value`s in batches of 1,000 with at most 2 "
+     "batches unacknowledged (the receiver acks each full batch), so memory stays bounded. "
+     "Baseline: the same protocol between two bare CAF actors sending `int64_t`. p50/p99 are "
+     "per-batch rates (p99 = the slow tail)."),
+    ("hash", "3. Envelope hash",
+     "What `envelope::hash()` computes: `af::append_canonical` into a reused buffer plus "
+     "`af::sha256`, vs raw `af::sha256` over the same canonical bytes; `BytesValue` payloads "
+     "whose serialization is exactly 64 B, 1 KiB and 16 KiB. Timed in thread CPU time with the "
+     "variants alternating block by block (about 1 MiB per block), so other processes on the "
+     "machine do not distort the ratio. MB/s counts canonical bytes."),
+    ("spawn", "4. Spawning idle agents",
+     "100k agents spawned from the main thread through `node::spawn`, timed until every "
+     "`on_start` has run (an atomic counter); RSS from `/proc/self/statm` before the first spawn "
+     "and after the last start, divided by the count. Baseline: 100k idle bare CAF event-based "
+     "actors (handles kept in a vector). Every run of every variant is a fresh process."),
+]
+
+SKELETON = f"""# Benchmarks
+
+How to run: `make bench` (builds the release preset, then runs
+`python3 bench/run_all.py --build build/release --update docs/benchmarks.md`).
+
+{BEGIN}
+{END}
+"""
+
+
+def find_benches(build: pathlib.Path) -> list[pathlib.Path]:
+    bench_dir = build / "bench"
+    found = sorted(p for p in bench_dir.glob("af_bench_*")
+                   if p.is_file() and os.access(p, os.X_OK))
+    order = {g[0]: i for i, g in enumerate(GROUPS)}
+    return sorted(found, key=lambda p: (order.get(group_of(p), len(order)), p.name))
+
+
+def group_of(exe: pathlib.Path) -> str:
+    return exe.name[len("af_bench_"):]
+
+
+def run_bench(exe: pathlib.Path, extra: list[str]) -> tuple[list[dict], float]:
+    start = time.monotonic()
+    proc = subprocess.Popen([str(exe), *extra], stdout=subprocess.PIPE, text=True)
+    rows = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        print(line, flush=True)
+        rows.append(json.loads(line))
+    rc = proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"{exe.name} exited with status {rc}")
+    return rows, time.monotonic() - start
+
+
+def cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "–"
+    a = abs(v)
+    if a >= 10000 or (a >= 100 and float(v).is_integer()):
+        s = f"{v:,.0f}"
+    elif a >= 100:
+        s = f"{v:,.1f}"
+    elif a >= 10:
+        s = f"{v:.2f}"
+    else:
+        s = f"{v:.3g}"
+    return s
+
+
+UNIT_TEXT = {"us": "µs"}
+
+
+def cell(side: dict, key: str) -> str:
+    return fmt(side.get(key))
+
+
+def median_cell(side: dict) -> str:
+    text = f"{fmt(side['median'])} {UNIT_TEXT.get(side['unit'], side['unit'])}"
+    if "mb_s" in side:
+        text += f" ({fmt(side['mb_s'])} MB/s)"
+    return text
+
+
+def target_text(row: dict) -> tuple[str, str]:
+    t = row.get("target")
+    if not t:
+        return "informational", "–"
+    op = {"<=": "≤", ">=": "≥"}.get(t["op"], t["op"])
+    what = "ratio" if t["metric"] == "ratio" else UNIT_TEXT.get(row["unit"], row["unit"])
+    if t["metric"] == "ratio":
+        text = f"ratio {op} {fmt(t['value'])}"
+    else:
+        text = f"{op} {fmt(t['value'])} {what}"
+    return text, ("**yes**" if row.get("met") else "**no**")
+
+
+def table(rows: list[dict]) -> list[str]:
+    out = [
+        "| Measurement | Variant | Median | p50 | p99 | Min | Max | n | Ratio | Target | Met |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|---|",
+    ]
+    for row in rows:
+        target, met = target_text(row)
+        ratio = fmt(row.get("ratio")) if "ratio" in row else "–"
+        out.append(f"| {row.get('title', row['name'])} (`{row['name']}`) | AgentFlow | "
+                   f"{median_cell(row)} | {cell(row, 'p50')} | {cell(row, 'p99')} | "
+                   f"{cell(row, 'min')} | {cell(row, 'max')} | {row['n']:,} | {ratio} | "
+                   f"{target} | {met} |")
+        base = row.get("baseline")
+        if base:
+            out.append(f"| | baseline: {base['name']} | {median_cell(base)} | "
+                       f"{cell(base, 'p50')} | {cell(base, 'p99')} | {cell(base, 'min')} | "
+                       f"{cell(base, 'max')} | {base['n']:,} | | | |")
+    notes = [f"`{r['name']}`: {r['note']}" for r in rows if r.get("note")]
+    if notes:
+        out.append("")
+        out.extend(f"- {n}" for n in notes)
+    return out
+
+
+def render(results: dict[str, list[dict]], timings: dict[str, float], command: str,
+           load_before: str) -> str:
+    all_rows = [r for rows in results.values() for r in rows]
+    with_target = [r for r in all_rows if r.get("target")]
+    met = sum(1 for r in with_target if r.get("met"))
+    lines = [
+        f"Measured on a {os.cpu_count()}-core machine ({cpu_model()}), "
+        f"date {datetime.date.today().isoformat()}; load average before the run: {load_before}.",
+        "",
+        f"- Machine: `nproc` = {os.cpu_count()}, CPU `{cpu_model()}`, "
+        f"{platform.system()} {platform.release()}",
+        f"- Command: `{command}`",
+        "- Bench wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+        + f" (total {sum(timings.values()):.1f} s)",
+        f"- Targets met: {met} of {len(with_target)}",
+        "",
+    ]
+    titles = {g[0]: g[1] for g in GROUPS}
+    about = {g[0]: g[2] for g in GROUPS}
+    for group, rows in results.items():
+        lines.append(f"### {titles.get(group, group)}")
+        lines.append("")
+        if group in about:
+            lines.append(about[group])
+            lines.append("")
+        lines.extend(table(rows))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def update_doc(path: pathlib.Path, body: str) -> None:
+    text = path.read_text() if path.exists() else SKELETON
+    if BEGIN not in text or END not in text:
+        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{head}{BEGIN}\n{body.rstrip()}\n{END}{tail}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", required=True, help="CMake build directory (e.g. build/release)")
+    ap.add_argument("--update", metavar="DOC", help="rewrite the tables of this Markdown file")
+    ap.add_argument("--only", action="append", default=[],
+                    help="run only these benches (roundtrip, throughput, hash, spawn)")
+    ap.add_argument("--runs", type=int, help="override the number of runs of every bench")
+    args = ap.parse_args()
+
+    build = pathlib.Path(args.build)
+    benches = find_benches(build)
+    if args.only:
+        benches = [b for b in benches if group_of(b) in args.only]
+    if not benches:
+        print(f"run_all.py: no af_bench_* executables in {build / 'bench'} "
+              f"(configure with -DAF_BUILD_BENCH=ON and build)", file=sys.stderr)
+        return 1
+
+    extra = ["--runs", str(args.runs)] if args.runs else []
+    load_before = load_average()
+    try:
+        if float(load_before.split()[0]) > 0.5 * (os.cpu_count() or 1):
+            print(f"run_all.py: warning: load average {load_before} on {os.cpu_count()} cores; "
+                  "wall-clock figures (messaging, spawn) will be noisy", file=sys.stderr)
+    except ValueError:
+        pass
+    results: dict[str, list[dict]] = {}
+    timings: dict[str, float] = {}
+    for exe in benches:
+        print(f"# {exe.name}", file=sys.stderr, flush=True)
+        try:
+            rows, secs = run_bench(exe, extra)
+        except (RuntimeError, json.JSONDecodeError) as e:
+            print(f"run_all.py: {e}", file=sys.stderr)
+            return 1
+        results[group_of(exe)] = rows
+        timings[group_of(exe)] = secs
+
+    if args.update:
+        command = "python3 bench/run_all.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        update_doc(pathlib.Path(args.update), render(results, timings, command, load_before))
+        print(f"# updated {args.update}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# End-to-end test of a real `af node start` process on 127.0.0.1 with ephemeral ports:
+# port file, `af node status --json`, `af demo --connect`, Prometheus /metrics (checked with
+# promtool), feature reload on SIGHUP (a good and a bad file), a second node on a taken port,
+# and a clean exit 0 on SIGTERM. Usage: node_e2e.sh PATH/TO/af
+set -euo pipefail
+
+AF=${1:?usage: node_e2e.sh PATH/TO/af}
+[[ -x $AF ]] || { echo "FAIL: '$AF' is not executable" >&2; exit 1; }
+for tool in curl python3 promtool; do
+  command -v "$tool" >/dev/null ||
+    { echo "FAIL: '$tool' not found (promtool: Debian package 'prometheus', see 'make deps')" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-node-e2e.XXXXXX")
+pid=""
+second_pid=""
+step="setup"
+
+cleanup() {
+  local rc=$?
+  for p in $pid $second_pid; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -KILL "$p" 2>/dev/null || true
+      wait "$p" 2>/dev/null || true
+    fi
+  done
+  if ((rc != 0)); then
+    echo "FAIL during: $step (exit $rc)" >&2
+    for f in "$tmp"/*.out "$tmp"/*.err; do
+      [[ -f $f ]] || continue
+      echo "----- $(basename "$f") -----" >&2
+      tail -n 40 "$f" >&2
+    done
+  fi
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+# json_get FILE EXPR: prints the Python expression EXPR evaluated on the JSON object `j` in FILE.
+json_get() {
+  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds or time runs out.
+wait_until() {
+  local limit=$1
+  shift
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+alive() { kill -0 "$pid" 2>/dev/null; }
+port_file_ready() { # port_file_ready FILE
+  alive || fail "the node exited before writing its port file"
+  [[ -s $1 ]]
+}
+
+write_config() { # write_config FAST_PATH BATCH
+  cat >"$tmp/node.yaml" <<EOF
+node:
+  name: e2e-node
+log:
+  level: info
+  format: json
+scheduler:
+  threads: 2
+features:
+  fast_path: $1
+  batch: $2
+EOF
+}
+
+status_json() { # status_json OUTFILE: af node status --json into OUTFILE
+  "$AF" node status --connect "127.0.0.1:$port" --json --timeout-ms 5000 >"$1"
+}
+
+# ---- start the node ------------------------------------------------------------------------
+step="start the node"
+write_config false 8
+"$AF" node start --data-dir "$tmp/data" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 \
+  --port-file "$tmp/ports.json" --config "$tmp/node.yaml" >"$tmp/node.out" 2>"$tmp/node.err" &
+pid=$!
+wait_until 20 port_file_ready "$tmp/ports.json" || fail "no port file within 20 s"
+
+port=$(json_get "$tmp/ports.json" 'j["listen_port"]')
+metrics=$(json_get "$tmp/ports.json" 'j["metrics_port"]')
+[[ $port =~ ^[0-9]+$ && $port -gt 0 ]] || fail "bad listen_port '$port'"
+[[ $metrics =~ ^[0-9]+$ && $metrics -gt 0 ]] || fail "bad metrics_port '$metrics'"
+[[ $port != "$metrics" ]] || fail "listen and metrics ports are the same ($port)"
+[[ $(json_get "$tmp/ports.json" 'j["pid"]') == "$pid" ]] || fail "port file pid is not $pid"
+[[ $(json_get "$tmp/ports.json" 'j["name"]') == e2e-node ]] || fail "port file name is not e2e-node"
+wait_until 5 grep -q "af node e2e-node running" "$tmp/node.out" ||
+  fail "no 'running' line on stdout"
+echo "node $pid: control port $port, metrics port $metrics"
+
+# ---- af node status --json -----------------------------------------------------------------
+step="af node status --json"
+status_json "$tmp/status1.json"
+python3 - "$tmp/status1.json" "$port" "$metrics" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["name"] == "e2e-node", j
+assert isinstance(j["uptime_seconds"], (int, float)) and 0 <= j["uptime_seconds"] < 120, j
+assert isinstance(j["agent_count"], int) and j["agent_count"] >= 1, j  # demo.service
+assert j["listen_port"] == sys.argv[2], j
+assert j["metrics_port"] == sys.argv[3], j
+assert j["scheduler"]["threads"] == 2, j
+assert j["features"] == {"fast_path": "false", "batch": "8"}, j
+EOF
+"$AF" node status --connect "127.0.0.1:$port" >"$tmp/status_text.out"
+grep -q '^node  *e2e-node$' "$tmp/status_text.out" || fail "text status lacks the node name"
+grep -q '^feature  *fast_path = false$' "$tmp/status_text.out" || fail "text status lacks fast_path"
+
+# ---- af demo --connect ---------------------------------------------------------------------
+step="af demo --connect"
+"$AF" demo --connect "127.0.0.1:$port" --workers 50 --tasks 200 --limit 100000 --json \
+  >"$tmp/demo.out"
+python3 - "$tmp/demo.out" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["ok"] is True, j
+assert j["primes"] == j["expected"] == 9592, j  # primes below 100000
+assert j["workers"] == 50 and j["tasks"] == 200 and j["limit"] == 100000, j
+assert j["asks"] == 600, j
+EOF
+alive || fail "the node died during the demo"
+
+# ---- metrics ---------------------------------------------------------------------------------
+step="metrics"
+curl -s --max-time 10 -o "$tmp/metrics.txt" -w '%{http_code}' "http://127.0.0.1:$metrics/metrics" \
+  >"$tmp/metrics.code"
+[[ $(cat "$tmp/metrics.code") == 200 ]] || fail "GET /metrics: HTTP $(cat "$tmp/metrics.code")"
+promtool check metrics <"$tmp/metrics.txt" >"$tmp/promtool.out" 2>&1 ||
+  { cat "$tmp/promtool.out" >&2; fail "promtool check metrics found problems"; }
+total=$(awk '$1 ~ /^af_agent_messages_total(\{|$)/ { s += $NF } END { printf "%d", s }' \
+  "$tmp/metrics.txt")
+((total > 0)) || fail "af_agent_messages_total is $total after the demo"
+echo "af_agent_messages_total: $total"
+
+# ---- SIGHUP reloads the feature flags ----------------------------------------------------------
+step="SIGHUP reload"
+write_config true 8
+kill -HUP "$pid"
+fast_path_is() {
+  status_json "$tmp/status2.json" &&
+    [[ $(json_get "$tmp/status2.json" 'j["features"].get("fast_path")') == "$1" ]]
+}
+wait_until 10 fast_path_is true || fail "fast_path is not 'true' 10 s after SIGHUP"
+[[ $(json_get "$tmp/status2.json" 'j["features"]["batch"]') == 8 ]] || fail "batch changed"
+
+step="SIGHUP with a bad file"
+printf 'features:\n  fast_path: [oops\n' >"$tmp/node.yaml"
+kill -HUP "$pid"
+sleep 1
+alive || fail "the node died on SIGHUP with a bad file"
+wait_until 10 grep -q features_reload_failed "$tmp/node.err" ||
+  fail "no features_reload_failed log line after a bad reload"
+fast_path_is true || fail "a bad reload changed the flags"
+
+# ---- a second node on the same port fails ------------------------------------------------------
+step="second node on a taken port"
+rc=0
+timeout 20 "$AF" node start --data-dir "$tmp/data2" --listen "127.0.0.1:$port" \
+  --port-file "$tmp/ports2.json" --no-demo-service >"$tmp/second.out" 2>"$tmp/second.err" || rc=$?
+((rc != 124)) || fail "the second node on port $port kept running"
+((rc != 0)) || fail "the second node on port $port exited 0"
+grep -q "cannot listen on 127.0.0.1:$port" "$tmp/second.err" ||
+  fail "the second node's error does not say it cannot listen on 127.0.0.1:$port"
+[[ ! -e $tmp/ports2.json ]] || fail "the second node wrote a port file"
+echo "second node on port $port: exit $rc, $(grep -m1 'cannot listen' "$tmp/second.err")"
+
+step="second node on a taken metrics port"
+rc=0
+timeout 20 "$AF" node start --data-dir "$tmp/data3" --listen 127.0.0.1:0 \
+  --metrics "127.0.0.1:$metrics" --no-demo-service >"$tmp/third.out" 2>"$tmp/third.err" || rc=$?
+((rc != 124)) || fail "the second node on metrics port $metrics kept running"
+((rc != 0)) || fail "the second node on metrics port $metrics exited 0"
+grep -q "$metrics" "$tmp/third.err" || fail "the error does not name metrics port $metrics"
+echo "second node on metrics port $metrics: exit $rc, $(grep -m1 '^af: ' "$tmp/third.err")"
+alive || fail "the first node died while others tried its ports"
+status_json "$tmp/status3.json" || fail "the first node no longer answers"
+
+# ---- SIGTERM stops the node cleanly -----------------------------------------------------------
+step="SIGTERM"
+kill -TERM "$pid"
+wait_until 20 eval '! alive' || fail "the node still runs 20 s after SIGTERM"
+rc=0
+wait "$pid" || rc=$?
+pid=""
+((rc == 0)) || fail "the node exited $rc after SIGTERM"
+grep -q "af node e2e-node stopped" "$tmp/node.out" || fail "no 'stopped' line on stdout"
+
+rc=0
+"$AF" node status --connect "127.0.0.1:$port" --timeout-ms 2000 >/dev/null 2>"$tmp/after.err" || rc=$?
+((rc != 0)) || fail "af node status still succeeds after the node stopped"
+
+# ---- SIGHUP on a node started without --config is logged, not ignored -------------------------
+step="SIGHUP without --config"
+"$AF" node start --data-dir "$tmp/data4" --no-demo-service --port-file "$tmp/ports4.json" \
+  >"$tmp/noconfig.out" 2>"$tmp/noconfig.err" &
+pid=$!
+wait_until 20 port_file_ready "$tmp/ports4.json" || fail "no port file within 20 s"
+kill -HUP "$pid"
+wait_until 10 grep -q "without a configuration file" "$tmp/noconfig.err" ||
+  fail "SIGHUP without --config left no log line"
+alive || fail "the node died on SIGHUP without --config"
+kill -TERM "$pid"
+wait_until 20 eval '! alive' || fail "the node still runs 20 s after SIGTERM"
+rc=0
+wait "$pid" || rc=$?
+pid=""
+((rc == 0)) || fail "the node without --config exited $rc after SIGTERM"
+
+step="done"
+echo "PASS"

@@ -1,0 +1,42 @@
+// The determinism invariant (ARCHITECTURE.md 1), checked on the source: actor-side modules never
+// read a wall clock, use a global RNG or start threads, except in the files that implement the
+// real services.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <string>
+
+namespace fs = std::filesystem;
+
+TEST_CASE("actor-side code takes time, randomness and threads only from the node's services",
+          "[determinism]") {
+  const fs::path root = AF_SOURCE_DIR;
+  // The real clock and entropy live here and nowhere else.
+  const std::set<std::string> allowed = {"runtime/src/real_clock.cpp"};
+  const std::regex forbidden{
+    R"(system_clock|steady_clock::now|high_resolution_clock|random_device|std::rand\(|[^_a-z]rand\(\)|std::thread|std::jthread|sleep_for|sleep_until|std::async\()"};
+  std::size_t files = 0;
+  std::vector<std::string> hits;
+  for (const char* module : {"runtime", "supervision", "persistence", "actors", "sim"}) {
+    if (!fs::exists(root / module)) continue;
+    for (const auto& entry : fs::recursive_directory_iterator(root / module)) {
+      const auto ext = entry.path().extension();
+      if (!entry.is_regular_file() || (ext != ".cpp" && ext != ".hpp" && ext != ".h")) continue;
+      const auto rel = fs::relative(entry.path(), root).generic_string();
+      ++files;
+      if (allowed.contains(rel)) continue;
+      std::ifstream in{entry.path()};
+      std::string line;
+      for (int n = 1; std::getline(in, line); ++n)
+        if (std::regex_search(line, forbidden)) hits.push_back(rel + ":" + std::to_string(n) + ": " + line);
+    }
+  }
+  INFO("scanned " << files << " files");
+  for (const auto& h : hits)
+    UNSCOPED_INFO(h);
+  REQUIRE(files > 10);
+  REQUIRE(hits.empty());
+}
