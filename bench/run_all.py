@@ -39,7 +39,7 @@ GROUPS = [
      "One sender agent tells one receiver agent `Int64Value`s in batches of 1,000 with at most 2 "
      "batches unacknowledged (the receiver acks each full batch), so memory stays bounded. "
      "Baseline: the same protocol between two bare CAF actors sending `int64_t`. p50/p99 are "
-     "per-batch rates (p99 = the slow tail)."),
+     "rates over 2 consecutive acks, i.e. 2,000 messages (p99 = the slow tail)."),
     ("hash", "3. Envelope hash",
      "What `envelope::hash()` computes: `af::append_canonical` into a reused buffer plus "
      "`af::sha256`, vs raw `af::sha256` over the same canonical bytes; `BytesValue` payloads "
@@ -90,6 +90,32 @@ def run_bench(exe: pathlib.Path, extra: list[str]) -> tuple[list[dict], float]:
     if rc != 0:
         raise RuntimeError(f"{exe.name} exited with status {rc}")
     return rows, time.monotonic() - start
+
+
+def cpu_busy(interval: float = 1.0) -> float:
+    """Fraction of all CPUs busy over `interval` seconds (from /proc/stat), 0..1."""
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in pathlib.Path("/proc/stat").read_text().split("\n", 1)[0]
+                  .split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields[:8]), idle
+    try:
+        t1, i1 = sample()
+        time.sleep(interval)
+        t2, i2 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return 0.0 if t2 == t1 else 1.0 - (i2 - i1) / (t2 - t1)
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float:
+    """Waits (up to max_wait seconds) until other processes leave the CPUs idle; returns the
+    busy fraction seen last. Wall-clock benches on 2 cores are meaningless next to a compiler."""
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy()
+    while busy > threshold and time.monotonic() < deadline:
+        busy = cpu_busy(2.0)
+    return busy
 
 
 def cpu_model() -> str:
@@ -175,8 +201,8 @@ def table(rows: list[dict]) -> list[str]:
     return out
 
 
-def render(results: dict[str, list[dict]], timings: dict[str, float], command: str,
-           load_before: str) -> str:
+def render(results: dict[str, list[dict]], timings: dict[str, float], busy: dict[str, float],
+           command: str, load_before: str) -> str:
     all_rows = [r for rows in results.values() for r in rows]
     with_target = [r for r in all_rows if r.get("target")]
     met = sum(1 for r in with_target if r.get("met"))
@@ -189,6 +215,8 @@ def render(results: dict[str, list[dict]], timings: dict[str, float], command: s
         f"- Command: `{command}`",
         "- Bench wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
         + f" (total {sum(timings.values()):.1f} s)",
+        "- CPUs busy with other processes just before each bench: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in busy.items()),
         f"- Targets met: {met} of {len(with_target)}",
         "",
     ]
@@ -222,6 +250,9 @@ def main() -> int:
     ap.add_argument("--only", action="append", default=[],
                     help="run only these benches (roundtrip, throughput, hash, spawn)")
     ap.add_argument("--runs", type=int, help="override the number of runs of every bench")
+    ap.add_argument("--wait-idle", type=float, default=60, metavar="SECONDS",
+                    help="before each bench, wait up to this long for the CPUs to be idle "
+                         "(default 60; 0: do not wait)")
     args = ap.parse_args()
 
     build = pathlib.Path(args.build)
@@ -235,16 +266,16 @@ def main() -> int:
 
     extra = ["--runs", str(args.runs)] if args.runs else []
     load_before = load_average()
-    try:
-        if float(load_before.split()[0]) > 0.5 * (os.cpu_count() or 1):
-            print(f"run_all.py: warning: load average {load_before} on {os.cpu_count()} cores; "
-                  "wall-clock figures (messaging, spawn) will be noisy", file=sys.stderr)
-    except ValueError:
-        pass
+    busy: dict[str, float] = {}
     results: dict[str, list[dict]] = {}
     timings: dict[str, float] = {}
     for exe in benches:
-        print(f"# {exe.name}", file=sys.stderr, flush=True)
+        busy[group_of(exe)] = b = wait_for_quiet(args.wait_idle) if args.wait_idle > 0 else \
+            cpu_busy()
+        if b > 0.15:
+            print(f"run_all.py: warning: other processes keep {b:.0%} of the CPUs busy; "
+                  f"{exe.name}'s wall-clock figures will be noisy", file=sys.stderr)
+        print(f"# {exe.name} (CPUs {b:.0%} busy before it)", file=sys.stderr, flush=True)
         try:
             rows, secs = run_bench(exe, extra)
         except (RuntimeError, json.JSONDecodeError) as e:
@@ -255,7 +286,8 @@ def main() -> int:
 
     if args.update:
         command = "python3 bench/run_all.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        update_doc(pathlib.Path(args.update), render(results, timings, command, load_before))
+        update_doc(pathlib.Path(args.update),
+                   render(results, timings, busy, command, load_before))
         print(f"# updated {args.update}", file=sys.stderr)
     return 0
 

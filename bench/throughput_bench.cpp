@@ -2,7 +2,7 @@
 // two event-based actors. Memory stays bounded the same way in both variants: the sender sends
 // batches of `batch` messages, the receiver acks every full batch, and the sender keeps at most
 // `window` batches unacknowledged (it sends the next batch when an ack arrives).
-// A sample is the time between two acks (`batch` messages).
+// A sample is the time for `window` consecutive acks (`window` x `batch` messages).
 //
 //   af_bench_throughput [--runs 5] [--messages 500000] [--batch 1000] [--window 2]
 //                       [--variant agent|bare]   (one side only, prints nothing: for profilers)
@@ -48,11 +48,14 @@ public:
     auto now = bench::clock::now();
     ++acked_;
     if (acked_ == job_->warmup_batches) {
-      first_ = now; // measuring starts at the last warm-up ack
-    } else if (acked_ > job_->warmup_batches) {
+      first_ = last_ = now; // measuring starts at the last warm-up ack
+    } else if (acked_ > job_->warmup_batches
+               && (acked_ - job_->warmup_batches) % job_->window == 0) {
+      // One sample per `window` acks: with several batches in flight, acks come in bursts, and
+      // single inter-ack intervals would alternate between short and long.
       job_->batch_s.push_back(bench::seconds_between(last_, now));
+      last_ = now;
     }
-    last_ = now;
     if (acked_ == total()) {
       job_->total_s = bench::seconds_between(first_, now);
       job_->done.set_value();
@@ -210,7 +213,7 @@ bench::run measure(F run_variant, std::size_t batch, std::size_t batches, std::s
   run_variant(job);
   const auto msgs = batch * batches;
   return {static_cast<double>(msgs) / job.total_s, std::move(job.batch_s),
-          static_cast<double>(batch), msgs};
+          static_cast<double>(batch * window), msgs};
 }
 
 } // namespace

@@ -80,6 +80,12 @@ int fail(std::ostream& err, const error& e) {
                                                                       : k_exit_failure;
 }
 
+/// An error the node answered at run time (not the user's input): always exit 1.
+int fail_remote(std::ostream& err, const error& e) {
+  err << "af: " << e.to_string() << "\n";
+  return k_exit_failure;
+}
+
 nlohmann::json status_json(const v1::NodeStatus& s) {
   nlohmann::json features = nlohmann::json::object();
   for (const auto& [k, v] : s.features())
@@ -179,7 +185,7 @@ int cmd_node_status(const std::string& connect, bool json, int timeout_ms, std::
   if (!client) return fail(err, client.error());
   auto s = (*client)->ask<v1::NodeStatus>(k_control_agent, v1::NodeStatusRequest{},
                                           std::chrono::milliseconds(timeout_ms));
-  if (!s) return fail(err, s.error());
+  if (!s) return fail_remote(err, s.error());
   if (json) {
     out << status_json(*s).dump() << "\n";
     return k_exit_ok;
@@ -250,7 +256,7 @@ int cmd_demo(const node_flags& flags, const v1::DemoRequest& req, const std::str
         return fail(err, r.error());
     result = (*n)->ask<v1::DemoResult>("demo.service", req, timeout);
   }
-  if (!result) return fail(err, result.error());
+  if (!result) return fail_remote(err, result.error());
   print_demo(req, *result, json, out);
   return result->primes() == result->expected() ? k_exit_ok : k_exit_failure;
 }

@@ -242,8 +242,10 @@ void agent_host::stop_self(caf::error reason) { quit(std::move(reason)); }
 // --- node_core ----------------------------------------------------------------------------
 
 expected<agent_ref> node_core::spawn(std::unique_ptr<agent> a, std::string name,
-                                     std::string tenant, agent_host* parent) {
+                                     std::string tenant, agent_host* parent, bool system) {
   if (name.empty()) return validation_error("agent name: must not be empty");
+  if (!system && name.starts_with("af."))
+    return validation_error("agent name '" + name + "': the prefix 'af.' is reserved");
   if (name.size() > 255)
     return validation_error("agent name: longer than 255 bytes ('" + name.substr(0, 32) + "...')");
   if (auto r = registry.reserve(name, a->handler_table().kind); !r) return r.error();

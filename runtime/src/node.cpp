@@ -139,7 +139,7 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   auto self = std::unique_ptr<node>(new node(std::move(p)));
   self->impl_->core.owner = self.get();
   auto ctl = self->impl_->core.spawn(std::make_unique<control_agent>(), std::string{k_control_agent},
-                                     {}, nullptr);
+                                     {}, nullptr, true);
   if (!ctl) return ctl.error();
   self->impl_->control = *ctl;
 
@@ -172,8 +172,6 @@ duration node::uptime() const { return impl_->core.svc.clk->monotonic() - impl_-
 expected<agent_ref> node::spawn_agent(std::unique_ptr<agent> a, std::string name,
                                       std::string tenant) {
   if (impl_->stopped) return error{errc::transient, "node '" + this->name() + "' is shut down"};
-  if (name.starts_with("af."))
-    return validation_error("agent name '" + name + "': the prefix 'af.' is reserved");
   return impl_->core.spawn(std::move(a), std::move(name), std::move(tenant), nullptr);
 }
 
@@ -224,8 +222,12 @@ expected<envelope> node::ask_erased(const agent_ref& to,
     .receive([&](const envelope& reply) { result.emplace(reply); },
              [&](const caf::error& err) {
                if (err == caf::sec::request_timeout)
-                 result.emplace(error{errc::timeout, "ask to '" + to.addr().to_string()
-                                                       + "' timed out"});
+                 result.emplace(error{
+                   errc::timeout,
+                   "ask to '" + to.addr().to_string() + "' timed out after "
+                     + std::to_string(
+                       std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())
+                     + " ms"});
                else if (err == caf::sec::request_receiver_down)
                  result.emplace(error{errc::not_found,
                                       "ask to '" + to.addr().to_string() + "': agent has stopped"});
@@ -242,7 +244,8 @@ expected<std::uint16_t> node::listen(const std::string& text) {
   auto ctl = to_actor(impl_->control);
   auto port = impl_->sys->middleman().publish(ctl, hp->port, hp->host.c_str(), true);
   if (!port)
-    return error{errc::transient, "node.listen: cannot listen on " + text + ": "
+    return error{errc::transient, "node.listen: cannot listen on " + text
+                                    + " (address in use, or not an address of this machine?): "
                                     + impl_->sys->render(port.error())};
   impl_->listen_port = *port;
   impl_->core.log.info("control_listening", "control endpoint published",

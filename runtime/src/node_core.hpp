@@ -35,8 +35,9 @@ struct node_core {
   af::node* owner = nullptr;
 
   /// Spawns an agent host for `a`, registered as `name`; `parent` (may be null) stops it on exit.
+  /// Names starting with "af." are reserved for the node's own agents (`system`).
   expected<agent_ref> spawn(std::unique_ptr<agent> a, std::string name, std::string tenant,
-                            agent_host* parent);
+                            agent_host* parent, bool system = false);
   [[nodiscard]] expected<agent_ref> lookup(std::string_view name) const;
 
   /// A new envelope from `from` to `to`, continuing the trace of `cause` when there is one.

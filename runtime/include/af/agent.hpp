@@ -210,6 +210,8 @@ public:
                  f(detail::unpack_reply<Reply>(std::move(r)));
                });
   }
+  /// By name: an unknown name calls `on_reply` with `not_found` at once, before ask returns
+  /// (every other outcome arrives later, as a message).
   template <class Reply, class Msg, class F>
   void ask(std::string_view name, Msg msg, duration timeout, F&& on_reply) {
     auto ref = lookup(name);
@@ -223,6 +225,10 @@ public:
   template <class Reply, class Msg, class F>
   void ask(const agent_ref& to, Msg msg, F&& on_reply) {
     ask<Reply>(to, std::move(msg), default_timeout(), std::forward<F>(on_reply));
+  }
+  template <class Reply, class Msg, class F>
+  void ask(std::string_view name, Msg msg, F&& on_reply) {
+    ask<Reply>(name, std::move(msg), default_timeout(), std::forward<F>(on_reply));
   }
 
   /// Spawns a child agent registered under `name` on this node; it stops when this agent stops.
