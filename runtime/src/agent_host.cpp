@@ -79,6 +79,7 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
   rejected_ = m.agent_messages(tenant_, table_->kind, k_rejected);
   failed_ = m.agent_messages(tenant_, table_->kind, k_failed);
   sent_ = m.agent_messages(tenant_, table_->kind, k_sent);
+  ask_duration_ = m.ask_duration(table_->kind);
   // A handler that throws crashes the agent with an abnormal reason (CAF-NOTES.md: returning
   // none from an exception handler would turn the crash into a normal exit).
   set_exception_handler([](caf::scheduled_actor* self, std::exception_ptr& ep) -> caf::error {
@@ -206,20 +207,20 @@ void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf
                                   rng_);
   count(tenant, k_sent);
   auto started = core_->svc.clk->monotonic();
-  auto hist = core_->metrics->ask_duration(table_->kind);
   auto shared_cb = std::make_shared<reply_callback>(std::move(cb));
-  auto target_name = to.addr().to_string();
   request(to_actor(to), timeout, std::move(env))
     .then(
-      [this, shared_cb, started, hist](const envelope& reply) mutable {
-        hist.observe(std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
+      [this, shared_cb, started](const envelope& reply) {
+        ask_duration_.observe(
+          std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
         lamport_ = std::max(lamport_, reply.logical_ts()) + 1;
         auto prev = current_;
         current_ = &reply;
         (*shared_cb)(reply);
         current_ = prev;
       },
-      [this, shared_cb, timeout, target_name](caf::error& err) {
+      [shared_cb, timeout, target = to.addr()](caf::error& err) {
+        const auto target_name = target.to_string();
         std::string reason = to_string(err);
         if (err == caf::sec::request_timeout)
           (*shared_cb)(error{errc::timeout,
@@ -233,7 +234,6 @@ void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf
                                                 + "' failed: the agent has stopped"});
         else
           (*shared_cb)(error{errc::transient, "ask to '" + target_name + "' failed: " + reason});
-        (void)this;
       });
 }
 

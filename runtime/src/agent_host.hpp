@@ -52,6 +52,7 @@ private:
   std::vector<envelope_actor> children_;
   // Metric handles for the agent's own tenant (the common case), fetched once.
   counter_handle handled_, rejected_, failed_, sent_;
+  histogram_handle ask_duration_;
 };
 
 } // namespace af::detail
