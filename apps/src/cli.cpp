@@ -77,7 +77,7 @@ struct node_flags {
 int fail(std::ostream& err, const error& e) {
   err << "af: " << e.to_string() << "\n";
   return e.code() == errc::validation || e.code() == errc::not_found ? k_exit_usage
-                                                                      : k_exit_failure;
+                                                                     : k_exit_failure;
 }
 
 /// An error the node answered at run time (not the user's input): always exit 1.
@@ -139,8 +139,8 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   std::filesystem::create_directories(data_dir, ec);
   if (ec || ::access(data_dir.c_str(), W_OK) != 0)
     return fail(err, error{errc::validation, "node.data_dir: '" + data_dir
-                                               + "' is not a writable directory ("
-                                               + cfg->origin("node.data_dir") + ")"});
+                                                 + "' is not a writable directory ("
+                                                 + cfg->origin("node.data_dir") + ")"});
   signal_block signals; // before the node starts its threads, so they inherit the mask
   node::options opt;
   opt.cfg = std::move(*cfg);
@@ -194,15 +194,13 @@ int cmd_node_status(const std::string& connect, bool json, int timeout_ms, std::
       << "version    " << s->version() << "\n"
       << "uptime     " << std::fixed << std::setprecision(1) << s->uptime_seconds() << " s\n"
       << "agents     " << s->agent_count() << "\n"
-      << "scheduler  " << s->scheduler_policy() << ", " << s->scheduler_threads()
-      << " threads\n";
+      << "scheduler  " << s->scheduler_policy() << ", " << s->scheduler_threads() << " threads\n";
   for (const auto& [k, v] : s->features())
     out << "feature    " << k << " = " << v << "\n";
   return k_exit_ok;
 }
 
-void print_demo(const v1::DemoRequest& req, const v1::DemoResult& r, bool json,
-                std::ostream& out) {
+void print_demo(const v1::DemoRequest& req, const v1::DemoResult& r, bool json, std::ostream& out) {
   const bool ok = r.primes() == r.expected();
   if (json) {
     out << nlohmann::json{{"workers", req.workers()},
@@ -215,7 +213,7 @@ void print_demo(const v1::DemoRequest& req, const v1::DemoResult& r, bool json,
                           {"seconds", r.seconds()},
                           {"task_rtt_us", {{"p50", r.task_p50_us()}, {"p99", r.task_p99_us()}}},
                           {"peer_rtt_us", {{"p50", r.peer_p50_us()}, {"p99", r.peer_p99_us()}}}}
-             .dump()
+               .dump()
         << "\n";
     return;
   }
@@ -234,8 +232,8 @@ int cmd_demo(const node_flags& flags, const v1::DemoRequest& req, const std::str
              bool json, std::ostream& out, std::ostream& err) {
   const auto timeout = std::chrono::minutes(10);
   if (!json)
-    out << "af demo: " << req.workers() << " worker agents, " << req.tasks()
-        << " tasks (" << req.window() << " in flight), counting primes below " << req.limit()
+    out << "af demo: " << req.workers() << " worker agents, " << req.tasks() << " tasks ("
+        << req.window() << " in flight), counting primes below " << req.limit()
         << (connect.empty() ? "" : " on node " + connect) << "\n"
         << std::flush;
   expected<v1::DemoResult> result = error{errc::internal, "not run"};
@@ -270,8 +268,8 @@ int cmd_config_show(const node_flags& flags, bool json, std::ostream& out, std::
     return k_exit_ok;
   }
   for (const auto& d : config::schema())
-    out << std::left << std::setw(28) << d.key << " = " << std::setw(20) << cfg->get_string_any(d.key)
-        << "  (" << cfg->origin(d.key) << ")\n";
+    out << std::left << std::setw(28) << d.key << " = " << std::setw(20)
+        << cfg->get_string_any(d.key) << "  (" << cfg->origin(d.key) << ")\n";
   for (const auto& [k, v] : cfg->features().snapshot_strings())
     out << std::left << std::setw(28) << ("features." + k) << " = " << v << "\n";
   return k_exit_ok;
@@ -279,8 +277,8 @@ int cmd_config_show(const node_flags& flags, bool json, std::ostream& out, std::
 
 int cmd_config_keys(std::ostream& out) {
   for (const auto& d : config::schema())
-    out << d.key << "  (" << d.type << ", default '" << d.default_value << "', env "
-        << d.env_var << ")\n    " << d.description << "\n";
+    out << d.key << "  (" << d.type << ", default '" << d.default_value << "', env " << d.env_var
+        << ")\n    " << d.description << "\n";
   return k_exit_ok;
 }
 
@@ -295,7 +293,8 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   app.set_help_all_flag("--help-all", "help for every subcommand");
 
   bool json = false;
-  auto* version = app.add_subcommand("version", "print the version\n\nExample:\n  af version --json");
+  auto* version =
+      app.add_subcommand("version", "print the version\n\nExample:\n  af version --json");
   version->add_flag("--json", json, "print JSON");
 
   auto* node_cmd = app.add_subcommand("node", "run or query a node");
@@ -304,9 +303,9 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   std::string port_file;
   bool no_demo = false;
   auto* start = node_cmd->add_subcommand(
-    "start", "run a node until SIGINT/SIGTERM (SIGHUP reloads feature flags)\n\nExample:\n"
-             "  af node start --data-dir /tmp/af --listen 127.0.0.1:7400 --metrics "
-             "127.0.0.1:9400");
+      "start", "run a node until SIGINT/SIGTERM (SIGHUP reloads feature flags)\n\nExample:\n"
+               "  af node start --data-dir /tmp/af --listen 127.0.0.1:7400 --metrics "
+               "127.0.0.1:9400");
   start_flags.add_to(*start, true);
   start->add_option("--port-file", port_file,
                     "write {\"listen_port\",\"metrics_port\",\"pid\"} as JSON once listening");
@@ -315,28 +314,28 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   std::string connect;
   int timeout_ms = 5000;
   auto* status = node_cmd->add_subcommand(
-    "status", "print a running node's name, uptime and agent count\n\nExample:\n"
-              "  af node status --connect 127.0.0.1:7400 --json");
+      "status", "print a running node's name, uptime and agent count\n\nExample:\n"
+                "  af node status --connect 127.0.0.1:7400 --json");
   status->add_option("--connect", connect, "the node's control endpoint HOST:PORT")->required();
   status->add_flag("--json", json, "print JSON");
   status->add_option("--timeout-ms", timeout_ms, "how long to wait for the reply")
-    ->check(CLI::Range(1, 3'600'000));
+      ->check(CLI::Range(1, 3'600'000));
 
   node_flags demo_flags;
   std::uint32_t workers = 1000, tasks = 10000, window = 64;
   std::uint64_t limit = 5'000'000;
   auto* demo_cmd = app.add_subcommand(
-    "demo", "1,000 agents counting primes together: a coordinator fans tasks out to workers,\n"
-            "each worker asks two peers before replying; prints progress, the checked result\n"
-            "and round-trip p50/p99\n\nExample:\n  af demo\n  af demo --workers 200 --json\n"
-            "  af demo --connect 127.0.0.1:7400   (run it inside a running node)");
+      "demo", "1,000 agents counting primes together: a coordinator fans tasks out to workers,\n"
+              "each worker asks two peers before replying; prints progress, the checked result\n"
+              "and round-trip p50/p99\n\nExample:\n  af demo\n  af demo --workers 200 --json\n"
+              "  af demo --connect 127.0.0.1:7400   (run it inside a running node)");
   demo_flags.add_to(*demo_cmd, false);
   demo_cmd->add_option("--workers", workers, "worker agents")->check(CLI::Range(3, 1'000'000));
   demo_cmd->add_option("--tasks", tasks, "tasks to fan out")->check(CLI::Range(1, 10'000'000));
   demo_cmd->add_option("--limit", limit, "count the primes below this number")
-    ->check(CLI::Range(3, 1'000'000'000));
+      ->check(CLI::Range(3, 1'000'000'000));
   demo_cmd->add_option("--window", window, "tasks in flight at once")
-    ->check(CLI::Range(1, 1'000'000));
+      ->check(CLI::Range(1, 1'000'000));
   demo_cmd->add_option("--connect", connect, "run the demo inside the node at HOST:PORT");
   demo_cmd->add_flag("--json", json, "print the result as JSON");
 
@@ -344,13 +343,13 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   config_cmd->require_subcommand(1);
   node_flags show_flags;
   auto* show = config_cmd->add_subcommand(
-    "show", "print every key with its value and where it came from\n\nExample:\n"
-            "  AF_SCHEDULER_THREADS=1 af config show --config node.yaml --json");
+      "show", "print every key with its value and where it came from\n\nExample:\n"
+              "  AF_SCHEDULER_THREADS=1 af config show --config node.yaml --json");
   show_flags.add_to(*show, true);
   show->add_flag("--json", json, "print JSON");
   auto* keys = config_cmd->add_subcommand(
-    "keys", "list every configuration key, its type, default and environment variable\n\n"
-            "Example:\n  af config keys");
+      "keys", "list every configuration key, its type, default and environment variable\n\n"
+              "Example:\n  af config keys");
 
   try {
     app.parse(argc, argv);

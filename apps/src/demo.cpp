@@ -36,7 +36,7 @@ std::string worker_name(std::uint64_t run, std::uint32_t i) {
 class worker : public agent_base<worker> {
 public:
   worker(std::uint64_t run, std::uint32_t index, std::uint32_t count)
-    : run_(run), index_(index), count_(count) {}
+      : run_(run), index_(index), count_(count) {}
 
   static void define(handlers<worker>& h) {
     h.kind("demo.worker").on(&worker::on_range).on(&worker::on_task);
@@ -77,8 +77,10 @@ public:
                              return;
                            }
                            double us = micros(ctx.monotonic() - started);
-                           if (k == 0) st->result.set_peer_a_us(us);
-                           else st->result.set_peer_b_us(us);
+                           if (k == 0)
+                             st->result.set_peer_a_us(us);
+                           else
+                             st->result.set_peer_b_us(us);
                            st->result.set_primes(st->result.primes() + c->primes());
                            if (--st->outstanding == 0) reply.reply(st->result);
                          });
@@ -95,7 +97,7 @@ private:
 class coordinator : public agent_base<coordinator> {
 public:
   coordinator(std::uint64_t run, rt::DemoRequest req, responder<rt::DemoResult> reply)
-    : run_(run), req_(std::move(req)), reply_(std::move(reply)) {}
+      : run_(run), req_(std::move(req)), reply_(std::move(reply)) {}
 
   static void define(handlers<coordinator>& h) { h.kind("demo.coordinator"); }
 
@@ -111,7 +113,9 @@ public:
     started_ = ctx.monotonic();
     workers_ = std::move(workers);
     ctx.log().info("demo_started", "fanning out tasks",
-                   {{"workers", w}, {"tasks", req_.tasks()}, {"limit", req_.limit()},
+                   {{"workers", w},
+                    {"tasks", req_.tasks()},
+                    {"limit", req_.limit()},
                     {"window", req_.window()}});
     // A bounded window of tasks in flight, so round trips measure work, not queueing.
     const std::uint32_t window = std::min(req_.tasks(), std::max<std::uint32_t>(req_.window(), 1));
@@ -129,10 +133,9 @@ private:
     t.set_lo(lo + (hi - lo) * i / n);
     t.set_hi(lo + (hi - lo) * (i + 1) / n);
     auto sent = ctx.monotonic();
-    ctx.ask<pb::TaskResult>(workers_[i % workers_.size()], t, k_task_timeout,
-                            [this, sent, &ctx](expected<pb::TaskResult> r) {
-                              on_result(ctx, sent, std::move(r));
-                            });
+    ctx.ask<pb::TaskResult>(
+        workers_[i % workers_.size()], t, k_task_timeout,
+        [this, sent, &ctx](expected<pb::TaskResult> r) { on_result(ctx, sent, std::move(r)); });
   }
 
   void on_result(context& ctx, duration sent, expected<pb::TaskResult> r) {
@@ -221,8 +224,9 @@ public:
     const unsigned width = 30;
     const unsigned filled = p.total() ? width * p.done() / p.total() : width;
     out_ << (tty_ ? "\r" : "") << "progress [" << std::string(filled, '#')
-         << std::string(width - filled, '.') << "] " << (p.total() ? 100 * p.done() / p.total() : 100)
-         << "% (" << p.done() << "/" << p.total() << " tasks)" << (tty_ ? "" : "\n");
+         << std::string(width - filled, '.') << "] "
+         << (p.total() ? 100 * p.done() / p.total() : 100) << "% (" << p.done() << "/" << p.total()
+         << " tasks)" << (tty_ ? "" : "\n");
     if (tty_ && p.done() == p.total()) out_ << "\n";
     out_.flush();
   }

@@ -5,8 +5,8 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/exit_reason.hpp>
-#include <caf/send.hpp>
 #include <caf/message_view.hpp>
+#include <caf/send.hpp>
 #include <caf/type_erased_tuple.hpp>
 
 #include <google/protobuf/empty.pb.h>
@@ -38,13 +38,13 @@ class promise_reply final : public reply_state {
 public:
   promise_reply(node_core* core, address self, envelope request,
                 caf::typed_response_promise<envelope> rp, af::rng& r)
-    : core_(core), self_(std::move(self)), request_(std::move(request)), rp_(std::move(rp)),
-      rng_(r.next_u64()) {}
+      : core_(core), self_(std::move(self)), request_(std::move(request)), rp_(std::move(rp)),
+        rng_(r.next_u64()) {}
 
   ~promise_reply() override {
     if (pending())
       fail(error{errc::internal, "agent '" + self_.to_string() + "' dropped the ask for '"
-                                   + request_.payload_type_name() + "' without replying"});
+                                     + request_.payload_type_name() + "' without replying"});
   }
 
   void deliver(std::shared_ptr<const google::protobuf::Message> msg) override {
@@ -70,9 +70,9 @@ private:
 
 agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<agent> a,
                        af::address addr, std::string tenant, std::uint64_t seed)
-  : envelope_actor::base(cfg), core_(core), agent_(std::move(a)),
-    table_(&agent_->handler_table()), ctx_(this), addr_(std::move(addr)),
-    tenant_(std::move(tenant)), rng_(seed) {
+    : envelope_actor::base(cfg), core_(core), agent_(std::move(a)),
+      table_(&agent_->handler_table()), ctx_(this), addr_(std::move(addr)),
+      tenant_(std::move(tenant)), rng_(seed) {
   gateway = table_->kind == "af.control";
   auto& m = *core_->metrics;
   handled_ = m.agent_messages(tenant_, table_->kind, k_handled);
@@ -93,19 +93,21 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
     auto* host = static_cast<agent_host*>(self);
     host->core_->log.error("agent_crashed", "handler threw: " + what,
                            {{"agent", host->addr_.name}, {"kind", host->kind()}});
-    return caf::make_error(caf::sec::runtime_error, "agent '" + host->addr_.name
-                                                      + "' crashed: " + what);
+    return caf::make_error(caf::sec::runtime_error,
+                           "agent '" + host->addr_.name + "' crashed: " + what);
   });
   // Anything that is not an envelope (a peer with another type registry, a stray CAF message)
   // is logged, counted and answered with an error: never dropped silently.
-  set_default_handler([](caf::scheduled_actor* self, caf::message_view& m) -> caf::result<caf::message> {
+  set_default_handler([](caf::scheduled_actor* self,
+                         caf::message_view& m) -> caf::result<caf::message> {
     auto* host = static_cast<agent_host*>(self);
     auto what = to_string(m.content());
     host->core_->log.warn("unexpected_message", "not an af.envelope: " + what,
                           {{"agent", host->addr_.name}, {"kind", host->kind()}});
     host->count(host->tenant_, k_rejected);
-    return caf::make_error(caf::sec::unexpected_message,
-                           "agent '" + host->addr_.name + "' accepts only af.envelope, got " + what);
+    return caf::make_error(caf::sec::unexpected_message, "agent '" + host->addr_.name
+                                                             + "' accepts only af.envelope, got "
+                                                             + what);
   });
 }
 
@@ -130,10 +132,14 @@ void agent_host::on_exit() {
 
 void agent_host::count(const std::string& tenant, const char* outcome) {
   if (tenant == tenant_) {
-    if (outcome == k_handled) handled_.inc();
-    else if (outcome == k_rejected) rejected_.inc();
-    else if (outcome == k_failed) failed_.inc();
-    else sent_.inc();
+    if (outcome == k_handled)
+      handled_.inc();
+    else if (outcome == k_rejected)
+      rejected_.inc();
+    else if (outcome == k_failed)
+      failed_.inc();
+    else
+      sent_.inc();
     return;
   }
   core_->metrics->agent_messages(tenant, table_->kind, outcome).inc();
@@ -153,16 +159,15 @@ caf::result<envelope> agent_host::handle(const envelope& e) {
                      {"payload_type", e.payload_type_name()},
                      {"from", e.sender().to_string()}});
     error err{errc::validation, "agent '" + addr_.name + "' (kind '" + table_->kind
-                                  + "') has no handler for payload type '"
-                                  + e.payload_type_name() + "'"};
+                                    + "') has no handler for payload type '" + e.payload_type_name()
+                                    + "'"};
     if (is_request) return core_->make_reply(addr_, e, error_payload(err), rng_);
     return caf::delegated<envelope>{};
   }
 
   std::shared_ptr<reply_state> rs = no_reply_instance();
   if (is_request)
-    rs = std::make_shared<promise_reply>(core_, addr_, e, make_response_promise<envelope>(),
-                                         rng_);
+    rs = std::make_shared<promise_reply>(core_, addr_, e, make_response_promise<envelope>(), rng_);
   current_ = &e;
   try {
     it->second(*agent_, ctx_, e, rs);
@@ -170,7 +175,7 @@ caf::result<envelope> agent_host::handle(const envelope& e) {
     current_ = nullptr;
     count(e.tenant(), k_failed);
     rs->fail(error{errc::internal, "agent '" + addr_.name + "' failed handling '"
-                                     + e.payload_type_name() + "': " + ex.what()});
+                                       + e.payload_type_name() + "': " + ex.what()});
     throw; // crash the agent: the exception handler turns it into an abnormal exit
   }
   current_ = nullptr;
@@ -182,11 +187,11 @@ caf::result<envelope> agent_host::forward(const envelope& e) {
   auto target = core_->registry.find(e.receiver().name);
   if (!target) {
     count(e.tenant(), k_rejected);
-    return core_->make_reply(addr_, e,
-                             error_payload(not_found_error("no agent named '"
-                                                           + e.receiver().name + "' on node '"
-                                                           + core_->node_name + "'")),
-                             rng_);
+    return core_->make_reply(
+        addr_, e,
+        error_payload(not_found_error("no agent named '" + e.receiver().name + "' on node '"
+                                      + core_->node_name + "'")),
+        rng_);
   }
   count(e.tenant(), k_handled);
   return delegate(caf::actor_cast<envelope_actor>(target), e);
@@ -194,8 +199,8 @@ caf::result<envelope> agent_host::forward(const envelope& e) {
 
 void agent_host::tell(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg) {
   const auto& tenant = current_ ? current_->tenant() : tenant_;
-  auto env = core_->make_envelope(addr_, to.addr(), std::move(msg), current_, ++lamport_, tenant,
-                                  rng_);
+  auto env =
+      core_->make_envelope(addr_, to.addr(), std::move(msg), current_, ++lamport_, tenant, rng_);
   count(tenant, k_sent);
   send(to_actor(to), std::move(env));
 }
@@ -203,46 +208,47 @@ void agent_host::tell(const agent_ref& to, std::shared_ptr<const google::protobu
 void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
                      duration timeout, reply_callback cb) {
   const auto& tenant = current_ ? current_->tenant() : tenant_;
-  auto env = core_->make_envelope(addr_, to.addr(), std::move(msg), current_, ++lamport_, tenant,
-                                  rng_);
+  auto env =
+      core_->make_envelope(addr_, to.addr(), std::move(msg), current_, ++lamport_, tenant, rng_);
   count(tenant, k_sent);
   auto started = core_->svc.clk->monotonic();
   auto shared_cb = std::make_shared<reply_callback>(std::move(cb));
   request(to_actor(to), timeout, std::move(env))
-    .then(
-      [this, shared_cb, started](const envelope& reply) {
-        ask_duration_.observe(
-          std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
-        lamport_ = std::max(lamport_, reply.logical_ts()) + 1;
-        auto prev = current_;
-        current_ = &reply;
-        (*shared_cb)(reply);
-        current_ = prev;
-      },
-      [shared_cb, timeout, target = to.addr()](caf::error& err) {
-        const auto target_name = target.to_string();
-        std::string reason = to_string(err);
-        if (err == caf::sec::request_timeout)
-          (*shared_cb)(error{errc::timeout,
-                             "ask to '" + target_name + "' timed out after "
-                               + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                  timeout)
-                                                  .count())
-                               + " ms"});
-        else if (err == caf::sec::request_receiver_down)
-          (*shared_cb)(error{errc::not_found, "ask to '" + target_name
-                                                + "' failed: the agent has stopped"});
-        else
-          (*shared_cb)(error{errc::transient, "ask to '" + target_name + "' failed: " + reason});
-      });
+      .then(
+          [this, shared_cb, started](const envelope& reply) {
+            ask_duration_.observe(
+                std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
+            lamport_ = std::max(lamport_, reply.logical_ts()) + 1;
+            auto prev = current_;
+            current_ = &reply;
+            (*shared_cb)(reply);
+            current_ = prev;
+          },
+          [shared_cb, timeout, target = to.addr()](caf::error& err) {
+            const auto target_name = target.to_string();
+            std::string reason = to_string(err);
+            if (err == caf::sec::request_timeout)
+              (*shared_cb)(error{
+                  errc::timeout,
+                  "ask to '" + target_name + "' timed out after "
+                      + std::to_string(
+                          std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())
+                      + " ms"});
+            else if (err == caf::sec::request_receiver_down)
+              (*shared_cb)(error{errc::not_found,
+                                 "ask to '" + target_name + "' failed: the agent has stopped"});
+            else
+              (*shared_cb)(
+                  error{errc::transient, "ask to '" + target_name + "' failed: " + reason});
+          });
 }
 
 void agent_host::stop_self(caf::error reason) { quit(std::move(reason)); }
 
 // --- node_core ----------------------------------------------------------------------------
 
-expected<agent_ref> node_core::spawn(std::unique_ptr<agent> a, std::string name,
-                                     std::string tenant, agent_host* parent, bool system) {
+expected<agent_ref> node_core::spawn(std::unique_ptr<agent> a, std::string name, std::string tenant,
+                                     agent_host* parent, bool system) {
   if (name.empty()) return validation_error("agent name: must not be empty");
   if (!system && name.starts_with("af."))
     return validation_error("agent name '" + name + "': the prefix 'af.' is reserved");
@@ -289,7 +295,7 @@ envelope node_core::make_envelope(const address& from, const address& to,
     f.trace.parent_span_id = cause->trace().span_id;
     f.trace.flags = cause->trace().flags;
     f.correlation_id =
-      cause->correlation_id().is_nil() ? cause->message_id() : cause->correlation_id();
+        cause->correlation_id().is_nil() ? cause->message_id() : cause->correlation_id();
     f.causation_id = cause->message_id();
   } else {
     fill_random(f.trace.trace_id, r);
@@ -340,7 +346,7 @@ bool error_from_envelope(const envelope& e, error& out) {
 namespace af {
 
 agent_ref::agent_ref(caf::actor_control_block* ctrl, address addr) noexcept
-  : ctrl_(ctrl), addr_(std::move(addr)) {
+    : ctrl_(ctrl), addr_(std::move(addr)) {
   if (ctrl_ != nullptr) intrusive_ptr_add_ref(ctrl_);
 }
 
@@ -349,7 +355,7 @@ agent_ref::agent_ref(const agent_ref& other) noexcept : ctrl_(other.ctrl_), addr
 }
 
 agent_ref::agent_ref(agent_ref&& other) noexcept
-  : ctrl_(std::exchange(other.ctrl_, nullptr)), addr_(std::move(other.addr_)) {}
+    : ctrl_(std::exchange(other.ctrl_, nullptr)), addr_(std::move(other.addr_)) {}
 
 agent_ref& agent_ref::operator=(agent_ref other) noexcept {
   std::swap(ctrl_, other.ctrl_);
@@ -401,9 +407,8 @@ void context::tell_erased(const agent_ref& to,
   host_->tell(to, std::move(msg));
 }
 
-void context::ask_erased(const agent_ref& to,
-                         std::shared_ptr<const google::protobuf::Message> msg, duration timeout,
-                         detail::reply_callback cb) {
+void context::ask_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
+                         duration timeout, detail::reply_callback cb) {
   host_->ask(to, std::move(msg), timeout, std::move(cb));
 }
 

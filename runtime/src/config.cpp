@@ -41,62 +41,62 @@ bool valid_node_name(std::string_view v) {
 }
 
 constexpr std::array k_schema{
-  key_spec{.key = "node.name",
-           .default_value = "af-node",
-           .description = "Name of this node in logs, metrics and the cluster",
-           .valid = &valid_node_name,
-           .expectation = "1 to 64 characters from [A-Za-z0-9_.-]"},
-  key_spec{.key = "node.data_dir",
-           .default_value = "data",
-           .description = "Directory for the node's durable state (created by af node start)"},
-  key_spec{.key = "node.listen",
-           .type = kind::host_port,
-           .default_value = "",
-           .description = "host:port of the control endpoint (af node status, af demo --connect); empty: none"},
-  key_spec{.key = "metrics.listen",
-           .type = kind::host_port,
-           .default_value = "",
-           .description = "host:port of the Prometheus endpoint; empty: no endpoint"},
-  key_spec{.key = "scheduler.policy",
-           .type = kind::enumeration,
-           .default_value = "stealing",
-           .description = "Actor scheduler: work stealing or work sharing",
-           .choices = "stealing|sharing"},
-  key_spec{.key = "scheduler.threads",
-           .type = kind::integer,
-           .default_value = "2",
-           .description = "Worker threads of the actor scheduler",
-           .min = 1,
-           .max = 64},
-  key_spec{.key = "log.level",
-           .type = kind::enumeration,
-           .default_value = "info",
-           .description = "Lowest log level written",
-           .choices = "trace|debug|info|warn|error|off"},
-  key_spec{.key = "log.format",
-           .type = kind::enumeration,
-           .default_value = "auto",
-           .description = "Log line format; auto: text on a terminal, JSON otherwise",
-           .choices = "auto|json|text"},
-  key_spec{.key = "log.file",
-           .default_value = "",
-           .description = "Log file; empty: stderr"},
-  key_spec{.key = "envelope.max_payload_bytes",
-           .type = kind::integer,
-           .default_value = "4194304",
-           .description = "Largest envelope payload accepted, in bytes",
-           .min = 1,
-           .max = 1073741824},
-  key_spec{.key = "agent.ask_timeout_ms",
-           .type = kind::integer,
-           .default_value = "5000",
-           .description = "Default timeout of an ask between agents, in milliseconds",
-           .min = 1,
-           .max = 3600000},
-  key_spec{.key = "rng.seed",
-           .type = kind::uint64,
-           .default_value = "0",
-           .description = "Seed of the node's RNG; 0: seed from OS entropy"},
+    key_spec{.key = "node.name",
+             .default_value = "af-node",
+             .description = "Name of this node in logs, metrics and the cluster",
+             .valid = &valid_node_name,
+             .expectation = "1 to 64 characters from [A-Za-z0-9_.-]"},
+    key_spec{.key = "node.data_dir",
+             .default_value = "data",
+             .description = "Directory for the node's durable state (created by af node start)"},
+    key_spec{
+        .key = "node.listen",
+        .type = kind::host_port,
+        .default_value = "",
+        .description =
+            "host:port of the control endpoint (af node status, af demo --connect); empty: none"},
+    key_spec{.key = "metrics.listen",
+             .type = kind::host_port,
+             .default_value = "",
+             .description = "host:port of the Prometheus endpoint; empty: no endpoint"},
+    key_spec{.key = "scheduler.policy",
+             .type = kind::enumeration,
+             .default_value = "stealing",
+             .description = "Actor scheduler: work stealing or work sharing",
+             .choices = "stealing|sharing"},
+    key_spec{.key = "scheduler.threads",
+             .type = kind::integer,
+             .default_value = "2",
+             .description = "Worker threads of the actor scheduler",
+             .min = 1,
+             .max = 64},
+    key_spec{.key = "log.level",
+             .type = kind::enumeration,
+             .default_value = "info",
+             .description = "Lowest log level written",
+             .choices = "trace|debug|info|warn|error|off"},
+    key_spec{.key = "log.format",
+             .type = kind::enumeration,
+             .default_value = "auto",
+             .description = "Log line format; auto: text on a terminal, JSON otherwise",
+             .choices = "auto|json|text"},
+    key_spec{.key = "log.file", .default_value = "", .description = "Log file; empty: stderr"},
+    key_spec{.key = "envelope.max_payload_bytes",
+             .type = kind::integer,
+             .default_value = "4194304",
+             .description = "Largest envelope payload accepted, in bytes",
+             .min = 1,
+             .max = 1073741824},
+    key_spec{.key = "agent.ask_timeout_ms",
+             .type = kind::integer,
+             .default_value = "5000",
+             .description = "Default timeout of an ask between agents, in milliseconds",
+             .min = 1,
+             .max = 3600000},
+    key_spec{.key = "rng.seed",
+             .type = kind::uint64,
+             .default_value = "0",
+             .description = "Seed of the node's RNG; 0: seed from OS entropy"},
 };
 
 constexpr std::string_view k_features = "features";
@@ -109,23 +109,21 @@ using entry_map = std::map<std::string, config::entry, std::less<>>;
 
 const key_spec* find_spec(std::string_view key) {
   for (const auto& spec : k_schema)
-    if (spec.key == key)
-      return &spec;
+    if (spec.key == key) return &spec;
   return nullptr;
 }
 
 const key_spec* find_spec_by_env(std::string_view var) {
   for (const auto& spec : k_schema)
-    if (config::env_var_name(spec.key) == var)
-      return &spec;
+    if (config::env_var_name(spec.key) == var) return &spec;
   return nullptr;
 }
 
 /// True for "node" when "node.name" is a key: a map is expected there.
 bool is_section(std::string_view path) {
   return std::any_of(k_schema.begin(), k_schema.end(), [&](const key_spec& spec) {
-    return spec.key.size() > path.size() && spec.key.starts_with(path) &&
-           spec.key[path.size()] == '.';
+    return spec.key.size() > path.size() && spec.key.starts_with(path)
+           && spec.key[path.size()] == '.';
   });
 }
 
@@ -133,17 +131,14 @@ template <class Int>
 std::optional<Int> parse_integer(std::string_view text) {
   Int out{};
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-  if (ec != std::errc{} || end != text.data() + text.size() || text.empty())
-    return std::nullopt;
+  if (ec != std::errc{} || end != text.data() + text.size() || text.empty()) return std::nullopt;
   return out;
 }
 
 bool valid_host_port(std::string_view v) {
-  if (v.empty())
-    return true;
+  if (v.empty()) return true;
   auto colon = v.rfind(':');
-  if (colon == std::string_view::npos)
-    return false;
+  if (colon == std::string_view::npos) return false;
   auto host = v.substr(0, colon);
   auto port = v.substr(colon + 1);
   if (host.empty() || std::any_of(host.begin(), host.end(), [](char c) {
@@ -151,8 +146,7 @@ bool valid_host_port(std::string_view v) {
       }))
     return false;
   if (host.front() == '[') { // IPv6 literals must be bracketed: [::1]:4000
-    if (host.size() < 3 || host.back() != ']')
-      return false;
+    if (host.size() < 3 || host.back() != ']') return false;
   } else if (host.find(':') != std::string_view::npos) {
     return false;
   }
@@ -163,10 +157,8 @@ bool valid_host_port(std::string_view v) {
 bool in_choices(std::string_view choices, std::string_view v) {
   while (!choices.empty()) {
     auto bar = choices.find('|');
-    if (choices.substr(0, bar) == v)
-      return true;
-    if (bar == std::string_view::npos)
-      break;
+    if (choices.substr(0, bar) == v) return true;
+    if (bar == std::string_view::npos) break;
     choices.remove_prefix(bar + 1);
   }
   return false;
@@ -174,58 +166,54 @@ bool in_choices(std::string_view choices, std::string_view v) {
 
 std::string expectation(const key_spec& spec) {
   switch (spec.type) {
-    case kind::string:
-      return spec.valid ? std::string{spec.expectation} : "a string";
-    case kind::integer:
-      return "an integer in " + std::to_string(spec.min) + ".." + std::to_string(spec.max);
-    case kind::uint64:
-      return "an unsigned 64-bit integer";
-    case kind::enumeration:
-      return "one of " + std::string{spec.choices};
-    case kind::host_port:
-      return "host:port with a non-empty host and a port in 0..65535, or empty";
+  case kind::string:
+    return spec.valid ? std::string{spec.expectation} : "a string";
+  case kind::integer:
+    return "an integer in " + std::to_string(spec.min) + ".." + std::to_string(spec.max);
+  case kind::uint64:
+    return "an unsigned 64-bit integer";
+  case kind::enumeration:
+    return "one of " + std::string{spec.choices};
+  case kind::host_port:
+    return "host:port with a non-empty host and a port in 0..65535, or empty";
   }
   return {};
 }
 
 std::string type_doc(const key_spec& spec) {
   switch (spec.type) {
-    case kind::string:
-      return "string";
-    case kind::integer:
-      return "int " + std::to_string(spec.min) + ".." + std::to_string(spec.max);
-    case kind::uint64:
-      return "uint64";
-    case kind::enumeration:
-      return "enum " + std::string{spec.choices};
-    case kind::host_port:
-      return "host:port";
+  case kind::string:
+    return "string";
+  case kind::integer:
+    return "int " + std::to_string(spec.min) + ".." + std::to_string(spec.max);
+  case kind::uint64:
+    return "uint64";
+  case kind::enumeration:
+    return "enum " + std::string{spec.choices};
+  case kind::host_port:
+    return "host:port";
   }
   return {};
 }
 
 std::optional<config::value_type> parse_value(const key_spec& spec, std::string_view text) {
   switch (spec.type) {
-    case kind::string:
-      if (spec.valid && !spec.valid(text))
-        return std::nullopt;
-      return config::value_type{std::string{text}};
-    case kind::integer:
-      if (auto n = parse_integer<std::int64_t>(text); n && *n >= spec.min && *n <= spec.max)
-        return config::value_type{*n};
-      return std::nullopt;
-    case kind::uint64:
-      if (auto n = parse_integer<std::uint64_t>(text))
-        return config::value_type{*n};
-      return std::nullopt;
-    case kind::enumeration:
-      if (in_choices(spec.choices, text))
-        return config::value_type{std::string{text}};
-      return std::nullopt;
-    case kind::host_port:
-      if (valid_host_port(text))
-        return config::value_type{std::string{text}};
-      return std::nullopt;
+  case kind::string:
+    if (spec.valid && !spec.valid(text)) return std::nullopt;
+    return config::value_type{std::string{text}};
+  case kind::integer:
+    if (auto n = parse_integer<std::int64_t>(text); n && *n >= spec.min && *n <= spec.max)
+      return config::value_type{*n};
+    return std::nullopt;
+  case kind::uint64:
+    if (auto n = parse_integer<std::uint64_t>(text)) return config::value_type{*n};
+    return std::nullopt;
+  case kind::enumeration:
+    if (in_choices(spec.choices, text)) return config::value_type{std::string{text}};
+    return std::nullopt;
+  case kind::host_port:
+    if (valid_host_port(text)) return config::value_type{std::string{text}};
+    return std::nullopt;
   }
   return std::nullopt;
 }
@@ -301,9 +289,9 @@ status set_value(entry_map& entries, const key_spec& spec, std::string_view text
     msg += expectation(spec);
     return validation_error(std::move(msg));
   }
-  entries.insert_or_assign(std::string{spec.key}, config::entry{std::move(*value),
-                                                                std::string{text}, source,
-                                                                std::move(origin)});
+  entries.insert_or_assign(
+      std::string{spec.key},
+      config::entry{std::move(*value), std::string{text}, source, std::move(origin)});
   return {};
 }
 
@@ -315,29 +303,28 @@ std::string lower(std::string_view s) {
 }
 
 status bad_feature_name(std::string_view where, std::string_view name) {
-  return validation_error(std::string{where} + ": invalid feature flag name '" +
-                          std::string{name} + "': expected 1 to 64 characters from [a-z0-9_]");
+  return validation_error(std::string{where} + ": invalid feature flag name '" + std::string{name}
+                          + "': expected 1 to 64 characters from [a-z0-9_]");
 }
 
 // ---- YAML file ----------------------------------------------------------------------------
 
 /// "node.yaml:3:7" (1-based line and column), or just the file when yaml-cpp has no mark.
 std::string at(const std::string& file, const YAML::Mark& mark) {
-  if (mark.is_null())
-    return file;
+  if (mark.is_null()) return file;
   return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
 }
 
 std::string_view node_kind(const YAML::Node& node) {
   switch (node.Type()) {
-    case YAML::NodeType::Map:
-      return "map";
-    case YAML::NodeType::Sequence:
-      return "sequence";
-    case YAML::NodeType::Null:
-      return "null";
-    default:
-      return "scalar";
+  case YAML::NodeType::Map:
+    return "map";
+  case YAML::NodeType::Sequence:
+    return "sequence";
+  case YAML::NodeType::Null:
+    return "null";
+  default:
+    return "scalar";
   }
 }
 
@@ -353,8 +340,7 @@ expected<YAML::Node> read_yaml(const std::string& file) {
   if (!std::filesystem::is_regular_file(file, ec))
     return validation_error("config file '" + file + "' is not a regular file");
   std::ifstream in{file, std::ios::binary};
-  if (!in)
-    return make_error(errc::forbidden, "config file '" + file + "' cannot be read");
+  if (!in) return make_error(errc::forbidden, "config file '" + file + "' cannot be read");
   std::ostringstream text;
   text << in.rdbuf(); // an empty file leaves `text` failed and empty: an empty document
   try {
@@ -367,8 +353,7 @@ expected<YAML::Node> read_yaml(const std::string& file) {
 /// A plain scalar is typed by its text; a quoted or !!str-tagged one is always a string.
 feature_value yaml_feature_value(const YAML::Node& node) {
   const auto& tag = node.Tag();
-  if (tag == "!" || tag == "tag:yaml.org,2002:str")
-    return node.Scalar();
+  if (tag == "!" || tag == "tag:yaml.org,2002:str") return node.Scalar();
   return parse_feature_value(node.Scalar());
 }
 
@@ -384,8 +369,8 @@ public:
       const YAML::Node& k = kv.first;
       const YAML::Node& v = kv.second;
       if (!k.IsScalar())
-        return validation_error(at(file_, k.Mark()) + ": expected a key name, got a " +
-                                std::string{node_kind(k)});
+        return validation_error(at(file_, k.Mark()) + ": expected a key name, got a "
+                                + std::string{node_kind(k)});
       std::string path = prefix.empty() ? k.Scalar() : prefix + "." + k.Scalar();
       status st;
       if (path == k_features)
@@ -395,10 +380,9 @@ public:
       else if (is_section(path))
         st = section(path, k, v);
       else
-        return validation_error(at(file_, k.Mark()) + ": unknown key '" + path + "'" +
-                                did_you_mean(path, file_key_candidates()));
-      if (!st)
-        return st;
+        return validation_error(at(file_, k.Mark()) + ": unknown key '" + path + "'"
+                                + did_you_mean(path, file_key_candidates()));
+      if (!st) return st;
     }
     return {};
   }
@@ -407,8 +391,7 @@ public:
   status walk_features_only(const YAML::Node& map) {
     for (const auto& kv : map)
       if (kv.first.IsScalar() && kv.first.Scalar() == k_features)
-        if (auto st = features(kv.first, kv.second); !st)
-          return st;
+        if (auto st = features(kv.first, kv.second); !st) return st;
     return {};
   }
 
@@ -416,57 +399,50 @@ private:
   status first_time(const std::string& path, const YAML::Node& key) {
     auto where = at(file_, key.Mark());
     auto [it, inserted] = seen_.emplace(path, where);
-    if (inserted)
-      return {};
-    return validation_error(where + ": duplicate key '" + path + "' (first set at " + it->second +
-                            ")");
+    if (inserted) return {};
+    return validation_error(where + ": duplicate key '" + path + "' (first set at " + it->second
+                            + ")");
   }
 
   status value(const key_spec& spec, const YAML::Node& k, const YAML::Node& v) {
-    if (auto st = first_time(std::string{spec.key}, k); !st)
-      return st;
+    if (auto st = first_time(std::string{spec.key}, k); !st) return st;
     auto where = at(file_, value_mark(k, v));
     if (!v.IsScalar() && !v.IsNull())
-      return validation_error(where + ": " + std::string{spec.key} + ": expected " +
-                              expectation(spec) + ", got a " + std::string{node_kind(v)});
+      return validation_error(where + ": " + std::string{spec.key} + ": expected "
+                              + expectation(spec) + ", got a " + std::string{node_kind(v)});
     auto text = v.IsNull() ? std::string{} : v.Scalar();
     return set_value(entries_, spec, text, config_source::file, "file " + where, where);
   }
 
   status section(const std::string& path, const YAML::Node& k, const YAML::Node& v) {
-    if (auto st = first_time(path, k); !st)
-      return st;
-    if (v.IsNull())
-      return {};
+    if (auto st = first_time(path, k); !st) return st;
+    if (v.IsNull()) return {};
     if (!v.IsMap())
-      return validation_error(at(file_, value_mark(k, v)) + ": " + path +
-                              ": expected a map of its keys, got a " + std::string{node_kind(v)});
+      return validation_error(at(file_, value_mark(k, v)) + ": " + path
+                              + ": expected a map of its keys, got a " + std::string{node_kind(v)});
     return walk(v, path);
   }
 
   status features(const YAML::Node& key, const YAML::Node& section) {
-    if (auto st = first_time(std::string{k_features}, key); !st)
-      return st;
-    if (section.IsNull())
-      return {};
+    if (auto st = first_time(std::string{k_features}, key); !st) return st;
+    if (section.IsNull()) return {};
     if (!section.IsMap())
-      return validation_error(at(file_, value_mark(key, section)) +
-                              ": features: expected a map of flag names to values, got a " +
-                              std::string{node_kind(section)});
+      return validation_error(at(file_, value_mark(key, section))
+                              + ": features: expected a map of flag names to values, got a "
+                              + std::string{node_kind(section)});
     for (const auto& kv : section) {
       const YAML::Node& k = kv.first;
       const YAML::Node& v = kv.second;
       if (!k.IsScalar() || !valid_feature_name(k.Scalar()))
         return bad_feature_name(at(file_, k.Mark()), k.IsScalar() ? k.Scalar() : node_kind(k));
-      if (auto st = first_time("features." + k.Scalar(), k); !st)
-        return st;
+      if (auto st = first_time("features." + k.Scalar(), k); !st) return st;
       if (!v.IsScalar())
-        return validation_error(at(file_, value_mark(k, v)) + ": features." + k.Scalar() +
-                                ": expected a bool, int or string, got a " +
-                                std::string{node_kind(v)});
-      features_.insert_or_assign(k.Scalar(), feature_entry{yaml_feature_value(v),
-                                                           config_source::file,
-                                                           "file " + at(file_, v.Mark())});
+        return validation_error(at(file_, value_mark(k, v)) + ": features." + k.Scalar()
+                                + ": expected a bool, int or string, got a "
+                                + std::string{node_kind(v)});
+      features_.insert_or_assign(
+          k.Scalar(),
+          feature_entry{yaml_feature_value(v), config_source::file, "file " + at(file_, v.Mark())});
     }
     return {};
   }
@@ -482,14 +458,12 @@ private:
 status apply_file(entry_map& entries, feature_map& features, const std::string& file,
                   bool features_only) {
   auto root = read_yaml(file);
-  if (!root)
-    return std::move(root).error();
-  if (root->IsNull())
-    return {};
+  if (!root) return std::move(root).error();
+  if (root->IsNull()) return {};
   if (!root->IsMap())
-    return validation_error(at(file, root->Mark()) +
-                            ": expected a map of configuration sections, got a " +
-                            std::string{node_kind(*root)});
+    return validation_error(at(file, root->Mark())
+                            + ": expected a map of configuration sections, got a "
+                            + std::string{node_kind(*root)});
   file_reader reader{file, entries, features};
   try {
     return features_only ? reader.walk_features_only(*root) : reader.walk(*root, {});
@@ -506,8 +480,7 @@ bool is_feature_var(std::string_view var) { return var.starts_with(k_env_feature
 status apply_feature_var(feature_map& features, const std::string& var, const std::string& value) {
   auto where = "env " + var;
   auto name = lower(std::string_view{var}.substr(k_env_features_prefix.size()));
-  if (!valid_feature_name(name))
-    return bad_feature_name(where, name);
+  if (!valid_feature_name(name)) return bad_feature_name(where, name);
   features.insert_or_assign(name,
                             feature_entry{parse_feature_value(value), config_source::env, where});
   return {};
@@ -515,18 +488,16 @@ status apply_feature_var(feature_map& features, const std::string& var, const st
 
 status apply_env(entry_map& entries, feature_map& features, const env_map& env) {
   for (const auto& [var, value] : env) {
-    if (!var.starts_with(k_env_prefix) || var.starts_with(k_env_test_prefix))
-      continue;
+    if (!var.starts_with(k_env_prefix) || var.starts_with(k_env_test_prefix)) continue;
     if (is_feature_var(var)) {
-      if (auto st = apply_feature_var(features, var, value); !st)
-        return st;
+      if (auto st = apply_feature_var(features, var, value); !st) return st;
       continue;
     }
     auto where = "env " + var;
     const key_spec* spec = find_spec_by_env(var);
     if (!spec)
-      return validation_error(where + ": unknown configuration variable" +
-                              did_you_mean(var, env_candidates()));
+      return validation_error(where + ": unknown configuration variable"
+                              + did_you_mean(var, env_candidates()));
     if (auto st = set_value(entries, *spec, value, config_source::env, where, where); !st)
       return st;
   }
@@ -540,16 +511,15 @@ status apply_flags(entry_map& entries, feature_map& features,
     auto where = "flag " + (f.origin.empty() ? f.key : f.origin);
     if (std::string_view{f.key}.starts_with(features_dot)) {
       auto name = f.key.substr(features_dot.size());
-      if (!valid_feature_name(name))
-        return bad_feature_name(where, name);
+      if (!valid_feature_name(name)) return bad_feature_name(where, name);
       features.insert_or_assign(
-        name, feature_entry{parse_feature_value(f.value), config_source::flag, where});
+          name, feature_entry{parse_feature_value(f.value), config_source::flag, where});
       continue;
     }
     const key_spec* spec = find_spec(f.key);
     if (!spec)
-      return validation_error(where + ": unknown configuration key '" + f.key + "'" +
-                              did_you_mean(f.key, key_candidates()));
+      return validation_error(where + ": unknown configuration key '" + f.key + "'"
+                              + did_you_mean(f.key, key_candidates()));
     if (auto st = set_value(entries, *spec, f.value, config_source::flag, where, where); !st)
       return st;
   }
@@ -560,7 +530,7 @@ entry_map default_entries() {
   entry_map out;
   for (const auto& spec : k_schema) {
     [[maybe_unused]] auto st =
-      set_value(out, spec, spec.default_value, config_source::defaults, "default", "default");
+        set_value(out, spec, spec.default_value, config_source::defaults, "default", "default");
     assert(st && "every default satisfies its own schema row");
   }
   return out;
@@ -578,12 +548,9 @@ expected<config> config::load(const config_sources& src) {
   auto entries = default_entries();
   feature_map features;
   if (!src.file.empty())
-    if (auto st = apply_file(entries, features, src.file, false); !st)
-      return st.error();
-  if (auto st = apply_env(entries, features, src.env); !st)
-    return st.error();
-  if (auto st = apply_flags(entries, features, src.flags); !st)
-    return st.error();
+    if (auto st = apply_file(entries, features, src.file, false); !st) return st.error();
+  if (auto st = apply_env(entries, features, src.env); !st) return st.error();
+  if (auto st = apply_flags(entries, features, src.flags); !st) return st.error();
   config out;
   out.file_ = src.file;
   out.entries_ = std::move(entries);
@@ -602,8 +569,7 @@ std::map<std::string, std::string> config::process_environment() {
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     std::string_view s{*e};
     auto eq = s.find('=');
-    if (eq != std::string_view::npos)
-      out.emplace(s.substr(0, eq), s.substr(eq + 1));
+    if (eq != std::string_view::npos) out.emplace(s.substr(0, eq), s.substr(eq + 1));
   }
   return out;
 }
@@ -612,12 +578,10 @@ expected<feature_map> config::load_features(const std::string& file, const env_m
   feature_map features;
   entry_map unused;
   if (!file.empty())
-    if (auto st = apply_file(unused, features, file, true); !st)
-      return st.error();
+    if (auto st = apply_file(unused, features, file, true); !st) return st.error();
   for (const auto& [var, value] : env)
     if (is_feature_var(var))
-      if (auto st = apply_feature_var(features, var, value); !st)
-        return st.error();
+      if (auto st = apply_feature_var(features, var, value); !st) return st.error();
   return features;
 }
 
@@ -672,23 +636,19 @@ std::uint64_t config::get_uint(std::string_view key) const {
 }
 
 std::string config::origin(std::string_view key) const {
-  if (auto i = entries_.find(key); i != entries_.end())
-    return i->second.origin;
+  if (auto i = entries_.find(key); i != entries_.end()) return i->second.origin;
   if (key.starts_with("features.")) {
     auto flags = features_->entries();
-    if (auto f = flags->find(key.substr(9)); f != flags->end())
-      return f->second.origin;
+    if (auto f = flags->find(key.substr(9)); f != flags->end()) return f->second.origin;
   }
   return {};
 }
 
 config_source config::source(std::string_view key) const {
-  if (auto i = entries_.find(key); i != entries_.end())
-    return i->second.source;
+  if (auto i = entries_.find(key); i != entries_.end()) return i->second.source;
   if (key.starts_with("features.")) {
     auto flags = features_->entries();
-    if (auto f = flags->find(key.substr(9)); f != flags->end())
-      return f->second.source;
+    if (auto f = flags->find(key.substr(9)); f != flags->end()) return f->second.source;
   }
   return config_source::defaults;
 }

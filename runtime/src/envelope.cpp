@@ -3,9 +3,9 @@
 #include "af/v1/envelope.pb.h"
 
 #include <google/protobuf/descriptor.h>
-#include <google/protobuf/stubs/logging.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/stubs/logging.h>
 
 #include <mutex>
 
@@ -201,8 +201,8 @@ expected<envelope> envelope::decode(std::string_view wire, const decode_options&
   // the validation error below says what was wrong.
   static std::once_flag quiet;
   std::call_once(quiet, [] {
-    google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int,
-                                       const std::string&) {});
+    google::protobuf::SetLogHandler(
+        [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
   });
   const std::size_t limit = opt.max_payload_bytes + opt.max_header_bytes;
   if (wire.size() > limit)
@@ -236,7 +236,7 @@ expected<envelope> envelope::decode(std::string_view wire, const decode_options&
     return validation_error(field_size_error("trace.span_id", 8, tc.span_id().size(), false));
   if (!copy_fixed(tc.parent_span_id(), f.trace.parent_span_id, true))
     return validation_error(
-      field_size_error("trace.parent_span_id", 8, tc.parent_span_id().size(), true));
+        field_size_error("trace.parent_span_id", 8, tc.parent_span_id().size(), true));
   if (tc.flags() > 0xff)
     return validation_error("envelope.trace.flags: " + std::to_string(tc.flags())
                             + " does not fit in 8 bits");
@@ -250,8 +250,7 @@ expected<envelope> envelope::decode(std::string_view wire, const decode_options&
   if (pb.payload_type().empty()) return validation_error("envelope.payload_type: empty");
   if (pb.payload().size() > opt.max_payload_bytes)
     return validation_error("envelope.payload: " + std::to_string(pb.payload().size())
-                            + " bytes exceeds the limit of "
-                            + std::to_string(opt.max_payload_bytes)
+                            + " bytes exceeds the limit of " + std::to_string(opt.max_payload_bytes)
                             + " bytes (envelope.max_payload_bytes)");
   const auto* proto = find_prototype(pb.payload_type());
   if (proto == nullptr)
@@ -271,8 +270,8 @@ expected<envelope> envelope::decode(std::string_view wire, const decode_options&
   } else if (pb.hash().size() != 32) {
     return validation_error(field_size_error("hash", 32, pb.hash().size(), false));
   } else if (pb.hash() != view(result.hash())) {
-    return validation_error("envelope.hash: mismatch: carried " + to_hex(pb.hash())
-                            + ", computed " + result.hash_hex());
+    return validation_error("envelope.hash: mismatch: carried " + to_hex(pb.hash()) + ", computed "
+                            + result.hash_hex());
   }
   return result;
 }

@@ -6,8 +6,8 @@ namespace af {
 
 namespace {
 constexpr std::array<std::string_view, 9> k_names = {
-  "validation", "not_found", "unauthorized", "forbidden", "quota",
-  "timeout",    "transient", "conflict",     "internal",
+    "validation", "not_found", "unauthorized", "forbidden", "quota",
+    "timeout",    "transient", "conflict",     "internal",
 };
 } // namespace
 

@@ -27,59 +27,51 @@ expected<T> typed(const feature_map& flags, std::string_view name) {
   auto i = flags.find(name);
   if (i == flags.end())
     return not_found_error("feature flag '" + std::string{name} + "' is not set");
-  if (const T* v = std::get_if<T>(&i->second.value))
-    return *v;
-  return validation_error("feature flag '" + std::string{name} + "' is " +
-                          std::string{type_name(i->second.value)} + " (" +
-                          to_string(i->second.value) + ", from " + i->second.origin + "), not " +
-                          std::string{type_name_of<T>()});
+  if (const T* v = std::get_if<T>(&i->second.value)) return *v;
+  return validation_error("feature flag '" + std::string{name} + "' is "
+                          + std::string{type_name(i->second.value)} + " ("
+                          + to_string(i->second.value) + ", from " + i->second.origin + "), not "
+                          + std::string{type_name_of<T>()});
 }
 
 } // namespace
 
 std::string_view to_string(config_source source) noexcept {
   switch (source) {
-    case config_source::defaults:
-      return "defaults";
-    case config_source::file:
-      return "file";
-    case config_source::env:
-      return "env";
-    case config_source::flag:
-      return "flag";
-    case config_source::reload:
-      return "reload";
+  case config_source::defaults:
+    return "defaults";
+  case config_source::file:
+    return "file";
+  case config_source::env:
+    return "env";
+  case config_source::flag:
+    return "flag";
+  case config_source::reload:
+    return "reload";
   }
   return "defaults";
 }
 
 feature_value parse_feature_value(std::string_view text) {
-  if (text == "true" || text == "True" || text == "TRUE")
-    return true;
-  if (text == "false" || text == "False" || text == "FALSE")
-    return false;
+  if (text == "true" || text == "True" || text == "TRUE") return true;
+  if (text == "false" || text == "False" || text == "FALSE") return false;
   // YAML's core schema allows "+5", std::from_chars does not.
   bool plus = text.starts_with('+');
   auto digits = plus ? text.substr(1) : text;
-  if (digits.empty() || (plus && digits.starts_with('-')))
-    return std::string{text};
+  if (digits.empty() || (plus && digits.starts_with('-'))) return std::string{text};
   std::int64_t n = 0;
   auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
-  if (ec == std::errc{} && end == digits.data() + digits.size())
-    return n;
+  if (ec == std::errc{} && end == digits.data() + digits.size()) return n;
   return std::string{text};
 }
 
 std::string_view type_name(const feature_value& value) noexcept {
-  return std::visit([](const auto& v) { return type_name_of<std::decay_t<decltype(v)>>(); },
-                    value);
+  return std::visit([](const auto& v) { return type_name_of<std::decay_t<decltype(v)>>(); }, value);
 }
 
 std::string to_string(const feature_value& value) {
-  if (const bool* b = std::get_if<bool>(&value))
-    return *b ? "true" : "false";
-  if (const std::int64_t* n = std::get_if<std::int64_t>(&value))
-    return std::to_string(*n);
+  if (const bool* b = std::get_if<bool>(&value)) return *b ? "true" : "false";
+  if (const std::int64_t* n = std::get_if<std::int64_t>(&value)) return std::to_string(*n);
   return std::get<std::string>(value);
 }
 
@@ -91,8 +83,7 @@ bool valid_feature_name(std::string_view name) noexcept {
 
 feature_flags::feature_flags(feature_map initial) {
   for (const auto& [name, entry] : initial)
-    if (entry.source == config_source::flag)
-      pinned_.emplace(name, entry);
+    if (entry.source == config_source::flag) pinned_.emplace(name, entry);
   state_ = std::make_shared<const state>(state{std::move(initial), 0});
 }
 
@@ -151,8 +142,7 @@ status feature_flags::reload_from_file(const std::filesystem::path& path,
                                        const std::map<std::string, std::string>& env) {
   std::lock_guard reload_guard{reload_mutex_};
   auto loaded = config::load_features(path.string(), env);
-  if (!loaded)
-    return std::move(loaded).error();
+  if (!loaded) return std::move(loaded).error();
   auto next = std::make_shared<state>();
   next->flags = std::move(loaded).value();
   for (auto& [name, entry] : next->flags) {

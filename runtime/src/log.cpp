@@ -33,12 +33,18 @@ constexpr std::array<std::string_view, 6> k_level_labels = {"TRACE", "DEBUG", "I
 
 spdlog::level::level_enum to_spdlog(log_level level) {
   switch (level) {
-    case log_level::trace: return spdlog::level::trace;
-    case log_level::debug: return spdlog::level::debug;
-    case log_level::info: return spdlog::level::info;
-    case log_level::warn: return spdlog::level::warn;
-    case log_level::error: return spdlog::level::err;
-    case log_level::off: break;
+  case log_level::trace:
+    return spdlog::level::trace;
+  case log_level::debug:
+    return spdlog::level::debug;
+  case log_level::info:
+    return spdlog::level::info;
+  case log_level::warn:
+    return spdlog::level::warn;
+  case log_level::error:
+    return spdlog::level::err;
+  case log_level::off:
+    break;
   }
   return spdlog::level::off;
 }
@@ -76,16 +82,12 @@ void append_sanitized(std::string& out, std::string_view s) {
       len = 2;
     } else if (c >= 0xE0 && c <= 0xEF) {
       len = 3;
-      if (c == 0xE0)
-        lo = 0xA0;
-      if (c == 0xED)
-        hi = 0x9F;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
     } else if (c >= 0xF0 && c <= 0xF4) {
       len = 4;
-      if (c == 0xF0)
-        lo = 0x90;
-      if (c == 0xF4)
-        hi = 0x8F;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
     }
     bool ok = len != 0 && i + len <= n && p[i + 1] >= lo && p[i + 1] <= hi;
     for (std::size_t k = 2; ok && k < len; ++k)
@@ -108,8 +110,7 @@ void append_text_string(std::string& out, std::string_view s) {
   }
   std::string quoted;
   for (char c : s) {
-    if (c == '"' || c == '\\')
-      quoted += '\\';
+    if (c == '"' || c == '\\') quoted += '\\';
     quoted += c;
   }
   out += '"';
@@ -141,11 +142,10 @@ std::array<field, 7> context_fields(const log_context& ctx) {
 
 bool is_reserved(std::string_view key) {
   static constexpr std::array<std::string_view, 13> reserved = {
-    "ts",     "level",   "event",          "node",         "trace_id",   "span_id", "tenant",
-    "plan_id", "correlation_id", "causation_id", "message_id", "msg",     "extra"};
+      "ts",      "level",          "event",        "node",       "trace_id", "span_id", "tenant",
+      "plan_id", "correlation_id", "causation_id", "message_id", "msg",      "extra"};
   for (auto r : reserved)
-    if (r == key)
-      return true;
+    if (r == key) return true;
   return false;
 }
 
@@ -158,10 +158,8 @@ std::string json_payload(log_level level, std::string_view event, std::string_vi
   line["event"] = event;
   line["node"] = node;
   for (const auto& f : context_fields(ctx))
-    if (!f.value->empty())
-      line[std::string{f.key}] = *f.value;
-  if (!msg.empty())
-    line["msg"] = msg;
+    if (!f.value->empty()) line[std::string{f.key}] = *f.value;
+  if (!msg.empty()) line["msg"] = msg;
   if (extra.is_object()) {
     for (const auto& [key, value] : extra.items()) {
       if (is_reserved(key))
@@ -186,8 +184,7 @@ std::string text_payload(log_level level, std::string_view event, std::string_vi
     append_sanitized(out, msg);
   }
   for (const auto& f : context_fields(ctx)) {
-    if (f.value->empty())
-      continue;
+    if (f.value->empty()) continue;
     out += ' ';
     out += f.key;
     out += '=';
@@ -230,8 +227,7 @@ public:
       n = std::snprintf(buf.data(), buf.size(), "%02d:%02d:%02d.%03d ", tm.tm_hour, tm.tm_min,
                         tm.tm_sec, static_cast<int>(micros / 1000));
     }
-    if (n > 0)
-      dest.append(buf.data(), buf.data() + n);
+    if (n > 0) dest.append(buf.data(), buf.data() + n);
     const auto& payload = msg.payload;
     // A JSON payload is a non-empty object: skip its '{', ours is already written.
     const std::size_t skip = json_ && payload.size() > 0 && payload[0] == '{' ? 1 : 0;
@@ -258,8 +254,7 @@ protected:
     spdlog::memory_buf_t buf;
     formatter_->format(msg, buf);
     std::string line(buf.data(), buf.size());
-    if (!line.empty() && line.back() == '\n')
-      line.pop_back();
+    if (!line.empty() && line.back() == '\n') line.pop_back();
     lines_->push_back(std::move(line));
   }
   void flush_() override {}
@@ -269,14 +264,11 @@ private:
 };
 
 expected<bool> parse_format(std::string_view format, bool writes_to_terminal) {
-  if (format == "json")
-    return false;
-  if (format == "text")
-    return true;
-  if (format == "auto")
-    return writes_to_terminal;
-  return validation_error("log.format: unknown format '" + std::string{format} +
-                          "' (expected json|text|auto)");
+  if (format == "json") return false;
+  if (format == "text") return true;
+  if (format == "auto") return writes_to_terminal;
+  return validation_error("log.format: unknown format '" + std::string{format}
+                          + "' (expected json|text|auto)");
 }
 
 } // namespace
@@ -314,13 +306,11 @@ expected<log_level> parse_log_level(std::string_view name) {
   std::string lower;
   for (char c : name)
     lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower == "warning")
-    return log_level::warn;
+  if (lower == "warning") return log_level::warn;
   for (std::size_t i = 0; i < k_level_names.size(); ++i)
-    if (k_level_names[i] == lower)
-      return static_cast<log_level>(i);
-  return validation_error("log.level: unknown level '" + std::string{name} +
-                          "' (expected trace|debug|info|warn|error|off)");
+    if (k_level_names[i] == lower) return static_cast<log_level>(i);
+  return validation_error("log.level: unknown level '" + std::string{name}
+                          + "' (expected trace|debug|info|warn|error|off)");
 }
 
 log_backend::log_backend(std::unique_ptr<impl> state, log_level level)
@@ -330,13 +320,13 @@ log_backend::~log_backend() = default;
 
 void log_backend::write(log_level level, std::string_view event, std::string_view msg,
                         const log_context& ctx, const nlohmann::json* extra_or_null) noexcept {
-  if (level == log_level::off)
-    return;
+  if (level == log_level::off) return;
   try {
     static const nlohmann::json none;
     const nlohmann::json& extra = extra_or_null != nullptr ? *extra_or_null : none;
-    const std::string payload = impl_->json ? json_payload(level, event, msg, impl_->node, ctx, extra)
-                                            : text_payload(level, event, msg, ctx, extra);
+    const std::string payload = impl_->json
+                                    ? json_payload(level, event, msg, impl_->node, ctx, extra)
+                                    : text_payload(level, event, msg, ctx, extra);
     impl_->sink->log(to_spdlog(level), spdlog::string_view_t{payload.data(), payload.size()});
   } catch (const std::exception&) {
     // Logging never takes a node down; the line is lost.
@@ -353,8 +343,7 @@ void log_backend::flush() noexcept {
 expected<std::shared_ptr<log_backend>> make_log_backend(const log_options& opts) {
   const bool to_stderr = opts.file.empty();
   auto text = parse_format(opts.format, to_stderr && ::isatty(STDERR_FILENO) == 1);
-  if (!text)
-    return std::move(text).error();
+  if (!text) return std::move(text).error();
   spdlog::sink_ptr sink;
   if (to_stderr) {
     sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
@@ -362,15 +351,15 @@ expected<std::shared_ptr<log_backend>> make_log_backend(const log_options& opts)
     try {
       sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.file, false);
     } catch (const std::exception& e) {
-      return validation_error("log.file: cannot open '" + opts.file + "' for appending: " +
-                              e.what());
+      return validation_error("log.file: cannot open '" + opts.file
+                              + "' for appending: " + e.what());
     }
   }
   return make_backend(std::move(sink), *text, opts);
 }
 
-std::shared_ptr<log_backend> make_memory_log_backend(const log_options& opts,
-                                                     std::shared_ptr<std::vector<std::string>> lines) {
+std::shared_ptr<log_backend>
+make_memory_log_backend(const log_options& opts, std::shared_ptr<std::vector<std::string>> lines) {
   assert(lines != nullptr);
   auto text = parse_format(opts.format, false);
   assert(text.has_value() && "log.format must be json|text|auto");
@@ -388,8 +377,7 @@ const log_context& logger::context() const noexcept {
 logger logger::with(const log_context& ctx) const {
   log_context merged = context();
   auto take = [](std::string& into, const std::string& from) {
-    if (!from.empty())
-      into = from;
+    if (!from.empty()) into = from;
   };
   take(merged.trace_id, ctx.trace_id);
   take(merged.span_id, ctx.span_id);

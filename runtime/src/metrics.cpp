@@ -68,11 +68,9 @@ std::vector<double> ask_buckets() {
 }
 
 bool valid_buckets(const std::vector<double>& b) {
-  if (b.empty())
-    return false;
+  if (b.empty()) return false;
   for (std::size_t i = 0; i < b.size(); ++i) {
-    if (!std::isfinite(b[i]) || (i > 0 && b[i] <= b[i - 1]))
-      return false;
+    if (!std::isfinite(b[i]) || (i > 0 && b[i] <= b[i - 1])) return false;
   }
   return true;
 }
@@ -85,31 +83,27 @@ struct address {
 
 expected<address> parse_address(const std::string& host_port) {
   auto bad = [&](std::string_view why) {
-    return validation_error("metrics.listen: '" + host_port + "': " + std::string{why} +
-                            " (expected host:port, e.g. 127.0.0.1:9464 or 0.0.0.0:0)");
+    return validation_error("metrics.listen: '" + host_port + "': " + std::string{why}
+                            + " (expected host:port, e.g. 127.0.0.1:9464 or 0.0.0.0:0)");
   };
   const auto colon = host_port.rfind(':');
-  if (colon == std::string::npos)
-    return bad("missing port");
+  if (colon == std::string::npos) return bad("missing port");
   address a{host_port.substr(0, colon), host_port.substr(colon + 1)};
-  if (a.port.empty() || a.port.size() > 5 ||
-      a.port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoul(a.port) > 65535)
+  if (a.port.empty() || a.port.size() > 5
+      || a.port.find_first_not_of("0123456789") != std::string::npos || std::stoul(a.port) > 65535)
     return bad("port must be a number from 0 to 65535");
   if (a.host.size() >= 2 && a.host.front() == '[' && a.host.back() == ']')
     a.host = a.host.substr(1, a.host.size() - 2);
-  if (a.host.empty())
-    return bad("missing host");
-  if (a.host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:") !=
-      std::string::npos)
+  if (a.host.empty()) return bad("missing host");
+  if (a.host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
+      != std::string::npos)
     return bad("invalid host");
   if (a.host.find(':') != std::string::npos && host_port.front() != '[')
     return bad("IPv6 hosts must be bracketed");
   // civetweb reads "999.1.1.1" as 231.1.1.1: check numeric hosts ourselves.
   if (a.host.find_first_not_of("0123456789.") == std::string::npos) {
     in_addr v4{};
-    if (::inet_pton(AF_INET, a.host.c_str(), &v4) != 1)
-      return bad("invalid IPv4 address");
+    if (::inet_pton(AF_INET, a.host.c_str(), &v4) != 1) return bad("invalid IPv4 address");
   }
   return a;
 }
@@ -133,22 +127,20 @@ error diagnose_bind_failure(const std::string& host_port, const address& a,
   } else {
     const int one = 1; // as civetweb does, so TIME_WAIT is not mistaken for "in use"
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, res->ai_addr, res->ai_addrlen) != 0)
-      err = errno;
+    if (::bind(fd, res->ai_addr, res->ai_addrlen) != 0) err = errno;
     ::close(fd);
   }
   ::freeaddrinfo(res);
   if (err == 0) {
     if (a.host.find(':') != std::string::npos)
-      return validation_error(prefix + "civetweb cannot listen on it (it may be built without "
-                                       "IPv6 support, as Debian's is)");
+      return validation_error(prefix
+                              + "civetweb cannot listen on it (it may be built without "
+                                "IPv6 support, as Debian's is)");
     return internal_error(prefix + std::string{civetweb_what});
   }
   const std::string why = std::strerror(err);
-  if (err == EADDRINUSE)
-    return make_error(errc::conflict, prefix + why);
-  if (err == EACCES)
-    return make_error(errc::forbidden, prefix + why);
+  if (err == EADDRINUSE) return make_error(errc::conflict, prefix + why);
+  if (err == EACCES) return make_error(errc::forbidden, prefix + why);
   return validation_error(prefix + why);
 }
 
@@ -157,28 +149,23 @@ error diagnose_bind_failure(const std::string& host_port, const address& a,
 // --- handles ----------------------------------------------------------------------------------
 
 void counter_handle::inc(double v) const {
-  if (c_ != nullptr)
-    c_->Increment(v);
+  if (c_ != nullptr) c_->Increment(v);
 }
 double counter_handle::value() const { return c_ != nullptr ? c_->Value() : 0.0; }
 
 void gauge_handle::set(double v) const {
-  if (g_ != nullptr)
-    g_->Set(v);
+  if (g_ != nullptr) g_->Set(v);
 }
 void gauge_handle::inc(double v) const {
-  if (g_ != nullptr)
-    g_->Increment(v);
+  if (g_ != nullptr) g_->Increment(v);
 }
 void gauge_handle::dec(double v) const {
-  if (g_ != nullptr)
-    g_->Decrement(v);
+  if (g_ != nullptr) g_->Decrement(v);
 }
 double gauge_handle::value() const { return g_ != nullptr ? g_->Value() : 0.0; }
 
 void histogram_handle::observe(double v) const {
-  if (h_ != nullptr)
-    h_->Observe(v);
+  if (h_ != nullptr) h_->Observe(v);
 }
 
 // --- registry ---------------------------------------------------------------------------------
@@ -208,32 +195,35 @@ struct metrics::impl {
       auto* const* f = std::get_if<Family<T>*>(&it->second.family);
       if (f == nullptr) {
         const std::string_view existing =
-          std::visit([](auto* fam) { return type_name_of(fam); }, it->second.family);
-        return validation_error("metrics: '" + std::string{name} + "' is already a " +
-                                std::string{existing} + ", not a " +
-                                std::string{type_name<T>()});
+            std::visit([](auto* fam) { return type_name_of(fam); }, it->second.family);
+        return validation_error("metrics: '" + std::string{name} + "' is already a "
+                                + std::string{existing} + ", not a " + std::string{type_name<T>()});
       }
       if (buckets != nullptr && *buckets != it->second.buckets)
-        return validation_error("metrics: '" + std::string{name} +
-                                "': buckets differ from those the family was created with");
+        return validation_error("metrics: '" + std::string{name}
+                                + "': buckets differ from those the family was created with");
       return *f;
     }
     if (buckets != nullptr && !valid_buckets(*buckets))
-      return validation_error("metrics: '" + std::string{name} +
-                              "': buckets must be finite, strictly increasing and non-empty");
+      return validation_error("metrics: '" + std::string{name}
+                              + "': buckets must be finite, strictly increasing and non-empty");
     try {
       Family<T>* f = nullptr;
       if constexpr (std::is_same_v<T, Counter>)
-        f = &prometheus::BuildCounter().Name(std::string{name}).Help(std::string{help}).Register(
-          *registry);
+        f = &prometheus::BuildCounter()
+                 .Name(std::string{name})
+                 .Help(std::string{help})
+                 .Register(*registry);
       else if constexpr (std::is_same_v<T, Gauge>)
-        f = &prometheus::BuildGauge().Name(std::string{name}).Help(std::string{help}).Register(
-          *registry);
+        f = &prometheus::BuildGauge()
+                 .Name(std::string{name})
+                 .Help(std::string{help})
+                 .Register(*registry);
       else
         f = &prometheus::BuildHistogram()
-               .Name(std::string{name})
-               .Help(std::string{help})
-               .Register(*registry);
+                 .Name(std::string{name})
+                 .Help(std::string{help})
+                 .Register(*registry);
       families.emplace(std::string{name},
                        family_entry{f, buckets != nullptr ? *buckets : std::vector<double>{}});
       return f;
@@ -246,8 +236,7 @@ struct metrics::impl {
   expected<T*> series(std::string_view name, std::string_view help, const metric_labels& labels,
                       const std::vector<double>* buckets, Args&&... args) {
     auto f = family<T>(name, help, buckets);
-    if (!f)
-      return std::move(f).error();
+    if (!f) return std::move(f).error();
     try {
       return &(*f)->Add(to_labels(labels), std::forward<Args>(args)...);
     } catch (const std::exception& e) {
@@ -267,22 +256,22 @@ T must(expected<T> v) {
 metrics::metrics(std::string node, std::string version) : impl_(std::make_unique<impl>()) {
   auto& s = *impl_;
   s.agent_messages = must(s.family<Counter>(
-    "af_agent_messages_total",
-    "Agent messages by tenant, agent kind (agent_id) and outcome: handled, rejected, failed, "
-    "sent."));
+      "af_agent_messages_total",
+      "Agent messages by tenant, agent kind (agent_id) and outcome: handled, rejected, failed, "
+      "sent."));
   s.ask_duration = must(s.family<Histogram>(
-    "af_agent_ask_duration_seconds",
-    "Time from sending an ask to an agent, by agent kind (agent_id), to its reply.",
-    &s.ask_duration_buckets));
-  s.agents_active = &must(s.family<Gauge>("af_agents_active", "Live agents on this node."))->Add(
-    prometheus::Labels{});
+      "af_agent_ask_duration_seconds",
+      "Time from sending an ask to an agent, by agent kind (agent_id), to its reply.",
+      &s.ask_duration_buckets));
+  s.agents_active = &must(s.family<Gauge>("af_agents_active", "Live agents on this node."))
+                         ->Add(prometheus::Labels{});
   s.envelope_rejected = must(s.family<Counter>(
-    "af_envelope_rejected_total",
-    "Envelopes rejected before reaching a handler, by reason: malformed, oversized, "
-    "unknown_type, hash_mismatch."));
+      "af_envelope_rejected_total",
+      "Envelopes rejected before reaching a handler, by reason: malformed, oversized, "
+      "unknown_type, hash_mismatch."));
   must(s.family<Gauge>("af_node_info", "Constant 1, labelled with the node name and version."))
-    ->Add({{"node", std::move(node)}, {"version", std::move(version)}})
-    .Set(1);
+      ->Add({{"node", std::move(node)}, {"version", std::move(version)}})
+      .Set(1);
 }
 
 metrics::~metrics() = default;
@@ -291,12 +280,12 @@ metrics& metrics::operator=(metrics&&) noexcept = default;
 
 counter_handle metrics::agent_messages(std::string_view tenant, std::string_view agent_kind,
                                        std::string_view outcome) {
-  assert((outcome == message_outcome::handled || outcome == message_outcome::rejected ||
-          outcome == message_outcome::failed || outcome == message_outcome::sent) &&
-         "af_agent_messages_total: unknown outcome");
+  assert((outcome == message_outcome::handled || outcome == message_outcome::rejected
+          || outcome == message_outcome::failed || outcome == message_outcome::sent)
+         && "af_agent_messages_total: unknown outcome");
   return counter_handle{&impl_->agent_messages->Add({{"tenant", std::string{tenant}},
-                                                      {"agent_id", std::string{agent_kind}},
-                                                      {"outcome", std::string{outcome}}})};
+                                                     {"agent_id", std::string{agent_kind}},
+                                                     {"outcome", std::string{outcome}}})};
 }
 
 histogram_handle metrics::ask_duration(std::string_view agent_kind) {
@@ -307,25 +296,23 @@ histogram_handle metrics::ask_duration(std::string_view agent_kind) {
 gauge_handle metrics::agents_active() { return gauge_handle{impl_->agents_active}; }
 
 counter_handle metrics::envelope_rejected(std::string_view reason) {
-  assert((reason == reject_reason::malformed || reason == reject_reason::oversized ||
-          reason == reject_reason::unknown_type || reason == reject_reason::hash_mismatch) &&
-         "af_envelope_rejected_total: unknown reason");
+  assert((reason == reject_reason::malformed || reason == reject_reason::oversized
+          || reason == reject_reason::unknown_type || reason == reject_reason::hash_mismatch)
+         && "af_envelope_rejected_total: unknown reason");
   return counter_handle{&impl_->envelope_rejected->Add({{"reason", std::string{reason}}})};
 }
 
 expected<counter_handle> metrics::counter(std::string_view name, std::string_view help,
                                           const metric_labels& labels) {
   auto c = impl_->series<Counter>(name, help, labels, nullptr);
-  if (!c)
-    return std::move(c).error();
+  if (!c) return std::move(c).error();
   return counter_handle{*c};
 }
 
 expected<gauge_handle> metrics::gauge(std::string_view name, std::string_view help,
                                       const metric_labels& labels) {
   auto g = impl_->series<Gauge>(name, help, labels, nullptr);
-  if (!g)
-    return std::move(g).error();
+  if (!g) return std::move(g).error();
   return gauge_handle{*g};
 }
 
@@ -333,8 +320,7 @@ expected<histogram_handle> metrics::histogram(std::string_view name, std::string
                                               const metric_labels& labels,
                                               const std::vector<double>& buckets) {
   auto h = impl_->series<Histogram>(name, help, labels, &buckets, buckets);
-  if (!h)
-    return std::move(h).error();
+  if (!h) return std::move(h).error();
   return histogram_handle{*h};
 }
 
@@ -353,13 +339,12 @@ std::string metrics::serialize_text() const {
 
 expected<std::uint16_t> metrics::start_exposer(const std::string& host_port) {
   auto addr = parse_address(host_port);
-  if (!addr)
-    return std::move(addr).error();
+  if (!addr) return std::move(addr).error();
   std::lock_guard lock{impl_->exposer_mutex};
   if (impl_->exposer)
-    return make_error(errc::conflict, "metrics.listen: cannot listen on '" + host_port +
-                                        "': already serving on port " +
-                                        std::to_string(impl_->port));
+    return make_error(errc::conflict, "metrics.listen: cannot listen on '" + host_port
+                                          + "': already serving on port "
+                                          + std::to_string(impl_->port));
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
     exposer = std::make_unique<prometheus::Exposer>(host_port, 2);

@@ -88,7 +88,7 @@ void report_rejected_envelope(caf::execution_unit* ctx, const error& e) noexcept
   if (core == nullptr) return;
   core->metrics->envelope_rejected(rejection_reason(e)).inc();
   core->log.warn("envelope_rejected", e.to_string(),
-                      {{"reason", std::string{rejection_reason(e)}}});
+                 {{"reason", std::string{rejection_reason(e)}}});
 }
 
 struct node::impl {
@@ -111,7 +111,8 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   core.node_name = cfg.get_string("node.name");
   core.svc = opt.svc ? std::move(*opt.svc) : services::real(cfg.get_uint("rng.seed"));
   core.ask_timeout = std::chrono::milliseconds(cfg.get_int("agent.ask_timeout_ms"));
-  core.decode.max_payload_bytes = static_cast<std::size_t>(cfg.get_int("envelope.max_payload_bytes"));
+  core.decode.max_payload_bytes =
+      static_cast<std::size_t>(cfg.get_int("envelope.max_payload_bytes"));
 
   auto backend = opt.log;
   if (!backend) {
@@ -138,8 +139,8 @@ expected<std::unique_ptr<node>> node::start(options opt) {
 
   auto self = std::unique_ptr<node>(new node(std::move(p)));
   self->impl_->core.owner = self.get();
-  auto ctl = self->impl_->core.spawn(std::make_unique<control_agent>(), std::string{k_control_agent},
-                                     {}, nullptr, true);
+  auto ctl = self->impl_->core.spawn(std::make_unique<control_agent>(),
+                                     std::string{k_control_agent}, {}, nullptr, true);
   if (!ctl) return ctl.error();
   self->impl_->control = *ctl;
 
@@ -204,8 +205,8 @@ address edge_address(const std::string& node_name) { return {node_name, "af.edge
 void node::tell_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg) {
   auto& core = impl_->core;
   af::rng r{core.svc.random->next_u64()};
-  auto env = core.make_envelope(edge_address(core.node_name), to.addr(), std::move(msg), nullptr,
-                                0, core.default_tenant, r);
+  auto env = core.make_envelope(edge_address(core.node_name), to.addr(), std::move(msg), nullptr, 0,
+                                core.default_tenant, r);
   caf::anon_send(to_actor(to), std::move(env));
 }
 
@@ -214,27 +215,28 @@ expected<envelope> node::ask_erased(const agent_ref& to,
                                     duration timeout, std::string tenant) {
   auto& core = impl_->core;
   af::rng r{core.svc.random->next_u64()};
-  auto env = core.make_envelope(edge_address(core.node_name), to.addr(), std::move(msg), nullptr,
-                                0, tenant.empty() ? core.default_tenant : tenant, r);
+  auto env = core.make_envelope(edge_address(core.node_name), to.addr(), std::move(msg), nullptr, 0,
+                                tenant.empty() ? core.default_tenant : tenant, r);
   caf::scoped_actor self{*impl_->sys};
   std::optional<expected<envelope>> result;
   self->request(to_actor(to), timeout, std::move(env))
-    .receive([&](const envelope& reply) { result.emplace(reply); },
-             [&](const caf::error& err) {
-               if (err == caf::sec::request_timeout)
-                 result.emplace(error{
-                   errc::timeout,
-                   "ask to '" + to.addr().to_string() + "' timed out after "
-                     + std::to_string(
-                       std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())
-                     + " ms"});
-               else if (err == caf::sec::request_receiver_down)
-                 result.emplace(error{errc::not_found,
-                                      "ask to '" + to.addr().to_string() + "': agent has stopped"});
-               else
-                 result.emplace(error{errc::transient, "ask to '" + to.addr().to_string()
-                                                         + "' failed: " + to_string(err)});
-             });
+      .receive(
+          [&](const envelope& reply) { result.emplace(reply); },
+          [&](const caf::error& err) {
+            if (err == caf::sec::request_timeout)
+              result.emplace(error{
+                  errc::timeout,
+                  "ask to '" + to.addr().to_string() + "' timed out after "
+                      + std::to_string(
+                          std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())
+                      + " ms"});
+            else if (err == caf::sec::request_receiver_down)
+              result.emplace(error{errc::not_found,
+                                   "ask to '" + to.addr().to_string() + "': agent has stopped"});
+            else
+              result.emplace(error{errc::transient, "ask to '" + to.addr().to_string()
+                                                        + "' failed: " + to_string(err)});
+          });
   return std::move(*result);
 }
 
@@ -245,8 +247,8 @@ expected<std::uint16_t> node::listen(const std::string& text) {
   auto port = impl_->sys->middleman().publish(ctl, hp->port, hp->host.c_str(), true);
   if (!port)
     return error{errc::transient, "node.listen: cannot listen on " + text
-                                    + " (address in use, or not an address of this machine?): "
-                                    + impl_->sys->render(port.error())};
+                                      + " (address in use, or not an address of this machine?): "
+                                      + impl_->sys->render(port.error())};
   impl_->listen_port = *port;
   impl_->core.log.info("control_listening", "control endpoint published",
                        {{"address", hp->host + ":" + std::to_string(*port)}});

@@ -11,8 +11,7 @@ time_point real_clock::now() const {
 }
 
 duration real_clock::monotonic() const {
-  return std::chrono::duration_cast<duration>(
-    std::chrono::steady_clock::now().time_since_epoch());
+  return std::chrono::duration_cast<duration>(std::chrono::steady_clock::now().time_since_epoch());
 }
 
 std::uint64_t entropy_seed() {

@@ -9,7 +9,7 @@ status name_registry::reserve(const std::string& name, std::string kind) {
   auto [it, inserted] = map_.try_emplace(name, entry{nullptr, std::move(kind)});
   if (!inserted)
     return error{errc::conflict, "agent name '" + name + "' is already registered (kind '"
-                                   + it->second.kind + "')"};
+                                     + it->second.kind + "')"};
   return {};
 }
 

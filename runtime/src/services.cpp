@@ -45,9 +45,7 @@ std::uint64_t rng::uniform(std::uint64_t bound) noexcept {
   return static_cast<std::uint64_t>(m >> 64);
 }
 
-double rng::uniform01() noexcept {
-  return static_cast<double>(next_u64() >> 11) * 0x1.0p-53;
-}
+double rng::uniform01() noexcept { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
 
 std::uint64_t seeded_random_source::next_u64() {
   std::lock_guard<std::mutex> guard{mtx_};
@@ -55,12 +53,12 @@ std::uint64_t seeded_random_source::next_u64() {
 }
 
 id_generator::id_generator(std::shared_ptr<const clock> clk, std::uint64_t seed)
-  : clock_(std::move(clk)), rng_(seed) {}
+    : clock_(std::move(clk)), rng_(seed) {}
 
 ulid id_generator::next() {
   const auto now_ms = static_cast<std::uint64_t>(
-    std::chrono::duration_cast<std::chrono::milliseconds>(clock_->now().time_since_epoch())
-      .count());
+      std::chrono::duration_cast<std::chrono::milliseconds>(clock_->now().time_since_epoch())
+          .count());
   std::lock_guard<std::mutex> guard{mtx_};
   if (now_ms > last_ms_) {
     last_ms_ = now_ms;

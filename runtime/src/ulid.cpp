@@ -59,8 +59,8 @@ expected<ulid> ulid::parse(std::string_view text) {
   for (size_t i = 0; i < text.size(); ++i) {
     int d = crockford_value(text[i]);
     if (d < 0)
-      return validation_error("ulid: invalid character '" + std::string(1, text[i]) +
-                              "' at position " + std::to_string(i));
+      return validation_error("ulid: invalid character '" + std::string(1, text[i])
+                              + "' at position " + std::to_string(i));
     if (i == 0 && d > 7) return validation_error("ulid: value overflows 128 bits");
     v = (v << 5) | static_cast<unsigned>(d);
   }

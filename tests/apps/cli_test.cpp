@@ -97,8 +97,8 @@ class temp_dir {
 public:
   temp_dir() {
     static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("af-cli-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
+    path_ = fs::temp_directory_path()
+            / ("af-cli-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -231,14 +231,14 @@ TEST_CASE("af --help and every subcommand's --help exit 0 and show an example", 
     std::string example; // a line of the example
   };
   const std::vector<help_case> cases{
-    {{"--help"}, "af demo"},
-    {{"-h"}, "af node start --listen"},
-    {{"version", "--help"}, "af version --json"},
-    {{"node", "start", "--help"}, "af node start --data-dir"},
-    {{"node", "status", "--help"}, "af node status --connect 127.0.0.1:7400"},
-    {{"demo", "--help"}, "af demo --workers 200 --json"},
-    {{"config", "show", "--help"}, "af config show --config node.yaml --json"},
-    {{"config", "keys", "--help"}, "af config keys"},
+      {{"--help"}, "af demo"},
+      {{"-h"}, "af node start --listen"},
+      {{"version", "--help"}, "af version --json"},
+      {{"node", "start", "--help"}, "af node start --data-dir"},
+      {{"node", "status", "--help"}, "af node status --connect 127.0.0.1:7400"},
+      {{"demo", "--help"}, "af demo --workers 200 --json"},
+      {{"config", "show", "--help"}, "af config show --config node.yaml --json"},
+      {{"config", "keys", "--help"}, "af config keys"},
   };
   for (const auto& c : cases) {
     std::string cmd;
@@ -425,23 +425,22 @@ TEST_CASE("af config show --json: defaults < file < env < flag, with origins", "
   scoped_env env;
   temp_dir dir;
   const auto file = dir.write("node.yaml", "node:\n"
-                                           "  name: from-file\n"           // line 2: file wins
+                                           "  name: from-file\n" // line 2: file wins
                                            "scheduler:\n"
-                                           "  threads: 3\n"                // line 4: env wins
+                                           "  threads: 3\n" // line 4: env wins
                                            "log:\n"
-                                           "  level: debug\n"              // line 6: flag wins
-                                           "  format: text\n"              // line 7: env, flag win
+                                           "  level: debug\n" // line 6: flag wins
+                                           "  format: text\n" // line 7: env, flag win
                                            "features:\n"
-                                           "  fast_path: true\n"           // line 9: file wins
-                                           "  batch: 8\n");                // line 10: env wins
+                                           "  fast_path: true\n" // line 9: file wins
+                                           "  batch: 8\n");      // line 10: env wins
   env.set("AF_SCHEDULER_THREADS", "4");
   env.set("AF_LOG_LEVEL", "warn");
   env.set("AF_LOG_FORMAT", "json");
   env.set("AF_FEATURES_BATCH", "16");
   env.set("AF_FEATURES_MODE", "env");
-  auto r = run_af({"config", "show", "--json", "--config", file, "--log-level", "error",
-                   "--set", "log.format=auto", "--set", "features.mode=flag", "--set",
-                   "rng.seed=42"});
+  auto r = run_af({"config", "show", "--json", "--config", file, "--log-level", "error", "--set",
+                   "log.format=auto", "--set", "features.mode=flag", "--set", "rng.seed=42"});
   INFO(r.err);
   REQUIRE(r.code == af::cli::k_exit_ok);
   auto j = parse_json(r.out);
@@ -551,8 +550,8 @@ TEST_CASE("af demo logs at warn by default, unless a layer sets log.level", "[cl
   temp_dir dir;
   const auto log_file = dir.write("demo.log", "");
   auto demo = [](std::vector<std::string> extra) {
-    std::vector<std::string> args{"demo", "--workers", "3", "--tasks", "2", "--limit", "100",
-                                  "--json"};
+    std::vector<std::string> args{"demo", "--workers", "3",   "--tasks",
+                                  "2",    "--limit",   "100", "--json"};
     args.insert(args.end(), extra.begin(), extra.end());
     auto r = run_af(args);
     INFO("stderr: " << r.err);

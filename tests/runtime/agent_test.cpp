@@ -23,7 +23,8 @@ std::unique_ptr<node> make_node(std::shared_ptr<std::vector<std::string>> lines 
   lo.level = log_level::debug;
   lo.format = "json";
   lo.node = "test-node";
-  opt.log = make_memory_log_backend(lo, lines ? lines : std::make_shared<std::vector<std::string>>());
+  opt.log =
+      make_memory_log_backend(lo, lines ? lines : std::make_shared<std::vector<std::string>>());
   auto n = node::start(std::move(opt));
   REQUIRE(n.has_value());
   return std::move(*n);
@@ -66,18 +67,17 @@ public:
   void forward(context& ctx, const StringValue& who, responder<StringValue> reply) {
     auto outer_trace = ctx.current()->trace().trace_id_hex();
     auto outer_id = ctx.current()->message_id();
-    ctx.ask<StringValue>("greeter", who, 2s,
-                         [reply, outer_trace, outer_id, &ctx](expected<StringValue> r) mutable {
-                           if (!r) return reply.fail(r.error());
-                           // The reply continues the same trace and names what caused it.
-                           const envelope* e = ctx.current();
-                           StringValue out;
-                           out.set_value(r->value() + " | same_trace="
-                                         + (e->trace().trace_id_hex() == outer_trace ? "yes" : "no")
-                                         + " correlated="
-                                         + (e->correlation_id().is_nil() ? "no" : "yes"));
-                           reply.reply(out);
-                         });
+    ctx.ask<StringValue>(
+        "greeter", who, 2s, [reply, outer_trace, outer_id, &ctx](expected<StringValue> r) mutable {
+          if (!r) return reply.fail(r.error());
+          // The reply continues the same trace and names what caused it.
+          const envelope* e = ctx.current();
+          StringValue out;
+          out.set_value(r->value() + " | same_trace="
+                        + (e->trace().trace_id_hex() == outer_trace ? "yes" : "no")
+                        + " correlated=" + (e->correlation_id().is_nil() ? "no" : "yes"));
+          reply.reply(out);
+        });
   }
 };
 
@@ -95,9 +95,7 @@ private:
 class crasher : public agent_base<crasher> {
 public:
   static void define(handlers<crasher>& h) { h.kind("test.crasher").on(&crasher::boom); }
-  expected<StringValue> boom(context&, const StringValue&) {
-    throw std::runtime_error("kaboom");
-  }
+  expected<StringValue> boom(context&, const StringValue&) { throw std::runtime_error("kaboom"); }
 };
 
 std::atomic<int> g_stops{0};

@@ -23,8 +23,8 @@ class temp_dir {
 public:
   temp_dir() {
     static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("af-config-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
+    path_ = fs::temp_directory_path()
+            / ("af-config-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -202,12 +202,11 @@ TEST_CASE("config: unknown file key names file:line:column and suggests", "[conf
   auto r = af::config::load({file, {}, {}});
   REQUIRE_FALSE(r);
   CHECK(r.error().code() == af::errc::validation);
-  CHECK(r.error().message() ==
-        file + ":3:3: unknown key 'node.nmae'; did you mean 'node.name'?");
+  CHECK(r.error().message() == file + ":3:3: unknown key 'node.nmae'; did you mean 'node.name'?");
 
   SECTION("a misspelt section is suggested too") {
-    CHECK(error_of(load_yaml(dir, "nod:\n  name: x\n")) ==
-          dir.path().string() + "/node.yaml:1:1: unknown key 'nod'; did you mean 'node'?");
+    CHECK(error_of(load_yaml(dir, "nod:\n  name: x\n"))
+          == dir.path().string() + "/node.yaml:1:1: unknown key 'nod'; did you mean 'node'?");
   }
   SECTION("no suggestion when nothing is close") {
     auto msg = error_of(load_yaml(dir, "scheduler:\n  completely_different: 1\n"));
@@ -246,11 +245,11 @@ TEST_CASE("config: out-of-range values are rejected from every layer", "[config]
   temp_dir dir;
   CHECK_THAT(error_of(load_yaml(dir, "scheduler:\n  threads: 65\n")),
              Contains("node.yaml:2:12: scheduler.threads = '65': expected an integer in 1..64"));
-  CHECK(error_of(af::config::load({{}, {{"AF_SCHEDULER_THREADS", "0"}}, {}})) ==
-        "env AF_SCHEDULER_THREADS: scheduler.threads = '0': expected an integer in 1..64");
-  CHECK(error_of(load_flag("envelope.max_payload_bytes", "1073741825")) ==
-        "flag --envelope.max_payload_bytes: envelope.max_payload_bytes = '1073741825': "
-        "expected an integer in 1..1073741824");
+  CHECK(error_of(af::config::load({{}, {{"AF_SCHEDULER_THREADS", "0"}}, {}}))
+        == "env AF_SCHEDULER_THREADS: scheduler.threads = '0': expected an integer in 1..64");
+  CHECK(error_of(load_flag("envelope.max_payload_bytes", "1073741825"))
+        == "flag --envelope.max_payload_bytes: envelope.max_payload_bytes = '1073741825': "
+           "expected an integer in 1..1073741824");
   CHECK(load_flag("envelope.max_payload_bytes", "1073741824"));
   CHECK_THAT(error_of(load_flag("agent.ask_timeout_ms", "3600001")),
              Contains("expected an integer in 1..3600000"));
@@ -271,8 +270,8 @@ TEST_CASE("config: rng.seed takes the whole uint64 range", "[config]") {
 }
 
 TEST_CASE("config: host:port values", "[config]") {
-  for (const char* good : {"127.0.0.1:4000", "localhost:0", "node-1.example:65535", "[::1]:80",
-                           "0.0.0.0:9090", ""}) {
+  for (const char* good :
+       {"127.0.0.1:4000", "localhost:0", "node-1.example:65535", "[::1]:80", "0.0.0.0:9090", ""}) {
     INFO(good);
     auto cfg = load_flag("node.listen", good);
     REQUIRE(cfg);
@@ -282,16 +281,17 @@ TEST_CASE("config: host:port values", "[config]") {
                           "::1:80", "[]:80", "ho st:80", "host:80:", "host:+80"}) {
     INFO(bad);
     auto msg = error_of(load_flag("metrics.listen", bad));
-    CHECK(msg == std::string{"flag --metrics.listen: metrics.listen = '"} + bad +
-                   "': expected host:port with a non-empty host and a port in 0..65535, or "
+    CHECK(msg
+          == std::string{"flag --metrics.listen: metrics.listen = '"} + bad
+                 + "': expected host:port with a non-empty host and a port in 0..65535, or "
                    "empty");
   }
 }
 
 TEST_CASE("config: enumerations and node names", "[config]") {
-  CHECK(error_of(load_flag("log.level", "verbose")) ==
-        "flag --log.level: log.level = 'verbose': expected one of "
-        "trace|debug|info|warn|error|off");
+  CHECK(error_of(load_flag("log.level", "verbose"))
+        == "flag --log.level: log.level = 'verbose': expected one of "
+           "trace|debug|info|warn|error|off");
   CHECK_THAT(error_of(load_flag("log.format", "JSON")), Contains("expected one of auto|json|text"));
   CHECK_THAT(error_of(load_flag("scheduler.policy", "fifo")),
              Contains("expected one of stealing|sharing"));
@@ -299,8 +299,8 @@ TEST_CASE("config: enumerations and node names", "[config]") {
   REQUIRE(sharing);
   CHECK(sharing->get_string("scheduler.policy") == "sharing");
 
-  for (const std::string& bad : {std::string{}, std::string{"bad name"}, std::string(65, 'a'),
-                                std::string{"n\xc3\xa9"}}) {
+  for (const std::string& bad :
+       {std::string{}, std::string{"bad name"}, std::string(65, 'a'), std::string{"n\xc3\xa9"}}) {
     CHECK_THAT(error_of(load_flag("node.name", bad)),
                Contains("expected 1 to 64 characters from [A-Za-z0-9_.-]"));
   }
@@ -355,15 +355,16 @@ TEST_CASE("config: environment variables", "[config]") {
     auto r = af::config::load({{}, {{"AF_NODE_NAMEE", "x"}}, {}});
     REQUIRE_FALSE(r);
     CHECK(r.error().code() == af::errc::validation);
-    CHECK(r.error().message() ==
-          "env AF_NODE_NAMEE: unknown configuration variable; did you mean 'AF_NODE_NAME'?");
-    CHECK(error_of(af::config::load({{}, {{"AF_WHATEVER_ELSE", "x"}}, {}})) ==
-          "env AF_WHATEVER_ELSE: unknown configuration variable");
+    CHECK(r.error().message()
+          == "env AF_NODE_NAMEE: unknown configuration variable; did you mean 'AF_NODE_NAME'?");
+    CHECK(error_of(af::config::load({{}, {{"AF_WHATEVER_ELSE", "x"}}, {}}))
+          == "env AF_WHATEVER_ELSE: unknown configuration variable");
   }
   SECTION("AF_TEST_ variables and non-AF variables are ignored") {
     auto cfg = af::config::load(
-      {{}, {{"AF_TEST_PORT", "oops"}, {"AF_TEST_", ""}, {"NODE_NAME", "x"}, {"af_node_name", "y"}},
-       {}});
+        {{},
+         {{"AF_TEST_PORT", "oops"}, {"AF_TEST_", ""}, {"NODE_NAME", "x"}, {"af_node_name", "y"}},
+         {}});
     REQUIRE(cfg);
     CHECK(cfg->get_string("node.name") == "af-node");
   }
@@ -375,8 +376,7 @@ TEST_CASE("config: environment variables", "[config]") {
 
 TEST_CASE("config: process_environment reads the real environment", "[config]") {
   auto env = af::config::process_environment();
-  if (const char* path = std::getenv("PATH"))
-    CHECK(env.at("PATH") == path);
+  if (const char* path = std::getenv("PATH")) CHECK(env.at("PATH") == path);
   for (const auto& [name, value] : env)
     CHECK(name.find('=') == std::string::npos);
 }
@@ -385,8 +385,8 @@ TEST_CASE("config: unknown flag key names the flag", "[config]") {
   auto r = af::config::load({{}, {}, {{"node.lisen", "x:1", "--lisen"}}});
   REQUIRE_FALSE(r);
   CHECK(r.error().code() == af::errc::validation);
-  CHECK(r.error().message() ==
-        "flag --lisen: unknown configuration key 'node.lisen'; did you mean 'node.listen'?");
+  CHECK(r.error().message()
+        == "flag --lisen: unknown configuration key 'node.lisen'; did you mean 'node.listen'?");
   CHECK_THAT(error_of(af::config::load({{}, {}, {{"features.Bad-Name", "1", "--feature"}}})),
              Contains("flag --feature: invalid feature flag name 'Bad-Name'"));
 }
@@ -476,8 +476,8 @@ TEST_CASE("config: feature values are typed like YAML plain scalars", "[config]"
   CHECK(af::parse_feature_value("yes") == feature_value{std::string{"yes"}});
   CHECK(af::parse_feature_value("1.5") == feature_value{std::string{"1.5"}});
   CHECK(af::parse_feature_value("") == feature_value{std::string{}});
-  CHECK(af::parse_feature_value("99999999999999999999") ==
-        feature_value{std::string{"99999999999999999999"}});
+  CHECK(af::parse_feature_value("99999999999999999999")
+        == feature_value{std::string{"99999999999999999999"}});
   CHECK(af::type_name(af::parse_feature_value("1")) == "int");
   CHECK(af::valid_feature_name("fast_path_2"));
   CHECK_FALSE(af::valid_feature_name("Fast"));
@@ -490,8 +490,9 @@ TEST_CASE("config: bad features sections", "[config]") {
   CHECK_THAT(error_of(load_yaml(dir, "features: [a, b]\n")),
              Contains("node.yaml:1:11: features: expected a map of flag names to values, got a "
                       "sequence"));
-  CHECK_THAT(error_of(load_yaml(dir, "features:\n  nested: {a: 1}\n")),
-             Contains("node.yaml:2:11: features.nested: expected a bool, int or string, got a map"));
+  CHECK_THAT(
+      error_of(load_yaml(dir, "features:\n  nested: {a: 1}\n")),
+      Contains("node.yaml:2:11: features.nested: expected a bool, int or string, got a map"));
   CHECK_THAT(error_of(load_yaml(dir, "features:\n  BadName: 1\n")),
              Contains("node.yaml:2:3: invalid feature flag name 'BadName'"));
   CHECK_THAT(error_of(load_yaml(dir, "features:\n  empty:\n")),
@@ -596,11 +597,9 @@ TEST_CASE("feature_flags: readers see whole snapshots while reloads happen", "[c
         auto gen = std::get<std::int64_t>(snap->at("gen").value);
         auto twin = std::get<std::int64_t>(snap->at("twin").value);
         bool on = std::get<bool>(snap->at("on").value);
-        if (gen != twin || on != (gen == 1) || snap->contains("extra") != (gen == 2))
-          ++torn;
+        if (gen != twin || on != (gen == 1) || snap->contains("extra") != (gen == 2)) ++torn;
         auto v = flags->version();
-        if (v < last_version)
-          ++torn;
+        if (v < last_version) ++torn;
         last_version = v;
         (void)flags->get_int("gen", 0);
         (void)flags->get_bool("on", false);
@@ -610,8 +609,7 @@ TEST_CASE("feature_flags: readers see whole snapshots while reloads happen", "[c
 
   int failures = 0;
   for (int i = 0; i < k_reloads; ++i)
-    if (!flags->reload_from_file(i % 2 == 0 ? b : a, {}))
-      ++failures;
+    if (!flags->reload_from_file(i % 2 == 0 ? b : a, {})) ++failures;
   done = true;
   for (auto& r : readers)
     r.join();

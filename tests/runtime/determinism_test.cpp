@@ -17,7 +17,7 @@ TEST_CASE("actor-side code takes time, randomness and threads only from the node
   // The real clock and entropy live here and nowhere else.
   const std::set<std::string> allowed = {"runtime/src/real_clock.cpp"};
   const std::regex forbidden{
-    R"(system_clock|steady_clock::now|high_resolution_clock|random_device|std::rand\(|[^_a-z]rand\(\)|std::thread|std::jthread|sleep_for|sleep_until|std::async\()"};
+      R"(system_clock|steady_clock::now|high_resolution_clock|random_device|std::rand\(|[^_a-z]rand\(\)|std::thread|std::jthread|sleep_for|sleep_until|std::async\()"};
   std::size_t files = 0;
   std::vector<std::string> hits;
   for (const char* module : {"runtime", "supervision", "persistence", "actors", "sim"}) {
@@ -31,7 +31,8 @@ TEST_CASE("actor-side code takes time, randomness and threads only from the node
       std::ifstream in{entry.path()};
       std::string line;
       for (int n = 1; std::getline(in, line); ++n)
-        if (std::regex_search(line, forbidden)) hits.push_back(rel + ":" + std::to_string(n) + ": " + line);
+        if (std::regex_search(line, forbidden))
+          hits.push_back(rel + ":" + std::to_string(n) + ": " + line);
     }
   }
   INFO("scanned " << files << " files");

@@ -99,23 +99,23 @@ envelope build(const spec& s, std::uint64_t order_seed) {
   std::shuffle(headers.begin(), headers.end(), order);
   std::shuffle(features.begin(), features.end(), order);
   std::vector<std::function<void()>> steps = {
-    [&] { f.message_id = s.id; },
-    [&] { f.correlation_id = s.corr; },
-    [&] { f.causation_id = s.cause; },
-    [&] { f.tenant = s.tenant; },
-    [&] { f.trace = s.trace; },
-    [&] { f.sender = s.from; },
-    [&] { f.receiver = s.to; },
-    [&] { f.logical_ts = s.ts; },
-    [&] {
-      for (auto& [k, v] : headers)
-        f.headers.emplace(k, v); // first insertion wins, as in any map
-    },
-    [&] {
-      for (auto& [k, v] : features)
-        payload->mutable_features()->insert({k, v});
-    },
-    [&] { payload->set_name(s.payload_name); },
+      [&] { f.message_id = s.id; },
+      [&] { f.correlation_id = s.corr; },
+      [&] { f.causation_id = s.cause; },
+      [&] { f.tenant = s.tenant; },
+      [&] { f.trace = s.trace; },
+      [&] { f.sender = s.from; },
+      [&] { f.receiver = s.to; },
+      [&] { f.logical_ts = s.ts; },
+      [&] {
+        for (auto& [k, v] : headers)
+          f.headers.emplace(k, v); // first insertion wins, as in any map
+      },
+      [&] {
+        for (auto& [k, v] : features)
+          payload->mutable_features()->insert({k, v});
+      },
+      [&] { payload->set_name(s.payload_name); },
   };
   std::shuffle(steps.begin(), steps.end(), order);
   for (auto& step : steps)
@@ -159,22 +159,22 @@ TEST_CASE("changing any one field changes the envelope hash", "[envelope][proper
     const auto base = random_spec(r);
     const auto h = build(base, 1).hash();
     std::vector<std::function<void(spec&)>> mutations = {
-      [&](spec& s) { s.id = ulid::from_parts(s.id.unix_ms() + 1, 0, 0); },
-      [&](spec& s) { s.corr = random_ulid(r); },
-      [&](spec& s) { s.cause = random_ulid(r); },
-      [&](spec& s) { s.tenant += "x"; },
-      [&](spec& s) { s.trace.trace_id[r.uniform(16)] ^= 1; },
-      [&](spec& s) { s.trace.span_id[r.uniform(8)] ^= 1; },
-      [&](spec& s) { s.trace.parent_span_id[r.uniform(8)] ^= 1; },
-      [&](spec& s) { s.trace.flags ^= 1; },
-      [&](spec& s) { s.from.node += "x"; },
-      [&](spec& s) { s.from.name += "x"; },
-      [&](spec& s) { s.to.node += "x"; },
-      [&](spec& s) { s.to.name += "x"; },
-      [&](spec& s) { s.ts ^= 1; },
-      [&](spec& s) { s.headers.emplace_back("\x01new-header", "v"); },
-      [&](spec& s) { s.payload_name += "x"; },
-      [&](spec& s) { s.features.emplace_back("\x01new-feature", "v"); },
+        [&](spec& s) { s.id = ulid::from_parts(s.id.unix_ms() + 1, 0, 0); },
+        [&](spec& s) { s.corr = random_ulid(r); },
+        [&](spec& s) { s.cause = random_ulid(r); },
+        [&](spec& s) { s.tenant += "x"; },
+        [&](spec& s) { s.trace.trace_id[r.uniform(16)] ^= 1; },
+        [&](spec& s) { s.trace.span_id[r.uniform(8)] ^= 1; },
+        [&](spec& s) { s.trace.parent_span_id[r.uniform(8)] ^= 1; },
+        [&](spec& s) { s.trace.flags ^= 1; },
+        [&](spec& s) { s.from.node += "x"; },
+        [&](spec& s) { s.from.name += "x"; },
+        [&](spec& s) { s.to.node += "x"; },
+        [&](spec& s) { s.to.name += "x"; },
+        [&](spec& s) { s.ts ^= 1; },
+        [&](spec& s) { s.headers.emplace_back("\x01new-header", "v"); },
+        [&](spec& s) { s.payload_name += "x"; },
+        [&](spec& s) { s.features.emplace_back("\x01new-feature", "v"); },
     };
     for (std::size_t m = 0; m < mutations.size(); ++m) {
       auto changed = base;
@@ -235,7 +235,7 @@ TEST_CASE("the canonical form is the documented byte layout", "[envelope]") {
   auto e = simple();
   auto c = e.canonical();
   REQUIRE(c.substr(0, 4) == "AFE1");
-  REQUIRE(c[4] == 1);                                     // tag of message_id
+  REQUIRE(c[4] == 1);                                      // tag of message_id
   REQUIRE(c.substr(5, 4) == std::string("\0\0\0\x10", 4)); // length 16, big-endian
   REQUIRE(e.hash() == sha256(c));
   REQUIRE(e.trace().traceparent().size() == 55);
@@ -347,7 +347,8 @@ TEST_CASE("decode errors name the field at fault", "[envelope][decode]") {
 }
 
 TEST_CASE("ULIDs are sortable text and monotonic within a generator", "[ulid]") {
-  auto clk = std::make_shared<manual_clock>(time_point{std::chrono::milliseconds(1'700'000'000'000)});
+  auto clk =
+      std::make_shared<manual_clock>(time_point{std::chrono::milliseconds(1'700'000'000'000)});
   id_generator gen{clk, 1};
   ulid prev = gen.next();
   for (int i = 0; i < 100'000; ++i) {

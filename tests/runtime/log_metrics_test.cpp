@@ -31,10 +31,8 @@ struct captured {
   af::logger log;
 
   explicit captured(af::log_options opts = {}) {
-    if (opts.node.empty())
-      opts.node = "n1";
-    if (opts.format == "auto")
-      opts.format = "json";
+    if (opts.node.empty()) opts.node = "n1";
+    if (opts.format == "auto") opts.format = "json";
     log = af::logger{af::make_memory_log_backend(opts, lines)};
   }
   json parsed(std::size_t i) const { return json::parse(lines->at(i)); }
@@ -84,16 +82,14 @@ std::string http_get(std::uint16_t port, const std::string& path) {
   std::size_t sent = 0;
   while (sent < req.size()) {
     const auto n = ::send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0)
-      break;
+    if (n <= 0) break;
     sent += static_cast<std::size_t>(n);
   }
   std::string resp;
   char buf[4096];
   for (;;) {
     const auto n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0)
-      break;
+    if (n <= 0) break;
     resp.append(buf, static_cast<std::size_t>(n));
   }
   ::close(fd);
@@ -131,9 +127,13 @@ bool on_path(const char* program) {
   return std::system(cmd.c_str()) == 0;
 }
 
-const af::log_context full_context{
-  "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "acme", "plan-7", "corr-1", "cause-2",
-  "msg-3"};
+const af::log_context full_context{"4bf92f3577b34da6a3ce929d0e0e4736",
+                                   "00f067aa0ba902b7",
+                                   "acme",
+                                   "plan-7",
+                                   "corr-1",
+                                   "cause-2",
+                                   "msg-3"};
 
 } // namespace
 
@@ -268,13 +268,13 @@ TEST_CASE("the text format is one readable line", "[log]") {
   af::log_options opts;
   opts.format = "text";
   captured c{opts};
-  c.log.with({.tenant = "acme"}).info("node_started", "node is up",
-                                      {{"port", 9464}, {"name", "a b"}, {"ok", true}});
+  c.log.with({.tenant = "acme"})
+      .info("node_started", "node is up", {{"port", 9464}, {"name", "a b"}, {"ok", true}});
   c.log.warn("no_msg", {}, {{"k", "v"}});
   c.log.error("multi", "line1\nline2");
   REQUIRE(c.lines->size() == 3);
   static const std::regex first{
-    R"(\d{2}:\d{2}:\d{2}\.\d{3} INFO  node_started  node is up tenant=acme name="a b" ok=true port=9464)"};
+      R"(\d{2}:\d{2}:\d{2}\.\d{3} INFO  node_started  node is up tenant=acme name="a b" ok=true port=9464)"};
   CHECK(std::regex_match(c.lines->at(0), first));
   static const std::regex second{R"(\d{2}:\d{2}:\d{2}\.\d{3} WARN  no_msg k=v)"};
   CHECK(std::regex_match(c.lines->at(1), second));
@@ -461,8 +461,8 @@ TEST_CASE("generic families are created once and typed", "[metrics]") {
   const auto buckets = af::metrics::exponential_buckets(0.001, 2, 5);
   REQUIRE(buckets.size() == 5);
   CHECK(buckets.back() == Approx(0.016));
-  auto plan = m.histogram("af_planner_plan_duration_seconds", "Planning time.",
-                          {{"plan_id", "p1"}}, buckets);
+  auto plan = m.histogram("af_planner_plan_duration_seconds", "Planning time.", {{"plan_id", "p1"}},
+                          buckets);
   REQUIRE(plan);
   plan->observe(0.003);
 
@@ -487,8 +487,8 @@ TEST_CASE("generic families are created once and typed", "[metrics]") {
     CHECK_FALSE(m.counter("af_ok_total", "x", {{"__reserved", "v"}}));
     CHECK_FALSE(m.histogram("af_h_seconds", "x", {}, {}));
     CHECK_FALSE(m.histogram("af_h2_seconds", "x", {}, {1.0, 0.5}));
-    CHECK_FALSE(m.histogram("af_planner_plan_duration_seconds", "x", {{"plan_id", "p2"}},
-                            {1.0, 2.0}));
+    CHECK_FALSE(
+        m.histogram("af_planner_plan_duration_seconds", "x", {{"plan_id", "p2"}}, {1.0, 2.0}));
   }
 }
 
@@ -542,9 +542,9 @@ TEST_CASE("a busy or bad address is an error naming it", "[metrics]") {
     CHECK(contains(r.error().message(), addr));
   }
   SECTION("malformed") {
-    for (const std::string addr : {"nonsense", "127.0.0.1:70000", ":9464", "127.0.0.1:80s",
-                                   "127.0.0.1:1,127.0.0.1:2", "999.1.1.1:0", "::1:0",
-                                   "127.0.0.1:"}) {
+    for (const std::string addr :
+         {"nonsense", "127.0.0.1:70000", ":9464", "127.0.0.1:80s", "127.0.0.1:1,127.0.0.1:2",
+          "999.1.1.1:0", "::1:0", "127.0.0.1:"}) {
       auto r = m.start_exposer(addr);
       REQUIRE_FALSE(r);
       CHECK(r.error().code() == af::errc::validation);
@@ -576,8 +576,8 @@ TEST_CASE("promtool accepts the exposition", "[metrics]") {
     std::ofstream out{metrics_file};
     out << m.serialize_text();
   }
-  const std::string cmd = "promtool check metrics < '" + metrics_file.string() + "' > '" +
-                          out_file.string() + "' 2>&1";
+  const std::string cmd =
+      "promtool check metrics < '" + metrics_file.string() + "' > '" + out_file.string() + "' 2>&1";
   const int status = std::system(cmd.c_str());
   std::ifstream in{out_file};
   std::stringstream output;

@@ -101,7 +101,8 @@ TEST_CASE("undecodable envelopes from a peer are counted, logged and do not hurt
     auto ctl = p.sys->middleman().remote_actor<fake_envelope_actor>("127.0.0.1", n->listen_port());
     REQUIRE(ctl);
     caf::anon_send(*ctl, fake_envelope{"garbage \xff\xfe bytes"});
-    for (int i = 0; i < 400 && metric(*n, "af_envelope_rejected_total{reason=\"malformed\"}") < 1; ++i)
+    for (int i = 0; i < 400 && metric(*n, "af_envelope_rejected_total{reason=\"malformed\"}") < 1;
+         ++i)
       std::this_thread::sleep_for(10ms);
   }
   REQUIRE(metric(*n, "af_envelope_rejected_total{reason=\"malformed\"}") == 1);
@@ -112,8 +113,9 @@ TEST_CASE("undecodable envelopes from a peer are counted, logged and do not hurt
   n->shutdown();
   bool logged = false;
   for (const auto& l : *lines)
-    logged = logged || (l.find("\"event\":\"envelope_rejected\"") != std::string::npos
-                        && l.find("truncated or malformed") != std::string::npos);
+    logged = logged
+             || (l.find("\"event\":\"envelope_rejected\"") != std::string::npos
+                 && l.find("truncated or malformed") != std::string::npos);
   REQUIRE(logged);
 }
 
@@ -126,6 +128,6 @@ TEST_CASE("a message type the node does not know is answered with an error", "[w
   caf::scoped_actor self{*p.sys};
   bool got_error = false;
   self->request(caf::actor_cast<caf::actor>(*ctl), std::chrono::seconds(5), stranger{7})
-    .receive([&](const caf::message&) {}, [&](const caf::error&) { got_error = true; });
+      .receive([&](const caf::message&) {}, [&](const caf::error&) { got_error = true; });
   REQUIRE(got_error);
 }

@@ -85,8 +85,8 @@ public:
   [[nodiscard]] virtual bool pending() const = 0;
 };
 
-using erased_handler = std::function<void(agent&, context&, const envelope&,
-                                          const std::shared_ptr<reply_state>&)>;
+using erased_handler =
+    std::function<void(agent&, context&, const envelope&, const std::shared_ptr<reply_state>&)>;
 
 /// One table per agent class, built once from the class's `define`.
 struct handler_table {
@@ -143,7 +143,8 @@ public:
   [[nodiscard]] virtual const detail::handler_table& handler_table() const = 0;
 };
 
-/// CRTP base: `class worker : public af::agent_base<worker> { static void define(handlers<worker>&); }`.
+/// CRTP base: `class worker : public af::agent_base<worker> { static void
+/// define(handlers<worker>&); }`.
 template <class Self>
 class agent_base : public agent {
 public:
@@ -272,8 +273,8 @@ expected<Reply> unpack_reply(expected<envelope>&& r) {
   error err{errc::internal, {}};
   if (error_from_envelope(e, err)) return err;
   return error{errc::validation, "reply from '" + e.sender().to_string() + "' has payload type '"
-                                   + e.payload_type_name() + "', expected '"
-                                   + Reply::descriptor()->full_name() + "'"};
+                                     + e.payload_type_name() + "', expected '"
+                                     + Reply::descriptor()->full_name() + "'"};
 }
 } // namespace detail
 

@@ -23,7 +23,7 @@ public:
   template <class Reply, class Msg>
   expected<Reply> ask(std::string_view agent_name, Msg msg, duration timeout) {
     return detail::unpack_reply<Reply>(
-      ask_erased(agent_name, std::make_shared<const Msg>(std::move(msg)), timeout));
+        ask_erased(agent_name, std::make_shared<const Msg>(std::move(msg)), timeout));
   }
   expected<envelope> ask_erased(std::string_view agent_name,
                                 std::shared_ptr<const google::protobuf::Message> msg,

@@ -75,17 +75,32 @@ public:
   [[nodiscard]] bool has_value() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return has_value(); }
 
-  T& value() & { assert(has_value()); return std::get<0>(v_); }
-  const T& value() const& { assert(has_value()); return std::get<0>(v_); }
-  T&& value() && { assert(has_value()); return std::get<0>(std::move(v_)); }
+  T& value() & {
+    assert(has_value());
+    return std::get<0>(v_);
+  }
+  const T& value() const& {
+    assert(has_value());
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    assert(has_value());
+    return std::get<0>(std::move(v_));
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
-  [[nodiscard]] const af::error& error() const& { assert(!has_value()); return std::get<1>(v_); }
-  [[nodiscard]] af::error&& error() && { assert(!has_value()); return std::get<1>(std::move(v_)); }
+  [[nodiscard]] const af::error& error() const& {
+    assert(!has_value());
+    return std::get<1>(v_);
+  }
+  [[nodiscard]] af::error&& error() && {
+    assert(!has_value());
+    return std::get<1>(std::move(v_));
+  }
 
 private:
   std::variant<T, af::error> v_;
@@ -100,7 +115,10 @@ public:
 
   [[nodiscard]] bool has_value() const noexcept { return ok_; }
   explicit operator bool() const noexcept { return ok_; }
-  [[nodiscard]] const af::error& error() const& { assert(!ok_); return err_; }
+  [[nodiscard]] const af::error& error() const& {
+    assert(!ok_);
+    return err_;
+  }
 
 private:
   af::error err_{errc::internal, {}};

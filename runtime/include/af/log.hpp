@@ -36,8 +36,8 @@ struct log_options {
 
 /// Who and what a line is about. Empty fields are omitted from the output.
 struct log_context {
-  std::string trace_id{};  ///< W3C trace id, 32 lower-case hex chars
-  std::string span_id{};   ///< W3C span id, 16 lower-case hex chars
+  std::string trace_id{}; ///< W3C trace id, 32 lower-case hex chars
+  std::string span_id{};  ///< W3C span id, 16 lower-case hex chars
   std::string tenant{};
   std::string plan_id{};
   std::string correlation_id{};
@@ -62,8 +62,8 @@ public:
 
   /// Formats and writes one line regardless of the level; `extra` may be null. Never throws (a
   /// line that cannot be written is dropped).
-  void write(log_level level, std::string_view event, std::string_view msg,
-             const log_context& ctx, const nlohmann::json* extra) noexcept;
+  void write(log_level level, std::string_view event, std::string_view msg, const log_context& ctx,
+             const nlohmann::json* extra) noexcept;
   void flush() noexcept;
 
 private:
@@ -107,61 +107,57 @@ public:
 
   // Each level has two overloads, so that a call without `extra` does not build a JSON value.
   void log(log_level level, std::string_view event, std::string_view msg = {}) const noexcept {
-    if (enabled(level))
-      backend_->write(level, event, msg, context(), nullptr);
+    if (enabled(level)) backend_->write(level, event, msg, context(), nullptr);
   }
   void log(log_level level, std::string_view event, std::string_view msg,
            const nlohmann::json& extra) const noexcept {
-    if (enabled(level))
-      backend_->write(level, event, msg, context(), &extra);
+    if (enabled(level)) backend_->write(level, event, msg, context(), &extra);
   }
   void trace(std::string_view event, std::string_view msg = {}) const noexcept {
     log(log_level::trace, event, msg);
   }
-  void trace(std::string_view event, std::string_view msg, const nlohmann::json& extra) const
-    noexcept {
+  void trace(std::string_view event, std::string_view msg,
+             const nlohmann::json& extra) const noexcept {
     log(log_level::trace, event, msg, extra);
   }
   void debug(std::string_view event, std::string_view msg = {}) const noexcept {
     log(log_level::debug, event, msg);
   }
-  void debug(std::string_view event, std::string_view msg, const nlohmann::json& extra) const
-    noexcept {
+  void debug(std::string_view event, std::string_view msg,
+             const nlohmann::json& extra) const noexcept {
     log(log_level::debug, event, msg, extra);
   }
   void info(std::string_view event, std::string_view msg = {}) const noexcept {
     log(log_level::info, event, msg);
   }
-  void info(std::string_view event, std::string_view msg, const nlohmann::json& extra) const
-    noexcept {
+  void info(std::string_view event, std::string_view msg,
+            const nlohmann::json& extra) const noexcept {
     log(log_level::info, event, msg, extra);
   }
   void warn(std::string_view event, std::string_view msg = {}) const noexcept {
     log(log_level::warn, event, msg);
   }
-  void warn(std::string_view event, std::string_view msg, const nlohmann::json& extra) const
-    noexcept {
+  void warn(std::string_view event, std::string_view msg,
+            const nlohmann::json& extra) const noexcept {
     log(log_level::warn, event, msg, extra);
   }
   void error(std::string_view event, std::string_view msg = {}) const noexcept {
     log(log_level::error, event, msg);
   }
-  void error(std::string_view event, std::string_view msg, const nlohmann::json& extra) const
-    noexcept {
+  void error(std::string_view event, std::string_view msg,
+             const nlohmann::json& extra) const noexcept {
     log(log_level::error, event, msg, extra);
   }
 
   /// Changes the level of the shared backend, i.e. of every logger made from it.
   void set_level(log_level level) const noexcept {
-    if (backend_)
-      backend_->set_level(level);
+    if (backend_) backend_->set_level(level);
   }
   [[nodiscard]] log_level level() const noexcept {
     return backend_ ? backend_->level() : log_level::off;
   }
   void flush() const noexcept {
-    if (backend_)
-      backend_->flush();
+    if (backend_) backend_->flush();
   }
 
 private:

@@ -72,7 +72,7 @@ public:
   template <class Reply, class Msg>
   expected<Reply> ask(const agent_ref& to, Msg msg, duration timeout) {
     return detail::unpack_reply<Reply>(
-      ask_erased(to, std::make_shared<const Msg>(std::move(msg)), timeout));
+        ask_erased(to, std::make_shared<const Msg>(std::move(msg)), timeout));
   }
   template <class Reply, class Msg>
   expected<Reply> ask(std::string_view name, Msg msg, duration timeout) {
