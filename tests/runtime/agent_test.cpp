@@ -66,9 +66,8 @@ public:
   static void define(handlers<relay>& h) { h.kind("test.relay").on(&relay::forward); }
   void forward(context& ctx, const StringValue& who, responder<StringValue> reply) {
     auto outer_trace = ctx.current()->trace().trace_id_hex();
-    auto outer_id = ctx.current()->message_id();
     ctx.ask<StringValue>(
-        "greeter", who, 2s, [reply, outer_trace, outer_id, &ctx](expected<StringValue> r) mutable {
+        "greeter", who, 2s, [reply, outer_trace, &ctx](expected<StringValue> r) mutable {
           if (!r) return reply.fail(r.error());
           // The reply continues the same trace and names what caused it.
           const envelope* e = ctx.current();
