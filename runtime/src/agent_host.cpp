@@ -225,21 +225,7 @@ void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf
             current_ = prev;
           },
           [shared_cb, timeout, target = to.addr()](caf::error& err) {
-            const auto target_name = target.to_string();
-            std::string reason = to_string(err);
-            if (err == caf::sec::request_timeout)
-              (*shared_cb)(error{
-                  errc::timeout,
-                  "ask to '" + target_name + "' timed out after "
-                      + std::to_string(
-                          std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())
-                      + " ms"});
-            else if (err == caf::sec::request_receiver_down)
-              (*shared_cb)(error{errc::not_found,
-                                 "ask to '" + target_name + "' failed: the agent has stopped"});
-            else
-              (*shared_cb)(
-                  error{errc::transient, "ask to '" + target_name + "' failed: " + reason});
+            (*shared_cb)(ask_error(err, target.to_string(), timeout));
           });
 }
 

@@ -56,6 +56,20 @@ inspect(Inspector& f, envelope& x) {
   return f(caf::meta::type_name("af.envelope"), bytes, load);
 }
 
+/// The af::error for a failed CAF request to `target` (an ask's timeout, a stopped receiver, a
+/// broken connection), worded the same wherever an ask is made.
+inline error ask_error(const caf::error& err, const std::string& target, duration timeout) {
+  if (err == caf::sec::request_timeout)
+    return {
+        errc::timeout,
+        "ask to '" + target + "' timed out after "
+            + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())
+            + " ms"};
+  if (err == caf::sec::request_receiver_down)
+    return {errc::not_found, "ask to '" + target + "' failed: the agent has stopped"};
+  return {errc::transient, "ask to '" + target + "' failed: " + to_string(err)};
+}
+
 inline envelope_actor to_actor(const agent_ref& ref) {
   return caf::actor_cast<envelope_actor>(ref.ctrl());
 }

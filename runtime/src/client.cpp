@@ -64,20 +64,8 @@ expected<envelope> remote_node::ask_erased(std::string_view agent_name,
   caf::scoped_actor self{*p.sys};
   std::optional<expected<envelope>> result;
   self->request(p.control, timeout, std::move(env))
-      .receive(
-          [&](const envelope& reply) { result.emplace(reply); },
-          [&](const caf::error& err) {
-            if (err == caf::sec::request_timeout)
-              result.emplace(error{
-                  errc::timeout,
-                  "no reply from " + p.target + " within "
-                      + std::to_string(
-                          std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())
-                      + " ms"});
-            else
-              result.emplace(
-                  error{errc::transient, "ask to " + p.target + " failed: " + p.sys->render(err)});
-          });
+      .receive([&](const envelope& reply) { result.emplace(reply); },
+               [&](const caf::error& err) { result.emplace(ask_error(err, p.target, timeout)); });
   return std::move(*result);
 }
 

@@ -220,23 +220,10 @@ expected<envelope> node::ask_erased(const agent_ref& to,
   caf::scoped_actor self{*impl_->sys};
   std::optional<expected<envelope>> result;
   self->request(to_actor(to), timeout, std::move(env))
-      .receive(
-          [&](const envelope& reply) { result.emplace(reply); },
-          [&](const caf::error& err) {
-            if (err == caf::sec::request_timeout)
-              result.emplace(error{
-                  errc::timeout,
-                  "ask to '" + to.addr().to_string() + "' timed out after "
-                      + std::to_string(
-                          std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count())
-                      + " ms"});
-            else if (err == caf::sec::request_receiver_down)
-              result.emplace(error{errc::not_found,
-                                   "ask to '" + to.addr().to_string() + "': agent has stopped"});
-            else
-              result.emplace(error{errc::transient, "ask to '" + to.addr().to_string()
-                                                        + "' failed: " + to_string(err)});
-          });
+      .receive([&](const envelope& reply) { result.emplace(reply); },
+               [&](const caf::error& err) {
+                 result.emplace(ask_error(err, to.addr().to_string(), timeout));
+               });
   return std::move(*result);
 }
 
