@@ -38,8 +38,7 @@ public:
   bare_config() {
     const auto defaults = af::config::defaults();
     set("scheduler.policy", caf::atom_from_string(defaults.get_string("scheduler.policy")));
-    set("scheduler.max-threads",
-        static_cast<std::size_t>(defaults.get_int("scheduler.threads")));
+    set("scheduler.max-threads", static_cast<std::size_t>(defaults.get_int("scheduler.threads")));
   }
 };
 

@@ -62,7 +62,7 @@ af::envelope_fields make_fields(std::size_t payload_size) {
 /// One measured operation: its block size and what it measured so far.
 struct timed_op {
   timed_op(std::function<void()> f, std::size_t block, std::size_t every_nth = 1)
-    : op(std::move(f)), per_block(block), every(every_nth) {}
+      : op(std::move(f)), per_block(block), every(every_nth) {}
   std::function<void()> op;
   std::size_t per_block;
   std::size_t every; // runs in every `every`-th block only (the slow informational one)
@@ -198,26 +198,26 @@ int main(int argc, char** argv) {
     std::vector<bench::run> env_runs, raw_runs, full_runs;
     std::string buf; // reused, as envelope::hash() reuses a thread-local buffer
     timed_op env_op{[&] {
-                   buf.clear();
-                   af::append_canonical(fields, type_name, payload_bytes, buf);
-                   g_sink = g_sink + af::sha256(buf)[0];
-                 },
-                 per_block};
+                      buf.clear();
+                      af::append_canonical(fields, type_name, payload_bytes, buf);
+                      g_sink = g_sink + af::sha256(buf)[0];
+                    },
+                    per_block};
     timed_op raw_op{[&] { g_sink = g_sink + af::sha256(canonical)[0]; }, per_block};
     // Informational: a fresh envelope each time (fields copied as the runtime builds them),
     // payload serialized on first use, then hashed.
     timed_op full_op{[&] {
-                    if (prototype) {
-                      buf.clear();
-                      prototype_canonical(fields, type_name, payload_bytes, buf);
-                      g_sink = g_sink + af::sha256(buf)[0];
-                      return;
-                    }
-                    auto copy = fields;
-                    auto e = af::envelope::make(std::move(copy));
-                    g_sink = g_sink + e.hash()[0];
-                  },
-                  per_block, prototype ? std::size_t{1} : std::size_t{4}};
+                       if (prototype) {
+                         buf.clear();
+                         prototype_canonical(fields, type_name, payload_bytes, buf);
+                         g_sink = g_sink + af::sha256(buf)[0];
+                         return;
+                       }
+                       auto copy = fields;
+                       auto e = af::envelope::make(std::move(copy));
+                       g_sink = g_sink + e.hash()[0];
+                     },
+                     per_block, prototype ? std::size_t{1} : std::size_t{4}};
     for (std::size_t r = 0; r < runs; ++r) {
       run_interleaved(blocks, {&env_op, &raw_op, &full_op});
       env_runs.push_back(env_op.r);
@@ -233,12 +233,12 @@ int main(int argc, char** argv) {
     auto full = with_mb(bench::summarize(full_runs, bench::kind::rate, "envelopes/s"));
     const auto label = size_label(payload_size);
     const auto canon = std::to_string(canonical.size()) + " canonical bytes";
-    bench::emit("hash.envelope." + label,
-                "Envelope hash, " + label + " payload (" + canon + ")", e, &raw,
-                "raw af::sha256 over the same canonical bytes", bench::target{"ratio", ">=", 0.8});
+    bench::emit("hash.envelope." + label, "Envelope hash, " + label + " payload (" + canon + ")", e,
+                &raw, "raw af::sha256 over the same canonical bytes",
+                bench::target{"ratio", ">=", 0.8});
     bench::emit("hash.make_full." + label,
-                "envelope::make + payload serialization + hash, " + label + " payload", full,
-                &raw, "raw af::sha256 over the same canonical bytes");
+                "envelope::make + payload serialization + hash, " + label + " payload", full, &raw,
+                "raw af::sha256 over the same canonical bytes");
   }
   return 0;
 }

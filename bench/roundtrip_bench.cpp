@@ -110,7 +110,7 @@ caf::behavior bare_echo(caf::event_based_actor*) {
 class bare_asker : public caf::event_based_actor {
 public:
   bare_asker(caf::actor_config& cfg, caf::actor echo, rt_job* job, caf::duration timeout)
-    : caf::event_based_actor(cfg), echo_(std::move(echo)), job_(job), timeout_(timeout) {}
+      : caf::event_based_actor(cfg), echo_(std::move(echo)), job_(job), timeout_(timeout) {}
 
   caf::behavior make_behavior() override {
     return {[this](start_atom) { next(); }};
@@ -184,8 +184,7 @@ int main(int argc, char** argv) {
   auto b = bench::summarize(bare, bench::kind::latency, "us");
   auto bt = bench::summarize(bare_timeout, bench::kind::latency, "us");
   bench::emit("roundtrip.ask", "Ask/reply round trip, agent -> agent (Int64Value)", a, &b,
-              "bare CAF request/response (int64, no timeout)",
-              bench::target{"ratio", "<=", 1.5});
+              "bare CAF request/response (int64, no timeout)", bench::target{"ratio", "<=", 1.5});
   bench::emit("roundtrip.ask_vs_timeout",
               "Ask/reply round trip vs bare CAF with the same 5 s request timeout", a, &bt,
               "bare CAF request/response (int64, 5 s timeout)", std::nullopt,

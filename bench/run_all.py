@@ -51,6 +51,11 @@ GROUPS = [
      "`on_start` has run (an atomic counter); RSS from `/proc/self/statm` before the first spawn "
      "and after the last start, divided by the count. Baseline: 100k idle bare CAF event-based "
      "actors (handles kept in a vector). Every run of every variant is a fresh process."),
+    ("scheduler", "5. Scheduler choice",
+     "Agent -> agent ask round trips and thread -> agent round trips (`node::ask` from a plain "
+     "thread, as the CLI and HTTP handlers do) on a node with work stealing vs work sharing, "
+     "2 threads each (`bench/scheduler_bench.cpp`); the sharing rows carry the stealing figure "
+     "of the same run as their baseline."),
 ]
 
 SKELETON = f"""# Benchmarks
@@ -168,6 +173,8 @@ def target_text(row: dict) -> tuple[str, str]:
     t = row.get("target")
     if not t:
         return "informational", "–"
+    if not isinstance(t, dict):  # free text, e.g. "informational"
+        return str(t), "–"
     op = {"<=": "≤", ">=": "≥"}.get(t["op"], t["op"])
     what = "ratio" if t["metric"] == "ratio" else UNIT_TEXT.get(row["unit"], row["unit"])
     if t["metric"] == "ratio":
@@ -185,13 +192,14 @@ def table(rows: list[dict]) -> list[str]:
     for row in rows:
         target, met = target_text(row)
         ratio = fmt(row.get("ratio")) if "ratio" in row else "–"
-        out.append(f"| {row.get('title', row['name'])} (`{row['name']}`) | AgentFlow | "
+        label = f"{row['title']} (`{row['name']}`)" if row.get("title") else f"`{row['name']}`"
+        out.append(f"| {label} | {row.get('variant', 'AgentFlow')} | "
                    f"{median_cell(row)} | {cell(row, 'p50')} | {cell(row, 'p99')} | "
                    f"{cell(row, 'min')} | {cell(row, 'max')} | {row['n']:,} | {ratio} | "
                    f"{target} | {met} |")
         base = row.get("baseline")
         if base:
-            out.append(f"| | baseline: {base['name']} | {median_cell(base)} | "
+            out.append(f"| | baseline: {base.get('name', 'same run')} | {median_cell(base)} | "
                        f"{cell(base, 'p50')} | {cell(base, 'p99')} | {cell(base, 'min')} | "
                        f"{cell(base, 'max')} | {base['n']:,} | | | |")
     notes = [f"`{r['name']}`: {r['note']}" for r in rows if r.get("note")]
@@ -204,7 +212,7 @@ def table(rows: list[dict]) -> list[str]:
 def render(results: dict[str, list[dict]], timings: dict[str, float], busy: dict[str, float],
            command: str, load_before: str) -> str:
     all_rows = [r for rows in results.values() for r in rows]
-    with_target = [r for r in all_rows if r.get("target")]
+    with_target = [r for r in all_rows if isinstance(r.get("target"), dict)]
     met = sum(1 for r in with_target if r.get("met"))
     lines = [
         f"Measured on a {os.cpu_count()}-core machine ({cpu_model()}), "

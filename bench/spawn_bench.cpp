@@ -42,9 +42,7 @@ void wait_started(std::size_t n) {
 
 class idle_agent : public af::agent_base<idle_agent> {
 public:
-  static void define(af::handlers<idle_agent>& h) {
-    h.kind("bench.idle").on(&idle_agent::poke);
-  }
+  static void define(af::handlers<idle_agent>& h) { h.kind("bench.idle").on(&idle_agent::poke); }
   void on_start(af::context&) override { g_started.fetch_add(1, std::memory_order_release); }
   void poke(af::context&, const Int64Value&) {}
 };
@@ -102,8 +100,8 @@ child_result run_child(const std::string& exe, const char* variant, std::size_t 
     std::fprintf(stderr, "bench: child '%s' failed (rc %d)\n", cmd.c_str(), rc);
     std::exit(1);
   }
-  return {seconds, (static_cast<double>(after) - static_cast<double>(before))
-                     / static_cast<double>(n)};
+  return {seconds,
+          (static_cast<double>(after) - static_cast<double>(before)) / static_cast<double>(n)};
 }
 
 std::string self_exe() {

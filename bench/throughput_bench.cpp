@@ -79,9 +79,7 @@ private:
 
 class sink_agent : public af::agent_base<sink_agent> {
 public:
-  static void define(af::handlers<sink_agent>& h) {
-    h.kind("bench.sink").on(&sink_agent::take);
-  }
+  static void define(af::handlers<sink_agent>& h) { h.kind("bench.sink").on(&sink_agent::take); }
   explicit sink_agent(std::size_t batch) : batch_(batch) {}
   void take(af::context& ctx, const Int64Value&) {
     if (++count_ % batch_ != 0) return;
@@ -150,7 +148,7 @@ using ack_atom = caf::atom_constant<caf::atom("ack")>;
 class bare_sink : public caf::event_based_actor {
 public:
   bare_sink(caf::actor_config& cfg, std::size_t batch)
-    : caf::event_based_actor(cfg), batch_(batch) {}
+      : caf::event_based_actor(cfg), batch_(batch) {}
   caf::behavior make_behavior() override {
     return {[this](std::int64_t) {
       if (++count_ % batch_ != 0) return;
@@ -168,7 +166,7 @@ private:
 class bare_source : public caf::event_based_actor {
 public:
   bare_source(caf::actor_config& cfg, caf::actor sink, tp_job* job)
-    : caf::event_based_actor(cfg), sink_(std::move(sink)), job_(job), flow_(job) {}
+      : caf::event_based_actor(cfg), sink_(std::move(sink)), job_(job), flow_(job) {}
   caf::behavior make_behavior() override {
     return {[this](start_atom) {
               for (auto k = flow_.start(); k > 0; --k)
@@ -223,7 +221,7 @@ int main(int argc, char** argv) {
   const auto batch = static_cast<std::size_t>(bench::int_option(argc, argv, "--batch", 1000));
   const auto window = static_cast<std::size_t>(bench::int_option(argc, argv, "--window", 2));
   const auto messages =
-    static_cast<std::size_t>(bench::int_option(argc, argv, "--messages", 500000));
+      static_cast<std::size_t>(bench::int_option(argc, argv, "--messages", 500000));
   const auto batches = std::max<std::size_t>(1, messages / batch);
 
   const auto only = bench::string_option(argc, argv, "--variant", "");
@@ -242,7 +240,7 @@ int main(int argc, char** argv) {
   auto b = bench::summarize(bare, bench::kind::rate, "msg/s");
   bench::emit("throughput.tell",
               "One-way throughput, agent tell (Int64Value), batches of " + std::to_string(batch)
-                + ", " + std::to_string(window) + " in flight",
+                  + ", " + std::to_string(window) + " in flight",
               a, &b, "bare CAF send (int64), same batching", bench::target{"ratio", ">=", 0.6});
   return 0;
 }
