@@ -165,9 +165,13 @@ caf::result<envelope> agent_host::handle(const envelope& e) {
     return caf::delegated<envelope>{};
   }
 
-  std::shared_ptr<reply_state> rs = no_reply_instance();
+  // A tell borrows the shared no-reply state by reference: no reference count that every
+  // worker thread would bounce between cores on every message.
+  std::shared_ptr<reply_state> ask_state;
   if (is_request)
-    rs = std::make_shared<promise_reply>(core_, addr_, e, make_response_promise<envelope>(), rng_);
+    ask_state =
+        std::make_shared<promise_reply>(core_, addr_, e, make_response_promise<envelope>(), rng_);
+  const std::shared_ptr<reply_state>& rs = is_request ? ask_state : no_reply_instance();
   current_ = &e;
   try {
     it->second(*agent_, ctx_, e, rs);
