@@ -5,6 +5,7 @@
 //
 //   af_bench_scheduler [--runs 5] [--n 20000]
 #include "af/node.hpp"
+#include "bench_common.hpp"
 
 #include <google/protobuf/wrappers.pb.h>
 
@@ -21,12 +22,6 @@ namespace {
 
 using google::protobuf::Int64Value;
 using steady = std::chrono::steady_clock;
-
-double pct(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  auto i = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1));
-  return v[i];
-}
 
 class ponger : public af::agent_base<ponger> {
 public:
@@ -50,14 +45,15 @@ private:
   void next(af::context& ctx) {
     if (left_-- == 0) return done_->reply(Int64Value{});
     auto t0 = steady::now();
-    ctx.ask<Int64Value>(target_, Int64Value{}, std::chrono::seconds(5),
-                        [this, t0, &ctx](af::expected<Int64Value> r) {
-                          out_->push_back(std::chrono::duration<double, std::micro>(
-                                            steady::now() - t0)
-                                            .count());
-                          if (r) next(ctx);
-                          else done_->fail(r.error());
-                        });
+    ctx.ask<Int64Value>(
+        target_, Int64Value{}, std::chrono::seconds(5),
+        [this, t0, &ctx](af::expected<Int64Value> r) {
+          out_->push_back(std::chrono::duration<double, std::micro>(steady::now() - t0).count());
+          if (r)
+            next(ctx);
+          else
+            done_->fail(r.error());
+        });
   }
   std::vector<double>* out_;
   std::int64_t left_ = 0;
@@ -88,7 +84,8 @@ std::pair<sample, sample> run_once(const std::string& policy, int n) {
     (void)node->ask<Int64Value>(pong, Int64Value{}, std::chrono::seconds(5));
     t2a.push_back(std::chrono::duration<double, std::micro>(steady::now() - t0).count());
   }
-  return {{pct(a2a, 0.5), pct(a2a, 0.99)}, {pct(t2a, 0.5), pct(t2a, 0.99)}};
+  return {{bench::percentile(a2a, 0.5), bench::percentile(a2a, 0.99)},
+          {bench::percentile(t2a, 0.5), bench::percentile(t2a, 0.99)}};
 }
 
 nlohmann::json side(const std::vector<sample>& s, int n) {
@@ -97,9 +94,11 @@ nlohmann::json side(const std::vector<sample>& s, int n) {
     p50.push_back(x.p50);
     p99.push_back(x.p99);
   }
-  auto med = [](std::vector<double> v) { return pct(std::move(v), 0.5); };
-  return {{"n", n * static_cast<int>(s.size())},   {"median", med(p50)},
-          {"p50", med(p50)},                         {"p99", med(p99)},
+  auto med = [](std::vector<double> v) { return bench::percentile(std::move(v), 0.5); };
+  return {{"n", n * static_cast<int>(s.size())},
+          {"median", med(p50)},
+          {"p50", med(p50)},
+          {"p99", med(p99)},
           {"min", *std::min_element(p50.begin(), p50.end())},
           {"max", *std::max_element(p50.begin(), p50.end())},
           {"unit", "us"}};

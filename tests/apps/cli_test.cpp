@@ -4,7 +4,9 @@
 // `af node start` blocks on signals and is covered by tests/apps/node_e2e.sh instead.
 #include "af/cli.hpp"
 
+#include "support/temp_dir.hpp"
 #include <atomic>
+
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -92,32 +94,9 @@ private:
   std::map<std::string, std::optional<std::string>> saved_;
 };
 
-/// A fresh directory under the system temp dir, removed with everything in it.
-class temp_dir {
-public:
-  temp_dir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path()
-            / ("af-cli-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-
-  std::string write(const std::string& name, const std::string& text) const {
-    auto p = path_ / name;
-    std::ofstream out{p, std::ios::binary | std::ios::trunc};
-    out << text;
-    return p.string();
-  }
-
-private:
-  fs::path path_;
+/// Temp dirs of this file are named "af-cli-test-<pid>-<n>".
+struct temp_dir : af::test::temp_dir {
+  temp_dir() : af::test::temp_dir("af-cli-test") {}
 };
 
 nlohmann::json parse_json(const std::string& text) {

@@ -3,7 +3,9 @@
 #include "af/config.hpp"
 #include "af/feature_flags.hpp"
 
+#include "support/temp_dir.hpp"
 #include <atomic>
+
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -18,33 +20,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// A fresh directory under the system temp dir, removed with everything in it.
-class temp_dir {
-public:
-  temp_dir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path()
-            / ("af-config-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-
-  std::string write(const std::string& name, const std::string& text) const {
-    auto p = path_ / name;
-    std::ofstream out{p, std::ios::binary | std::ios::trunc};
-    out << text;
-    return p.string();
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
-private:
-  fs::path path_;
+/// Temp dirs of this file are named "af-config-test-<pid>-<n>".
+struct temp_dir : af::test::temp_dir {
+  temp_dir() : af::test::temp_dir("af-config-test") {}
 };
 
 using Catch::Matchers::Contains;
