@@ -1,6 +1,6 @@
 # `cmake --install` puts headers, libraries and the `agentflow` CMake package under the prefix.
 include(CMakePackageConfigHelpers)
-install(TARGETS af_proto af_runtime af_cli EXPORT agentflowTargets
+install(TARGETS af_proto af_runtime af_supervision af_cli EXPORT agentflowTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}

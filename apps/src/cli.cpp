@@ -3,12 +3,16 @@
 #include "af/client.hpp"
 #include "af/config.hpp"
 #include "af/node.hpp"
+#include "af/sup/supervisor.hpp"
 #include "af/v1/runtime.pb.h"
+#include "af/v1/supervision.pb.h"
 #include "demo.hpp"
 
 #include <CLI/CLI.hpp>
+#include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -120,10 +124,13 @@ public:
     pthread_sigmask(SIG_BLOCK, &set_, &old_);
   }
   ~signal_block() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
-  int wait() {
-    int sig = 0;
-    sigwait(&set_, &sig);
-    return sig;
+  /// The signal taken, or 0 when none arrived within `timeout`.
+  int wait_for(std::chrono::milliseconds timeout) {
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    ts.tv_nsec = static_cast<long>((timeout.count() % 1000) * 1'000'000);
+    int sig = sigtimedwait(&set_, nullptr, &ts);
+    return sig < 0 ? 0 : sig;
   }
 
 private:
@@ -163,7 +170,16 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   out << "af node " << nd.name() << " running: " << ports.dump()
       << " (SIGINT/SIGTERM stop, SIGHUP reloads feature flags)" << std::endl;
   for (;;) {
-    int sig = signals.wait();
+    // Wake up now and then: the node may stop by itself (its root supervisor gave up).
+    int sig = signals.wait_for(std::chrono::milliseconds(200));
+    if (sig == 0) {
+      if (auto f = nd.failure()) {
+        nd.shutdown();
+        err << "af: node " << nd.name() << " failed: " << f->message() << std::endl;
+        return k_exit_failure;
+      }
+      continue;
+    }
     if (sig == SIGHUP) {
       // The node logs a reload and a bad file (which keeps the old flags), but not a node
       // started without --config: say so here rather than ignore the signal silently.
@@ -176,6 +192,29 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   }
   nd.shutdown();
   out << "af node " << nd.name() << " stopped" << std::endl;
+  return k_exit_ok;
+}
+
+int cmd_node_tree(const std::string& connect, bool json, std::uint32_t max_children,
+                  int timeout_ms, std::ostream& out, std::ostream& err) {
+  auto client = remote_node::connect(connect);
+  if (!client) return fail(err, client.error());
+  v1::TreeRequest req;
+  req.set_max_children(max_children);
+  auto t = (*client)->ask<v1::SupervisorTree>(k_control_agent, req,
+                                              std::chrono::milliseconds(timeout_ms));
+  if (!t) return fail_remote(err, t.error());
+  if (json) {
+    std::string text;
+    google::protobuf::util::JsonPrintOptions po;
+    po.preserve_proto_field_names = true;
+    po.always_print_primitive_fields = true;
+    if (auto st = google::protobuf::util::MessageToJsonString(*t, &text, po); !st.ok())
+      return fail(err, error{errc::internal, "tree as JSON: " + st.ToString()});
+    out << text << "\n";
+    return k_exit_ok;
+  }
+  out << sup::render_tree(*t);
   return k_exit_ok;
 }
 
@@ -321,6 +360,20 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   status->add_option("--timeout-ms", timeout_ms, "how long to wait for the reply")
       ->check(CLI::Range(1, 3'600'000));
 
+  std::uint32_t max_children = 1000;
+  auto* tree = node_cmd->add_subcommand(
+      "tree", "print a running node's supervision tree: supervisors, strategies, children,\n"
+              "their state and restart counts\n\nExample:\n"
+              "  af node tree --connect 127.0.0.1:7400\n"
+              "  af node tree --connect 127.0.0.1:7400 --json --max-children 50");
+  tree->add_option("--connect", connect, "the node's control endpoint HOST:PORT")->required();
+  tree->add_flag("--json", json, "print JSON (af.v1.SupervisorTree)");
+  tree->add_option("--max-children", max_children,
+                   "children listed per supervisor (the rest are counted)")
+      ->check(CLI::Range(1, 1'000'000));
+  tree->add_option("--timeout-ms", timeout_ms, "how long to wait for the reply")
+      ->check(CLI::Range(1, 3'600'000));
+
   node_flags demo_flags;
   std::uint32_t workers = 1000, tasks = 10000, window = 64;
   std::uint64_t limit = 5'000'000;
@@ -380,6 +433,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     if (version->parsed()) return cmd_version(json, out);
     if (start->parsed()) return cmd_node_start(start_flags, port_file, !no_demo, out, err);
     if (status->parsed()) return cmd_node_status(connect, json, timeout_ms, out, err);
+    if (tree->parsed()) return cmd_node_tree(connect, json, max_children, timeout_ms, out, err);
     if (demo_cmd->parsed()) {
       v1::DemoRequest req;
       req.set_workers(workers);

@@ -2,11 +2,14 @@
 
 #include "af/node.hpp"
 #include "af/v1/runtime.pb.h"
+#include "exit_reason.hpp"
+#include "supervisor_actor.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/message_view.hpp>
 #include <caf/send.hpp>
+#include <caf/system_messages.hpp>
 #include <caf/type_erased_tuple.hpp>
 
 #include <google/protobuf/empty.pb.h>
@@ -69,17 +72,21 @@ private:
 // --- agent_host -------------------------------------------------------------------------
 
 agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<agent> a,
-                       af::address addr, std::string tenant, std::uint64_t seed)
+                       af::address addr, std::string tenant, std::uint64_t seed,
+                       restart_info restarted)
     : envelope_actor::base(cfg), core_(core), agent_(std::move(a)),
       table_(&agent_->handler_table()), ctx_(this), addr_(std::move(addr)),
-      tenant_(std::move(tenant)), rng_(seed) {
+      tenant_(std::move(tenant)), rng_(seed), restarted_(std::move(restarted)) {
   gateway = table_->kind == "af.control";
-  auto& m = *core_->metrics;
-  handled_ = m.agent_messages(tenant_, table_->kind, k_handled);
-  rejected_ = m.agent_messages(tenant_, table_->kind, k_rejected);
-  failed_ = m.agent_messages(tenant_, table_->kind, k_failed);
-  sent_ = m.agent_messages(tenant_, table_->kind, k_sent);
-  ask_duration_ = m.ask_duration(table_->kind);
+  const auto& h = core_->handles(tenant_, table_->kind);
+  handled_ = h.handled;
+  rejected_ = h.rejected;
+  failed_ = h.failed;
+  sent_ = h.sent;
+  ask_duration_ = h.ask_duration;
+  // Bound before the actor can run: an agent that stops in on_start must not leave its name
+  // bound to a dead actor.
+  core_->registry.bind(addr_.name, caf::strong_actor_ptr{ctrl()});
   // A handler that throws crashes the agent with an abnormal reason (CAF-NOTES.md: returning
   // none from an exception handler would turn the crash into a normal exit).
   set_exception_handler([](caf::scheduled_actor* self, std::exception_ptr& ep) -> caf::error {
@@ -93,8 +100,17 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
     auto* host = static_cast<agent_host*>(self);
     host->core_->log.error("agent_crashed", "handler threw: " + what,
                            {{"agent", host->addr_.name}, {"kind", host->kind()}});
-    return caf::make_error(caf::sec::runtime_error,
-                           "agent '" + host->addr_.name + "' crashed: " + what);
+    return sup::detail::crash_reason(what);
+  });
+  // The children supervisor escalated: this agent fails, and its own supervisor decides.
+  set_down_handler([](caf::scheduled_actor* self, caf::down_msg& m) {
+    auto* host = static_cast<agent_host*>(self);
+    if (!host->children_sup_ || m.source != host->children_sup_) return;
+    host->children_sup_ = nullptr;
+    if (m.reason && m.reason != caf::exit_reason::user_shutdown)
+      host->quit(sup::detail::escalated_reason("the children of agent '" + host->addr_.name
+                                               + "' failed too often: "
+                                               + sup::detail::classify(m.reason).text));
   });
   // Anything that is not an envelope (a peer with another type registry, a stray CAF message)
   // is logged, counted and answered with an error: never dropped silently.
@@ -113,6 +129,7 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
 
 agent_host::behavior_type agent_host::make_behavior() {
   core_->metrics->agents_active().inc();
+  if (restarted_.restarts > 0) agent_->recover(ctx_, restarted_);
   agent_->on_start(ctx_);
   return {[this](const envelope& e) -> caf::result<envelope> { return handle(e); }};
 }
@@ -124,9 +141,9 @@ void agent_host::on_exit() {
     agent_.reset();
     core_->metrics->agents_active().dec();
   }
-  for (auto& child : children_)
-    caf::anon_send_exit(child, caf::exit_reason::user_shutdown);
-  children_.clear();
+  // The children supervisor stops the children in reverse start order.
+  if (children_sup_) caf::anon_send_exit(children_sup_, caf::exit_reason::user_shutdown);
+  children_sup_ = nullptr;
   core_->registry.erase(addr_.name, ctrl());
 }
 
@@ -235,23 +252,86 @@ void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf
 
 void agent_host::stop_self(caf::error reason) { quit(std::move(reason)); }
 
+expected<agent_ref> agent_host::spawn_child(std::function<std::unique_ptr<agent>()> factory,
+                                            std::string name, agent_options opts) {
+  if (!children_sup_) {
+    auto spec = std::make_shared<sup::supervisor_spec>();
+    spec->name = sup::detail::children_supervisor_name(addr_.name);
+    spec->policy = agent_->child_supervision();
+    auto s = sup::detail::spawn_supervisor(*core_, std::move(spec), true);
+    if (!s) return s.error();
+    children_sup_ = caf::strong_actor_ptr{s->ctrl()};
+    monitor(children_sup_);
+  }
+  if (opts.tenant.empty()) opts.tenant = tenant_;
+  return core_->spawn_supervised(std::move(factory), std::move(name), std::move(opts),
+                                 children_sup_);
+}
+
 // --- node_core ----------------------------------------------------------------------------
 
-expected<agent_ref> node_core::spawn(std::unique_ptr<agent> a, std::string name, std::string tenant,
-                                     agent_host* parent, bool system) {
+expected<agent_ref> node_core::spawn(std::unique_ptr<agent> a, std::string name,
+                                     spawn_options opts) {
+  if (!a) return validation_error("agent '" + name + "': no agent to spawn (null)");
   if (name.empty()) return validation_error("agent name: must not be empty");
-  if (!system && name.starts_with("af."))
+  if (!opts.system && name.starts_with("af."))
     return validation_error("agent name '" + name + "': the prefix 'af.' is reserved");
   if (name.size() > 255)
     return validation_error("agent name: longer than 255 bytes ('" + name.substr(0, 32) + "...')");
   if (auto r = registry.reserve(name, a->handler_table().kind); !r) return r.error();
-  if (tenant.empty()) tenant = default_tenant;
+  if (opts.tenant.empty()) opts.tenant = default_tenant;
   address addr{node_name, name};
   auto seed = svc.random->next_u64();
-  auto actor = sys->spawn<agent_host>(this, std::move(a), addr, std::move(tenant), seed);
-  registry.bind(name, caf::actor_cast<caf::strong_actor_ptr>(actor));
-  if (parent != nullptr) parent->adopt(actor);
+  auto actor = sys->spawn<agent_host>(this, std::move(a), addr, std::move(opts.tenant), seed,
+                                      restart_info{opts.restarts, std::move(opts.last_exit)});
   return agent_ref{ctrl_of(actor), std::move(addr)};
+}
+
+expected<agent_ref> node_core::spawn_supervised(std::function<std::unique_ptr<agent>()> factory,
+                                                std::string name, agent_options opts,
+                                                const caf::strong_actor_ptr& supervisor,
+                                                bool system) {
+  if (!supervisor) return error{errc::transient, "no supervisor to start '" + name + "' under"};
+  if (!factory) return validation_error("agent '" + name + "': no factory");
+  std::unique_ptr<agent> a;
+  try {
+    a = factory();
+  } catch (const std::exception& ex) {
+    return error{errc::internal, "agent factory of '" + name + "' threw: " + ex.what()};
+  }
+  auto spec = std::make_shared<sup::child_spec>();
+  spec->id = name;
+  spec->restart = opts.restart;
+  spec->shutdown = opts.shutdown;
+  spec->tenant = opts.tenant;
+  spec->make_agent = std::move(factory);
+  spec->system = system;
+  spawn_options so;
+  so.tenant = std::move(opts.tenant);
+  so.system = system;
+  auto ref = spawn(std::move(a), std::move(name), std::move(so));
+  if (!ref) return ref;
+  caf::anon_send(caf::actor_cast<caf::actor>(supervisor), sup::detail::adopt_atom::value,
+                 sup::detail::spec_ptr{std::move(spec)}, caf::strong_actor_ptr{ref->ctrl()});
+  return ref;
+}
+
+const agent_metric_handles& node_core::handles(const std::string& tenant,
+                                               const std::string& kind) {
+  auto key = tenant + '\x1f' + kind;
+  {
+    std::shared_lock guard{handles_mtx_};
+    if (auto it = handles_.find(key); it != handles_.end()) return *it->second;
+  }
+  auto h = std::make_unique<agent_metric_handles>();
+  h->handled = metrics->agent_messages(tenant, kind, k_handled);
+  h->rejected = metrics->agent_messages(tenant, kind, k_rejected);
+  h->failed = metrics->agent_messages(tenant, kind, k_failed);
+  h->sent = metrics->agent_messages(tenant, kind, k_sent);
+  h->ask_duration = metrics->ask_duration(kind);
+  std::unique_lock guard{handles_mtx_};
+  auto [it, inserted] = handles_.try_emplace(std::move(key), std::move(h));
+  return *it->second;
 }
 
 expected<agent_ref> node_core::lookup(std::string_view name) const {
@@ -402,14 +482,13 @@ void context::ask_erased(const agent_ref& to, std::shared_ptr<const google::prot
   host_->ask(to, std::move(msg), timeout, std::move(cb));
 }
 
-expected<agent_ref> context::spawn_erased(std::unique_ptr<agent> a, std::string name) {
-  return host_->core().spawn(std::move(a), std::move(name), host_->own_tenant(), host_);
+expected<agent_ref> context::spawn_erased(std::function<std::unique_ptr<agent>()> factory,
+                                          std::string name, agent_options opts) {
+  return host_->spawn_child(std::move(factory), std::move(name), std::move(opts));
 }
 
 void context::stop() { host_->stop_self(caf::exit_reason::normal); }
 
-void context::fail(error reason) {
-  host_->stop_self(caf::make_error(caf::sec::runtime_error, reason.to_string()));
-}
+void context::fail(error reason) { host_->stop_self(sup::detail::fail_reason(reason)); }
 
 } // namespace af

@@ -13,7 +13,7 @@ namespace af::detail {
 class agent_host : public envelope_actor::base {
 public:
   agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<agent> a, af::address addr,
-             std::string tenant, std::uint64_t seed);
+             std::string tenant, std::uint64_t seed, restart_info restarted);
 
   behavior_type make_behavior() override;
   void on_exit() override;
@@ -29,7 +29,9 @@ public:
   void tell(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg);
   void ask(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
            duration timeout, reply_callback cb);
-  void adopt(envelope_actor child) { children_.push_back(std::move(child)); }
+  /// Spawns a child under this agent's own children supervisor (started on first use).
+  expected<agent_ref> spawn_child(std::function<std::unique_ptr<agent>()> factory,
+                                  std::string name, agent_options opts);
   void stop_self(caf::error reason);
 
   /// The node's control agent forwards envelopes addressed to other local agents.
@@ -49,7 +51,8 @@ private:
   af::rng rng_;
   std::uint64_t lamport_ = 0;
   const envelope* current_ = nullptr;
-  std::vector<envelope_actor> children_;
+  restart_info restarted_;
+  caf::strong_actor_ptr children_sup_;
   // Metric handles for the agent's own tenant (the common case), fetched once.
   counter_handle handled_, rejected_, failed_, sent_;
   histogram_handle ask_duration_;

@@ -1,9 +1,13 @@
 #include "af/node.hpp"
 
 #include "af/host_port.hpp"
+#include "af/sup/spec.hpp"
 #include "af/v1/runtime.pb.h"
+#include "af/v1/supervision.pb.h"
 #include "agent_host.hpp"
 #include "caf_glue.hpp"
+#include "exit_reason.hpp"
+#include "supervisor_actor.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -12,6 +16,9 @@
 #include <caf/io/middleman.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
+
+#include <condition_variable>
+#include <mutex>
 
 namespace af {
 
@@ -22,7 +29,21 @@ namespace {
 class control_agent : public agent_base<control_agent> {
 public:
   static void define(handlers<control_agent>& h) {
-    h.kind("af.control").on(&control_agent::on_status).on(&control_agent::on_reload);
+    h.kind("af.control")
+        .on(&control_agent::on_status)
+        .on(&control_agent::on_reload)
+        .on(&control_agent::on_tree);
+  }
+
+  /// `af node tree`: the root supervisor collects the tree from its subtrees.
+  void on_tree(context& ctx, const v1::TreeRequest& req, responder<v1::SupervisorTree> rp) {
+    ctx.ask<v1::SupervisorTree>(k_root_supervisor, req, std::chrono::seconds(10),
+                                [rp](expected<v1::SupervisorTree> t) mutable {
+                                  if (t)
+                                    rp.reply(std::move(*t));
+                                  else
+                                    rp.fail(std::move(t).error());
+                                });
   }
 
   expected<v1::NodeStatus> on_status(context& ctx, const v1::NodeStatusRequest&) {
@@ -98,10 +119,56 @@ struct node::impl {
   std::unique_ptr<af::metrics> metrics;
   detail::node_core core;
   agent_ref control;
+  agent_ref root;
   std::uint16_t listen_port = 0;
   duration started{};
   bool stopped = false;
+  // Set by the root supervisor's exit (on a CAF thread), read by wait_stopped/failure.
+  mutable std::mutex exit_mtx;
+  std::condition_variable exit_cv;
+  bool root_exited = false;
+  std::optional<error> failure;
 };
+
+namespace {
+
+duration ms(const config& cfg, const std::string& key) {
+  return std::chrono::milliseconds(cfg.get_int(key));
+}
+
+sup::intensity intensity_of(const config& cfg, const std::string& prefix) {
+  return {static_cast<std::uint32_t>(cfg.get_int(prefix + ".max_restarts")),
+          ms(cfg, prefix + ".period_ms")};
+}
+
+/// The node's tree: root (rest_for_one) -> [system services (rest_for_one) -> [af.control],
+/// agents (dynamic)]. Shutdown runs in reverse: agents first, the control endpoint last.
+std::shared_ptr<const sup::supervisor_spec> node_tree_spec(const config& cfg) {
+  sup::backoff delay{ms(cfg, "supervision.backoff.base_ms"), ms(cfg, "supervision.backoff.cap_ms"),
+                     ms(cfg, "supervision.backoff.reset_ms")};
+  sup::supervisor_spec system;
+  system.name = std::string{k_system_supervisor};
+  system.policy = {sup::strategy::rest_for_one, intensity_of(cfg, "supervision.system"), delay};
+  auto ctl = sup::agent_child<control_agent>(std::string{k_control_agent});
+  ctl.system = true;
+  system.children.push_back(std::move(ctl));
+
+  sup::supervisor_spec agents;
+  agents.name = std::string{k_agents_supervisor};
+  agents.policy = {sup::strategy::dynamic, intensity_of(cfg, "supervision.agents"), delay};
+
+  auto root = std::make_shared<sup::supervisor_spec>();
+  root->name = std::string{k_root_supervisor};
+  root->policy = {sup::strategy::rest_for_one, intensity_of(cfg, "supervision.root"), delay};
+  for (auto* s : {&system, &agents}) {
+    auto c = sup::supervisor_child(std::move(*s));
+    c.system = true;
+    root->children.push_back(std::move(c));
+  }
+  return root;
+}
+
+} // namespace
 
 expected<std::unique_ptr<node>> node::start(options opt) {
   auto p = std::make_unique<impl>();
@@ -138,11 +205,31 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   p->started = core.svc.clk->monotonic();
 
   auto self = std::unique_ptr<node>(new node(std::move(p)));
-  self->impl_->core.owner = self.get();
-  auto ctl = self->impl_->core.spawn(std::make_unique<control_agent>(),
-                                     std::string{k_control_agent}, {}, nullptr, true);
+  auto* im = self->impl_.get();
+  im->core.owner = self.get();
+  auto root = sup::detail::spawn_supervisor(im->core, node_tree_spec(cfg), true);
+  if (!root) return root.error();
+  im->root = *root;
+  // When the root goes, the node is done; if it gave up (escalation), the node has failed.
+  to_actor(im->root)->attach_functor([im](const caf::error& reason) {
+    std::lock_guard guard{im->exit_mtx};
+    im->root_exited = true;
+    if (sup::detail::is_escalation(reason)) {
+      auto text = sup::detail::classify(reason).text;
+      im->failure = error{errc::internal, "root supervisor gave up: " + text};
+      im->core.log.error("node_failed",
+                         "the root supervisor exceeded its restart intensity; the node stops",
+                         {{"reason", text}});
+    }
+    im->exit_cv.notify_all();
+  });
+  // Readiness: the tree answers once every supervisor has started its children.
+  if (auto t = self->tree(1, std::chrono::seconds(30)); !t)
+    return error{errc::internal, "node '" + im->core.node_name
+                                     + "': supervision tree did not start: " + t.error().to_string()};
+  auto ctl = im->core.lookup(k_control_agent);
   if (!ctl) return ctl.error();
-  self->impl_->control = *ctl;
+  im->control = *ctl;
 
   if (auto listen = cfg.get_string("node.listen"); !listen.empty())
     if (auto r = self->listen(listen); !r) return r.error();
@@ -170,19 +257,80 @@ std::uint16_t node::listen_port() const { return impl_->listen_port; }
 
 duration node::uptime() const { return impl_->core.svc.clk->monotonic() - impl_->started; }
 
+detail::node_core& node::core() { return impl_->core; }
+
+namespace {
+expected<caf::strong_actor_ptr> agents_supervisor(detail::node_core& core) {
+  auto sup = core.registry.find(k_agents_supervisor);
+  if (!sup)
+    return error{errc::transient, "node '" + core.node_name
+                                      + "': the agents supervisor is restarting or stopped"};
+  return sup;
+}
+} // namespace
+
+expected<agent_ref> node::spawn_agent(std::function<std::unique_ptr<agent>()> factory,
+                                      std::string name, agent_options opts) {
+  if (impl_->stopped) return error{errc::transient, "node '" + this->name() + "' is shut down"};
+  auto sup = agents_supervisor(impl_->core);
+  if (!sup) return sup.error();
+  return impl_->core.spawn_supervised(std::move(factory), std::move(name), std::move(opts), *sup);
+}
+
 expected<agent_ref> node::spawn_agent(std::unique_ptr<agent> a, std::string name,
                                       std::string tenant) {
+  // A one-shot factory: the instance can be made once, so the child is temporary.
+  auto shared = std::make_shared<std::unique_ptr<agent>>(std::move(a));
+  agent_options opts;
+  opts.tenant = std::move(tenant);
+  opts.restart = sup::restart_policy::temporary;
+  return spawn_agent([shared]() { return std::move(*shared); }, std::move(name), std::move(opts));
+}
+
+expected<agent_ref> node::start_child(sup::child_spec spec) {
   if (impl_->stopped) return error{errc::transient, "node '" + this->name() + "' is shut down"};
-  return impl_->core.spawn(std::move(a), std::move(name), std::move(tenant), nullptr);
+  auto sup = agents_supervisor(impl_->core);
+  if (!sup) return sup.error();
+  caf::scoped_actor self{*impl_->sys};
+  std::optional<expected<agent_ref>> out;
+  self->request(caf::actor_cast<caf::actor>(*sup), std::chrono::seconds(30),
+                sup::detail::start_atom::value,
+                sup::detail::spec_ptr{std::make_shared<sup::child_spec>(std::move(spec))})
+      .receive(
+          [&](const sup::detail::start_reply& r) {
+            if (r.ref)
+              out.emplace(*r.ref);
+            else
+              out.emplace(r.err ? *r.err : error{errc::internal, "start_child: no reply"});
+          },
+          [&](const caf::error& err) {
+            out.emplace(ask_error(err, std::string{k_agents_supervisor}, std::chrono::seconds(30)));
+          });
+  return std::move(*out);
 }
 
 expected<agent_ref> node::lookup(std::string_view name) const { return impl_->core.lookup(name); }
 
 std::size_t node::agent_count() const {
-  std::size_t n = 0;
-  for (const auto& [name, ptr] : impl_->core.registry.snapshot())
-    if (!name.starts_with("af.")) ++n;
-  return n;
+  return impl_->core.registry.count_except("af.", sup::detail::k_supervisor_kind);
+}
+
+std::size_t node::actor_count() const { return impl_->sys->registry().running(); }
+
+expected<v1::SupervisorTree> node::tree(std::uint32_t max_children, duration timeout) {
+  v1::TreeRequest req;
+  req.set_max_children(max_children);
+  return ask<v1::SupervisorTree>(k_root_supervisor, req, timeout);
+}
+
+std::optional<error> node::failure() const {
+  std::lock_guard guard{impl_->exit_mtx};
+  return impl_->failure;
+}
+
+bool node::wait_stopped(duration timeout) {
+  std::unique_lock guard{impl_->exit_mtx};
+  return impl_->exit_cv.wait_for(guard, timeout, [this] { return impl_->root_exited; });
 }
 
 status node::stop_agent(const agent_ref& ref) {
@@ -283,10 +431,21 @@ void node::shutdown() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
   auto& core = impl_->core;
-  core.log.info("node_stopping", "stopping agents", {{"agents", core.registry.size()}});
+  core.log.info("node_stopping", "stopping the supervision tree",
+                 {{"agents", agent_count()}, {"actors", actor_count()}});
+  // The root stops its children in reverse start order (agents, then system services), each
+  // within its shutdown timeout; whatever is left after the node's own deadline is killed.
+  if (impl_->root.valid()) caf::anon_send_exit(to_actor(impl_->root), caf::exit_reason::user_shutdown);
+  if (!wait_stopped(ms(impl_->cfg, "supervision.shutdown_timeout_ms"))) {
+    core.log.error("node_shutdown_timeout",
+                   "the supervision tree did not stop in time; killing what is left",
+                   {{"actors", actor_count()}});
+    caf::anon_send_exit(to_actor(impl_->root), caf::exit_reason::kill);
+  }
   for (auto& [name, ptr] : core.registry.snapshot())
-    caf::anon_send_exit(ptr, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(ptr, caf::exit_reason::kill);
   impl_->control = agent_ref{};
+  impl_->root = agent_ref{};
   impl_->sys->await_all_actors_done();
   impl_->metrics->stop_exposer();
   core.log.info("node_stopped", "node " + core.node_name + " stopped");

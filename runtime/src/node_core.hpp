@@ -12,7 +12,9 @@
 #include <caf/fwd.hpp>
 
 #include <memory>
+#include <shared_mutex>
 #include <string>
+#include <unordered_map>
 
 namespace af {
 class node;
@@ -21,6 +23,21 @@ class node;
 namespace af::detail {
 
 class agent_host;
+
+/// How an agent is spawned: its tenant, whether it may use the reserved "af." prefix, and
+/// (for a restart) what its `recover` hook is told.
+struct spawn_options {
+  std::string tenant;
+  bool system = false;
+  std::uint64_t restarts = 0;
+  std::string last_exit;
+};
+
+/// The metric handles of one (tenant, kind): looked up once per node, not per spawn.
+struct agent_metric_handles {
+  counter_handle handled, rejected, failed, sent;
+  histogram_handle ask_duration;
+};
 
 struct node_core {
   std::string node_name;
@@ -34,10 +51,25 @@ struct node_core {
   caf::actor_system* sys = nullptr;
   af::node* owner = nullptr;
 
-  /// Spawns an agent host for `a`, registered as `name`; `parent` (may be null) stops it on exit.
-  /// Names starting with "af." are reserved for the node's own agents (`system`).
-  expected<agent_ref> spawn(std::unique_ptr<agent> a, std::string name, std::string tenant,
-                            agent_host* parent, bool system = false);
+private:
+  std::shared_mutex handles_mtx_;
+  std::unordered_map<std::string, std::unique_ptr<agent_metric_handles>> handles_;
+
+public:
+
+  /// Spawns an agent host for `a`, registered as `name` (unsupervised: callers hand it to a
+  /// supervisor). Names starting with "af." are reserved for the node's own agents (`system`).
+  expected<agent_ref> spawn(std::unique_ptr<agent> a, std::string name, spawn_options opts);
+
+  /// Makes an agent with `factory`, spawns it, and hands it to `supervisor` (which restarts it
+  /// from the factory per `opts.restart`). Synchronous for the caller: the name is bound on return.
+  expected<agent_ref> spawn_supervised(std::function<std::unique_ptr<agent>()> factory,
+                                       std::string name, agent_options opts,
+                                       const caf::strong_actor_ptr& supervisor,
+                                       bool system = false);
+
+  /// The cached metric handles of (tenant, kind).
+  const agent_metric_handles& handles(const std::string& tenant, const std::string& kind);
   [[nodiscard]] expected<agent_ref> lookup(std::string_view name) const;
 
   /// A new envelope from `from` to `to`, continuing the trace of `cause` when there is one.

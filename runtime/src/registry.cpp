@@ -22,8 +22,28 @@ void name_registry::bind(const std::string& name, caf::strong_actor_ptr ptr) {
 void name_registry::erase(const std::string& name, const caf::actor_control_block* ptr) {
   std::unique_lock guard{mtx_};
   auto it = map_.find(name);
-  if (it != map_.end() && (it->second.ptr == nullptr || it->second.ptr.get() == ptr))
-    map_.erase(it);
+  if (it != map_.end() && it->second.ptr.get() == ptr) map_.erase(it);
+}
+
+void name_registry::cancel(const std::string& name) {
+  std::unique_lock guard{mtx_};
+  auto it = map_.find(name);
+  if (it != map_.end() && it->second.ptr == nullptr) map_.erase(it);
+}
+
+std::string name_registry::kind_of(std::string_view name) const {
+  std::shared_lock guard{mtx_};
+  auto it = map_.find(name);
+  return it == map_.end() ? std::string{} : it->second.kind;
+}
+
+std::size_t name_registry::count_except(std::string_view name_prefix,
+                                        std::string_view kind) const {
+  std::shared_lock guard{mtx_};
+  std::size_t n = 0;
+  for (const auto& [k, v] : map_)
+    if (v.ptr && !k.starts_with(name_prefix) && v.kind != kind) ++n;
+  return n;
 }
 
 caf::strong_actor_ptr name_registry::find(std::string_view name) const {

@@ -25,8 +25,14 @@ public:
   [[nodiscard]] status reserve(const std::string& name, std::string kind);
   /// Completes a reservation.
   void bind(const std::string& name, caf::strong_actor_ptr ptr);
-  /// Removes `name` if it is still bound to `ptr` (or reserved with no actor yet).
+  /// Removes `name` if it is still bound to `ptr`.
   void erase(const std::string& name, const caf::actor_control_block* ptr);
+  /// Drops a reservation whose spawn did not happen.
+  void cancel(const std::string& name);
+  /// The kind recorded for `name`, or "" when unknown.
+  [[nodiscard]] std::string kind_of(std::string_view name) const;
+  /// Entries whose kind is not `kind`.
+  [[nodiscard]] std::size_t count_except(std::string_view name_prefix, std::string_view kind) const;
   [[nodiscard]] caf::strong_actor_ptr find(std::string_view name) const;
   [[nodiscard]] std::size_t size() const;
   [[nodiscard]] std::vector<std::pair<std::string, caf::strong_actor_ptr>> snapshot() const;

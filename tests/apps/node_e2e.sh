@@ -136,6 +136,28 @@ assert j["asks"] == 600, j
 EOF
 alive || fail "the node died during the demo"
 
+# ---- af node tree ----------------------------------------------------------------------------
+step="af node tree"
+"$AF" node tree --connect "127.0.0.1:$port" --json >"$tmp/tree.json"
+python3 - "$tmp/tree.json" <<'EOF'
+import json, sys
+t = json.load(open(sys.argv[1]))
+assert t["name"] == "af.sup.root" and t["strategy"] == "rest_for_one", t
+ids = [c["id"] for c in t["children"]]
+assert ids == ["af.sup.system", "af.sup.agents"], ids
+system = t["children"][0]["subtree"]
+assert [c["id"] for c in system["children"]] == ["af.control"], system
+assert system["children"][0]["state"] == "running", system
+agents = t["children"][1]["subtree"]
+assert agents["strategy"] == "dynamic", agents
+svc = [c for c in agents["children"] if c["id"] == "demo.service"]
+assert svc and svc[0]["type"] == "agent" and svc[0]["restart"] == "transient", agents
+EOF
+"$AF" node tree --connect "127.0.0.1:$port" >"$tmp/tree.txt"
+grep -q '^af.sup.root  supervisor rest_for_one' "$tmp/tree.txt" || fail "text tree lacks the root"
+grep -q 'demo.service  agent demo.service  transient  running  restarts=0' "$tmp/tree.txt" ||
+  { cat "$tmp/tree.txt" >&2; fail "text tree lacks demo.service"; }
+
 # ---- metrics ---------------------------------------------------------------------------------
 step="metrics"
 curl -s --max-time 10 -o "$tmp/metrics.txt" -w '%{http_code}' "http://127.0.0.1:$metrics/metrics" \

@@ -220,7 +220,10 @@ TEST_CASE("asks time out, and a dropped responder answers with an error", "[agen
 TEST_CASE("an agent that throws answers with an error and stops", "[agent]") {
   auto lines = std::make_shared<std::vector<std::string>>();
   auto n = make_node(lines);
-  auto c = n->spawn<crasher>("crasher");
+  // Temporary: not restarted (the default, transient, is restarted: tests/supervision).
+  agent_options once;
+  once.restart = sup::restart_policy::temporary;
+  auto c = n->spawn_with<crasher>(once, "crasher");
   REQUIRE(c);
   auto r = n->ask<StringValue>(*c, StringValue{}, 2s);
   REQUIRE_FALSE(r);

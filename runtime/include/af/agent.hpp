@@ -7,6 +7,7 @@
 #include "af/error.hpp"
 #include "af/log.hpp"
 #include "af/services.hpp"
+#include "af/sup/spec.hpp"
 
 #include <google/protobuf/message.h>
 
@@ -132,10 +133,30 @@ private:
   detail::handler_table& t_;
 };
 
+/// What a restarted agent is told before its first message (see agent::recover).
+struct restart_info {
+  std::uint64_t restarts = 0; ///< how many times this child has been restarted, this one included
+  std::string last_exit;      ///< why the previous instance exited ("exception: ...", "fail: ...")
+};
+
+/// How an agent is supervised when spawned (node.spawn, ctx.spawn).
+struct agent_options {
+  std::string tenant; ///< empty: the spawner's tenant (the node's default for node.spawn)
+  /// transient: restarted after a crash, `fail()` or a kill, not after `stop()` or a shutdown.
+  sup::restart_policy restart = sup::restart_policy::transient;
+  duration shutdown = std::chrono::seconds(5); ///< time to stop before it is killed
+};
+
 /// Base of every agent. Derive from `agent_base<Self>` rather than from this directly.
 class agent {
 public:
   virtual ~agent() = default;
+  /// Runs on a restarted instance (a fresh object made by the agent's factory) before
+  /// on_start. The default keeps the fresh state; event-sourced agents replay their journal here.
+  virtual void recover(context&, const restart_info&) {}
+  /// How the children this agent spawns (ctx.spawn) are supervised. They live under a
+  /// supervisor the agent owns; when it exceeds its intensity, the agent fails (escalation).
+  [[nodiscard]] virtual sup::flags child_supervision() const { return {}; }
   /// Runs before the first message.
   virtual void on_start(context&) {}
   /// Runs when the agent stops for any reason (its state is discarded afterwards).
@@ -232,10 +253,17 @@ public:
     ask<Reply>(name, std::move(msg), default_timeout(), std::forward<F>(on_reply));
   }
 
-  /// Spawns a child agent registered under `name` on this node; it stops when this agent stops.
+  /// Spawns a child agent registered under `name` on this node, supervised by a supervisor this
+  /// agent owns (see agent::child_supervision): restarted from copies of `args` when it
+  /// crashes, stopped when this agent stops.
   template <class A, class... Ts>
   expected<agent_ref> spawn(std::string name, Ts&&... args) {
-    return spawn_erased(std::make_unique<A>(std::forward<Ts>(args)...), std::move(name));
+    return spawn_erased(sup::agent_factory<A>(std::forward<Ts>(args)...), std::move(name), {});
+  }
+  template <class A, class... Ts>
+  expected<agent_ref> spawn_with(agent_options opts, std::string name, Ts&&... args) {
+    return spawn_erased(sup::agent_factory<A>(std::forward<Ts>(args)...), std::move(name),
+                        std::move(opts));
   }
 
   /// Stops this agent after the current message (a normal exit).
@@ -249,7 +277,8 @@ public:
   void tell_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg);
   void ask_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
                   duration timeout, detail::reply_callback cb);
-  expected<agent_ref> spawn_erased(std::unique_ptr<agent> a, std::string name);
+  expected<agent_ref> spawn_erased(std::function<std::unique_ptr<agent>()> factory,
+                                   std::string name, agent_options opts);
 
 private:
   detail::agent_host* host_;

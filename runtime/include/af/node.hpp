@@ -19,10 +19,19 @@ namespace af {
 
 namespace v1 {
 class NodeStatus;
+class SupervisorTree;
 } // namespace v1
+
+namespace detail {
+struct node_core;
+} // namespace detail
 
 /// The name the node's control agent is registered under.
 inline constexpr std::string_view k_control_agent = "af.control";
+/// The node's supervisors: the root, the system services (rest_for_one) and the agents (dynamic).
+inline constexpr std::string_view k_root_supervisor = "af.sup.root";
+inline constexpr std::string_view k_system_supervisor = "af.sup.system";
+inline constexpr std::string_view k_agents_supervisor = "af.sup.agents";
 
 class node {
 public:
@@ -52,15 +61,31 @@ public:
   [[nodiscard]] duration uptime() const;
 
   // --- agents --------------------------------------------------------------------------------
+  /// Spawns an agent of class `A` under the node's agents supervisor (af.sup.agents):
+  /// transient by default, restarted from copies of `args` after a crash.
   template <class A, class... Ts>
   expected<agent_ref> spawn(std::string name, Ts&&... args) {
-    return spawn_agent(std::make_unique<A>(std::forward<Ts>(args)...), std::move(name));
+    return spawn_agent(sup::agent_factory<A>(std::forward<Ts>(args)...), std::move(name), {});
   }
+  template <class A, class... Ts>
+  expected<agent_ref> spawn_with(agent_options opts, std::string name, Ts&&... args) {
+    return spawn_agent(sup::agent_factory<A>(std::forward<Ts>(args)...), std::move(name),
+                       std::move(opts));
+  }
+  expected<agent_ref> spawn_agent(std::function<std::unique_ptr<agent>()> factory,
+                                  std::string name, agent_options opts = {});
+  /// Spawns an existing instance. It cannot be made again, so it is supervised as `temporary`
+  /// (never restarted); prefer spawn<A> or a factory.
   expected<agent_ref> spawn_agent(std::unique_ptr<agent> a, std::string name,
                                   std::string tenant = {});
+  /// Starts any child (an agent, a nested supervisor, a raw actor) under the agents supervisor.
+  expected<agent_ref> start_child(sup::child_spec spec);
   [[nodiscard]] expected<agent_ref> lookup(std::string_view name) const;
-  /// Live agents, not counting the node's own system agents (names starting with "af.").
+  /// Live agents, not counting the node's own system agents (names starting with "af.") and
+  /// supervisors.
   [[nodiscard]] std::size_t agent_count() const;
+  /// Live CAF actors of the node (agents, supervisors, system actors): for leak checks.
+  [[nodiscard]] std::size_t actor_count() const;
   /// Stops an agent (a normal exit) and waits until it is gone.
   status stop_agent(const agent_ref& ref);
 
@@ -95,8 +120,22 @@ public:
   status reload_features();
   [[nodiscard]] v1::NodeStatus node_status() const;
 
-  /// Stops every agent, closes the endpoints and waits for all actors. Idempotent.
+  // --- supervision ---------------------------------------------------------------------------
+  /// The live supervision tree from the root (af.sup.root); `max_children` per supervisor.
+  [[nodiscard]] expected<v1::SupervisorTree> tree(std::uint32_t max_children = 0,
+                                                  duration timeout = std::chrono::seconds(10));
+  /// Set when the root supervisor gave up (restart intensity exceeded all the way up): the node
+  /// then stops itself, and `af node start` exits non-zero.
+  [[nodiscard]] std::optional<error> failure() const;
+  /// Blocks until the node stops (root supervisor gone) or `timeout` passes; true if stopped.
+  bool wait_stopped(duration timeout);
+
+  /// Stops the supervision tree in order (agents, then system services; each child gets its
+  /// shutdown timeout), closes the endpoints and waits for all actors. Idempotent.
   void shutdown();
+
+  /// Internal: the runtime state shared with supervisors and agent hosts.
+  [[nodiscard]] detail::node_core& core();
 
   struct impl;
 
