@@ -226,6 +226,14 @@ void agent_host::tell(const agent_ref& to, std::shared_ptr<const google::protobu
   send(to_actor(to), std::move(env));
 }
 
+void agent_host::schedule(duration delay, std::shared_ptr<const google::protobuf::Message> msg) {
+  const auto& tenant = current_ ? current_->tenant() : tenant_;
+  auto env = core_->make_envelope(addr_, addr_, std::move(msg), current_, ++lamport_, tenant, rng_);
+  delayed_send(this, std::chrono::duration_cast<std::chrono::microseconds>(
+                         std::max(delay, duration::zero())),
+               std::move(env));
+}
+
 void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
                      duration timeout, reply_callback cb) {
   const auto& tenant = current_ ? current_->tenant() : tenant_;
@@ -441,6 +449,7 @@ const address& context::self() const { return host_->addr(); }
 const std::string& context::kind() const { return host_->kind(); }
 agent_ref context::self_ref() const { return agent_ref{host_->ctrl(), host_->addr()}; }
 time_point context::now() const { return host_->core().svc.clk->now(); }
+const af::clock& context::clock() const { return *host_->core().svc.clk; }
 duration context::monotonic() const { return host_->core().svc.clk->monotonic(); }
 af::rng& context::rng() { return host_->agent_rng(); }
 ulid context::next_id() { return host_->core().svc.ids->next(); }
@@ -475,6 +484,11 @@ expected<agent_ref> context::lookup(std::string_view name) const {
 void context::tell_erased(const agent_ref& to,
                           std::shared_ptr<const google::protobuf::Message> msg) {
   host_->tell(to, std::move(msg));
+}
+
+void context::schedule_erased(duration delay,
+                              std::shared_ptr<const google::protobuf::Message> msg) {
+  host_->schedule(delay, std::move(msg));
 }
 
 void context::ask_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,

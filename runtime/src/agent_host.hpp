@@ -27,6 +27,7 @@ public:
   af::rng& agent_rng() { return rng_; }
   const envelope* current() const { return current_; }
   void tell(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg);
+  void schedule(duration delay, std::shared_ptr<const google::protobuf::Message> msg);
   void ask(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
            duration timeout, reply_callback cb);
   /// Spawns a child under this agent's own children supervisor (started on first use).

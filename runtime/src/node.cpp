@@ -2,6 +2,7 @@
 
 #include "af/host_port.hpp"
 #include "af/sup/spec.hpp"
+#include "af/sup/supervisor.hpp"
 #include "af/v1/runtime.pb.h"
 #include "af/v1/supervision.pb.h"
 #include "agent_host.hpp"
@@ -289,24 +290,11 @@ expected<agent_ref> node::spawn_agent(std::unique_ptr<agent> a, std::string name
 
 expected<agent_ref> node::start_child(sup::child_spec spec) {
   if (impl_->stopped) return error{errc::transient, "node '" + this->name() + "' is shut down"};
-  auto sup = agents_supervisor(impl_->core);
-  if (!sup) return sup.error();
-  caf::scoped_actor self{*impl_->sys};
-  std::optional<expected<agent_ref>> out;
-  self->request(caf::actor_cast<caf::actor>(*sup), std::chrono::seconds(30),
-                sup::detail::start_atom::value,
-                sup::detail::spec_ptr{std::make_shared<sup::child_spec>(std::move(spec))})
-      .receive(
-          [&](const sup::detail::start_reply& r) {
-            if (r.ref)
-              out.emplace(*r.ref);
-            else
-              out.emplace(r.err ? *r.err : error{errc::internal, "start_child: no reply"});
-          },
-          [&](const caf::error& err) {
-            out.emplace(ask_error(err, std::string{k_agents_supervisor}, std::chrono::seconds(30)));
-          });
-  return std::move(*out);
+  auto sup = lookup(k_agents_supervisor);
+  if (!sup)
+    return error{errc::transient,
+                 "node '" + name() + "': the agents supervisor is restarting or stopped"};
+  return sup::supervisor_ref{*this, *sup}.start_child(std::move(spec));
 }
 
 expected<agent_ref> node::lookup(std::string_view name) const { return impl_->core.lookup(name); }
@@ -442,8 +430,21 @@ void node::shutdown() {
                    {{"actors", actor_count()}});
     caf::anon_send_exit(to_actor(impl_->root), caf::exit_reason::kill);
   }
-  for (auto& [name, ptr] : core.registry.snapshot())
-    caf::anon_send_exit(ptr, caf::exit_reason::kill);
+  // Agents' own children supervisors are not children of the tree (an agent owns its): they
+  // were told to stop when their agent stopped. Give them a moment, then kill what is left.
+  if (auto left = core.registry.snapshot(); !left.empty()) {
+    caf::scoped_actor self{*impl_->sys};
+    for (auto& [name, ptr] : left) self->monitor(ptr);
+    std::size_t downs = 0;
+    bool timed_out = false;
+    while (downs < left.size() && !timed_out)
+      self->receive([&](const caf::down_msg&) { ++downs; },
+                    caf::after(std::chrono::seconds(5)) >> [&] { timed_out = true; });
+    for (auto& [name, ptr] : core.registry.snapshot()) {
+      core.log.warn("node_shutdown_kill", "killing '" + name + "' which outlived the tree");
+      caf::anon_send_exit(ptr, caf::exit_reason::kill);
+    }
+  }
   impl_->control = agent_ref{};
   impl_->root = agent_ref{};
   impl_->sys->await_all_actors_done();

@@ -20,6 +20,7 @@ expected<supervisor_ref> supervisor_ref::find(node& n, std::string_view name) {
 }
 
 expected<agent_ref> supervisor_ref::start_child(child_spec c, duration timeout) {
+  const bool is_sup = c.is_supervisor();
   caf::scoped_actor self{*node_->core().sys};
   std::optional<expected<agent_ref>> out;
   self->request(caf::actor_cast<caf::actor>(ref_.ctrl()), timeout, detail::start_atom::value,
@@ -32,6 +33,10 @@ expected<agent_ref> supervisor_ref::start_child(child_spec c, duration timeout) 
               out.emplace(r.err ? *r.err : error{errc::internal, "start_child: empty reply"});
           },
           [&](const caf::error& err) { out.emplace(ask_error(err, ref_.name(), timeout)); });
+  // Like OTP's start_link, return once a new supervisor has started its children: its subtree
+  // answers only after every supervisor in it ran its init.
+  if (*out && is_sup)
+    if (auto t = supervisor_ref{*node_, **out}.tree(1, timeout); !t) return t.error();
   return std::move(*out);
 }
 

@@ -194,6 +194,9 @@ public:
   [[nodiscard]] const std::string& kind() const;
   [[nodiscard]] agent_ref self_ref() const;
   [[nodiscard]] time_point now() const;
+  /// The node's clock (virtual under the simulator), for helpers such as sup::retry_policy and
+  /// sup::circuit_breaker that keep time themselves.
+  [[nodiscard]] const af::clock& clock() const;
   [[nodiscard]] duration monotonic() const;
   [[nodiscard]] af::rng& rng();
   [[nodiscard]] ulid next_id();
@@ -220,6 +223,13 @@ public:
   template <class Msg>
   void tell(const agent_ref& to, Msg msg) {
     tell_erased(to, std::make_shared<const Msg>(std::move(msg)));
+  }
+
+  /// Delivers `msg` to this agent after `delay` (node time: virtual under the simulator), as a
+  /// tell from itself: timers, retries after a backoff, periodic work.
+  template <class Msg>
+  void schedule(duration delay, Msg msg) {
+    schedule_erased(delay, std::make_shared<const Msg>(std::move(msg)));
   }
 
   /// Asks `to` and calls `on_reply(expected<Reply>)` later, in this agent, with the typed reply,
@@ -275,6 +285,7 @@ public:
 
   // Type-erased entry points behind the templates above.
   void tell_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg);
+  void schedule_erased(duration delay, std::shared_ptr<const google::protobuf::Message> msg);
   void ask_erased(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
                   duration timeout, detail::reply_callback cb);
   expected<agent_ref> spawn_erased(std::function<std::unique_ptr<agent>()> factory,
