@@ -80,7 +80,8 @@ public:
 
   void on_start(af::context& ctx) override {
     af::sup::retry_options ro;
-    ro.max_attempts = 6;
+    ro.max_attempts = 10;
+    ro.budget_min_per_window = 100; // a low-volume caller: the ratio alone would be too tight
     ro.base = 2ms;
     ro.cap = 50ms;
     retry_.emplace("gateway", ro, ctx.clock(), ctx.rng(), ctx.log(), &ctx.metrics());
