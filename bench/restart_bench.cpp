@@ -857,7 +857,13 @@ bench::run group_bare(const options& o) {
 
 std::string log_note(const log_tally& t, const std::vector<std::string>& events) {
   std::string s = "log lines per run (info, JSON, to a file):";
-  for (const auto& e : events) s += " " + t.per_run(e) + " " + e + ",";
+  for (const auto& e : events) {
+    s += ' ';
+    s += t.per_run(e);
+    s += ' ';
+    s += e;
+    s += ',';
+  }
   s.pop_back();
   return s;
 }
