@@ -1,27 +1,36 @@
 // Scenario 6: supervision restarts, each measured inside the actor system (no foreign-thread
 // round trips) on a node logging at `info`, JSON, to a file (a fresh temporary file per run, so
-// every figure includes the supervisor's rate-limited restart lines; the lines are counted and
-// reported in the note), against a minimal hand-rolled bare-CAF supervisor (an event-based actor
-// that monitors its children and respawns them on down_msg).
+// every figure includes the restart lines; the lines are counted and reported in the note),
+// against a minimal hand-rolled bare-CAF supervisor (an event-based actor that monitors its
+// children and respawns them on down_msg; bare children register themselves in a shared-mutex
+// map when they start, as an agent is bound to its name before it runs).
 //
-//  restart.latency.fail / .throw  one_for_one supervisor, one child. A prober agent looks the
-//      child up, takes t0 (ctx.monotonic()), tells it to crash (ctx.fail / a handler that throws),
-//      then looks the name up again and asks the instance it finds, yielding between attempts by
-//      telling itself a message, until a *new* instance answers: t1. Samples are t1 - t0.
-//  restart.sustained  one_for_one supervisor of 1,000 children (intensity never reached, no
-//      backoff). Every child tells itself to crash (ctx.fail) as soon as it starts, so up to
+//  restart.latency.{fail,throw}[.notify]  one_for_one supervisor, one child. A prober agent
+//      looks the child up, takes t0 (ctx.monotonic()), tells it to crash (ctx.fail, or a handler
+//      that throws) and takes t1 when a *new* instance answers an ask. Poll (as specified): look
+//      the name up and ask the instance found, yielding between attempts by telling itself a
+//      message. Notify (.notify): every instance tells the prober its name from on_start; the
+//      prober then looks it up and asks. The poll figure is dominated by CAF's scheduling: the
+//      spinning prober never leaves its worker (CAF's default max-throughput is unlimited), so
+//      everything it sends waits until the other worker steals it (docs/benchmarks.md).
+//  restart.sustained[.throw]  one_for_one supervisor of 1,000 children (intensity never
+//      reached, no backoff). Every child tells itself to crash as soon as it starts, so up to
 //      1,000 crashes are in flight. Rate = completed restarts (an atomic counted in `recover`)
 //      over a window after a warm-up; samples are the durations of 1,000 consecutive restarts.
 //      The supervisor's own count (which_children) is checked against the atomic at the end.
-//  restart.one_for_all  one_for_all supervisor of 1,000 children: a prober tells one child to
-//      crash (ctx.fail) and scans all 1,000 names (lookup + ask, yielding between scans) until
-//      every name answers from a new instance. The bare baseline stops the other children the
-//      same way (one at a time, reverse start order, waiting for each down_msg) and starts all.
+//  restart.one_for_all[.notify]  one_for_all supervisor of 1,000 children: the prober crashes
+//      the middle one (ctx.fail) and takes t1 when all 1,000 names answer from new instances
+//      (poll: scan all names, yield, scan again; notify: as above). The bare baseline stops the
+//      other children like ours (one at a time, reverse start order, waiting for each down_msg)
+//      and starts all again.
 //
 //   af_bench_restart [--runs 5] [--restarts 2000] [--warmup 200] [--seconds 2]
 //                    [--children 1000] [--group-restarts 5]
 //                    [--scenario latency|sustained|one_for_all]   (default: all three)
-//   --variant agent|bare runs one side only and prints nothing: for profilers.
+//                    [--probe poll|notify] (latency, one_for_all) [--crash fail|throw] (latency,
+//                    sustained); default: all
+//   --variant agent|bare runs one side only and prints one line per run on stderr instead of
+//   JSON: for profilers.
 #include "bench_common.hpp"
 #include "bench_systems.hpp"
 
@@ -51,6 +60,7 @@
 #include <vector>
 
 using google::protobuf::Int64Value;
+using google::protobuf::StringValue;
 using google::protobuf::UInt64Value;
 using namespace std::chrono_literals;
 
@@ -136,14 +146,15 @@ struct log_tally {
   std::map<std::string, std::size_t> lines;
   std::size_t runs = 0;
   void add(const std::map<std::string, std::size_t>& ev) {
-    for (auto& [k, v] : ev) lines[k] += v;
+    for (auto& [k, v] : ev)
+      lines[k] += v;
     ++runs;
   }
   [[nodiscard]] std::string per_run(const std::string& event) const {
     auto it = lines.find(event);
-    const double v = it == lines.end() || runs == 0 ? 0.0
-                                                    : static_cast<double>(it->second)
-                                                          / static_cast<double>(runs);
+    const double v = it == lines.end() || runs == 0
+                         ? 0.0
+                         : static_cast<double>(it->second) / static_cast<double>(runs);
     return bench::num(v);
   }
 };
@@ -172,6 +183,8 @@ private:
 };
 
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using fail_atom = caf::atom_constant<caf::atom("fail")>;
+using throw_atom = caf::atom_constant<caf::atom("throw")>;
 
 // --- restart counting for the sustained scenario ----------------------------------------------
 
@@ -180,9 +193,12 @@ using stop_atom = caf::atom_constant<caf::atom("stop")>;
 struct loop_state {
   static constexpr std::size_t every = 1000;
   static constexpr std::size_t max_stamps = 1 << 16; // 65M restarts
+  std::int64_t mode = k_fail;                        // how every instance crashes itself
   std::atomic<bool> crash{true};
   std::atomic<std::uint64_t> restarts{0};
-  std::unique_ptr<std::atomic<std::int64_t>[]> stamps{new std::atomic<std::int64_t>[max_stamps]};
+  std::unique_ptr<std::atomic<std::int64_t>[]> stamps {
+    new std::atomic<std::int64_t>[ max_stamps ]
+  };
 
   void note_restart() {
     const auto c = restarts.fetch_add(1, std::memory_order_relaxed);
@@ -193,8 +209,8 @@ struct loop_state {
 };
 
 /// The rate run of one variant: a window [t0, t1] read by the main thread.
-bench::run rate_of(loop_state& st, std::uint64_t c0, bench::clock::time_point t0,
-                   std::uint64_t c1, bench::clock::time_point t1) {
+bench::run rate_of(loop_state& st, std::uint64_t c0, bench::clock::time_point t0, std::uint64_t c1,
+                   bench::clock::time_point t1) {
   bench::run r;
   r.ops = c1 - c0;
   r.value = static_cast<double>(c1 - c0) / bench::seconds_between(t0, t1);
@@ -226,21 +242,26 @@ void wait_quiet(const std::atomic<std::uint64_t>& c) {
 // Agents
 // ================================================================================================
 
-/// A supervised child: echoes pings, crashes on k_fail (ctx.fail) or k_throw (throws). With a
-/// loop_state it counts its restarts and crashes itself as soon as it starts.
+/// A supervised child: echoes pings, crashes on k_fail (ctx.fail) or k_throw (throws). With
+/// `notify`, every instance tells that agent its name when it starts; with a loop_state it counts
+/// its restarts and crashes itself as soon as it starts.
 class child_agent : public af::agent_base<child_agent> {
 public:
-  explicit child_agent(loop_state* loop = nullptr) : loop_(loop) {}
-  static void define(af::handlers<child_agent>& h) {
-    h.kind("bench.child").on(&child_agent::cmd);
-  }
+  explicit child_agent(loop_state* loop = nullptr, std::string notify = {})
+      : loop_(loop), notify_(std::move(notify)) {}
+  static void define(af::handlers<child_agent>& h) { h.kind("bench.child").on(&child_agent::cmd); }
   void recover(af::context&, const af::restart_info&) override {
     if (loop_ != nullptr) loop_->note_restart();
   }
   void on_start(af::context& ctx) override {
+    if (!notify_.empty()) {
+      StringValue up;
+      up.set_value(ctx.name());
+      (void)ctx.tell(notify_, up);
+    }
     if (loop_ != nullptr && loop_->crash.load(std::memory_order_relaxed)) {
       Int64Value v;
-      v.set_value(k_fail);
+      v.set_value(loop_->mode);
       ctx.tell(ctx.self_ref(), v);
     }
   }
@@ -252,171 +273,135 @@ public:
 
 private:
   loop_state* loop_;
+  std::string notify_;
 };
 
-struct latency_job {
+/// What a prober measures: `children` children named c0..c<n-1>; the middle one (c0 for one
+/// child) is crashed with `mode`; a sample is the time until every name answers an ask from a
+/// new instance.
+struct probe_job {
+  std::size_t children = 1;
   std::int64_t mode = k_fail;
+  /// false: poll (scan lookup + ask, yield by telling itself a message, scan again);
+  /// true: wait for each new instance's start notification, then look it up and ask it.
+  bool notify = false;
   std::size_t warmup = 0;
   std::size_t n = 0;
   std::vector<double> samples_us;
   std::promise<void> done;
 };
 
-/// Scenario 1's prober (see the top of the file).
-class latency_prober : public af::agent_base<latency_prober> {
-public:
-  explicit latency_prober(latency_job* job) : job_(job) {}
-  static void define(af::handlers<latency_prober>& h) {
-    h.kind("bench.prober").on(&latency_prober::tick);
+/// The shared state machine of both probers; `Self` provides lookup(i), same(a, b),
+/// ask(i, handle, round), crash(handle), yield(), now() and the handle type.
+template <class Handle>
+struct probe_state {
+  explicit probe_state(probe_job* j)
+      : job(j), old(j->children), ok(j->children), inflight(j->children) {
+    for (std::size_t i = 0; i < j->children; ++i) {
+      names.push_back(child_name(i));
+      index.emplace(names.back(), i);
+    }
   }
-  void tick(af::context& ctx, const UInt64Value& v) {
-    if (v.value() == k_begin)
-      crash(ctx);
-    else
-      probe(ctx);
-  }
-
-private:
-  void crash(af::context& ctx) {
-    auto r = ctx.lookup("victim");
-    if (!r) die("victim: " + r.error().to_string());
-    old_ = *r;
-    Int64Value cmd;
-    cmd.set_value(job_->mode);
-    t0_ = ctx.monotonic();
-    ctx.tell(old_, cmd);
-    probe(ctx);
-  }
-
-  void probe(af::context& ctx) {
-    auto r = ctx.lookup("victim");
-    if (!r || *r == old_) return yield(ctx);
-    Int64Value ping;
-    ping.set_value(static_cast<std::int64_t>(i_));
-    ctx.ask<Int64Value>(*r, ping, k_ask_timeout, [this, &ctx](af::expected<Int64Value> rep) {
-      if (!rep || rep->value() != static_cast<std::int64_t>(i_)) return yield(ctx);
-      const auto t1 = ctx.monotonic();
-      if (i_ >= job_->warmup) job_->samples_us.push_back(us_of(t1 - t0_));
-      if (++i_ == job_->warmup + job_->n) {
-        job_->done.set_value();
-        return;
-      }
-      crash(ctx);
-    });
-  }
-
-  void yield(af::context& ctx) {
-    UInt64Value v;
-    v.set_value(k_probe);
-    ctx.tell(ctx.self_ref(), v);
-  }
-
-  latency_job* job_;
-  af::agent_ref old_;
-  std::size_t i_ = 0;
-  af::duration t0_{};
+  probe_job* job;
+  std::vector<std::string> names;
+  std::unordered_map<std::string, std::size_t> index;
+  std::vector<Handle> old;
+  std::vector<bool> ok, inflight;
+  std::size_t confirmed = 0;
+  std::size_t rounds_done = 0;
+  std::uint64_t round = 0;
+  bool active = false;
+  bool scan_pending = false;
 };
 
-struct group_job {
-  std::size_t children = 0;
-  std::size_t warmup = 0;
-  std::size_t n = 0;
-  std::vector<double> samples_ms;
-  std::promise<void> done;
-};
-
-/// Scenario 3's prober: crash one child, then scan all names until every one answers from a new
-/// instance.
-class group_prober : public af::agent_base<group_prober> {
+class prober_agent : public af::agent_base<prober_agent> {
 public:
-  explicit group_prober(group_job* job) : job_(job) {
-    for (std::size_t i = 0; i < job->children; ++i) names_.push_back(child_name(i));
-    old_.resize(job->children);
-    ok_.resize(job->children);
-    inflight_.resize(job->children);
-  }
-  static void define(af::handlers<group_prober>& h) {
-    h.kind("bench.group_prober").on(&group_prober::tick);
+  explicit prober_agent(probe_job* job) : st_(job) {}
+  static void define(af::handlers<prober_agent>& h) {
+    h.kind("bench.prober").on(&prober_agent::tick).on(&prober_agent::up);
   }
   void tick(af::context& ctx, const UInt64Value& v) {
     if (v.value() == k_begin) return crash(ctx);
-    scan_pending_ = false;
+    st_.scan_pending = false;
     scan(ctx);
+  }
+  void up(af::context& ctx, const StringValue& name) {
+    if (!st_.active) return;
+    if (auto it = st_.index.find(name.value()); it != st_.index.end()) try_one(ctx, it->second);
   }
 
 private:
   void crash(af::context& ctx) {
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      auto r = ctx.lookup(names_[i]);
-      if (!r) die(names_[i] + ": " + r.error().to_string());
-      old_[i] = *r;
-      ok_[i] = false;
-      inflight_[i] = false;
+    for (std::size_t i = 0; i < st_.names.size(); ++i) {
+      auto r = ctx.lookup(st_.names[i]);
+      if (!r) die(st_.names[i] + ": " + r.error().to_string());
+      st_.old[i] = *r;
+      st_.ok[i] = false;
+      st_.inflight[i] = false;
     }
-    confirmed_ = 0;
-    ++round_;
+    st_.confirmed = 0;
+    ++st_.round;
+    st_.active = true;
     Int64Value cmd;
-    cmd.set_value(k_fail);
+    cmd.set_value(st_.job->mode);
     t0_ = ctx.monotonic();
-    ctx.tell(old_[names_.size() / 2], cmd);
-    scan(ctx);
+    ctx.tell(st_.old[st_.names.size() / 2], cmd);
+    if (!st_.job->notify) scan(ctx);
   }
 
   void scan(af::context& ctx) {
+    if (!st_.active) return;
     bool retry = false;
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      if (ok_[i] || inflight_[i]) continue;
-      auto r = ctx.lookup(names_[i]);
-      if (!r || *r == old_[i]) {
-        retry = true;
-        continue;
-      }
-      inflight_[i] = true;
-      Int64Value ping;
-      ping.set_value(static_cast<std::int64_t>(i));
-      ctx.ask<Int64Value>(*r, ping, k_ask_timeout,
-                          [this, &ctx, i, round = round_](af::expected<Int64Value> rep) {
-                            if (round != round_) return;
-                            inflight_[i] = false;
-                            if (rep && rep->value() == static_cast<std::int64_t>(i)) {
-                              ok_[i] = true;
-                              if (++confirmed_ == names_.size()) finish(ctx);
-                            } else {
-                              yield(ctx);
-                            }
-                          });
-    }
+    for (std::size_t i = 0; i < st_.names.size() && st_.active; ++i)
+      if (!try_one(ctx, i)) retry = true;
     if (retry) yield(ctx);
+  }
+
+  /// Asks child i if a new instance is bound; false when it has to be tried again.
+  bool try_one(af::context& ctx, std::size_t i) {
+    if (st_.ok[i] || st_.inflight[i]) return true;
+    auto r = ctx.lookup(st_.names[i]);
+    if (!r || *r == st_.old[i]) return false;
+    st_.inflight[i] = true;
+    Int64Value ping;
+    ping.set_value(static_cast<std::int64_t>(i));
+    ctx.ask<Int64Value>(*r, ping, k_ask_timeout,
+                        [this, &ctx, i, round = st_.round](af::expected<Int64Value> rep) {
+                          if (round != st_.round) return;
+                          st_.inflight[i] = false;
+                          if (!rep || rep->value() != static_cast<std::int64_t>(i)) {
+                            if (st_.job->notify)
+                              die("ask failed: a restarted child did not answer");
+                            return yield(ctx);
+                          }
+                          st_.ok[i] = true;
+                          if (++st_.confirmed == st_.names.size()) finish(ctx);
+                        });
+    return true;
   }
 
   void finish(af::context& ctx) {
     const auto t1 = ctx.monotonic();
-    if (done_ >= job_->warmup)
-      job_->samples_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0_).count());
-    if (++done_ == job_->warmup + job_->n) {
-      ++round_;
-      job_->done.set_value();
+    st_.active = false;
+    auto* job = st_.job;
+    if (st_.rounds_done >= job->warmup) job->samples_us.push_back(us_of(t1 - t0_));
+    if (++st_.rounds_done == job->warmup + job->n) {
+      ++st_.round;
+      job->done.set_value();
       return;
     }
     crash(ctx);
   }
 
   void yield(af::context& ctx) {
-    if (scan_pending_) return;
-    scan_pending_ = true;
+    if (st_.job->notify || st_.scan_pending) return;
+    st_.scan_pending = true;
     UInt64Value v;
     v.set_value(k_probe);
     ctx.tell(ctx.self_ref(), v);
   }
 
-  group_job* job_;
-  std::vector<std::string> names_;
-  std::vector<af::agent_ref> old_;
-  std::vector<bool> ok_, inflight_;
-  std::size_t confirmed_ = 0;
-  std::size_t done_ = 0;
-  std::uint64_t round_ = 0;
-  bool scan_pending_ = false;
+  probe_state<af::agent_ref> st_;
   af::duration t0_{};
 };
 
@@ -424,41 +409,58 @@ private:
 // Bare CAF
 // ================================================================================================
 
-/// What a bare child and its supervisor share: the registry and (sustained) the crash loop.
+using up_atom = caf::atom_constant<caf::atom("up")>;
+
+/// What a bare child and its supervisor share: the registry, the prober to notify, and
+/// (sustained) the crash loop. Set before the supervisor is spawned.
 struct bare_env {
+  explicit bare_env(std::size_t children) {
+    for (std::size_t i = 0; i < children; ++i)
+      names.push_back(child_name(i));
+  }
+  std::vector<std::string> names; // c0..c<n-1>
   bare_registry reg;
   loop_state* loop = nullptr;
+  caf::actor notify;
 };
 
-caf::behavior bare_child(caf::event_based_actor* self, bare_env* env, bool restarted) {
+caf::behavior bare_child(caf::event_based_actor* self, bare_env* env, std::uint64_t index,
+                         bool restarted) {
   // An exception is an abnormal exit, silently (CAF's default handler would print it).
   self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr&) -> caf::error {
     return caf::make_error(caf::sec::runtime_error);
   });
+  // Registered before anything can look for it, as an agent is bound before it runs.
+  env->reg.put(env->names[index], caf::actor_cast<caf::actor>(self));
+  if (env->notify) self->send(env->notify, up_atom::value, index);
   if (env->loop != nullptr) {
     if (restarted) env->loop->note_restart();
-    if (env->loop->crash.load(std::memory_order_relaxed)) self->send(self, k_fail);
+    if (env->loop->crash.load(std::memory_order_relaxed)) {
+      if (env->loop->mode == k_throw)
+        self->send(self, throw_atom::value);
+      else
+        self->send(self, fail_atom::value);
+    }
   }
-  return {[self](std::int64_t v) -> std::int64_t {
-    if (v == k_fail) self->quit(caf::make_error(caf::sec::runtime_error));
-    if (v == k_throw) throw std::runtime_error("bench crash");
-    return v;
-  }};
+  return {
+      [self](fail_atom) { self->quit(caf::make_error(caf::sec::runtime_error)); },
+      [](throw_atom) { throw std::runtime_error("bench crash"); },
+      [](std::int64_t v) { return v; },
+  };
 }
 
-/// A minimal supervisor: spawns `n` children (registered as c0..c<n-1>), monitors them and
+/// A minimal supervisor: spawns `n` children (they register as c0..c<n-1>), monitors them and
 /// respawns a child on its down_msg (one_for_one); for one_for_all it stops the other children
 /// one at a time in reverse start order (exit + wait for the down_msg), then spawns all again.
 class bare_supervisor : public caf::event_based_actor {
 public:
   bare_supervisor(caf::actor_config& cfg, bare_env* env, std::size_t n, bool one_for_all)
-      : caf::event_based_actor(cfg), env_(env), one_for_all_(one_for_all), children_(n) {
-    for (std::size_t i = 0; i < n; ++i) names_.push_back(child_name(i));
-  }
+      : caf::event_based_actor(cfg), env_(env), one_for_all_(one_for_all), children_(n) {}
 
   caf::behavior make_behavior() override {
     set_down_handler([this](caf::down_msg& m) { on_down(m); });
-    for (std::size_t i = 0; i < children_.size(); ++i) start(i, false);
+    for (std::size_t i = 0; i < children_.size(); ++i)
+      start(i, false);
     return {[this](stop_atom) {
       shutting_down_ = true;
       for (auto& c : children_)
@@ -469,10 +471,9 @@ public:
 
 private:
   void start(std::size_t i, bool restarted) {
-    auto a = spawn(bare_child, env_, restarted);
+    auto a = spawn(bare_child, env_, static_cast<std::uint64_t>(i), restarted);
     monitor(a);
     index_[a.id()] = i;
-    env_->reg.put(names_[i], a);
     children_[i] = std::move(a);
   }
 
@@ -501,13 +502,13 @@ private:
       return;
     }
     stopping_ = false;
-    for (std::size_t j = 0; j < children_.size(); ++j) start(j, true);
+    for (std::size_t j = 0; j < children_.size(); ++j)
+      start(j, true);
   }
 
   bare_env* env_;
   bool one_for_all_;
   std::vector<caf::actor> children_;
-  std::vector<std::string> names_;
   std::unordered_map<caf::actor_id, std::size_t> index_;
   bool stopping_ = false;
   bool shutting_down_ = false;
@@ -515,147 +516,98 @@ private:
   std::size_t next_ = 0;
 };
 
-/// Scenario 1's prober, bare: the same protocol through the bare registry and CAF requests.
-class bare_latency_prober : public caf::event_based_actor {
+/// The prober, bare: the same protocol through the bare registry and CAF requests.
+class bare_prober : public caf::event_based_actor {
 public:
-  bare_latency_prober(caf::actor_config& cfg, bare_env* env, latency_job* job)
-      : caf::event_based_actor(cfg), env_(env), job_(job) {}
+  bare_prober(caf::actor_config& cfg, bare_env* env, probe_job* job)
+      : caf::event_based_actor(cfg), env_(env), st_(job) {}
 
   caf::behavior make_behavior() override {
-    return {[this](std::uint64_t v) {
-      if (v == k_begin)
-        crash();
-      else
-        probe();
-    }};
+    return {
+        [this](std::uint64_t v) {
+          if (v == k_begin) return crash();
+          st_.scan_pending = false;
+          scan();
+        },
+        [this](up_atom, std::uint64_t i) {
+          if (st_.active && i < st_.names.size()) try_one(i);
+        },
+    };
   }
 
 private:
   void crash() {
-    old_ = env_->reg.get("c0");
-    if (!old_) die("bare victim missing");
-    t0_ = bench::clock::now();
-    send(old_, job_->mode);
-    probe();
-  }
-
-  void probe() {
-    auto a = env_->reg.get("c0");
-    if (!a || a == old_) return yield();
-    request(a, caf::infinite, static_cast<std::int64_t>(i_))
-        .then(
-            [this](std::int64_t v) {
-              if (v != static_cast<std::int64_t>(i_)) return yield();
-              const auto t1 = bench::clock::now();
-              if (i_ >= job_->warmup)
-                job_->samples_us.push_back(bench::seconds_between(t0_, t1) * 1e6);
-              if (++i_ == job_->warmup + job_->n) {
-                job_->done.set_value();
-                return;
-              }
-              crash();
-            },
-            [this](caf::error&) { yield(); });
-  }
-
-  void yield() { send(this, k_probe); }
-
-  bare_env* env_;
-  latency_job* job_;
-  caf::actor old_;
-  std::size_t i_ = 0;
-  bench::clock::time_point t0_;
-};
-
-/// Scenario 3's prober, bare.
-class bare_group_prober : public caf::event_based_actor {
-public:
-  bare_group_prober(caf::actor_config& cfg, bare_env* env, group_job* job)
-      : caf::event_based_actor(cfg), env_(env), job_(job), old_(job->children),
-        ok_(job->children), inflight_(job->children) {
-    for (std::size_t i = 0; i < job->children; ++i) names_.push_back(child_name(i));
-  }
-
-  caf::behavior make_behavior() override {
-    return {[this](std::uint64_t v) {
-      if (v == k_begin) return crash();
-      scan_pending_ = false;
-      scan();
-    }};
-  }
-
-private:
-  void crash() {
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      old_[i] = env_->reg.get(names_[i]);
-      if (!old_[i]) die("bare child missing");
-      ok_[i] = false;
-      inflight_[i] = false;
+    for (std::size_t i = 0; i < st_.names.size(); ++i) {
+      st_.old[i] = env_->reg.get(st_.names[i]);
+      if (!st_.old[i]) die("bare child missing");
+      st_.ok[i] = false;
+      st_.inflight[i] = false;
     }
-    confirmed_ = 0;
-    ++round_;
+    st_.confirmed = 0;
+    ++st_.round;
+    st_.active = true;
     t0_ = bench::clock::now();
-    send(old_[names_.size() / 2], k_fail);
-    scan();
+    const auto& victim = st_.old[st_.names.size() / 2];
+    if (st_.job->mode == k_throw)
+      send(victim, throw_atom::value);
+    else
+      send(victim, fail_atom::value);
+    if (!st_.job->notify) scan();
   }
 
   void scan() {
+    if (!st_.active) return;
     bool retry = false;
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      if (ok_[i] || inflight_[i]) continue;
-      auto a = env_->reg.get(names_[i]);
-      if (!a || a == old_[i]) {
-        retry = true;
-        continue;
-      }
-      inflight_[i] = true;
-      request(a, caf::infinite, static_cast<std::int64_t>(i))
-          .then(
-              [this, i, round = round_](std::int64_t v) {
-                if (round != round_) return;
-                inflight_[i] = false;
-                if (v == static_cast<std::int64_t>(i)) {
-                  ok_[i] = true;
-                  if (++confirmed_ == names_.size()) finish();
-                } else {
-                  yield();
-                }
-              },
-              [this, i, round = round_](caf::error&) {
-                if (round != round_) return;
-                inflight_[i] = false;
-                yield();
-              });
-    }
+    for (std::size_t i = 0; i < st_.names.size() && st_.active; ++i)
+      if (!try_one(i)) retry = true;
     if (retry) yield();
+  }
+
+  bool try_one(std::size_t i) {
+    if (st_.ok[i] || st_.inflight[i]) return true;
+    auto a = env_->reg.get(st_.names[i]);
+    if (!a || a == st_.old[i]) return false;
+    st_.inflight[i] = true;
+    request(a, caf::infinite, static_cast<std::int64_t>(i))
+        .then(
+            [this, i, round = st_.round](std::int64_t v) {
+              if (round != st_.round) return;
+              st_.inflight[i] = false;
+              if (v != static_cast<std::int64_t>(i)) return yield();
+              st_.ok[i] = true;
+              if (++st_.confirmed == st_.names.size()) finish();
+            },
+            [this, i, round = st_.round](caf::error&) {
+              if (round != st_.round) return;
+              st_.inflight[i] = false;
+              if (st_.job->notify) die("bare ask failed: a restarted child did not answer");
+              yield();
+            });
+    return true;
   }
 
   void finish() {
     const auto t1 = bench::clock::now();
-    if (done_ >= job_->warmup) job_->samples_ms.push_back(bench::seconds_between(t0_, t1) * 1e3);
-    if (++done_ == job_->warmup + job_->n) {
-      ++round_;
-      job_->done.set_value();
+    st_.active = false;
+    auto* job = st_.job;
+    if (st_.rounds_done >= job->warmup)
+      job->samples_us.push_back(bench::seconds_between(t0_, t1) * 1e6);
+    if (++st_.rounds_done == job->warmup + job->n) {
+      ++st_.round;
+      job->done.set_value();
       return;
     }
     crash();
   }
 
   void yield() {
-    if (scan_pending_) return;
-    scan_pending_ = true;
+    if (st_.job->notify || st_.scan_pending) return;
+    st_.scan_pending = true;
     send(this, k_probe);
   }
 
   bare_env* env_;
-  group_job* job_;
-  std::vector<caf::actor> old_;
-  std::vector<bool> ok_, inflight_;
-  std::vector<std::string> names_;
-  std::size_t confirmed_ = 0;
-  std::size_t done_ = 0;
-  std::uint64_t round_ = 0;
-  bool scan_pending_ = false;
+  probe_state<caf::actor> st_;
   bench::clock::time_point t0_;
 };
 
@@ -682,75 +634,102 @@ void start_supervisor(af::node& n, af::sup::supervisor_spec spec) {
 /// Waits until every child name is bound (the supervisor starts its children asynchronously).
 void wait_bound(af::node& n, std::size_t children) {
   for (std::size_t i = 0; i < children; ++i)
-    while (!n.lookup(child_name(i))) std::this_thread::sleep_for(1ms);
+    while (!n.lookup(child_name(i)))
+      std::this_thread::sleep_for(1ms);
 }
 
 void wait_bound(const bare_registry& reg, std::size_t children) {
   for (std::size_t i = 0; i < children; ++i)
-    while (!reg.get(child_name(i))) std::this_thread::sleep_for(1ms);
+    while (!reg.get(child_name(i)))
+      std::this_thread::sleep_for(1ms);
 }
 
-// --- scenario 1 -------------------------------------------------------------------------------
-
-bench::run latency_agent(const options& o, std::int64_t mode, log_tally* logs) {
-  latency_job job;
-  job.mode = mode;
-  job.warmup = o.warmup;
-  job.n = o.restarts;
-  job.samples_us.reserve(o.restarts);
+/// One run of a prober scenario on a node: a supervisor `how` of `job.children` children, the
+/// prober spawned first (so that every instance can notify it).
+bench::run probe_agent(probe_job& job, af::sup::strategy how, log_tally* logs) {
   auto fut = job.done.get_future();
   log_file lf;
   {
     auto node = start_logged_node(lf);
-    auto spec = fast_spec("bench.one", af::sup::strategy::one_for_one);
-    spec.children.push_back(af::sup::agent_child<child_agent>("victim"));
-    start_supervisor(*node, std::move(spec));
-    while (!node->lookup("victim")) std::this_thread::sleep_for(1ms);
-    auto prober = node->spawn<latency_prober>("prober", &job);
+    auto prober = node->spawn<prober_agent>("prober", &job);
     if (!prober) die("prober: " + prober.error().to_string());
+    auto spec = fast_spec("bench.sup", how);
+    for (std::size_t i = 0; i < job.children; ++i)
+      spec.children.push_back(
+          af::sup::agent_child<child_agent>(child_name(i), static_cast<loop_state*>(nullptr),
+                                            std::string{job.notify ? "prober" : ""}));
+    start_supervisor(*node, std::move(spec));
+    wait_bound(*node, job.children);
     UInt64Value go;
     go.set_value(k_begin);
     node->tell(*prober, go);
     fut.wait();
   }
   if (logs != nullptr) logs->add(lf.events());
-  return {bench::median(job.samples_us), std::move(job.samples_us), 1, o.restarts};
+  return {bench::median(job.samples_us), std::move(job.samples_us), 1, job.n};
 }
 
-bench::run latency_bare(const options& o, std::int64_t mode) {
-  latency_job job;
-  job.mode = mode;
-  job.warmup = o.warmup;
-  job.n = o.restarts;
-  job.samples_us.reserve(o.restarts);
+bench::run probe_bare(probe_job& job, bool one_for_all) {
   auto fut = job.done.get_future();
   {
     bench::bare_config cfg;
     caf::actor_system sys{cfg};
-    bare_env env;
-    auto sup = sys.spawn<bare_supervisor>(&env, std::size_t{1}, false);
-    wait_bound(env.reg, 1);
-    auto prober = sys.spawn<bare_latency_prober>(&env, &job);
+    bare_env env{job.children};
+    auto prober = sys.spawn<bare_prober>(&env, &job);
+    if (job.notify) env.notify = prober;
+    auto sup = sys.spawn<bare_supervisor>(&env, job.children, one_for_all);
+    wait_bound(env.reg, job.children);
     caf::anon_send(prober, k_begin);
     fut.wait();
     caf::anon_send_exit(prober, caf::exit_reason::user_shutdown);
     caf::anon_send(sup, stop_atom::value);
     sys.await_all_actors_done();
     env.reg.clear();
+    env.notify = nullptr;
   }
-  return {bench::median(job.samples_us), std::move(job.samples_us), 1, o.restarts};
+  return {bench::median(job.samples_us), std::move(job.samples_us), 1, job.n};
+}
+
+probe_job latency_job(const options& o, std::int64_t mode, bool notify) {
+  probe_job j;
+  j.children = 1;
+  j.mode = mode;
+  j.notify = notify;
+  j.warmup = o.warmup;
+  j.n = o.restarts;
+  j.samples_us.reserve(o.restarts);
+  return j;
+}
+
+probe_job group_job(const options& o, bool notify) {
+  probe_job j;
+  j.children = o.children;
+  j.mode = k_fail;
+  j.notify = notify;
+  j.warmup = o.group_warmup;
+  j.n = o.group_restarts;
+  return j;
+}
+
+/// Microsecond samples to milliseconds.
+bench::run in_ms(bench::run r) {
+  r.value /= 1e3;
+  for (auto& s : r.samples)
+    s /= 1e3;
+  return r;
 }
 
 // --- scenario 2 -------------------------------------------------------------------------------
 
 struct sustained_result {
   bench::run run;
-  std::uint64_t total = 0;         // completed restarts (the atomic), whole run
-  std::uint64_t supervisor = 0;    // restarts the supervisor reports (agent only)
+  std::uint64_t total = 0;      // completed restarts (the atomic), whole run
+  std::uint64_t supervisor = 0; // restarts the supervisor reports (agent only)
 };
 
-sustained_result sustained_agent(const options& o, log_tally* logs) {
+sustained_result sustained_agent(const options& o, std::int64_t mode, log_tally* logs) {
   loop_state st;
+  st.mode = mode;
   sustained_result out;
   log_file lf;
   {
@@ -773,19 +752,21 @@ sustained_result sustained_agent(const options& o, log_tally* logs) {
     if (!sup) die("bench.loop: " + sup.error().to_string());
     auto w = sup->which_children();
     if (!w) die("which_children: " + w.error().to_string());
-    for (const auto& c : w->children()) out.supervisor += c.restarts();
+    for (const auto& c : w->children())
+      out.supervisor += c.restarts();
   }
   if (logs != nullptr) logs->add(lf.events());
   return out;
 }
 
-sustained_result sustained_bare(const options& o) {
+sustained_result sustained_bare(const options& o, std::int64_t mode) {
   loop_state st;
+  st.mode = mode;
   sustained_result out;
   {
     bench::bare_config cfg;
     caf::actor_system sys{cfg};
-    bare_env env;
+    bare_env env{o.children};
     env.loop = &st;
     auto sup = sys.spawn<bare_supervisor>(&env, o.children, false);
     std::this_thread::sleep_for(std::chrono::duration<double>(o.warmup_seconds));
@@ -805,54 +786,14 @@ sustained_result sustained_bare(const options& o) {
   return out;
 }
 
-// --- scenario 3 -------------------------------------------------------------------------------
-
-bench::run group_agent(const options& o, log_tally* logs) {
-  group_job job;
-  job.children = o.children;
-  job.warmup = o.group_warmup;
-  job.n = o.group_restarts;
-  auto fut = job.done.get_future();
-  log_file lf;
-  {
-    auto node = start_logged_node(lf);
-    auto spec = fast_spec("bench.all", af::sup::strategy::one_for_all);
-    for (std::size_t i = 0; i < o.children; ++i)
-      spec.children.push_back(af::sup::agent_child<child_agent>(child_name(i)));
-    start_supervisor(*node, std::move(spec));
-    wait_bound(*node, o.children);
-    auto prober = node->spawn<group_prober>("prober", &job);
-    if (!prober) die("prober: " + prober.error().to_string());
-    UInt64Value go;
-    go.set_value(k_begin);
-    node->tell(*prober, go);
-    fut.wait();
-  }
-  if (logs != nullptr) logs->add(lf.events());
-  return {bench::median(job.samples_ms), std::move(job.samples_ms), 1, o.group_restarts};
-}
-
-bench::run group_bare(const options& o) {
-  group_job job;
-  job.children = o.children;
-  job.warmup = o.group_warmup;
-  job.n = o.group_restarts;
-  auto fut = job.done.get_future();
-  {
-    bench::bare_config cfg;
-    caf::actor_system sys{cfg};
-    bare_env env;
-    auto sup = sys.spawn<bare_supervisor>(&env, o.children, true);
-    wait_bound(env.reg, o.children);
-    auto prober = sys.spawn<bare_group_prober>(&env, &job);
-    caf::anon_send(prober, k_begin);
-    fut.wait();
-    caf::anon_send_exit(prober, caf::exit_reason::user_shutdown);
-    caf::anon_send(sup, stop_atom::value);
-    sys.await_all_actors_done();
-    env.reg.clear();
-  }
-  return {bench::median(job.samples_ms), std::move(job.samples_ms), 1, o.group_restarts};
+/// With --variant (no JSON): one line per run on stderr, for profiling sessions.
+void trace(bool quiet, const std::string& what, const bench::run& r, std::uint64_t total = 0) {
+  if (!quiet) return;
+  std::fprintf(stderr, "%s: median/value %s over %zu ops", what.c_str(),
+               bench::num(r.value).c_str(), r.ops);
+  if (total != 0)
+    std::fprintf(stderr, " (%llu in the whole run)", static_cast<unsigned long long>(total));
+  std::fprintf(stderr, "; RSS %.1f MiB\n", static_cast<double>(bench::rss_bytes()) / (1 << 20));
 }
 
 std::string log_note(const log_tally& t, const std::vector<std::string>& events) {
@@ -877,98 +818,131 @@ int main(int argc, char** argv) {
   o.warmup = static_cast<std::size_t>(bench::int_option(argc, argv, "--warmup", 200));
   o.seconds = static_cast<double>(bench::int_option(argc, argv, "--seconds", 2));
   o.children = static_cast<std::size_t>(bench::int_option(argc, argv, "--children", 1000));
-  o.group_restarts =
-      static_cast<std::size_t>(bench::int_option(argc, argv, "--group-restarts", 5));
+  o.group_restarts = static_cast<std::size_t>(bench::int_option(argc, argv, "--group-restarts", 5));
   const auto scenario = bench::string_option(argc, argv, "--scenario", "");
   const auto only = bench::string_option(argc, argv, "--variant", "");
+  const auto probe = bench::string_option(argc, argv, "--probe", "");
+  const auto crash_mode = bench::string_option(argc, argv, "--crash", "");
   const bool agent_side = only.empty() || only == "agent";
   const bool bare_side = only.empty() || only == "bare";
   const bool quiet = !only.empty();
   auto wanted = [&](const char* s) { return scenario.empty() || scenario == s; };
   const auto kids = std::to_string(o.children);
 
-  if (wanted("latency")) {
-    std::vector<bench::run> af_fail, bare_fail, af_throw, bare_throw;
-    log_tally lf, lt;
-    for (std::size_t r = 0; r < o.runs; ++r) { // interleaved, so drift hits all variants alike
-      if (agent_side) af_fail.push_back(latency_agent(o, k_fail, &lf));
-      if (bare_side) bare_fail.push_back(latency_bare(o, k_fail));
-      if (agent_side) af_throw.push_back(latency_agent(o, k_throw, &lt));
-      if (bare_side) bare_throw.push_back(latency_bare(o, k_throw));
+  // Scenarios 1 and 3: probe variants, all runs interleaved so drift hits every variant alike.
+  struct variant {
+    bool group; // one_for_all of o.children, else one_for_one of 1
+    std::int64_t mode;
+    bool notify;
+    std::vector<bench::run> agent, bare;
+    log_tally logs;
+  };
+  std::vector<variant> vs;
+  for (bool group : {false, true}) {
+    if (!wanted(group ? "one_for_all" : "latency")) continue;
+    for (bool notify : {false, true}) {
+      if (!probe.empty() && probe != (notify ? "notify" : "poll")) continue;
+      if (group || crash_mode != "throw") vs.push_back({group, k_fail, notify, {}, {}, {}});
+      if (!group && crash_mode != "fail") vs.push_back({group, k_throw, notify, {}, {}, {}});
     }
-    if (!quiet) {
-      auto a = bench::summarize(af_fail, bench::kind::latency, "us");
-      auto b = bench::summarize(bare_fail, bench::kind::latency, "us");
-      auto at = bench::summarize(af_throw, bench::kind::latency, "us");
-      auto bt = bench::summarize(bare_throw, bench::kind::latency, "us");
-      const std::vector<std::string> ev{"child_restarting", "agent_crashed"};
-      bench::emit("restart.latency.fail",
-                  "Restart latency, one_for_one: ctx.fail -> restarted child answers an ask", a,
-                  &b, "bare CAF: quit(error) -> monitor/respawn -> request answered",
-                  bench::target{"median", "<", 50},
-                  "restarts measured per run: " + std::to_string(o.restarts) + " (after "
-                      + std::to_string(o.warmup) + " warm-up); " + log_note(lf, ev));
-      bench::emit("restart.latency.throw",
-                  "Restart latency, one_for_one: handler throws -> restarted child answers an ask",
-                  at, &bt, "bare CAF: handler throws -> monitor/respawn -> request answered",
-                  bench::target{"median", "<", 50}, log_note(lt, ev));
+  }
+  for (std::size_t r = 0; r < o.runs && !vs.empty(); ++r)
+    for (auto& v : vs) {
+      const auto how = v.group ? af::sup::strategy::one_for_all : af::sup::strategy::one_for_one;
+      if (agent_side) {
+        auto job = v.group ? group_job(o, v.notify) : latency_job(o, v.mode, v.notify);
+        auto run = probe_agent(job, how, &v.logs);
+        v.agent.push_back(v.group ? in_ms(std::move(run)) : std::move(run));
+        trace(quiet, "probe agent", v.agent.back());
+      }
+      if (bare_side) {
+        auto job = v.group ? group_job(o, v.notify) : latency_job(o, v.mode, v.notify);
+        auto run = probe_bare(job, v.group);
+        v.bare.push_back(v.group ? in_ms(std::move(run)) : std::move(run));
+        trace(quiet, "probe bare", v.bare.back());
+      }
+    }
+  for (auto& v : vs) {
+    if (quiet) break;
+    const char* unit = v.group ? "ms" : "us";
+    auto a = bench::summarize(v.agent, bench::kind::latency, unit);
+    auto b = bench::summarize(v.bare, bench::kind::latency, unit);
+    const bool fail = v.mode == k_fail;
+    const std::string wait = v.notify ? "prober woken by each new instance's start, then asks"
+                                      : "prober polls lookup + ask";
+    if (!v.group) {
+      bench::emit(
+          std::string{"restart.latency."} + (fail ? "fail" : "throw") + (v.notify ? ".notify" : ""),
+          std::string{"Restart latency, one_for_one: "} + (fail ? "ctx.fail" : "handler throws")
+              + " -> restarted child answers an ask (" + wait + ")",
+          a, &b,
+          std::string{"bare CAF: "} + (fail ? "quit(error)" : "handler throws")
+              + " -> respawn on down_msg -> request answered",
+          bench::target{"median", "<", 50},
+          std::to_string(o.restarts) + " restarts per run after " + std::to_string(o.warmup)
+              + " warm-up; " + log_note(v.logs, {"child_restarting", "agent_crashed"}));
+    } else {
+      bench::emit(std::string{"restart.one_for_all"} + (v.notify ? ".notify" : ""),
+                  "one_for_all of " + kids + " children: one crash (ctx.fail) -> all " + kids
+                      + " restarted children answer an ask (" + wait + ")",
+                  a, &b, "bare CAF: stop the others one by one (reverse order), respawn all",
+                  std::nullopt,
+                  std::to_string(o.group_restarts) + " group restarts per run after "
+                      + std::to_string(o.group_warmup) + " warm-up; "
+                      + log_note(v.logs, {"child_restarting"}));
     }
   }
 
   if (wanted("sustained")) {
-    std::vector<bench::run> af_runs, bare_runs;
-    log_tally logs;
-    std::uint64_t mismatch = 0;
-    for (std::size_t r = 0; r < o.runs; ++r) {
-      if (agent_side) {
-        auto a = sustained_agent(o, &logs);
-        if (a.total != a.supervisor) {
-          std::fprintf(stderr,
-                       "bench: restart.sustained: supervisor reports %llu restarts, children "
-                       "counted %llu\n",
-                       static_cast<unsigned long long>(a.supervisor),
-                       static_cast<unsigned long long>(a.total));
-          ++mismatch;
+    struct variant {
+      std::int64_t mode;
+      std::vector<bench::run> agent, bare;
+      log_tally logs;
+      std::size_t mismatch = 0;
+    };
+    std::vector<variant> vs;
+    if (crash_mode != "throw") vs.push_back({k_fail, {}, {}, {}, 0});
+    if (crash_mode != "fail") vs.push_back({k_throw, {}, {}, {}, 0});
+    for (std::size_t r = 0; r < o.runs; ++r)
+      for (auto& v : vs) {
+        if (agent_side) {
+          auto a = sustained_agent(o, v.mode, &v.logs);
+          if (a.total != a.supervisor) {
+            std::fprintf(stderr,
+                         "bench: restart.sustained: supervisor reports %llu restarts, children "
+                         "counted %llu\n",
+                         static_cast<unsigned long long>(a.supervisor),
+                         static_cast<unsigned long long>(a.total));
+            ++v.mismatch;
+          }
+          trace(quiet, "sustained agent", a.run, a.total);
+          v.agent.push_back(std::move(a.run));
         }
-        af_runs.push_back(std::move(a.run));
+        if (bare_side) {
+          auto b = sustained_bare(o, v.mode);
+          trace(quiet, "sustained bare", b.run, b.total);
+          v.bare.push_back(std::move(b.run));
+        }
       }
-      if (bare_side) bare_runs.push_back(sustained_bare(o).run);
-    }
-    if (!quiet) {
-      auto a = bench::summarize(af_runs, bench::kind::rate, "restarts/s");
-      auto b = bench::summarize(bare_runs, bench::kind::rate, "restarts/s");
-      bench::emit("restart.sustained",
-                  "Sustained restarts, one_for_one supervisor of " + kids
-                      + " children that crash (ctx.fail) as soon as they start",
-                  a, &b, "bare CAF: monitor + respawn on down_msg, same children",
-                  bench::target{"median", ">=", 100000},
-                  std::to_string(static_cast<int>(o.seconds)) + " s window after "
-                      + bench::num(o.warmup_seconds) + " s warm-up; supervisor's restart count "
-                      + (mismatch == 0 ? "matched" : "did NOT match")
-                      + " the children's in every run; "
-                      + log_note(logs, {"child_restarting", "child_start_failed"}));
-    }
-  }
-
-  if (wanted("one_for_all")) {
-    std::vector<bench::run> af_runs, bare_runs;
-    log_tally logs;
-    for (std::size_t r = 0; r < o.runs; ++r) {
-      if (agent_side) af_runs.push_back(group_agent(o, &logs));
-      if (bare_side) bare_runs.push_back(group_bare(o));
-    }
-    if (!quiet) {
-      auto a = bench::summarize(af_runs, bench::kind::latency, "ms");
-      auto b = bench::summarize(bare_runs, bench::kind::latency, "ms");
-      bench::emit("restart.one_for_all",
-                  "one_for_all of " + kids + " children: one crash -> all " + kids
-                      + " restarted children answer",
-                  a, &b,
-                  "bare CAF: stop the others one by one (reverse order), respawn all",
-                  std::nullopt,
-                  "group restarts measured per run: " + std::to_string(o.group_restarts)
-                      + " (after " + std::to_string(o.group_warmup) + " warm-up); "
-                      + log_note(logs, {"child_restarting"}));
+    for (auto& v : vs) {
+      if (quiet) break;
+      const bool fail = v.mode == k_fail;
+      auto a = bench::summarize(v.agent, bench::kind::rate, "restarts/s");
+      auto b = bench::summarize(v.bare, bench::kind::rate, "restarts/s");
+      std::optional<bench::target> t;
+      if (fail) t = bench::target{"median", ">=", 100000};
+      bench::emit(
+          std::string{"restart.sustained"} + (fail ? "" : ".throw"),
+          "Sustained restarts, one_for_one supervisor of " + kids + " children that "
+              + (fail ? "call ctx.fail" : "throw from a handler") + " as soon as they start",
+          a, &b,
+          std::string{"bare CAF: respawn on down_msg, children that "}
+              + (fail ? "quit(error)" : "throw"),
+          t,
+          bench::num(o.seconds) + " s window after " + bench::num(o.warmup_seconds)
+              + " s warm-up; the supervisor's restart count "
+              + (v.mismatch == 0 ? "matched" : "did NOT match") + " the children's in every run; "
+              + log_note(v.logs, {"child_restarting", "agent_crashed"}));
     }
   }
   return 0;

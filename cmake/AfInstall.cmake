@@ -1,6 +1,10 @@
 # `cmake --install` puts headers, libraries and the `agentflow` CMake package under the prefix.
 include(CMakePackageConfigHelpers)
-install(TARGETS af_proto af_runtime af_supervision af_cli EXPORT agentflowTargets
+set(AF_INSTALLED_TARGETS af_proto af_runtime af_supervision af_cli)
+if(TARGET af_persistence)
+  list(APPEND AF_INSTALLED_TARGETS af_persistence)
+endif()
+install(TARGETS ${AF_INSTALLED_TARGETS} EXPORT agentflowTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}

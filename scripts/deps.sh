@@ -7,9 +7,10 @@ build_pkgs=(
   g++ cmake ninja-build ccache pkg-config make python3
   libcaf-dev protobuf-compiler libprotobuf-dev libssl-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev
-  prometheus-cpp-dev libboost-dev catch2 libbenchmark-dev
+  prometheus-cpp-dev libboost-dev catch2 libbenchmark-dev libsqlite3-dev libpq-dev
 )
-test_pkgs=(prometheus curl procps)
+# postgresql-15: the throwaway server the persistence tests start (tests/persistence).
+test_pkgs=(prometheus curl procps postgresql-15 sqlite3)
 dev_pkgs=(clang clang-format clang-tidy)
 
 case "${1:-all}" in

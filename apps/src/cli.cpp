@@ -3,6 +3,7 @@
 #include "af/client.hpp"
 #include "af/config.hpp"
 #include "af/node.hpp"
+#include "af/store/journal.hpp"
 #include "af/sup/supervisor.hpp"
 #include "af/v1/runtime.pb.h"
 #include "af/v1/supervision.pb.h"
@@ -150,6 +151,9 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
                                                  + cfg->origin("node.data_dir") + ")"});
   signal_block signals; // before the node starts its threads, so they inherit the mask
   node::options opt;
+  // The journal (SQLite under the data directory unless store.url says otherwise) runs under
+  // af.sup.system; a store that is down is retried, it does not stop the node.
+  opt.system_services.push_back(store::journal_child(store::journal_options_from(*cfg)));
   opt.cfg = std::move(*cfg);
   auto n = node::start(std::move(opt));
   if (!n) return fail(err, n.error());

@@ -290,8 +290,12 @@ expected<agent_ref> node_core::spawn(std::unique_ptr<agent> a, std::string name,
   if (opts.tenant.empty()) opts.tenant = default_tenant;
   address addr{node_name, name};
   auto seed = svc.random->next_u64();
-  auto actor = sys->spawn<agent_host>(this, std::move(a), addr, std::move(opts.tenant), seed,
-                                      restart_info{opts.restarts, std::move(opts.last_exit)});
+  restart_info ri{opts.restarts, std::move(opts.last_exit)};
+  auto actor = opts.detached ? sys->spawn<agent_host, caf::detached>(this, std::move(a), addr,
+                                                                     std::move(opts.tenant), seed,
+                                                                     std::move(ri))
+                             : sys->spawn<agent_host>(this, std::move(a), addr,
+                                                      std::move(opts.tenant), seed, std::move(ri));
   return agent_ref{ctrl_of(actor), std::move(addr)};
 }
 

@@ -97,6 +97,16 @@ constexpr std::array k_schema{
              .type = kind::uint64,
              .default_value = "0",
              .description = "Seed of the node's RNG; 0: seed from OS entropy"},
+    key_spec{.key = "store.url",
+             .default_value = "",
+             .description = "Journal and audit store: sqlite:PATH, postgres://user@host:port/db or "
+                            "memory:; empty: sqlite under node.data_dir (agentflow.db)"},
+    key_spec{.key = "store.sqlite.synchronous",
+             .type = kind::enumeration,
+             .default_value = "FULL",
+             .description = "SQLite durability: FULL syncs every commit; NORMAL may lose the last "
+                            "commits on power loss; OFF is for tests only",
+             .choices = "FULL|NORMAL|OFF"},
     key_spec{.key = "supervision.root.max_restarts",
              .type = kind::integer,
              .default_value = "3",

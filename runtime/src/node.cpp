@@ -144,12 +144,17 @@ sup::intensity intensity_of(const config& cfg, const std::string& prefix) {
 
 /// The node's tree: root (rest_for_one) -> [system services (rest_for_one) -> [af.control],
 /// agents (dynamic)]. Shutdown runs in reverse: agents first, the control endpoint last.
-std::shared_ptr<const sup::supervisor_spec> node_tree_spec(const config& cfg) {
+std::shared_ptr<const sup::supervisor_spec> node_tree_spec(const config& cfg,
+                                                           std::vector<sup::child_spec> services) {
   sup::backoff delay{ms(cfg, "supervision.backoff.base_ms"), ms(cfg, "supervision.backoff.cap_ms"),
                      ms(cfg, "supervision.backoff.reset_ms")};
   sup::supervisor_spec system;
   system.name = std::string{k_system_supervisor};
   system.policy = {sup::strategy::rest_for_one, intensity_of(cfg, "supervision.system"), delay};
+  for (auto& svc : services) {
+    svc.system = true;
+    system.children.push_back(std::move(svc));
+  }
   auto ctl = sup::agent_child<control_agent>(std::string{k_control_agent});
   ctl.system = true;
   system.children.push_back(std::move(ctl));
@@ -208,7 +213,9 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   auto self = std::unique_ptr<node>(new node(std::move(p)));
   auto* im = self->impl_.get();
   im->core.owner = self.get();
-  auto root = sup::detail::spawn_supervisor(im->core, node_tree_spec(cfg), true);
+  auto root = sup::detail::spawn_supervisor(im->core,
+                                            node_tree_spec(cfg, std::move(opt.system_services)),
+                                            true);
   if (!root) return root.error();
   im->root = *root;
   // When the root goes, the node is done; if it gave up (escalation), the node has failed.

@@ -31,6 +31,7 @@ struct spawn_options {
   bool system = false;
   std::uint64_t restarts = 0;
   std::string last_exit;
+  bool detached = false; ///< a thread of its own (blocking I/O agents)
 };
 
 /// The metric handles of one (tenant, kind): looked up once per node, not per spawn.

@@ -165,9 +165,10 @@ private:
   duration now() const { return core_->svc.clk->monotonic(); }
 
   counter_handle restart_counter(const child& c, const std::string& reason) {
-    // Dynamic children are labelled by kind: thousands of agents must not mean thousands of
-    // series.
-    const std::string& child_label = is_dynamic() ? c.kind : c.spec->id;
+    // Dynamic children and agents' children are labelled by kind: thousands of agents must not
+    // mean thousands of series.
+    const bool by_kind = is_dynamic() || spec_->name.starts_with("af.children.");
+    const std::string& child_label = by_kind ? c.kind : c.spec->id;
     auto key = child_label + '\x1f' + reason;
     auto it = restart_metrics_.find(key);
     if (it != restart_metrics_.end()) return it->second;
@@ -222,6 +223,7 @@ private:
       af::detail::spawn_options o;
       o.tenant = s.tenant;
       o.system = s.system;
+      o.detached = s.detached;
       o.restarts = c.restarts;
       o.last_exit = c.last_exit;
       auto ref = core_->spawn(std::move(a), s.id, std::move(o));

@@ -146,13 +146,14 @@ assert t["name"] == "af.sup.root" and t["strategy"] == "rest_for_one", t
 ids = [c["id"] for c in t["children"]]
 assert ids == ["af.sup.system", "af.sup.agents"], ids
 system = t["children"][0]["subtree"]
-assert [c["id"] for c in system["children"]] == ["af.control"], system
-assert system["children"][0]["state"] == "running", system
+assert [c["id"] for c in system["children"]] == ["af.journal", "af.control"], system
+assert all(c["state"] == "running" for c in system["children"]), system
 agents = t["children"][1]["subtree"]
 assert agents["strategy"] == "dynamic", agents
 svc = [c for c in agents["children"] if c["id"] == "demo.service"]
 assert svc and svc[0]["type"] == "agent" and svc[0]["restart"] == "transient", agents
 EOF
+[[ -s $tmp/data/agentflow.db ]] || fail "the journal did not create $tmp/data/agentflow.db"
 "$AF" node tree --connect "127.0.0.1:$port" >"$tmp/tree.txt"
 grep -q '^af.sup.root  supervisor rest_for_one' "$tmp/tree.txt" || fail "text tree lacks the root"
 grep -q 'demo.service  agent demo.service  transient  running  restarts=0' "$tmp/tree.txt" ||

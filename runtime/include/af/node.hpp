@@ -41,6 +41,10 @@ public:
     std::optional<af::services> svc;
     /// A log backend to use instead of the one the configuration describes.
     std::shared_ptr<log_backend> log;
+    /// Services started under af.sup.system before the control agent, in this order (the
+    /// journal, the audit writer): modules above the runtime plug in here. Their ids must start
+    /// with "af." (they are system children).
+    std::vector<sup::child_spec> system_services;
   };
 
   /// Starts a node: actor system, services, metrics (and the exposer when metrics.listen is

@@ -101,6 +101,9 @@ struct child_spec {
 
   /// Names starting with "af." are reserved for the node's own children.
   bool system = false;
+  /// Runs the agent on a thread of its own: for I/O agents whose handlers block (the journal,
+  /// the audit writer). Not deterministic under the simulator, which swaps them out.
+  bool detached = false;
 
   [[nodiscard]] bool is_agent() const noexcept { return static_cast<bool>(make_agent); }
   [[nodiscard]] bool is_supervisor() const noexcept { return sup != nullptr; }

@@ -1,0 +1,39 @@
+// The node's journal agent (af.journal): event streams and snapshots over a storage backend,
+// used by other agents through af.v1 requests (proto/af/v1/store.proto). It runs detached (its
+// backend calls block) under af.sup.system, and group-commits concurrent appends: one
+// transaction and one sync for every append waiting in its mailbox, replies after the commit.
+#pragma once
+
+#include "af/config.hpp"
+#include "af/store/backend.hpp"
+#include "af/sup/spec.hpp"
+
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace af::store {
+
+/// The name the journal agent is registered under.
+inline constexpr std::string_view k_journal_agent = "af.journal";
+
+struct journal_options {
+  /// Opens the backend; called on every (re)start of the agent. A failure is retried with
+  /// backoff (requests meanwhile get `transient`), not fatal to the node.
+  std::function<expected<std::unique_ptr<backend>>()> open;
+  /// Appends taken into one transaction at most.
+  std::size_t max_batch = 512;
+};
+
+/// The child spec to pass in node::options::system_services.
+[[nodiscard]] sup::child_spec journal_child(journal_options opts);
+
+/// The backend URL of a node's configuration: `store.url` when set, else sqlite under
+/// node.data_dir (DATA_DIR/agentflow.db).
+[[nodiscard]] std::string store_url(const config& cfg);
+
+/// Journal options from a node's configuration: store.url (see store_url) and, for SQLite,
+/// store.sqlite.synchronous.
+[[nodiscard]] journal_options journal_options_from(const config& cfg);
+
+} // namespace af::store

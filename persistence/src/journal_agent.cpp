@@ -1,0 +1,294 @@
+// The journal agent: group commit of appends, reads, stream listing and snapshots, over one
+// backend, on a thread of its own.
+#include "af/store/journal.hpp"
+
+#include "af/agent.hpp"
+#include "af/metrics.hpp"
+#include "af/v1/store.pb.h"
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <optional>
+
+namespace af::store {
+
+namespace {
+
+std::int64_t ns_of(time_point t) { return t.time_since_epoch().count(); }
+
+sha256_digest digest_of(const std::string& bytes) {
+  sha256_digest d{};
+  if (bytes.size() == d.size()) std::copy(bytes.begin(), bytes.end(), d.begin());
+  return d;
+}
+
+std::string bytes_of(const sha256_digest& d) {
+  if (std::all_of(d.begin(), d.end(), [](std::uint8_t b) { return b == 0; })) return {};
+  return {d.begin(), d.end()};
+}
+
+constexpr std::uint32_t k_default_max = 1000;
+
+class journal_agent : public agent_base<journal_agent> {
+public:
+  explicit journal_agent(journal_options opts) : opts_(std::move(opts)) {}
+
+  static void define(handlers<journal_agent>& h) {
+    h.kind("af.journal")
+        .on(&journal_agent::on_append)
+        .on(&journal_agent::on_flush)
+        .on(&journal_agent::on_reopen)
+        .on(&journal_agent::on_read)
+        .on(&journal_agent::on_list)
+        .on(&journal_agent::on_save_snapshot)
+        .on(&journal_agent::on_load_snapshot);
+  }
+
+  void on_start(context& ctx) override {
+    auto& m = ctx.metrics();
+    if (auto h = m.histogram("af_journal_append_seconds",
+                             "Time to commit one group of appends (one transaction and sync)", {},
+                             metrics::exponential_buckets(1e-5, 3.16227766, 13)))
+      append_seconds_ = *h;
+    if (auto h = m.histogram("af_journal_batch_size", "Appends committed per transaction", {},
+                             metrics::exponential_buckets(1, 2, 11)))
+      batch_size_ = *h;
+    if (auto c = m.counter("af_journal_conflicts_total", "Appends refused: stale expected version"))
+      conflicts_ = *c;
+    open(ctx);
+  }
+
+  // --- appends: group commit -----------------------------------------------------------------
+
+  void on_append(context& ctx, const v1::AppendRequest& r, responder<v1::AppendResult> reply) {
+    if (r.stream().empty()) return reply.fail(validation_error("append: stream must not be empty"));
+    if (r.events_size() == 0)
+      return reply.fail(validation_error("append to '" + r.stream() + "': no events"));
+    append_request req;
+    req.stream = r.stream();
+    req.tenant = ctx.tenant();
+    req.expected_version = r.any_version() ? k_any_version : r.expected_version();
+    req.events.reserve(static_cast<std::size_t>(r.events_size()));
+    for (const auto& e : r.events()) {
+      if (e.type().empty())
+        return reply.fail(validation_error("append to '" + r.stream() + "': an event has no type"));
+      if (!e.envelope_hash().empty() && e.envelope_hash().size() != 32)
+        return reply.fail(validation_error("append to '" + r.stream()
+                                           + "': envelope_hash must be 32 bytes"));
+      req.events.push_back({e.type(), e.payload(), digest_of(e.envelope_hash())});
+    }
+    pending_.push_back({std::move(req), std::move(reply)});
+    // The flush arrives after every message already in the mailbox: all of them join the batch.
+    if (!flush_scheduled_) {
+      flush_scheduled_ = true;
+      ctx.tell(ctx.self_ref(), v1::JournalFlush{});
+    }
+  }
+
+  void on_reopen(context& ctx, const v1::JournalReopen&) {
+    if (!db_) open(ctx);
+  }
+
+  void on_flush(context& ctx, const v1::JournalFlush&) {
+    flush_scheduled_ = false;
+    while (!pending_.empty()) {
+      if (!db_) {
+        for (auto& p : pending_) p.reply.fail(unavailable());
+        pending_.clear();
+        return;
+      }
+      auto n = std::min(pending_.size(), opts_.max_batch);
+      std::vector<append_request> batch;
+      batch.reserve(n);
+      for (std::size_t i = 0; i < n; ++i) batch.push_back(std::move(pending_[i].req));
+      auto t0 = ctx.monotonic();
+      auto results = db_->append_batch(batch, ctx.now());
+      append_seconds_.observe(std::chrono::duration<double>(ctx.monotonic() - t0).count());
+      batch_size_.observe(static_cast<double>(n));
+      for (std::size_t i = 0; i < n; ++i) {
+        auto& r = results[i];
+        auto& reply = pending_[i].reply;
+        if (r) {
+          v1::AppendResult out;
+          out.set_first_version(r->first_version);
+          out.set_last_version(r->last_version);
+          out.set_committed_at_ns(ns_of(r->committed_at));
+          reply.reply(std::move(out));
+          continue;
+        }
+        if (r.error().code() == errc::conflict) conflicts_.inc();
+        else store_error(ctx, r.error());
+        reply.fail(r.error());
+      }
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+  }
+
+  // --- reads -----------------------------------------------------------------------------------
+
+  expected<v1::ReadResult> on_read(context& ctx, const v1::ReadRequest& r) {
+    if (!db_) return unavailable();
+    auto ev = db_->read(r.stream(), std::max<std::uint64_t>(r.from_version(), 1),
+                        r.max() != 0 ? r.max() : k_default_max);
+    if (!ev) return store_error(ctx, ev.error());
+    auto v = db_->version(r.stream());
+    if (!v) return store_error(ctx, v.error());
+    v1::ReadResult out;
+    out.set_stream_version(*v);
+    for (auto& e : *ev) {
+      auto* o = out.add_events();
+      o->set_stream(std::move(e.stream));
+      o->set_version(e.version);
+      o->set_tenant(std::move(e.tenant));
+      o->set_type(std::move(e.type));
+      o->set_payload(std::move(e.payload));
+      o->set_envelope_hash(bytes_of(e.envelope_hash));
+      o->set_committed_at_ns(ns_of(e.committed_at));
+    }
+    return out;
+  }
+
+  expected<v1::ListStreamsResult> on_list(context& ctx, const v1::ListStreamsRequest& r) {
+    if (!db_) return unavailable();
+    auto s = db_->list_streams(r.prefix(), r.all_tenants() ? std::string{} : ctx.tenant(), r.after(),
+                               r.max() != 0 ? r.max() : k_default_max);
+    if (!s) return store_error(ctx, s.error());
+    v1::ListStreamsResult out;
+    for (auto& i : *s) {
+      auto* o = out.add_streams();
+      o->set_stream(std::move(i.stream));
+      o->set_tenant(std::move(i.tenant));
+      o->set_version(i.version);
+    }
+    return out;
+  }
+
+  expected<v1::SnapshotResult> on_save_snapshot(context& ctx, const v1::SaveSnapshotRequest& r) {
+    if (!db_) return unavailable();
+    snapshot_record s{r.stream(), ctx.tenant(), r.version(), r.type(), r.payload(), ctx.now()};
+    if (auto st = db_->save_snapshot(s); !st) return store_error(ctx, st.error());
+    v1::SnapshotResult out;
+    out.set_found(true);
+    out.set_version(s.version);
+    out.set_type(s.type);
+    out.set_taken_at_ns(ns_of(s.taken_at));
+    return out;
+  }
+
+  expected<v1::SnapshotResult> on_load_snapshot(context& ctx, const v1::LoadSnapshotRequest& r) {
+    if (!db_) return unavailable();
+    auto s = db_->load_snapshot(r.stream());
+    if (!s) return store_error(ctx, s.error());
+    v1::SnapshotResult out;
+    if (!*s) return out;
+    out.set_found(true);
+    out.set_version((*s)->version);
+    out.set_type(std::move((*s)->type));
+    out.set_payload(std::move((*s)->payload));
+    out.set_taken_at_ns(ns_of((*s)->taken_at));
+    return out;
+  }
+
+  void on_stop(context&) override {
+    for (auto& p : pending_) p.reply.fail(error{errc::transient, "journal stopped before commit"});
+    pending_.clear();
+  }
+
+private:
+  struct waiting {
+    append_request req;
+    responder<v1::AppendResult> reply;
+  };
+
+  // Opening is retried with backoff: a store that is down must not take the node down.
+  void open(context& ctx) {
+    auto db = opts_.open ? opts_.open() : expected<std::unique_ptr<backend>>{error{
+                                              errc::validation, "journal: no backend configured"}};
+    if (db) {
+      db_ = std::move(*db);
+      open_error_.reset();
+      ctx.log().info("journal_opened", "journal ready",
+                     {{"backend", std::string{db_->kind()}}, {"location", db_->location()}});
+      return;
+    }
+    open_error_ = db.error();
+    store_error(ctx, db.error());
+    if (!retryable(db.error().code())) {
+      ctx.log().error("journal_unavailable", "cannot open the store (not retried): "
+                                                 + db.error().to_string());
+      return;
+    }
+    // Capped exponential backoff with full jitter; the first retry waits up to 50 ms.
+    auto delay = sup::backoff{std::chrono::milliseconds(50), std::chrono::seconds(5), {}}.delay(
+        ++open_attempts_ + 1, ctx.rng());
+    ctx.log().warn("journal_unavailable",
+                   "cannot open the store; retrying: " + db.error().to_string(),
+                   {{"retry_in_ms", std::chrono::duration<double, std::milli>(delay).count()}});
+    ctx.schedule(delay, v1::JournalReopen{});
+  }
+
+  error unavailable() const {
+    return error{errc::transient,
+                 "journal unavailable: " + (open_error_ ? open_error_->to_string() : "not open")};
+  }
+
+  error store_error(context& ctx, const error& e) {
+    auto kind = std::string{to_string(e.code())};
+    auto it = error_counters_.find(kind);
+    if (it == error_counters_.end()) {
+      counter_handle h;
+      if (auto c = ctx.metrics().counter("af_store_errors_total", "Storage errors by backend and kind",
+                                         {{"backend", db_ ? std::string{db_->kind()} : "unopened"},
+                                          {"kind", kind}}))
+        h = *c;
+      it = error_counters_.emplace(kind, h).first;
+    }
+    it->second.inc();
+    return e;
+  }
+
+  journal_options opts_;
+  std::unique_ptr<backend> db_;
+  std::optional<error> open_error_;
+  std::uint32_t open_attempts_ = 0;
+  std::deque<waiting> pending_;
+  bool flush_scheduled_ = false;
+  histogram_handle append_seconds_, batch_size_;
+  counter_handle conflicts_;
+  std::map<std::string, counter_handle> error_counters_;
+};
+
+} // namespace
+
+sup::child_spec journal_child(journal_options opts) {
+  auto c = sup::agent_child<journal_agent>(std::string{k_journal_agent}, std::move(opts));
+  c.system = true;
+  c.detached = true;
+  c.shutdown = std::chrono::seconds(10);
+  return c;
+}
+
+std::string store_url(const config& cfg) {
+  auto url = cfg.get_string("store.url");
+  if (!url.empty()) return url;
+  return "sqlite:" + (std::filesystem::path{cfg.get_string("node.data_dir")} / "agentflow.db").string();
+}
+
+journal_options journal_options_from(const config& cfg) {
+  journal_options jo;
+  auto url = store_url(cfg);
+  if (url.starts_with("sqlite:")) {
+    sqlite_options so;
+    so.path = url.substr(7);
+    so.synchronous = cfg.get_string("store.sqlite.synchronous");
+    jo.open = [so]() { return open_sqlite(so); };
+  } else {
+    jo.open = [url]() { return open_url(url); };
+  }
+  return jo;
+}
+
+} // namespace af::store

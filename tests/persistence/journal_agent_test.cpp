@@ -1,0 +1,206 @@
+// The journal agent on a real node: appends, conflicts, reads, listing and snapshots through
+// af.v1 requests; group commit under concurrent appenders; a store that cannot be opened yet;
+// a crash of the journal agent, restarted by af.sup.system with the data intact.
+#include "af/node.hpp"
+#include "af/store/journal.hpp"
+#include "af/sup/supervisor.hpp"
+#include "af/v1/store.pb.h"
+#include "caf_glue.hpp"
+#include "support/temp_dir.hpp"
+
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <sstream>
+#include <thread>
+
+using namespace af;
+using namespace std::chrono_literals;
+
+namespace {
+
+node::options with_journal(store::journal_options jo) {
+  node::options o;
+  log_options lo;
+  lo.level = log_level::warn;
+  lo.format = "json";
+  o.log = make_memory_log_backend(lo, std::make_shared<std::vector<std::string>>());
+  o.system_services.push_back(store::journal_child(std::move(jo)));
+  return o;
+}
+
+store::journal_options sqlite_at(const std::string& path) {
+  store::journal_options jo;
+  jo.open = [path]() { return store::open_url("sqlite:" + path); };
+  return jo;
+}
+
+v1::AppendRequest append(std::string stream, std::uint64_t expected, int n) {
+  v1::AppendRequest r;
+  r.set_stream(std::move(stream));
+  r.set_expected_version(expected);
+  for (int i = 0; i < n; ++i) {
+    auto* e = r.add_events();
+    e->set_type("test.Event");
+    e->set_payload("payload-" + std::to_string(i));
+  }
+  return r;
+}
+
+double metric_sum(node& n, const std::string& prefix) {
+  std::istringstream in(n.metrics().serialize_text());
+  double sum = 0;
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with(prefix)) sum += std::stod(line.substr(line.rfind(' ') + 1));
+  return sum;
+}
+
+} // namespace
+
+TEST_CASE("journal agent: append, conflict, read, list and snapshots", "[journal]") {
+  test::temp_dir dir;
+  auto nd = node::start(with_journal(sqlite_at(dir.path() / "agentflow.db")));
+  REQUIRE(nd);
+  auto& n = **nd;
+  auto a1 = n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/1", 0, 3), 5s);
+  REQUIRE(a1);
+  CHECK(a1->first_version() == 1);
+  CHECK(a1->last_version() == 3);
+  CHECK(a1->committed_at_ns() > 0);
+
+  auto stale = n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/1", 1, 1), 5s);
+  REQUIRE_FALSE(stale);
+  CHECK(stale.error().code() == errc::conflict);
+  CHECK(stale.error().message().find("exec/1") != std::string::npos);
+  CHECK(metric_sum(n, "af_journal_conflicts_total") == 1);
+
+  auto a2 = n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/1", 3, 2), 5s);
+  REQUIRE(a2);
+  CHECK(a2->first_version() == 4);
+
+  v1::ReadRequest rr;
+  rr.set_stream("exec/1");
+  rr.set_from_version(2);
+  auto read = n.ask<v1::ReadResult>(store::k_journal_agent, rr, 5s);
+  REQUIRE(read);
+  REQUIRE(read->events_size() == 4);
+  CHECK(read->events(0).version() == 2);
+  CHECK(read->events(0).payload() == "payload-1");
+  CHECK(read->events(0).tenant() == "default");
+  CHECK(read->stream_version() == 5);
+
+  REQUIRE(n.ask<v1::AppendResult>(store::k_journal_agent, append("saga/9", 0, 1), 5s));
+  v1::ListStreamsRequest lr;
+  lr.set_prefix("exec/");
+  auto listed = n.ask<v1::ListStreamsResult>(store::k_journal_agent, lr, 5s);
+  REQUIRE(listed);
+  REQUIRE(listed->streams_size() == 1);
+  CHECK(listed->streams(0).stream() == "exec/1");
+  CHECK(listed->streams(0).version() == 5);
+
+  v1::SaveSnapshotRequest ss;
+  ss.set_stream("exec/1");
+  ss.set_version(5);
+  ss.set_type("test.State");
+  ss.set_payload("state@5");
+  REQUIRE(n.ask<v1::SnapshotResult>(store::k_journal_agent, ss, 5s));
+  v1::LoadSnapshotRequest ls;
+  ls.set_stream("exec/1");
+  auto snap = n.ask<v1::SnapshotResult>(store::k_journal_agent, ls, 5s);
+  REQUIRE(snap);
+  CHECK(snap->found());
+  CHECK(snap->version() == 5);
+  CHECK(snap->payload() == "state@5");
+
+  v1::AppendRequest empty;
+  empty.set_stream("exec/2");
+  auto bad = n.ask<v1::AppendResult>(store::k_journal_agent, empty, 5s);
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code() == errc::validation);
+}
+
+TEST_CASE("journal agent: concurrent appends are group-committed", "[journal]") {
+  test::temp_dir dir;
+  auto nd = node::start(with_journal(sqlite_at(dir.path() / "agentflow.db")));
+  REQUIRE(nd);
+  auto& n = **nd;
+  constexpr int k_threads = 8, k_each = 50;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < k_threads; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < k_each; ++i) {
+        auto r = n.ask<v1::AppendResult>(store::k_journal_agent,
+                                         append("agent/" + std::to_string(t), i, 1), 10s);
+        if (r && r->last_version() == static_cast<std::uint64_t>(i + 1)) ++ok;
+      }
+    });
+  for (auto& t : ts) t.join();
+  CHECK(ok == k_threads * k_each);
+  const auto batches = metric_sum(n, "af_journal_batch_size_count");
+  const auto appends = metric_sum(n, "af_journal_batch_size_sum");
+  CHECK(appends == k_threads * k_each);
+  CHECK(batches < appends); // some transactions carried several appends
+}
+
+TEST_CASE("journal agent: a store that cannot be opened yet", "[journal]") {
+  test::temp_dir dir;
+  auto available = std::make_shared<std::atomic<bool>>(false);
+  store::journal_options jo;
+  auto path = (dir.path() / "agentflow.db").string();
+  jo.open = [available, path]() -> expected<std::unique_ptr<store::backend>> {
+    if (!*available) return error{errc::transient, "store 'test': connection refused"};
+    return store::open_url("sqlite:" + path);
+  };
+  auto nd = node::start(with_journal(std::move(jo)));
+  REQUIRE(nd);
+  auto& n = **nd;
+  auto early = n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/1", 0, 1), 5s);
+  REQUIRE_FALSE(early);
+  CHECK(early.error().code() == errc::transient);
+  CHECK(early.error().message().find("connection refused") != std::string::npos);
+  *available = true;
+  bool worked = false;
+  for (int i = 0; i < 300 && !worked; ++i) {
+    worked = n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/1", 0, 1), 5s)
+                 .has_value();
+    if (!worked) std::this_thread::sleep_for(20ms);
+  }
+  CHECK(worked);
+  CHECK_FALSE(n.failure());
+}
+
+TEST_CASE("journal agent: killed, restarted by af.sup.system, data intact", "[journal]") {
+  test::temp_dir dir;
+  auto nd = node::start(with_journal(sqlite_at(dir.path() / "agentflow.db")));
+  REQUIRE(nd);
+  auto& n = **nd;
+  REQUIRE(n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/7", 0, 2), 5s));
+  auto old = *n.lookup(store::k_journal_agent);
+  caf::anon_send_exit(to_actor(old), caf::exit_reason::kill);
+  expected<v1::ReadResult> read = error{errc::internal, "not yet"};
+  for (int i = 0; i < 300; ++i) {
+    auto now = n.lookup(store::k_journal_agent);
+    if (now && !(*now == old)) {
+      v1::ReadRequest rr;
+      rr.set_stream("exec/7");
+      read = n.ask<v1::ReadResult>(*now, rr, 5s);
+      if (read) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE(read);
+  CHECK(read->events_size() == 2);
+  auto sys = sup::supervisor_ref::find(n, k_system_supervisor);
+  REQUIRE(sys);
+  auto w = sys->which_children();
+  REQUIRE(w);
+  REQUIRE(w->children_size() == 2);
+  CHECK(w->children(0).id() == "af.journal");
+  CHECK(w->children(0).restarts() == 1);
+  CHECK(w->children(1).id() == "af.control");
+  CHECK(w->children(1).restarts() == 1); // rest_for_one: the control agent restarted after it
+}

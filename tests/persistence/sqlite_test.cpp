@@ -1,0 +1,418 @@
+// SQLite-specific behaviour the conformance suite cannot see: where the file goes, the PRAGMAs
+// really in force, the schema as plain SQL sees it, and clear errors for bad files and directories.
+#include "af/store/backend.hpp"
+#include "migrations.hpp"
+#include "sqlite_backend.hpp"
+#include "support/temp_dir.hpp"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace af;
+using namespace af::store;
+namespace fs = std::filesystem;
+
+namespace {
+
+const time_point t0{std::chrono::nanoseconds{1'700'000'000'000'000'001}};
+
+/// A plain connection of our own, as an operator's tool would open the file.
+class raw_db {
+public:
+  explicit raw_db(const std::string& path) {
+    REQUIRE(sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+  }
+  ~raw_db() { sqlite3_close_v2(db_); }
+  raw_db(const raw_db&) = delete;
+  raw_db& operator=(const raw_db&) = delete;
+
+  /// The rows of `sql`, each column as text ("NULL" for NULL).
+  std::vector<std::vector<std::string>> rows(const std::string& sql) {
+    sqlite3_stmt* s = nullptr;
+    INFO(sql);
+    REQUIRE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) == SQLITE_OK);
+    std::vector<std::vector<std::string>> out;
+    int rc = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      auto& row = out.emplace_back();
+      for (int i = 0; i < sqlite3_column_count(s); ++i) {
+        const auto* v = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+        row.emplace_back(v != nullptr ? v : "NULL");
+      }
+    }
+    sqlite3_finalize(s);
+    REQUIRE(rc == SQLITE_DONE);
+    return out;
+  }
+  std::string one(const std::string& sql) {
+    auto r = rows(sql);
+    REQUIRE(r.size() == 1);
+    return r[0].at(0);
+  }
+  int exec(const std::string& sql) {
+    return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+  }
+
+private:
+  sqlite3* db_ = nullptr;
+};
+
+std::unique_ptr<backend> must_open(sqlite_options opts) {
+  auto b = open_sqlite(opts);
+  if (!b) FAIL(b.error().to_string());
+  return std::move(*b);
+}
+
+append_request req(std::string stream, std::uint64_t expected, std::size_t n) {
+  append_request r{std::move(stream), "t1", expected, {}};
+  for (std::size_t i = 0; i < n; ++i)
+    r.events.push_back({"af.v1.T", "p" + std::to_string(i), {}});
+  return r;
+}
+
+std::vector<std::string> table_names(raw_db& raw) {
+  std::vector<std::string> out;
+  for (auto& r : raw.rows("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"))
+    out.push_back(r[0]);
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("sqlite: the database file goes where asked in WAL mode with its directories",
+          "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "node-a" / "data" / "agentflow.db").string();
+  auto db = must_open({.path = path});
+  CHECK(db->kind() == "sqlite");
+  CHECK(db->location() == path);
+  CHECK(fs::is_regular_file(path));
+  REQUIRE(db->append_batch(std::vector{req("exec/1", 0, 2)}, t0).at(0));
+  // WAL mode: committed pages go to the -wal file next to the database first.
+  CHECK(fs::exists(path + "-wal"));
+  CHECK(sqlite_pragma(*db, "journal_mode").value() == "wal");
+
+  raw_db raw{path};
+  CHECK(raw.one("PRAGMA journal_mode") == "wal"); // persistent: stored in the file
+  CHECK(table_names(raw)
+        == std::vector<std::string>{"audit_log", "events", "schema_migrations", "snapshots",
+                                    "streams"});
+  auto applied = raw.rows("SELECT version, name, applied_at FROM schema_migrations ORDER BY 1");
+  REQUIRE(applied.size() == 2);
+  CHECK(applied[0][0] == "1");
+  CHECK(applied[0][1] == "journal");
+  CHECK(applied[1][0] == "2");
+  CHECK(applied[1][1] == "audit_log");
+  CHECK_THAT(applied[0][2], Catch::Matches(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)"));
+}
+
+TEST_CASE("sqlite: synchronous and busy_timeout are really set on the connection", "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "agentflow.db").string();
+  // PRAGMA synchronous reads back 0 = OFF, 1 = NORMAL, 2 = FULL, 3 = EXTRA.
+  {
+    auto db = must_open({.path = path});
+    CHECK(sqlite_pragma(*db, "synchronous").value() == "2"); // FULL by default
+    CHECK(sqlite_pragma(*db, "busy_timeout").value() == "5000");
+  }
+  for (auto [setting, value] : std::vector<std::pair<std::string, std::string>>{
+           {"NORMAL", "1"}, {"off", "0"}, {"Full", "2"}, {"EXTRA", "3"}}) {
+    INFO(setting);
+    auto db = must_open({.path = path, .synchronous = setting, .busy_timeout_ms = 1234});
+    CHECK(sqlite_pragma(*db, "synchronous").value() == value);
+    CHECK(sqlite_pragma(*db, "busy_timeout").value() == "1234");
+    CHECK(sqlite_pragma(*db, "journal_mode").value() == "wal");
+  }
+  auto bad = open_sqlite({.path = path, .synchronous = "sometimes"});
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code() == errc::validation);
+  CHECK_THAT(bad.error().message(), Catch::Contains(path) && Catch::Contains("'sometimes'"));
+  CHECK_FALSE(open_sqlite({.path = path, .busy_timeout_ms = -1}));
+  CHECK_FALSE(open_sqlite({.path = ""}));
+
+  auto mem = make_memory_backend();
+  auto not_sqlite = sqlite_pragma(*mem, "synchronous");
+  REQUIRE_FALSE(not_sqlite);
+  CHECK(not_sqlite.error().code() == errc::validation);
+}
+
+TEST_CASE("sqlite: rows are plain SQL an operator can read", "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "agentflow.db").string();
+  auto db = must_open({.path = path});
+  append_request r{"exec/7", "acme", 0, {}};
+  sha256_digest h{};
+  h.fill(0xab);
+  r.events.push_back({"af.v1.StepDone", std::string("\0\1\2", 3), h});
+  r.events.push_back({"af.v1.StepDone", "", {}});
+  REQUIRE(db->append_batch(std::span{&r, 1}, t0).at(0));
+  REQUIRE(db->save_snapshot({"exec/7", "acme", 1, "af.v1.S", "snap", t0}));
+
+  raw_db raw{path};
+  auto events = raw.rows("SELECT stream, version, tenant, type, typeof(payload), length(payload),"
+                         " hex(envelope_hash), committed_at FROM events ORDER BY version");
+  REQUIRE(events.size() == 2);
+  std::string hash_hex;
+  for (int i = 0; i < 32; ++i)
+    hash_hex += "AB";
+  CHECK(events[0]
+        == std::vector<std::string>{"exec/7", "1", "acme", "af.v1.StepDone", "blob", "3", hash_hex,
+                                    "1700000000000000001"});
+  CHECK(events[1][4] == "blob"); // an empty payload is an empty blob, not NULL
+  CHECK(events[1][5] == "0");
+  CHECK(events[1][6] == std::string(64, '0'));
+  CHECK(raw.rows("SELECT stream, tenant, version FROM streams")
+        == std::vector<std::vector<std::string>>{{"exec/7", "acme", "2"}});
+  CHECK(raw.rows("SELECT stream, tenant, version, type, payload, taken_at FROM snapshots")
+        == std::vector<std::vector<std::string>>{
+            {"exec/7", "acme", "1", "af.v1.S", "snap", "1700000000000000001"}});
+  // A second connection sees an acknowledged append at once: it is committed.
+  REQUIRE(db->append_batch(std::vector{req("exec/8", 0, 3)}, t0).at(0));
+  CHECK(raw.one("SELECT count(*) FROM events WHERE stream = 'exec/8'") == "3");
+}
+
+TEST_CASE("sqlite: migrating to 0 leaves only schema_migrations and up again recreates",
+          "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "agentflow.db").string();
+  auto db = must_open({.path = path});
+  REQUIRE(db->migrate_to(0));
+  {
+    raw_db raw{path};
+    CHECK(table_names(raw) == std::vector<std::string>{"schema_migrations"});
+    CHECK(raw.one("SELECT count(*) FROM schema_migrations") == "0");
+    CHECK(raw.one("SELECT count(*) FROM sqlite_master WHERE type = 'index'") == "0");
+  }
+  auto failed = db->version("exec/1");
+  REQUIRE_FALSE(failed);
+  CHECK_THAT(failed.error().message(), Catch::Contains(path) && Catch::Contains("streams"));
+  REQUIRE(db->migrate_to(1));
+  {
+    raw_db raw{path};
+    CHECK(table_names(raw)
+          == std::vector<std::string>{"events", "schema_migrations", "snapshots", "streams"});
+  }
+  // Opening migrates the rest of the way.
+  db.reset();
+  db = must_open({.path = path});
+  CHECK(db->schema_version().value() == 2);
+  // Opening with migrate = false leaves the schema alone.
+  REQUIRE(db->migrate_to(0));
+  db.reset();
+  db = must_open({.path = path, .migrate = false});
+  CHECK(db->schema_version().value() == 0);
+}
+
+TEST_CASE("sqlite: the embedded migrations are numbered 1..n with both directions", "[sqlite]") {
+  for (std::string_view backend : {"sqlite", "postgres"}) {
+    INFO(backend);
+    auto all = migrations_for(backend);
+    REQUIRE(all.size() >= 2);
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      CHECK(all[i].number == static_cast<int>(i + 1));
+      CHECK_FALSE(all[i].up.empty());
+      CHECK_FALSE(all[i].down.empty());
+    }
+    CHECK(all[0].name == "journal");
+    CHECK(all[1].name == "audit_log");
+    CHECK(all[0].up.find("CREATE TABLE events") != std::string_view::npos);
+    CHECK(all[1].up.find("CREATE TABLE audit_log") != std::string_view::npos);
+  }
+  CHECK(migrations_for("oracle").empty());
+  // The memory backend emulates the same schema levels.
+  CHECK(make_memory_backend()->latest_schema_version()
+        == static_cast<int>(migrations_for("sqlite").size()));
+}
+
+TEST_CASE("sqlite: a file that is not a database is a clear error", "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = dir.write("agentflow.db", std::string(8192, 'x') + "this is not a database");
+  auto db = open_sqlite({.path = path});
+  REQUIRE_FALSE(db);
+  INFO(db.error().to_string());
+  CHECK(db.error().code() == errc::internal);
+  CHECK_THAT(db.error().message(),
+             Catch::Contains(path) && Catch::Contains("file is not a database"));
+  // The file is left alone.
+  std::ifstream in{path, std::ios::binary};
+  std::string text{std::istreambuf_iterator<char>{in}, {}};
+  CHECK(text.size() == 8192 + 22);
+
+  // A directory where the file should be.
+  fs::create_directories(dir.path() / "dir.db");
+  auto d = open_sqlite({.path = (dir.path() / "dir.db").string()});
+  REQUIRE_FALSE(d);
+  CHECK_THAT(d.error().message(), Catch::Contains("dir.db") && Catch::Contains("directory"));
+}
+
+TEST_CASE("sqlite: a damaged database gives errors and no crash", "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "agentflow.db").string();
+  {
+    auto db = must_open({.path = path});
+    std::vector<append_request> batch;
+    for (int i = 0; i < 50; ++i)
+      batch.push_back(req("exec/" + std::to_string(i), 0, 20));
+    for (auto& r : db->append_batch(batch, t0))
+      REQUIRE(r);
+  } // the last connection closes: the WAL is checkpointed into the file and removed
+  REQUIRE_FALSE(fs::exists(path + "-wal"));
+  const auto size = fs::file_size(path);
+  REQUIRE(size > 16 * 4096);
+  {
+    // Keep page 1 (header and schema), scribble over the rest.
+    std::fstream f{path, std::ios::binary | std::ios::in | std::ios::out};
+    f.seekp(4096);
+    std::string junk(size - 4096, '\0');
+    for (std::size_t i = 0; i < junk.size(); ++i)
+      junk[i] = static_cast<char>(i * 7 + 3);
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  auto db = open_sqlite({.path = path});
+  if (!db) {
+    CHECK_THAT(db.error().message(), Catch::Contains(path));
+    return;
+  }
+  bool saw_error = false;
+  for (auto& s : {"exec/1", "exec/25", "exec/49"}) {
+    auto r = (*db)->read(s, 1, 100);
+    if (!r) {
+      saw_error = true;
+      INFO(r.error().to_string());
+      CHECK_THAT(r.error().message(), Catch::Contains(path));
+    }
+  }
+  auto listed = (*db)->list_streams("", "", "", 1000);
+  if (!listed) saw_error = true;
+  CHECK(saw_error);
+}
+
+TEST_CASE("sqlite: unusable directories are clear errors", "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  // A regular file where a directory is needed.
+  dir.write("plain-file", "x");
+  const auto under_file = (dir.path() / "plain-file" / "data" / "agentflow.db").string();
+  auto db = open_sqlite({.path = under_file});
+  REQUIRE_FALSE(db);
+  CHECK_THAT(db.error().message(),
+             Catch::Contains(under_file) && Catch::Contains("cannot create directory"));
+
+  // A read-only directory. Root ignores permissions, so as root a child drops to `nobody`.
+  const auto ro = dir.path() / "read-only";
+  fs::create_directories(ro);
+  ::chmod(dir.path().c_str(), 0755);
+  ::chmod(ro.c_str(), 0555);
+  const auto path = (ro / "agentflow.db").string();
+  auto try_open = [&]() -> std::string {
+    auto r = open_sqlite({.path = path});
+    return r ? std::string{"opened"} : r.error().to_string();
+  };
+  std::string message;
+  if (::geteuid() != 0) {
+    message = try_open();
+  } else {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(fds[0]);
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+      const auto m = try_open();
+      const auto n = ::write(fds[1], m.data(), m.size());
+      ::_exit(n == static_cast<ssize_t>(m.size()) ? 0 : 4);
+    }
+    ::close(fds[1]);
+    char buf[4096];
+    ssize_t n = 0;
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0)
+      message.append(buf, static_cast<std::size_t>(n));
+    ::close(fds[0]);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 3) {
+      WARN("cannot drop root privileges here: the read-only directory check is skipped");
+      return;
+    }
+    REQUIRE(WEXITSTATUS(status) == 0);
+  }
+  INFO(message);
+  CHECK(message != "opened");
+  CHECK_THAT(message, Catch::Contains(path) && Catch::Contains("unable to open database file"));
+  CHECK_FALSE(fs::exists(path));
+}
+
+TEST_CASE("sqlite: a schema newer than the build is refused", "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "agentflow.db").string();
+  must_open({.path = path}).reset();
+  {
+    raw_db raw{path};
+    REQUIRE(raw.exec("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')")
+            == SQLITE_OK);
+  }
+  auto db = open_sqlite({.path = path});
+  REQUIRE_FALSE(db);
+  CHECK(db.error().code() == errc::validation);
+  CHECK_THAT(db.error().message(), Catch::Contains("99") && Catch::Contains("newer"));
+}
+
+TEST_CASE("sqlite: a locked database gives every request a transient error and then recovers",
+          "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "agentflow.db").string();
+  auto db = must_open({.path = path, .busy_timeout_ms = 50});
+  raw_db other{path};
+  REQUIRE(other.exec("BEGIN IMMEDIATE") == SQLITE_OK);
+  auto out = db->append_batch(std::vector{req("exec/a", 0, 1), req("exec/b", 0, 1)}, t0);
+  REQUIRE(out.size() == 2);
+  for (auto& r : out) {
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code() == errc::transient);
+    CHECK_THAT(r.error().message(), Catch::Contains(path) && Catch::Contains("locked"));
+  }
+  auto snap = db->save_snapshot({"exec/a", "t1", 0, "t", "p", t0});
+  REQUIRE_FALSE(snap);
+  CHECK(snap.error().code() == errc::transient);
+  REQUIRE(other.exec("COMMIT") == SQLITE_OK);
+
+  out = db->append_batch(std::vector{req("exec/a", 0, 1), req("exec/b", 0, 1)}, t0);
+  for (auto& r : out)
+    CHECK(r);
+  CHECK(other.one("SELECT count(*) FROM events") == "2");
+}
+
+TEST_CASE("sqlite: a request that fails inside the transaction rolls back only itself",
+          "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "agentflow.db").string();
+  auto db = must_open({.path = path});
+  {
+    // A trigger stands in for a failure half-way through one request's inserts.
+    raw_db raw{path};
+    REQUIRE(raw.exec("CREATE TRIGGER fail_third BEFORE INSERT ON events"
+                     " WHEN NEW.stream = 'exec/bad' AND NEW.version = 3"
+                     " BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+            == SQLITE_OK);
+  }
+  auto out = db->append_batch(
+      std::vector{req("exec/ok1", 0, 2), req("exec/bad", 0, 5), req("exec/ok2", 0, 1)}, t0);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0]);
+  REQUIRE_FALSE(out[1]);
+  CHECK_THAT(out[1].error().message(), Catch::Contains("exec/bad") && Catch::Contains("version 3")
+                                           && Catch::Contains("injected failure"));
+  CHECK(out[2]);
+  raw_db raw{path};
+  CHECK(raw.one("SELECT count(*) FROM events WHERE stream = 'exec/bad'") == "0");
+  CHECK(raw.one("SELECT count(*) FROM streams WHERE stream = 'exec/bad'") == "0");
+  CHECK(raw.one("SELECT count(*) FROM events") == "3");
+}
