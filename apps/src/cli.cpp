@@ -3,10 +3,12 @@
 #include "af/client.hpp"
 #include "af/config.hpp"
 #include "af/node.hpp"
+#include "af/store/audit.hpp"
 #include "af/store/journal.hpp"
 #include "af/sup/supervisor.hpp"
 #include "af/v1/runtime.pb.h"
 #include "af/v1/supervision.pb.h"
+#include "commands.hpp"
 #include "demo.hpp"
 
 #include <CLI/CLI.hpp>
@@ -154,6 +156,7 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   // The journal (SQLite under the data directory unless store.url says otherwise) runs under
   // af.sup.system; a store that is down is retried, it does not stop the node.
   opt.system_services.push_back(store::journal_child(store::journal_options_from(*cfg)));
+  opt.system_services.push_back(store::audit_child(store::audit_options_from(*cfg)));
   opt.cfg = std::move(*cfg);
   auto n = node::start(std::move(opt));
   if (!n) return fail(err, n.error());
@@ -408,6 +411,9 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       "keys", "list every configuration key, its type, default and environment variable\n\n"
               "Example:\n  af config keys");
 
+  auto run_audit = detail::add_audit_commands(app, out, err);
+  auto run_db = detail::add_db_commands(app, out, err);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -448,6 +454,8 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     }
     if (show->parsed()) return cmd_config_show(show_flags, json, out, err);
     if (keys->parsed()) return cmd_config_keys(out);
+    if (auto rc = run_audit()) return *rc;
+    if (auto rc = run_db()) return *rc;
   } catch (const std::exception& ex) {
     err << "af: internal error: " << ex.what() << "\n";
     return k_exit_failure;

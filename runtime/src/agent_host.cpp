@@ -98,8 +98,11 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
     } catch (...) {
     }
     auto* host = static_cast<agent_host*>(self);
-    host->core_->log.error("agent_crashed", "handler threw: " + what,
-                           {{"agent", host->addr_.name}, {"kind", host->kind()}});
+    if (auto suppressed = host->core_->crash_log_slot())
+      host->core_->log.error("agent_crashed", "handler threw: " + what,
+                             {{"agent", host->addr_.name},
+                              {"kind", host->kind()},
+                              {"suppressed", *suppressed}});
     return sup::detail::crash_reason(what);
   });
   // The children supervisor escalated: this agent fails, and its own supervisor decides.
@@ -326,6 +329,22 @@ expected<agent_ref> node_core::spawn_supervised(std::function<std::unique_ptr<ag
   caf::anon_send(caf::actor_cast<caf::actor>(supervisor), sup::detail::adopt_atom::value,
                  sup::detail::spec_ptr{std::move(spec)}, caf::strong_actor_ptr{ref->ctrl()});
   return ref;
+}
+
+std::optional<std::uint64_t> node_core::crash_log_slot() {
+  constexpr double k_per_second = 50;
+  std::lock_guard guard{crash_log_mtx_};
+  auto t = svc.clk->monotonic();
+  crash_log_tokens_ = std::min(
+      k_per_second,
+      crash_log_tokens_ + std::chrono::duration<double>(t - crash_log_refill_).count() * k_per_second);
+  crash_log_refill_ = t;
+  if (crash_log_tokens_ < 1) {
+    ++crash_log_suppressed_;
+    return std::nullopt;
+  }
+  crash_log_tokens_ -= 1;
+  return std::exchange(crash_log_suppressed_, 0);
 }
 
 const agent_metric_handles& node_core::handles(const std::string& tenant,

@@ -12,6 +12,8 @@
 #include <caf/fwd.hpp>
 
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -53,6 +55,10 @@ struct node_core {
   af::node* owner = nullptr;
 
 private:
+  std::mutex crash_log_mtx_;
+  double crash_log_tokens_ = 50;
+  duration crash_log_refill_{};
+  std::uint64_t crash_log_suppressed_ = 0;
   std::shared_mutex handles_mtx_;
   std::unordered_map<std::string, std::unique_ptr<agent_metric_handles>> handles_;
 
@@ -68,6 +74,12 @@ public:
                                        std::string name, agent_options opts,
                                        const caf::strong_actor_ptr& supervisor,
                                        bool system = false);
+
+  /// A node-wide rate limit for per-crash log lines (agent_crashed): a crash storm must not
+  /// turn into a logging storm (the supervisor's restart lines and metrics carry the same
+  /// facts). Returns how many lines were left out since the last one written, or nullopt when
+  /// this line must be left out.
+  std::optional<std::uint64_t> crash_log_slot();
 
   /// The cached metric handles of (tenant, kind).
   const agent_metric_handles& handles(const std::string& tenant, const std::string& kind);

@@ -146,7 +146,7 @@ assert t["name"] == "af.sup.root" and t["strategy"] == "rest_for_one", t
 ids = [c["id"] for c in t["children"]]
 assert ids == ["af.sup.system", "af.sup.agents"], ids
 system = t["children"][0]["subtree"]
-assert [c["id"] for c in system["children"]] == ["af.journal", "af.control"], system
+assert [c["id"] for c in system["children"]] == ["af.journal", "af.audit", "af.control"], system
 assert all(c["state"] == "running" for c in system["children"]), system
 agents = t["children"][1]["subtree"]
 assert agents["strategy"] == "dynamic", agents
@@ -227,6 +227,19 @@ grep -q "af node e2e-node stopped" "$tmp/node.out" || fail "no 'stopped' line on
 rc=0
 "$AF" node status --connect "127.0.0.1:$port" --timeout-ms 2000 >/dev/null 2>"$tmp/after.err" || rc=$?
 ((rc != 0)) || fail "af node status still succeeds after the node stopped"
+
+# ---- the node's store: schema applied, audit chain verifies --------------------------------------
+step="af db status / af audit verify"
+"$AF" db status --data-dir "$tmp/data" --json >"$tmp/db.json"
+"$AF" audit verify --data-dir "$tmp/data" --json >"$tmp/verify.json"
+python3 - "$tmp/db.json" "$tmp/verify.json" <<'EOF'
+import json, sys
+db = json.load(open(sys.argv[1]))
+assert db["backend"] == "sqlite", db
+assert db["schema_version"] == db["latest_schema_version"] >= 2, db
+v = json.load(open(sys.argv[2]))
+assert v["intact"] is True and v["count"] == 0, v
+EOF
 
 # ---- SIGHUP on a node started without --config is logged, not ignored -------------------------
 step="SIGHUP without --config"

@@ -1,0 +1,206 @@
+// The audit writer agent (af.audit): chains the records agents send it and group-commits them
+// (one transaction per batch), replying with each record's seq and hash once durable.
+#include "af/agent.hpp"
+#include "af/metrics.hpp"
+#include "af/store/audit.hpp"
+#include "af/store/journal.hpp"
+#include "af/v1/audit.pb.h"
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <optional>
+
+namespace af::store {
+
+namespace {
+
+class audit_writer : public agent_base<audit_writer> {
+public:
+  explicit audit_writer(audit_options opts) : opts_(std::move(opts)) {}
+
+  static void define(handlers<audit_writer>& h) {
+    h.kind("af.audit")
+        .on(&audit_writer::on_append)
+        .on(&audit_writer::on_flush)
+        .on(&audit_writer::on_reopen);
+  }
+
+  void on_start(context& ctx) override {
+    if (auto c =
+            ctx.metrics().counter("af_audit_records_total", "Audit records chained and committed"))
+      records_ = *c;
+    open(ctx);
+  }
+
+  void on_append(context& ctx, const v1::AuditAppend& r, responder<v1::AuditAppended> reply) {
+    if (r.record().action().empty())
+      return reply.fail(validation_error("audit append: record.action must not be empty"));
+    waiting w{r.record(), std::move(reply)};
+    w.record.set_tenant(ctx.tenant());
+    pending_.push_back(std::move(w));
+    // The flush arrives after every message already in the mailbox: all of them join the batch.
+    if (!flush_scheduled_) {
+      flush_scheduled_ = true;
+      ctx.tell(ctx.self_ref(), v1::AuditFlush{});
+    }
+  }
+
+  void on_reopen(context& ctx, const v1::AuditReopen&) {
+    if (!db_) open(ctx);
+  }
+
+  void on_flush(context& ctx, const v1::AuditFlush&) {
+    flush_scheduled_ = false;
+    while (!pending_.empty()) {
+      if (!db_) {
+        for (auto& p : pending_)
+          p.reply.fail(unavailable());
+        pending_.clear();
+        return;
+      }
+      if (!head_ && !read_head(ctx)) return; // read_head failed every pending append
+      auto n = std::min(pending_.size(), std::max<std::size_t>(opts_.max_batch, 1));
+      const auto ts = ctx.now().time_since_epoch().count();
+      std::vector<audit_row> rows;
+      rows.reserve(n);
+      auto prev = head_->hash;
+      for (std::size_t i = 0; i < n; ++i) {
+        auto& rec = pending_[i].record;
+        rec.set_seq(head_->seq + 1 + i);
+        rec.set_ts_ns(ts);
+        rows.push_back(make_audit_row(rec, prev));
+        prev = rows.back().hash;
+      }
+      auto st = db_->audit_append(rows);
+      if (st) {
+        head_ = audit_head{rows.back().seq, rows.back().hash};
+        records_.inc(static_cast<double>(n));
+        for (std::size_t i = 0; i < n; ++i) {
+          v1::AuditAppended out;
+          out.set_seq(rows[i].seq);
+          out.set_hash(std::string{rows[i].hash.begin(), rows[i].hash.end()});
+          pending_[i].reply.reply(std::move(out));
+        }
+      } else {
+        // Nothing was written; the head may have moved (another writer on the same store):
+        // read it again before the next batch.
+        store_error(ctx, st.error());
+        ctx.log().error("audit_append_failed", "audit batch not written: " + st.error().to_string(),
+                        {{"records", static_cast<double>(n)}});
+        for (std::size_t i = 0; i < n; ++i)
+          pending_[i].reply.fail(st.error());
+        head_.reset();
+      }
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+  }
+
+  void on_stop(context&) override {
+    for (auto& p : pending_)
+      p.reply.fail(error{errc::transient, "audit writer stopped before commit"});
+    pending_.clear();
+  }
+
+private:
+  struct waiting {
+    v1::AuditRecord record;
+    responder<v1::AuditAppended> reply;
+  };
+
+  /// Continues the chain where the store ends. On failure fails every pending append.
+  bool read_head(context& ctx) {
+    auto h = db_->audit_last();
+    if (h) {
+      head_ = *h;
+      return true;
+    }
+    store_error(ctx, h.error());
+    for (auto& p : pending_)
+      p.reply.fail(h.error());
+    pending_.clear();
+    return false;
+  }
+
+  // Opening is retried with backoff: a store that is down must not take the node down.
+  void open(context& ctx) {
+    auto db = opts_.open ? opts_.open()
+                         : expected<std::unique_ptr<backend>>{
+                             error{errc::validation, "audit: no backend configured"}};
+    if (db) {
+      db_ = std::move(*db);
+      open_error_.reset();
+      head_.reset();
+      if (auto h = db_->audit_last())
+        head_ = *h;
+      else
+        store_error(ctx, h.error());
+      ctx.log().info("audit_opened", "audit writer ready",
+                     {{"backend", std::string{db_->kind()}},
+                      {"location", db_->location()},
+                      {"next_seq", static_cast<double>(head_ ? head_->seq + 1 : 0)}});
+      return;
+    }
+    open_error_ = db.error();
+    store_error(ctx, db.error());
+    if (!retryable(db.error().code())) {
+      ctx.log().error("audit_unavailable",
+                      "cannot open the store (not retried): " + db.error().to_string());
+      return;
+    }
+    auto delay = sup::backoff{std::chrono::milliseconds(50), std::chrono::seconds(5), {}}.delay(
+        ++open_attempts_ + 1, ctx.rng());
+    ctx.log().warn("audit_unavailable",
+                   "cannot open the store; retrying: " + db.error().to_string(),
+                   {{"retry_in_ms", std::chrono::duration<double, std::milli>(delay).count()}});
+    ctx.schedule(delay, v1::AuditReopen{});
+  }
+
+  error unavailable() const {
+    return error{errc::transient, "audit writer unavailable: "
+                                      + (open_error_ ? open_error_->to_string() : "not open")};
+  }
+
+  void store_error(context& ctx, const error& e) {
+    auto kind = std::string{to_string(e.code())};
+    auto it = error_counters_.find(kind);
+    if (it == error_counters_.end()) {
+      counter_handle h;
+      if (auto c = ctx.metrics().counter(
+              "af_store_errors_total", "Storage errors by backend and kind",
+              {{"backend", db_ ? std::string{db_->kind()} : "unopened"}, {"kind", kind}}))
+        h = *c;
+      it = error_counters_.emplace(kind, h).first;
+    }
+    it->second.inc();
+  }
+
+  audit_options opts_;
+  std::unique_ptr<backend> db_;
+  std::optional<audit_head> head_;
+  std::optional<error> open_error_;
+  std::uint32_t open_attempts_ = 0;
+  std::deque<waiting> pending_;
+  bool flush_scheduled_ = false;
+  counter_handle records_;
+  std::map<std::string, counter_handle> error_counters_;
+};
+
+} // namespace
+
+sup::child_spec audit_child(audit_options opts) {
+  auto c = sup::agent_child<audit_writer>(std::string{k_audit_agent}, std::move(opts));
+  c.system = true;
+  c.detached = true;
+  c.shutdown = std::chrono::seconds(10);
+  return c;
+}
+
+audit_options audit_options_from(const config& cfg) {
+  audit_options ao;
+  ao.open = journal_options_from(cfg).open;
+  return ao;
+}
+
+} // namespace af::store

@@ -1,0 +1,212 @@
+// Tests `af db status|migrate`, `af backup` and `af restore` in-process through af::cli::run:
+// migrations up, down to 0 and up again (SQLite; PostgreSQL when AF_TEST_PG_URL is set), backup
+// and restore round trips, and the exit codes and messages of bad input.
+#include "af/cli.hpp"
+
+#include "support/temp_dir.hpp"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+
+struct db_result {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+db_result af_cmd(std::vector<std::string> args) {
+  std::vector<const char*> argv{"af"};
+  for (const auto& a : args)
+    argv.push_back(a.c_str());
+  argv.push_back(nullptr);
+  std::ostringstream out, err;
+  db_result r;
+  r.code = af::cli::run(static_cast<int>(argv.size() - 1), argv.data(), out, err);
+  r.out = out.str();
+  r.err = err.str();
+  return r;
+}
+
+/// `af db status --json` on the store named by `where` ("--data-dir", dir or "--store", url).
+nlohmann::json status_of(const std::string& flag, const std::string& where) {
+  auto r = af_cmd({"db", "status", flag, where, "--json"});
+  INFO(r.err);
+  REQUIRE(r.code == af::cli::k_exit_ok);
+  return nlohmann::json::parse(r.out);
+}
+
+bool has_table(const nlohmann::json& status, const std::string& name) {
+  const auto& t = status.at("tables");
+  return std::find(t.begin(), t.end(), name) != t.end();
+}
+
+/// Up to the latest, down to 0 (the tables are gone), and up again.
+void migrate_round_trip(const std::string& flag, const std::string& where) {
+  auto up = af_cmd({"db", "migrate", "--to", "2", flag, where});
+  INFO(up.err);
+  REQUIRE(up.code == af::cli::k_exit_ok);
+  auto s = status_of(flag, where);
+  CHECK(s.at("schema_version") == 2);
+  CHECK(s.at("latest_schema_version") == 2);
+  CHECK(has_table(s, "events"));
+  CHECK(has_table(s, "audit_log"));
+
+  auto one = af_cmd({"db", "migrate", "--to", "1", flag, where});
+  REQUIRE(one.code == af::cli::k_exit_ok);
+  CHECK_THAT(one.out, Contains("from version 2 to 1"));
+  s = status_of(flag, where);
+  CHECK(s.at("schema_version") == 1);
+  CHECK(has_table(s, "events"));
+  CHECK_FALSE(has_table(s, "audit_log"));
+
+  auto zero = af_cmd({"db", "migrate", "--to", "0", flag, where});
+  REQUIRE(zero.code == af::cli::k_exit_ok);
+  s = status_of(flag, where);
+  CHECK(s.at("schema_version") == 0);
+  CHECK(s.at("up_to_date") == false);
+  for (const char* table : {"streams", "events", "snapshots", "audit_log"})
+    CHECK_FALSE(has_table(s, table));
+
+  auto again = af_cmd({"db", "migrate", "--to", "2", flag, where, "--json"});
+  REQUIRE(again.code == af::cli::k_exit_ok);
+  auto j = nlohmann::json::parse(again.out);
+  CHECK(j.at("from") == 0);
+  CHECK(j.at("to") == 2);
+  s = status_of(flag, where);
+  CHECK(s.at("schema_version") == 2);
+  CHECK(has_table(s, "events"));
+  CHECK(has_table(s, "audit_log"));
+
+  auto bad = af_cmd({"db", "migrate", "--to", "99", flag, where});
+  CHECK(bad.code == af::cli::k_exit_usage);
+  CHECK_THAT(bad.err, StartsWith("af: ") && Contains("--to 99") && Contains("out of range"));
+  CHECK(status_of(flag, where).at("schema_version") == 2);
+}
+
+} // namespace
+
+TEST_CASE("af db migrate: up, down to 0 and up again on SQLite", "[cli][db]") {
+  af::test::temp_dir dir{"af-db-cli"};
+  const auto data = (dir.path() / "data").string();
+  migrate_round_trip("--data-dir", data);
+  // The same store through --store (a data directory path).
+  CHECK(status_of("--store", data).at("schema_version") == 2);
+  auto text = af_cmd({"db", "status", "--data-dir", data});
+  CHECK_THAT(text.out, Contains("backend:  sqlite") && Contains("schema:   2 (latest 2)"));
+}
+
+TEST_CASE("af db migrate: up, down to 0 and up again on PostgreSQL", "[cli][db][postgres]") {
+  const char* url = std::getenv("AF_TEST_PG_URL");
+  if (url == nullptr) {
+    WARN("AF_TEST_PG_URL not set: run under tests/persistence/with_postgres.sh");
+    return;
+  }
+  migrate_round_trip("--store", url);
+  auto s = status_of("--store", url);
+  CHECK(s.at("backend") == "postgres");
+  if (const char* pw_url = std::getenv("AF_TEST_PG_PW_URL")) {
+    auto r = af_cmd({"db", "status", "--store", pw_url});
+    CHECK(r.code == af::cli::k_exit_ok);
+    CHECK_THAT(r.out + r.err, !Contains("af_pw_secret"));
+  }
+}
+
+TEST_CASE("af db and af backup/restore: bad input", "[cli][db]") {
+  af::test::temp_dir dir{"af-db-cli-bad"};
+  const auto missing = (dir.path() / "missing").string();
+
+  auto no_db = af_cmd({"db", "status", "--data-dir", missing});
+  CHECK(no_db.code == af::cli::k_exit_usage);
+  CHECK_THAT(no_db.err,
+             StartsWith("af: ") && Contains("no such database file") && Contains("missing"));
+  CHECK_FALSE(fs::exists(missing));
+
+  auto range = af_cmd({"db", "migrate", "--to=-1", "--data-dir", missing});
+  CHECK(range.code == af::cli::k_exit_usage);
+  CHECK_THAT(range.err, Contains("out of range"));
+  CHECK_FALSE(fs::exists(missing));
+
+  auto no_target = af_cmd({"db", "status"});
+  CHECK(no_target.code == af::cli::k_exit_usage);
+  CHECK_THAT(no_target.err, Contains("--data-dir") && Contains("--store"));
+
+  auto both = af_cmd({"db", "status", "--data-dir", missing, "--store", missing});
+  CHECK(both.code == af::cli::k_exit_usage);
+
+  auto scheme = af_cmd({"db", "status", "--store", "bogus://x"});
+  CHECK(scheme.code == af::cli::k_exit_usage);
+  CHECK_THAT(scheme.err, Contains("bogus://x") && Contains("unknown scheme"));
+
+  auto memory = af_cmd({"backup", "--store", "memory:", "--out", (dir.path() / "b").string()});
+  CHECK(memory.code == af::cli::k_exit_usage);
+
+  auto unreachable = af_cmd({"db", "status", "--store", "postgres://nobody@127.0.0.1:1/none"});
+  CHECK(unreachable.code == af::cli::k_exit_failure);
+  CHECK_THAT(unreachable.err, Contains("127.0.0.1:1"));
+
+  auto no_backup = af_cmd({"backup", "--data-dir", missing, "--out", (dir.path() / "b").string()});
+  CHECK(no_backup.code == af::cli::k_exit_usage);
+  CHECK_THAT(no_backup.err, Contains("no such database file"));
+
+  auto no_in = af_cmd({"restore", "--in", (dir.path() / "none.db").string(), "--data-dir",
+                       (dir.path() / "r").string()});
+  CHECK(no_in.code == af::cli::k_exit_usage);
+  CHECK_THAT(no_in.err, Contains("none.db") && Contains("does not exist"));
+
+  const auto garbage = dir.write("garbage.db", "this is not a database");
+  auto bad_in = af_cmd({"restore", "--in", garbage, "--data-dir", (dir.path() / "r").string()});
+  CHECK(bad_in.code == af::cli::k_exit_usage);
+  CHECK_THAT(bad_in.err, Contains("garbage.db"));
+  CHECK_FALSE(fs::exists(dir.path() / "r" / "agentflow.db"));
+
+  auto no_out = af_cmd({"backup", "--data-dir", missing});
+  CHECK(no_out.code == af::cli::k_exit_usage);
+
+  for (auto cmd : {std::vector<std::string>{"db", "status", "--help"},
+                   std::vector<std::string>{"db", "migrate", "--help"},
+                   std::vector<std::string>{"backup", "--help"},
+                   std::vector<std::string>{"restore", "--help"}}) {
+    auto h = af_cmd(cmd);
+    CHECK(h.code == af::cli::k_exit_ok);
+    CHECK_THAT(h.out, Contains("Example:"));
+  }
+}
+
+TEST_CASE("af backup and af restore: a SQLite round trip", "[cli][db]") {
+  af::test::temp_dir dir{"af-db-cli-backup"};
+  const auto data = (dir.path() / "data").string();
+  REQUIRE(af_cmd({"db", "migrate", "--to", "2", "--data-dir", data}).code == 0);
+  const auto file = (dir.path() / "af.backup").string();
+  auto b = af_cmd({"backup", "--data-dir", data, "--out", file, "--json"});
+  INFO(b.err);
+  REQUIRE(b.code == af::cli::k_exit_ok);
+  auto j = nlohmann::json::parse(b.out);
+  CHECK(j.at("schema_version") == 2);
+  CHECK(j.at("bytes").get<std::uint64_t>() == fs::file_size(file));
+
+  const auto data2 = (dir.path() / "data2").string();
+  auto r = af_cmd({"restore", "--in", file, "--data-dir", data2});
+  INFO(r.err);
+  REQUIRE(r.code == af::cli::k_exit_ok);
+  CHECK_THAT(r.out, Contains("schema version 2"));
+  CHECK(status_of("--data-dir", data2).at("schema_version") == 2);
+
+  auto refused = af_cmd({"restore", "--in", file, "--data-dir", data2});
+  CHECK(refused.code == af::cli::k_exit_failure);
+  CHECK_THAT(refused.err, Contains("--force") && Contains("data2"));
+  auto forced = af_cmd({"restore", "--in", file, "--data-dir", data2, "--force"});
+  CHECK(forced.code == af::cli::k_exit_ok);
+}
