@@ -26,13 +26,7 @@ namespace fs = std::filesystem;
 struct store_flags {
   std::string data_dir, store;
 
-  void add_to(CLI::App& cmd) {
-    auto* d =
-        cmd.add_option("--data-dir", data_dir, "the node's data directory (DIR/agentflow.db)");
-    auto* s = cmd.add_option("--store", store,
-                             "a store URL: sqlite:PATH, PATH, postgres://USER@HOST:PORT/DB");
-    d->excludes(s);
-  }
+  void add_to(CLI::App& cmd) { add_store_flags(cmd, data_dir, store); }
 
   /// Opens the store without creating or migrating anything: a missing SQLite file is an error.
   [[nodiscard]] expected<std::unique_ptr<store::backend>> open(const std::string& cmd) const {

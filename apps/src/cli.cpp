@@ -202,8 +202,8 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   return k_exit_ok;
 }
 
-int cmd_node_tree(const std::string& connect, bool json, std::uint32_t max_children,
-                  int timeout_ms, std::ostream& out, std::ostream& err) {
+int cmd_node_tree(const std::string& connect, bool json, std::uint32_t max_children, int timeout_ms,
+                  std::ostream& out, std::ostream& err) {
   auto client = remote_node::connect(connect);
   if (!client) return fail(err, client.error());
   v1::TreeRequest req;

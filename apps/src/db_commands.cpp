@@ -28,13 +28,7 @@ int fail(std::ostream& err, const error& e) {
 struct store_flags {
   std::string data_dir, store;
 
-  void add_to(CLI::App& cmd) {
-    auto* d =
-        cmd.add_option("--data-dir", data_dir, "the node's data directory (DIR/agentflow.db)");
-    auto* s = cmd.add_option("--store", store,
-                             "a store URL: sqlite:PATH, a path, or postgres://user@host:port/db");
-    d->excludes(s);
-  }
+  void add_to(CLI::App& cmd) { add_store_flags(cmd, data_dir, store); }
 
   /// The store named; with `must_exist`, a SQLite file that is not there is an error, so that
   /// a typo does not silently create an empty database.

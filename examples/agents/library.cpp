@@ -219,7 +219,8 @@ int main() {
     std::cerr << "config: " << cfg.error().to_string() << '\n';
     return 2;
   }
-  auto started = af::node::start({.cfg = std::move(*cfg), .svc = {}, .log = {}, .system_services = {}});
+  auto started =
+      af::node::start({.cfg = std::move(*cfg), .svc = {}, .log = {}, .system_services = {}});
   if (!started) {
     std::cerr << "node: " << started.error().to_string() << '\n';
     return 1;

@@ -134,12 +134,11 @@ private:
   }
 
   void record(af::context& ctx, std::uint64_t id, std::string charged) {
-    ctx.ask<Int64Value>("ledger", str(charged), 1s,
-                        [this, id, charged](af::expected<Int64Value> n) {
-                          if (!n) return finish(id, n.error());
-                          finish(id, str(charged + " (ledger entry " + std::to_string(n->value())
-                                         + ")"));
-                        });
+    ctx.ask<Int64Value>(
+        "ledger", str(charged), 1s, [this, id, charged](af::expected<Int64Value> n) {
+          if (!n) return finish(id, n.error());
+          finish(id, str(charged + " (ledger entry " + std::to_string(n->value()) + ")"));
+        });
   }
 
   void finish(std::uint64_t id, af::expected<StringValue> result) {
@@ -176,15 +175,16 @@ int main() {
   };
 
   // A fixed seed makes the gateway's busy answers the same on every run.
-  auto cfg = af::config::load({.file = {},
-                               .env = af::config::process_environment(),
-                               .flags = {{"rng.seed", "7", "example"},
-                                         {"log.level", "warn", "example"}}});
+  auto cfg =
+      af::config::load({.file = {},
+                        .env = af::config::process_environment(),
+                        .flags = {{"rng.seed", "7", "example"}, {"log.level", "warn", "example"}}});
   if (!cfg) {
     std::cerr << "config: " << cfg.error().to_string() << '\n';
     return 2;
   }
-  auto started = af::node::start({.cfg = std::move(*cfg), .svc = {}, .log = {}, .system_services = {}});
+  auto started =
+      af::node::start({.cfg = std::move(*cfg), .svc = {}, .log = {}, .system_services = {}});
   if (!started) {
     std::cerr << "node: " << started.error().to_string() << '\n';
     return 1;
@@ -219,7 +219,8 @@ int main() {
 
   std::cout << "2. the ledger crashes on a malformed entry\n";
   auto bad = n.ask<Int64Value>("ledger", str("bad"), 2s);
-  check(!bad && bad.error().code() == af::errc::internal, "the crashing call got an internal error");
+  check(!bad && bad.error().code() == af::errc::internal,
+        "the crashing call got an internal error");
   check(charge_ok(n, "after-crash"), "payments answers again after the restart");
   auto w = tree.which_children();
   check(w && w->children_size() == 3, "payments.sup still has 3 children");

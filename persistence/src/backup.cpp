@@ -2,6 +2,8 @@
 // PostgreSQL through pg_dump/pg_restore run with posix_spawn. Blocking, never called by actors.
 #include "af/store/backup.hpp"
 
+#include "store_url.hpp"
+
 #include "migrations.hpp"
 
 #include <libpq-fe.h>
@@ -24,30 +26,12 @@ extern char** environ;
 
 namespace af::store {
 
+using detail::scheme_of;
+using detail::sqlite_file;
+
 namespace {
 
 namespace fs = std::filesystem;
-
-// --- URLs (open_url's rules, without opening) --------------------------------------------------
-
-std::string_view scheme_of(std::string_view url) {
-  const auto colon = url.find(':');
-  if (colon == std::string_view::npos || colon < 2) return {};
-  const auto scheme = url.substr(0, colon);
-  if (!std::isalpha(static_cast<unsigned char>(scheme.front()))) return {};
-  for (char c : scheme) {
-    const auto u = static_cast<unsigned char>(c);
-    if (!std::isalnum(u) && c != '+' && c != '-' && c != '.') return {};
-  }
-  return scheme;
-}
-
-std::string sqlite_file(const std::string& path) {
-  std::error_code ec;
-  if (path.ends_with('/') || fs::is_directory(path, ec))
-    return (fs::path{path} / "agentflow.db").string();
-  return path;
-}
 
 // --- SQLite ------------------------------------------------------------------------------------
 

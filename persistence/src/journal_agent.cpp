@@ -76,8 +76,8 @@ public:
       if (e.type().empty())
         return reply.fail(validation_error("append to '" + r.stream() + "': an event has no type"));
       if (!e.envelope_hash().empty() && e.envelope_hash().size() != 32)
-        return reply.fail(validation_error("append to '" + r.stream()
-                                           + "': envelope_hash must be 32 bytes"));
+        return reply.fail(
+            validation_error("append to '" + r.stream() + "': envelope_hash must be 32 bytes"));
       req.events.push_back({e.type(), e.payload(), digest_of(e.envelope_hash())});
     }
     pending_.push_back({std::move(req), std::move(reply)});
@@ -96,14 +96,16 @@ public:
     flush_scheduled_ = false;
     while (!pending_.empty()) {
       if (!db_) {
-        for (auto& p : pending_) p.reply.fail(unavailable());
+        for (auto& p : pending_)
+          p.reply.fail(unavailable());
         pending_.clear();
         return;
       }
       auto n = std::min(pending_.size(), opts_.max_batch);
       std::vector<append_request> batch;
       batch.reserve(n);
-      for (std::size_t i = 0; i < n; ++i) batch.push_back(std::move(pending_[i].req));
+      for (std::size_t i = 0; i < n; ++i)
+        batch.push_back(std::move(pending_[i].req));
       auto t0 = ctx.monotonic();
       auto results = db_->append_batch(batch, ctx.now());
       append_seconds_.observe(std::chrono::duration<double>(ctx.monotonic() - t0).count());
@@ -119,8 +121,10 @@ public:
           reply.reply(std::move(out));
           continue;
         }
-        if (r.error().code() == errc::conflict) conflicts_.inc();
-        else store_error(ctx, r.error());
+        if (r.error().code() == errc::conflict)
+          conflicts_.inc();
+        else
+          store_error(ctx, r.error());
         reply.fail(r.error());
       }
       pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
@@ -153,8 +157,8 @@ public:
 
   expected<v1::ListStreamsResult> on_list(context& ctx, const v1::ListStreamsRequest& r) {
     if (!db_) return unavailable();
-    auto s = db_->list_streams(r.prefix(), r.all_tenants() ? std::string{} : ctx.tenant(), r.after(),
-                               r.max() != 0 ? r.max() : k_default_max);
+    auto s = db_->list_streams(r.prefix(), r.all_tenants() ? std::string{} : ctx.tenant(),
+                               r.after(), r.max() != 0 ? r.max() : k_default_max);
     if (!s) return store_error(ctx, s.error());
     v1::ListStreamsResult out;
     for (auto& i : *s) {
@@ -193,7 +197,8 @@ public:
   }
 
   void on_stop(context&) override {
-    for (auto& p : pending_) p.reply.fail(error{errc::transient, "journal stopped before commit"});
+    for (auto& p : pending_)
+      p.reply.fail(error{errc::transient, "journal stopped before commit"});
     pending_.clear();
   }
 
@@ -205,8 +210,9 @@ private:
 
   // Opening is retried with backoff: a store that is down must not take the node down.
   void open(context& ctx) {
-    auto db = opts_.open ? opts_.open() : expected<std::unique_ptr<backend>>{error{
-                                              errc::validation, "journal: no backend configured"}};
+    auto db = opts_.open ? opts_.open()
+                         : expected<std::unique_ptr<backend>>{
+                             error{errc::validation, "journal: no backend configured"}};
     if (db) {
       db_ = std::move(*db);
       open_error_.reset();
@@ -217,8 +223,8 @@ private:
     open_error_ = db.error();
     store_error(ctx, db.error());
     if (!retryable(db.error().code())) {
-      ctx.log().error("journal_unavailable", "cannot open the store (not retried): "
-                                                 + db.error().to_string());
+      ctx.log().error("journal_unavailable",
+                      "cannot open the store (not retried): " + db.error().to_string());
       return;
     }
     // Capped exponential backoff with full jitter; the first retry waits up to 50 ms.
@@ -240,9 +246,9 @@ private:
     auto it = error_counters_.find(kind);
     if (it == error_counters_.end()) {
       counter_handle h;
-      if (auto c = ctx.metrics().counter("af_store_errors_total", "Storage errors by backend and kind",
-                                         {{"backend", db_ ? std::string{db_->kind()} : "unopened"},
-                                          {"kind", kind}}))
+      if (auto c = ctx.metrics().counter(
+              "af_store_errors_total", "Storage errors by backend and kind",
+              {{"backend", db_ ? std::string{db_->kind()} : "unopened"}, {"kind", kind}}))
         h = *c;
       it = error_counters_.emplace(kind, h).first;
     }
@@ -274,7 +280,8 @@ sup::child_spec journal_child(journal_options opts) {
 std::string store_url(const config& cfg) {
   auto url = cfg.get_string("store.url");
   if (!url.empty()) return url;
-  return "sqlite:" + (std::filesystem::path{cfg.get_string("node.data_dir")} / "agentflow.db").string();
+  return "sqlite:"
+         + (std::filesystem::path{cfg.get_string("node.data_dir")} / "agentflow.db").string();
 }
 
 journal_options journal_options_from(const config& cfg) {

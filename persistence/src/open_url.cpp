@@ -1,39 +1,12 @@
 // open_url: picks and opens a backend from a store URL ("memory:", "sqlite:PATH", a plain path,
 // "postgres://..."), as given on the command line (--store) or in the node's configuration.
 #include "af/store/backend.hpp"
-
-#include <cctype>
-#include <filesystem>
+#include "store_url.hpp"
 
 namespace af::store {
 
-namespace {
-
-/// "postgres" for "postgres://...", "sqlite" for "sqlite:...", "" when `url` has no scheme.
-std::string_view scheme_of(std::string_view url) {
-  const auto colon = url.find(':');
-  // One letter before the colon is a drive letter, not a scheme; a slash first means a path.
-  if (colon == std::string_view::npos || colon < 2) return {};
-  const auto scheme = url.substr(0, colon);
-  if (!std::isalpha(static_cast<unsigned char>(scheme.front()))) return {};
-  for (char c : scheme) {
-    const auto u = static_cast<unsigned char>(c);
-    if (!std::isalnum(u) && c != '+' && c != '-' && c != '.') return {};
-  }
-  return scheme;
-}
-
-/// A plain path or the PATH of "sqlite:PATH" names the database file, or a data directory
-/// (existing, or written with a trailing slash) that holds agentflow.db.
-std::string sqlite_file(std::string path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (path.ends_with('/') || fs::is_directory(path, ec))
-    return (fs::path{path} / "agentflow.db").string();
-  return path;
-}
-
-} // namespace
+using detail::scheme_of;
+using detail::sqlite_file;
 
 expected<std::unique_ptr<backend>> open_url(const std::string& url) {
   if (url.empty())

@@ -99,10 +99,9 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
     }
     auto* host = static_cast<agent_host*>(self);
     if (auto suppressed = host->core_->crash_log_slot())
-      host->core_->log.error("agent_crashed", "handler threw: " + what,
-                             {{"agent", host->addr_.name},
-                              {"kind", host->kind()},
-                              {"suppressed", *suppressed}});
+      host->core_->log.error(
+          "agent_crashed", "handler threw: " + what,
+          {{"agent", host->addr_.name}, {"kind", host->kind()}, {"suppressed", *suppressed}});
     return sup::detail::crash_reason(what);
   });
   // The children supervisor escalated: this agent fails, and its own supervisor decides.
@@ -232,9 +231,10 @@ void agent_host::tell(const agent_ref& to, std::shared_ptr<const google::protobu
 void agent_host::schedule(duration delay, std::shared_ptr<const google::protobuf::Message> msg) {
   const auto& tenant = current_ ? current_->tenant() : tenant_;
   auto env = core_->make_envelope(addr_, addr_, std::move(msg), current_, ++lamport_, tenant, rng_);
-  delayed_send(this, std::chrono::duration_cast<std::chrono::microseconds>(
-                         std::max(delay, duration::zero())),
-               std::move(env));
+  delayed_send(
+      this,
+      std::chrono::duration_cast<std::chrono::microseconds>(std::max(delay, duration::zero())),
+      std::move(env));
 }
 
 void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
@@ -294,9 +294,8 @@ expected<agent_ref> node_core::spawn(std::unique_ptr<agent> a, std::string name,
   address addr{node_name, name};
   auto seed = svc.random->next_u64();
   restart_info ri{opts.restarts, std::move(opts.last_exit)};
-  auto actor = opts.detached ? sys->spawn<agent_host, caf::detached>(this, std::move(a), addr,
-                                                                     std::move(opts.tenant), seed,
-                                                                     std::move(ri))
+  auto actor = opts.detached ? sys->spawn<agent_host, caf::detached>(
+                   this, std::move(a), addr, std::move(opts.tenant), seed, std::move(ri))
                              : sys->spawn<agent_host>(this, std::move(a), addr,
                                                       std::move(opts.tenant), seed, std::move(ri));
   return agent_ref{ctrl_of(actor), std::move(addr)};
@@ -335,9 +334,10 @@ std::optional<std::uint64_t> node_core::crash_log_slot() {
   constexpr double k_per_second = 50;
   std::lock_guard guard{crash_log_mtx_};
   auto t = svc.clk->monotonic();
-  crash_log_tokens_ = std::min(
-      k_per_second,
-      crash_log_tokens_ + std::chrono::duration<double>(t - crash_log_refill_).count() * k_per_second);
+  crash_log_tokens_ =
+      std::min(k_per_second,
+               crash_log_tokens_
+                   + std::chrono::duration<double>(t - crash_log_refill_).count() * k_per_second);
   crash_log_refill_ = t;
   if (crash_log_tokens_ < 1) {
     ++crash_log_suppressed_;
@@ -347,8 +347,7 @@ std::optional<std::uint64_t> node_core::crash_log_slot() {
   return std::exchange(crash_log_suppressed_, 0);
 }
 
-const agent_metric_handles& node_core::handles(const std::string& tenant,
-                                               const std::string& kind) {
+const agent_metric_handles& node_core::handles(const std::string& tenant, const std::string& kind) {
   auto key = tenant + '\x1f' + kind;
   {
     std::shared_lock guard{handles_mtx_};

@@ -31,8 +31,8 @@ public:
   void ask(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg,
            duration timeout, reply_callback cb);
   /// Spawns a child under this agent's own children supervisor (started on first use).
-  expected<agent_ref> spawn_child(std::function<std::unique_ptr<agent>()> factory,
-                                  std::string name, agent_options opts);
+  expected<agent_ref> spawn_child(std::function<std::unique_ptr<agent>()> factory, std::string name,
+                                  agent_options opts);
   void stop_self(caf::error reason);
 
   /// The node's control agent forwards envelopes addressed to other local agents.

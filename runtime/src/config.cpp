@@ -110,7 +110,8 @@ constexpr std::array k_schema{
     key_spec{.key = "supervision.root.max_restarts",
              .type = kind::integer,
              .default_value = "3",
-             .description = "Restarts the root supervisor allows within its period before the node stops",
+             .description =
+                 "Restarts the root supervisor allows within its period before the node stops",
              .min = 0,
              .max = 1000000},
     key_spec{.key = "supervision.root.period_ms",
@@ -134,7 +135,8 @@ constexpr std::array k_schema{
     key_spec{.key = "supervision.agents.max_restarts",
              .type = kind::integer,
              .default_value = "1000",
-             .description = "Restarts the agents supervisor allows within its period before it escalates",
+             .description =
+                 "Restarts the agents supervisor allows within its period before it escalates",
              .min = 0,
              .max = 100000000},
     key_spec{.key = "supervision.agents.period_ms",
@@ -146,7 +148,8 @@ constexpr std::array k_schema{
     key_spec{.key = "supervision.backoff.base_ms",
              .type = kind::integer,
              .default_value = "10",
-             .description = "Backoff base: the n-th consecutive restart of a child waits up to base*2^(n-2)",
+             .description =
+                 "Backoff base: the n-th consecutive restart of a child waits up to base*2^(n-2)",
              .min = 0,
              .max = 3600000},
     key_spec{.key = "supervision.backoff.cap_ms",
@@ -161,12 +164,14 @@ constexpr std::array k_schema{
              .description = "A child up this long restarts its backoff from zero",
              .min = 0,
              .max = 86400000},
-    key_spec{.key = "supervision.shutdown_timeout_ms",
-             .type = kind::integer,
-             .default_value = "30000",
-             .description = "How long node shutdown waits for the supervision tree before killing what is left",
-             .min = 1,
-             .max = 3600000},
+    key_spec{
+        .key = "supervision.shutdown_timeout_ms",
+        .type = kind::integer,
+        .default_value = "30000",
+        .description =
+            "How long node shutdown waits for the supervision tree before killing what is left",
+        .min = 1,
+        .max = 3600000},
 };
 
 constexpr std::string_view k_features = "features";

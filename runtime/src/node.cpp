@@ -213,9 +213,8 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   auto self = std::unique_ptr<node>(new node(std::move(p)));
   auto* im = self->impl_.get();
   im->core.owner = self.get();
-  auto root = sup::detail::spawn_supervisor(im->core,
-                                            node_tree_spec(cfg, std::move(opt.system_services)),
-                                            true);
+  auto root = sup::detail::spawn_supervisor(
+      im->core, node_tree_spec(cfg, std::move(opt.system_services)), true);
   if (!root) return root.error();
   im->root = *root;
   // When the root goes, the node is done; if it gave up (escalation), the node has failed.
@@ -233,8 +232,9 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   });
   // Readiness: the tree answers once every supervisor has started its children.
   if (auto t = self->tree(1, std::chrono::seconds(30)); !t)
-    return error{errc::internal, "node '" + im->core.node_name
-                                     + "': supervision tree did not start: " + t.error().to_string()};
+    return error{errc::internal,
+                 "node '" + im->core.node_name
+                     + "': supervision tree did not start: " + t.error().to_string()};
   auto ctl = im->core.lookup(k_control_agent);
   if (!ctl) return ctl.error();
   im->control = *ctl;
@@ -271,8 +271,8 @@ namespace {
 expected<caf::strong_actor_ptr> agents_supervisor(detail::node_core& core) {
   auto sup = core.registry.find(k_agents_supervisor);
   if (!sup)
-    return error{errc::transient, "node '" + core.node_name
-                                      + "': the agents supervisor is restarting or stopped"};
+    return error{errc::transient,
+                 "node '" + core.node_name + "': the agents supervisor is restarting or stopped"};
   return sup;
 }
 } // namespace
@@ -427,10 +427,11 @@ void node::shutdown() {
   impl_->stopped = true;
   auto& core = impl_->core;
   core.log.info("node_stopping", "stopping the supervision tree",
-                 {{"agents", agent_count()}, {"actors", actor_count()}});
+                {{"agents", agent_count()}, {"actors", actor_count()}});
   // The root stops its children in reverse start order (agents, then system services), each
   // within its shutdown timeout; whatever is left after the node's own deadline is killed.
-  if (impl_->root.valid()) caf::anon_send_exit(to_actor(impl_->root), caf::exit_reason::user_shutdown);
+  if (impl_->root.valid())
+    caf::anon_send_exit(to_actor(impl_->root), caf::exit_reason::user_shutdown);
   if (!wait_stopped(ms(impl_->cfg, "supervision.shutdown_timeout_ms"))) {
     core.log.error("node_shutdown_timeout",
                    "the supervision tree did not stop in time; killing what is left",
@@ -441,7 +442,8 @@ void node::shutdown() {
   // were told to stop when their agent stopped. Give them a moment, then kill what is left.
   if (auto left = core.registry.snapshot(); !left.empty()) {
     caf::scoped_actor self{*impl_->sys};
-    for (auto& [name, ptr] : left) self->monitor(ptr);
+    for (auto& [name, ptr] : left)
+      self->monitor(ptr);
     std::size_t downs = 0;
     bool timed_out = false;
     while (downs < left.size() && !timed_out)

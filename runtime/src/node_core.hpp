@@ -63,7 +63,6 @@ private:
   std::unordered_map<std::string, std::unique_ptr<agent_metric_handles>> handles_;
 
 public:
-
   /// Spawns an agent host for `a`, registered as `name` (unsupervised: callers hand it to a
   /// supervisor). Names starting with "af." are reserved for the node's own agents (`system`).
   expected<agent_ref> spawn(std::unique_ptr<agent> a, std::string name, spawn_options opts);

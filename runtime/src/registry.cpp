@@ -37,8 +37,7 @@ std::string name_registry::kind_of(std::string_view name) const {
   return it == map_.end() ? std::string{} : it->second.kind;
 }
 
-std::size_t name_registry::count_except(std::string_view name_prefix,
-                                        std::string_view kind) const {
+std::size_t name_registry::count_except(std::string_view name_prefix, std::string_view kind) const {
   std::shared_lock guard{mtx_};
   std::size_t n = 0;
   for (const auto& [k, v] : map_)

@@ -43,23 +43,23 @@ exit_info classify(const caf::error& reason) {
   const auto cat = reason.category();
   if (cat == k_fail_category) return {true, "fail", "fail: " + context_text(reason)};
   if (cat == k_crash_category) return {true, "exception", "exception: " + context_text(reason)};
-  if (cat == k_escalated_category)
-    return {true, "escalated", "escalated: " + context_text(reason)};
+  if (cat == k_escalated_category) return {true, "escalated", "escalated: " + context_text(reason)};
   if (cat == caf::atom("exit")) {
     switch (static_cast<caf::exit_reason>(reason.code())) {
-      case caf::exit_reason::normal:
-        return {false, "normal", "normal"};
-      case caf::exit_reason::user_shutdown:
-        return {false, "shutdown", "shutdown"};
-      case caf::exit_reason::kill:
-        return {true, "killed", "killed"};
-      case caf::exit_reason::unhandled_exception:
-        return {true, "exception", "exception: " + context_text(reason)};
-      default:
-        return {true, "abnormal", to_string(reason)};
+    case caf::exit_reason::normal:
+      return {false, "normal", "normal"};
+    case caf::exit_reason::user_shutdown:
+      return {false, "shutdown", "shutdown"};
+    case caf::exit_reason::kill:
+      return {true, "killed", "killed"};
+    case caf::exit_reason::unhandled_exception:
+      return {true, "exception", "exception: " + context_text(reason)};
+    default:
+      return {true, "abnormal", to_string(reason)};
     }
   }
-  if (cat == caf::atom("system") && reason.code() == static_cast<std::uint8_t>(caf::sec::runtime_error))
+  if (cat == caf::atom("system")
+      && reason.code() == static_cast<std::uint8_t>(caf::sec::runtime_error))
     return {true, "exception", "exception: " + context_text(reason)};
   return {true, "abnormal", to_string(reason)};
 }

@@ -7,26 +7,26 @@ namespace af::sup {
 
 std::string_view to_string(restart_policy p) noexcept {
   switch (p) {
-    case restart_policy::permanent:
-      return "permanent";
-    case restart_policy::transient:
-      return "transient";
-    case restart_policy::temporary:
-      break;
+  case restart_policy::permanent:
+    return "permanent";
+  case restart_policy::transient:
+    return "transient";
+  case restart_policy::temporary:
+    break;
   }
   return "temporary";
 }
 
 std::string_view to_string(strategy s) noexcept {
   switch (s) {
-    case strategy::one_for_one:
-      return "one_for_one";
-    case strategy::one_for_all:
-      return "one_for_all";
-    case strategy::rest_for_one:
-      return "rest_for_one";
-    case strategy::dynamic:
-      break;
+  case strategy::one_for_one:
+    return "one_for_one";
+  case strategy::one_for_all:
+    return "one_for_all";
+  case strategy::rest_for_one:
+    return "rest_for_one";
+  case strategy::dynamic:
+    break;
   }
   return "dynamic";
 }
@@ -39,8 +39,8 @@ expected<restart_policy> parse_restart_policy(std::string_view name) {
 }
 
 expected<strategy> parse_strategy(std::string_view name) {
-  for (auto s : {strategy::one_for_one, strategy::one_for_all, strategy::rest_for_one,
-                 strategy::dynamic})
+  for (auto s :
+       {strategy::one_for_one, strategy::one_for_all, strategy::rest_for_one, strategy::dynamic})
     if (to_string(s) == name) return s;
   return validation_error("strategy '" + std::string{name}
                           + "': expected one_for_one, one_for_all, rest_for_one or dynamic");
@@ -87,8 +87,9 @@ status validate(const supervisor_spec& s) {
       if (auto v = validate(*c.sup); !v) return v;
   }
   if (s.policy.how == strategy::dynamic && !s.children.empty())
-    return validation_error(where + "a dynamic supervisor starts with no children (use "
-                                    "start_child)");
+    return validation_error(where
+                            + "a dynamic supervisor starts with no children (use "
+                              "start_child)");
   return {};
 }
 

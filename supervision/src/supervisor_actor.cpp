@@ -37,14 +37,14 @@ enum class child_state : std::uint8_t { running, restarting, stopping, stopped }
 
 std::string_view to_string(child_state s) {
   switch (s) {
-    case child_state::running:
-      return "running";
-    case child_state::restarting:
-      return "restarting";
-    case child_state::stopping:
-      return "stopping";
-    case child_state::stopped:
-      break;
+  case child_state::running:
+    return "running";
+  case child_state::restarting:
+    return "restarting";
+  case child_state::stopping:
+    return "stopping";
+  case child_state::stopped:
+    break;
   }
   return "stopped";
 }
@@ -101,10 +101,12 @@ public:
                      {{"supervisor", spec_->name},
                       {"strategy", std::string{to_string(spec_->policy.how)}},
                       {"children", spec_->children.size()}});
-    for (const auto& c : spec_->children) add_child(std::make_shared<const child_spec>(c));
+    for (const auto& c : spec_->children)
+      add_child(std::make_shared<const child_spec>(c));
     // Start in order; a child that fails to start is handled like one that crashed.
     std::vector<std::uint64_t> all;
-    for (auto& [pos, c] : children_) all.push_back(pos);
+    for (auto& [pos, c] : children_)
+      all.push_back(pos);
     for (auto pos : all) {
       if (shutting_down_) break;
       auto it = children_.find(pos);
@@ -172,10 +174,9 @@ private:
     auto key = child_label + '\x1f' + reason;
     auto it = restart_metrics_.find(key);
     if (it != restart_metrics_.end()) return it->second;
-    auto h = core_->metrics->counter("af_supervisor_restarts_total", "Children restarted",
-                                     {{"supervisor", label_of_self()},
-                                      {"child", child_label},
-                                      {"reason", reason}});
+    auto h = core_->metrics->counter(
+        "af_supervisor_restarts_total", "Children restarted",
+        {{"supervisor", label_of_self()}, {"child", child_label}, {"reason", reason}});
     counter_handle ch = h ? *h : counter_handle{};
     restart_metrics_.emplace(std::move(key), ch);
     return ch;
@@ -217,8 +218,9 @@ private:
       }
       if (!a)
         return error{errc::internal,
-                     "agent '" + s.id + "' cannot be restarted: it was spawned from an instance, "
-                                        "not a factory"};
+                     "agent '" + s.id
+                         + "' cannot be restarted: it was spawned from an instance, "
+                           "not a factory"};
       c.kind = a->handler_table().kind;
       af::detail::spawn_options o;
       o.tenant = s.tenant;
@@ -284,8 +286,8 @@ private:
       return out;
     }
     if (by_id_.contains(s->id)) {
-      out.err = error{errc::conflict, "supervisor '" + spec_->name + "' already has a child '"
-                                          + s->id + "'"};
+      out.err = error{errc::conflict,
+                      "supervisor '" + spec_->name + "' already has a child '" + s->id + "'"};
       return out;
     }
     auto pos = add_child(s);
@@ -349,12 +351,12 @@ private:
 
   bool should_restart(const child& c, const exit_info& ex) const {
     switch (c.spec->restart) {
-      case restart_policy::permanent:
-        return true;
-      case restart_policy::transient:
-        return ex.abnormal;
-      case restart_policy::temporary:
-        break;
+    case restart_policy::permanent:
+      return true;
+    case restart_policy::transient:
+      return ex.abnormal;
+    case restart_policy::temporary:
+      break;
     }
     return false;
   }
@@ -400,23 +402,24 @@ private:
       f["restarts"] = c.restarts;
       f["delay_ms"] = std::chrono::duration<double, std::milli>(delay).count();
       f["suppressed"] = std::exchange(log_suppressed_, 0);
-      core_->log.warn("child_restarting", "child " + c.spec->id + " exited (" + ex.text
-                                              + "); restarting",
-                      f);
+      core_->log.warn("child_restarting",
+                      "child " + c.spec->id + " exited (" + ex.text + "); restarting", f);
     }
 
     std::vector<std::uint64_t> group;
     switch (spec_->policy.how) {
-      case strategy::one_for_one:
-      case strategy::dynamic:
-        group = {pos};
-        break;
-      case strategy::one_for_all:
-        for (auto& [p, other] : children_) group.push_back(p);
-        break;
-      case strategy::rest_for_one:
-        for (auto it = children_.find(pos); it != children_.end(); ++it) group.push_back(it->first);
-        break;
+    case strategy::one_for_one:
+    case strategy::dynamic:
+      group = {pos};
+      break;
+    case strategy::one_for_all:
+      for (auto& [p, other] : children_)
+        group.push_back(p);
+      break;
+    case strategy::rest_for_one:
+      for (auto it = children_.find(pos); it != children_.end(); ++it)
+        group.push_back(it->first);
+      break;
     }
     c.state = child_state::restarting;
     for (auto p : group)
@@ -478,8 +481,7 @@ private:
     if (shutting_down_) return;
     for (auto p : group) {
       auto it = children_.find(p);
-      if (it == children_.end() || it->second.actor
-          || it->second.state != child_state::restarting)
+      if (it == children_.end() || it->second.actor || it->second.state != child_state::restarting)
         continue;
       if (auto r = start(p); !r) {
         // The rest of the group stays in `restarting`; the failure's own restart covers it.
@@ -491,8 +493,8 @@ private:
 
   void escalate(child& c, const exit_info& ex) {
     escalations_metric_.inc();
-    auto why = "supervisor '" + spec_->name + "' exceeded " + std::to_string(spec_->policy.limits.max_restarts)
-               + " restarts in "
+    auto why = "supervisor '" + spec_->name + "' exceeded "
+               + std::to_string(spec_->policy.limits.max_restarts) + " restarts in "
                + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                                     spec_->policy.limits.period)
                                     .count())
@@ -605,7 +607,8 @@ private:
     pending_starts_.clear();
     auto go = [this, reason = std::move(reason)]() mutable {
       std::vector<std::uint64_t> order;
-      for (auto it = children_.rbegin(); it != children_.rend(); ++it) order.push_back(it->first);
+      for (auto it = children_.rbegin(); it != children_.rend(); ++it)
+        order.push_back(it->first);
       begin_stop(std::move(order), is_dynamic(),
                  [this, reason = std::move(reason)](std::vector<std::string> killed) mutable {
                    if (!killed.empty()) {
@@ -721,7 +724,8 @@ private:
     for (auto& [idx, actor] : subs) {
       auto msg = std::make_shared<v1::TreeRequest>(sub_req);
       auto to = af::address{core_->node_name, tree->children(idx).id()};
-      auto env = core_->make_envelope(self_addr_, to, msg, &e, e.logical_ts() + 1, e.tenant(), rng_);
+      auto env =
+          core_->make_envelope(self_addr_, to, msg, &e, e.logical_ts() + 1, e.tenant(), rng_);
       request(caf::actor_cast<caf::actor>(actor), k_subtree_timeout, std::move(env))
           .then(
               [tree, idx = idx, done](const envelope& r) mutable {
@@ -743,65 +747,67 @@ private:
   caf::result<envelope> on_command(const envelope& e, const v1::ChildCommand& cmd) {
     auto it = by_id_.find(cmd.id());
     if (it == by_id_.end())
-      return reply_error(e, not_found_error("supervisor '" + spec_->name + "' has no child '"
-                                            + cmd.id() + "'"));
+      return reply_error(
+          e, not_found_error("supervisor '" + spec_->name + "' has no child '" + cmd.id() + "'"));
     auto pos = it->second;
     auto& c = children_.at(pos);
     auto result = [&](std::string state, std::vector<std::string> killed = {}) {
       auto out = std::make_shared<v1::ChildCommandResult>();
       out->set_id(cmd.id());
       out->set_state(std::move(state));
-      for (auto& k : killed) out->add_killed(std::move(k));
+      for (auto& k : killed)
+        out->add_killed(std::move(k));
       return out;
     };
     switch (cmd.op()) {
-      case v1::ChildCommand::TERMINATE: {
-        if (!c.actor) {
-          // A child waiting for its backoff restart is stopped by cancelling the restart.
-          c.state = child_state::stopped;
-          if (is_dynamic() || c.spec->restart == restart_policy::temporary) remove_child(pos);
-          return reply(e, result("stopped"));
+    case v1::ChildCommand::TERMINATE: {
+      if (!c.actor) {
+        // A child waiting for its backoff restart is stopped by cancelling the restart.
+        c.state = child_state::stopped;
+        if (is_dynamic() || c.spec->restart == restart_policy::temporary) remove_child(pos);
+        return reply(e, result("stopped"));
+      }
+      if (op_)
+        return reply_error(e, error{errc::transient,
+                                    "supervisor '" + spec_->name + "' is busy restarting; retry"});
+      auto rp = make_response_promise<envelope>();
+      auto id = cmd.id();
+      begin_stop({pos}, false, [this, rp, e, pos, id](std::vector<std::string> killed) mutable {
+        auto ci = children_.find(pos);
+        std::string state = "stopped";
+        if (ci != children_.end()
+            && (is_dynamic() || ci->second.spec->restart == restart_policy::temporary)) {
+          remove_child(pos);
+          state = "deleted";
         }
-        if (op_)
-          return reply_error(e, error{errc::transient, "supervisor '" + spec_->name
-                                                           + "' is busy restarting; retry"});
-        auto rp = make_response_promise<envelope>();
-        auto id = cmd.id();
-        begin_stop({pos}, false, [this, rp, e, pos, id](std::vector<std::string> killed) mutable {
-          auto ci = children_.find(pos);
-          std::string state = "stopped";
-          if (ci != children_.end()
-              && (is_dynamic() || ci->second.spec->restart == restart_policy::temporary)) {
-            remove_child(pos);
-            state = "deleted";
-          }
-          auto out = std::make_shared<v1::ChildCommandResult>();
-          out->set_id(id);
-          out->set_state(state);
-          for (auto& k : killed) out->add_killed(k);
-          rp.deliver(reply(e, out));
-        });
-        return rp;
-      }
-      case v1::ChildCommand::RESTART: {
-        if (is_dynamic())
-          return reply_error(e, validation_error("restart_child: supervisor '" + spec_->name
-                                                 + "' is dynamic; start the child again"));
-        if (c.actor)
-          return reply_error(e, error{errc::conflict, "restart_child: child '" + cmd.id()
-                                                          + "' is running; terminate it first"});
-        if (auto r = start(pos); !r) return reply_error(e, r.error());
-        return reply(e, result("running"));
-      }
-      case v1::ChildCommand::DELETE: {
-        if (c.actor)
-          return reply_error(e, error{errc::conflict, "delete_child: child '" + cmd.id()
-                                                          + "' is running; terminate it first"});
-        remove_child(pos);
-        return reply(e, result("deleted"));
-      }
-      default:
-        break;
+        auto out = std::make_shared<v1::ChildCommandResult>();
+        out->set_id(id);
+        out->set_state(state);
+        for (auto& k : killed)
+          out->add_killed(k);
+        rp.deliver(reply(e, out));
+      });
+      return rp;
+    }
+    case v1::ChildCommand::RESTART: {
+      if (is_dynamic())
+        return reply_error(e, validation_error("restart_child: supervisor '" + spec_->name
+                                               + "' is dynamic; start the child again"));
+      if (c.actor)
+        return reply_error(e, error{errc::conflict, "restart_child: child '" + cmd.id()
+                                                        + "' is running; terminate it first"});
+      if (auto r = start(pos); !r) return reply_error(e, r.error());
+      return reply(e, result("running"));
+    }
+    case v1::ChildCommand::DELETE: {
+      if (c.actor)
+        return reply_error(e, error{errc::conflict, "delete_child: child '" + cmd.id()
+                                                        + "' is running; terminate it first"});
+      remove_child(pos);
+      return reply(e, result("deleted"));
+    }
+    default:
+      break;
     }
     return reply_error(e, validation_error("unknown child command"));
   }

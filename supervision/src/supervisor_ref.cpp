@@ -48,8 +48,7 @@ expected<v1::ChildCommandResult> supervisor_ref::command(v1::ChildCommand::Op op
   return node_->ask<v1::ChildCommandResult>(ref_, cmd, timeout);
 }
 
-expected<v1::ChildCommandResult> supervisor_ref::terminate_child(std::string id,
-                                                                 duration timeout) {
+expected<v1::ChildCommandResult> supervisor_ref::terminate_child(std::string id, duration timeout) {
   return command(v1::ChildCommand::TERMINATE, std::move(id), timeout);
 }
 
@@ -115,8 +114,8 @@ void render(std::ostringstream& out, const v1::SupervisorTree& t, const std::str
 
 std::string render_tree(const v1::SupervisorTree& t) {
   std::ostringstream out;
-  out << t.name() << "  supervisor " << t.strategy() << " (" << t.max_restarts()
-      << " restarts in " << t.period_seconds() << " s)  restarts=" << t.restarts() << "\n";
+  out << t.name() << "  supervisor " << t.strategy() << " (" << t.max_restarts() << " restarts in "
+      << t.period_seconds() << " s)  restarts=" << t.restarts() << "\n";
   render(out, t, "");
   return out.str();
 }

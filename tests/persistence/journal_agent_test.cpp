@@ -138,7 +138,8 @@ TEST_CASE("journal agent: concurrent appends are group-committed", "[journal]") 
         if (r && r->last_version() == static_cast<std::uint64_t>(i + 1)) ++ok;
       }
     });
-  for (auto& t : ts) t.join();
+  for (auto& t : ts)
+    t.join();
   CHECK(ok == k_threads * k_each);
   const auto batches = metric_sum(n, "af_journal_batch_size_count");
   const auto appends = metric_sum(n, "af_journal_batch_size_sum");
@@ -165,8 +166,8 @@ TEST_CASE("journal agent: a store that cannot be opened yet", "[journal]") {
   *available = true;
   bool worked = false;
   for (int i = 0; i < 300 && !worked; ++i) {
-    worked = n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/1", 0, 1), 5s)
-                 .has_value();
+    worked =
+        n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/1", 0, 1), 5s).has_value();
     if (!worked) std::this_thread::sleep_for(20ms);
   }
   CHECK(worked);

@@ -79,7 +79,8 @@ node::options quiet_options(std::shared_ptr<std::vector<std::string>> lines = nu
                             std::vector<std::pair<std::string, std::string>> sets = {}) {
   node::options o;
   config_sources src;
-  for (auto& [k, v] : sets) src.flags.push_back({k, v, "test"});
+  for (auto& [k, v] : sets)
+    src.flags.push_back({k, v, "test"});
   auto cfg = config::load(src);
   REQUIRE(cfg);
   o.cfg = std::move(*cfg);
@@ -140,15 +141,15 @@ void make_fail(node& n, const std::string& name, failure_mode mode) {
   auto r = n.lookup(name);
   REQUIRE(r);
   switch (mode) {
-    case failure_mode::exception:
-      n.tell(*r, text("throw"));
-      break;
-    case failure_mode::fail:
-      n.tell(*r, text("fail"));
-      break;
-    case failure_mode::abnormal_exit:
-      caf::anon_send_exit(to_actor(*r), caf::exit_reason::kill);
-      break;
+  case failure_mode::exception:
+    n.tell(*r, text("throw"));
+    break;
+  case failure_mode::fail:
+    n.tell(*r, text("fail"));
+    break;
+  case failure_mode::abnormal_exit:
+    caf::anon_send_exit(to_actor(*r), caf::exit_reason::kill);
+    break;
   }
 }
 
@@ -156,7 +157,8 @@ std::uint64_t child_restarts(sup::supervisor_ref& s) {
   auto w = s.which_children();
   REQUIRE(w);
   std::uint64_t n = 0;
-  for (const auto& c : w->children()) n += c.restarts();
+  for (const auto& c : w->children())
+    n += c.restarts();
   return n;
 }
 
@@ -174,8 +176,8 @@ double metric(node& n, const std::string& prefix) {
 TEST_CASE("each strategy restarts exactly the right children in the right order",
           "[supervision][strategy]") {
   auto mode = GENERATE(failure_mode::exception, failure_mode::fail, failure_mode::abnormal_exit);
-  auto how = GENERATE(sup::strategy::one_for_one, sup::strategy::one_for_all,
-                      sup::strategy::rest_for_one);
+  auto how =
+      GENERATE(sup::strategy::one_for_one, sup::strategy::one_for_all, sup::strategy::rest_for_one);
   CAPTURE(static_cast<int>(mode), std::string{sup::to_string(how)});
   auto nd = node::start(quiet_options());
   REQUIRE(nd);
@@ -184,32 +186,41 @@ TEST_CASE("each strategy restarts exactly the right children in the right order"
   auto started = n.start_child(sup::supervisor_child(
       spec_of("s1", how, {worker_child("a", j), worker_child("b", j), worker_child("c", j)})));
   REQUIRE(started);
-  for (auto name : {"a", "b", "c"}) REQUIRE(answers_again(n, name));
+  for (auto name : {"a", "b", "c"})
+    REQUIRE(answers_again(n, name));
   REQUIRE(j->take() == std::vector<std::string>{"start:a", "start:b", "start:c"});
 
   auto old_b = *n.lookup("b");
   make_fail(n, "b", mode);
   REQUIRE(answers_again(n, "b", old_b));
-  for (auto name : {"a", "c"}) REQUIRE(answers_again(n, name));
+  for (auto name : {"a", "c"})
+    REQUIRE(answers_again(n, name));
 
   const std::string why = mode == failure_mode::exception ? "exception: kaboom"
                           : mode == failure_mode::fail    ? "fail: transient: dependency down"
                                                           : "killed";
   std::vector<std::string> expected_events;
   switch (how) {
-    case sup::strategy::one_for_one:
-      expected_events = {"stop:b", "start:b", "recover:b:1:" + why};
-      break;
-    case sup::strategy::one_for_all:
-      expected_events = {"stop:b",  "stop:c",  "stop:a",  "start:a", "recover:a:1:shutdown",
-                         "start:b", "recover:b:1:" + why, "start:c", "recover:c:1:shutdown"};
-      break;
-    case sup::strategy::rest_for_one:
-      expected_events = {"stop:b", "stop:c", "start:b", "recover:b:1:" + why, "start:c",
-                         "recover:c:1:shutdown"};
-      break;
-    default:
-      break;
+  case sup::strategy::one_for_one:
+    expected_events = {"stop:b", "start:b", "recover:b:1:" + why};
+    break;
+  case sup::strategy::one_for_all:
+    expected_events = {"stop:b",
+                       "stop:c",
+                       "stop:a",
+                       "start:a",
+                       "recover:a:1:shutdown",
+                       "start:b",
+                       "recover:b:1:" + why,
+                       "start:c",
+                       "recover:c:1:shutdown"};
+    break;
+  case sup::strategy::rest_for_one:
+    expected_events = {
+        "stop:b", "stop:c", "start:b", "recover:b:1:" + why, "start:c", "recover:c:1:shutdown"};
+    break;
+  default:
+    break;
   }
   // recover runs in the new instance (on its own thread): compare starts/stops in order, and
   // the recover lines as a set.
@@ -231,14 +242,15 @@ TEST_CASE("restart policies: permanent, transient and temporary", "[supervision]
   REQUIRE(nd);
   auto& n = **nd;
   auto j = std::make_shared<journal>();
-  auto s = n.start_child(sup::supervisor_child(
-      spec_of("s2", sup::strategy::one_for_one,
-              {worker_child("perm", j, sup::restart_policy::permanent),
-               worker_child("trans", j, sup::restart_policy::transient),
-               worker_child("temp", j, sup::restart_policy::temporary)})));
+  auto s = n.start_child(
+      sup::supervisor_child(spec_of("s2", sup::strategy::one_for_one,
+                                    {worker_child("perm", j, sup::restart_policy::permanent),
+                                     worker_child("trans", j, sup::restart_policy::transient),
+                                     worker_child("temp", j, sup::restart_policy::temporary)})));
   REQUIRE(s);
   auto sr = sup::supervisor_ref{n, *s};
-  for (auto name : {"perm", "trans", "temp"}) REQUIRE(answers_again(n, name));
+  for (auto name : {"perm", "trans", "temp"})
+    REQUIRE(answers_again(n, name));
 
   SECTION("a normal exit restarts only the permanent child") {
     for (auto name : {"perm", "trans", "temp"}) {
@@ -274,14 +286,15 @@ TEST_CASE("restart policies: permanent, transient and temporary", "[supervision]
   }
 }
 
-TEST_CASE("the (max_restarts+1)-th failure within the period escalates", "[supervision][intensity]") {
+TEST_CASE("the (max_restarts+1)-th failure within the period escalates",
+          "[supervision][intensity]") {
   auto lines = std::make_shared<std::vector<std::string>>();
   auto nd = node::start(quiet_options(lines));
   REQUIRE(nd);
   auto& n = **nd;
   auto j = std::make_shared<journal>();
-  auto s = n.start_child(sup::supervisor_child(spec_of(
-      "s3", sup::strategy::one_for_one, {worker_child("x", j), worker_child("y", j)}, 2)));
+  auto s = n.start_child(sup::supervisor_child(
+      spec_of("s3", sup::strategy::one_for_one, {worker_child("x", j), worker_child("y", j)}, 2)));
   REQUIRE(s);
   auto sr = sup::supervisor_ref{n, *s};
   REQUIRE(answers_again(n, "x"));
@@ -317,8 +330,8 @@ TEST_CASE("the (max_restarts+1)-th failure within the period escalates", "[super
 TEST_CASE("a nested tree escalates level by level and the root stops the node",
           "[supervision][intensity]") {
   auto lines = std::make_shared<std::vector<std::string>>();
-  auto nd = node::start(quiet_options(lines, {{"supervision.root.max_restarts", "0"},
-                                              {"supervision.agents.max_restarts", "0"}}));
+  auto nd = node::start(quiet_options(
+      lines, {{"supervision.root.max_restarts", "0"}, {"supervision.agents.max_restarts", "0"}}));
   REQUIRE(nd);
   auto& n = **nd;
   auto j = std::make_shared<journal>();
@@ -367,7 +380,8 @@ TEST_CASE("backoff: first restart at once, then full jitter up to a capped bound
     CHECK(sum / 2000 == Approx(static_cast<double>(bound.count()) / 2).epsilon(0.1));
   }
   af::rng r1{7}, r2{7};
-  for (int i = 0; i < 100; ++i) CHECK(b.delay(5, r1) == b.delay(5, r2));
+  for (int i = 0; i < 100; ++i)
+    CHECK(b.delay(5, r1) == b.delay(5, r2));
   CHECK(b.delay(1000, r) <= 80ms); // no overflow
 }
 
@@ -420,8 +434,8 @@ TEST_CASE("shutdown: a child that ignores its stop is killed after its timeout",
   auto j = std::make_shared<journal>();
   auto stub = sup::actor_child("stubborn", stubborn, "test.stubborn");
   stub.shutdown = 150ms;
-  auto s = n.start_child(sup::supervisor_child(
-      spec_of("s5", sup::strategy::one_for_one, {worker_child("w1", j), stub, worker_child("w2", j)})));
+  auto s = n.start_child(sup::supervisor_child(spec_of(
+      "s5", sup::strategy::one_for_one, {worker_child("w1", j), stub, worker_child("w2", j)})));
   REQUIRE(s);
   auto sr = sup::supervisor_ref{n, *s};
   REQUIRE(answers_again(n, "w2"));
@@ -516,7 +530,9 @@ namespace {
 class parent_agent : public agent_base<parent_agent> {
 public:
   explicit parent_agent(std::shared_ptr<journal> j) : j_(std::move(j)) { j_->add("start:parent"); }
-  static void define(handlers<parent_agent>& h) { h.kind("test.parent").on(&parent_agent::on_ping); }
+  static void define(handlers<parent_agent>& h) {
+    h.kind("test.parent").on(&parent_agent::on_ping);
+  }
   sup::flags child_supervision() const override {
     sup::flags f;
     f.limits = {1, 5s};
@@ -616,8 +632,8 @@ TEST_CASE("crash storm: 10,000 crashes across 1,000 agents while others keep ans
   REQUIRE(s);
   auto sr = sup::supervisor_ref{n, *s};
   REQUIRE(eventually([&] { return sr.count_children()->active() == k_children; }));
-  for (int i = 0; i < 4; ++i) REQUIRE(n.spawn<worker>("steady" + std::to_string(i),
-                                                      "steady" + std::to_string(i), j));
+  for (int i = 0; i < 4; ++i)
+    REQUIRE(n.spawn<worker>("steady" + std::to_string(i), "steady" + std::to_string(i), j));
   const auto actors_started = n.actor_count();
 
   std::atomic<bool> stop{false};
@@ -666,6 +682,7 @@ TEST_CASE("crash storm: 10,000 crashes across 1,000 agents while others keep ans
   }
   auto agents = sup::supervisor_ref::find(n, k_agents_supervisor);
   REQUIRE(agents->terminate_child("storm"));
-  for (int i = 0; i < 4; ++i) REQUIRE(agents->terminate_child("steady" + std::to_string(i)));
+  for (int i = 0; i < 4; ++i)
+    REQUIRE(agents->terminate_child("steady" + std::to_string(i)));
   REQUIRE(eventually([&] { return n.actor_count() == actors_before; }, 30s));
 }

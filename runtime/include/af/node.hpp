@@ -76,8 +76,8 @@ public:
     return spawn_agent(sup::agent_factory<A>(std::forward<Ts>(args)...), std::move(name),
                        std::move(opts));
   }
-  expected<agent_ref> spawn_agent(std::function<std::unique_ptr<agent>()> factory,
-                                  std::string name, agent_options opts = {});
+  expected<agent_ref> spawn_agent(std::function<std::unique_ptr<agent>()> factory, std::string name,
+                                  agent_options opts = {});
   /// Spawns an existing instance. It cannot be made again, so it is supervised as `temporary`
   /// (never restarted); prefer spawn<A> or a factory.
   expected<agent_ref> spawn_agent(std::unique_ptr<agent> a, std::string name,

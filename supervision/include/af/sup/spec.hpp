@@ -128,9 +128,9 @@ namespace detail {
 /// How agent_factory keeps one constructor argument: a copy, or a reference for lvalues that
 /// cannot be copied.
 template <class T>
-using kept_arg_t =
-    std::conditional_t<std::is_lvalue_reference_v<T> && !std::is_copy_constructible_v<std::decay_t<T>>,
-                       std::reference_wrapper<std::remove_reference_t<T>>, std::decay_t<T>>;
+using kept_arg_t = std::conditional_t<
+    std::is_lvalue_reference_v<T> && !std::is_copy_constructible_v<std::decay_t<T>>,
+    std::reference_wrapper<std::remove_reference_t<T>>, std::decay_t<T>>;
 } // namespace detail
 
 /// Makes fresh instances of `A` from copies of `args` (lvalue arguments that cannot be copied,
