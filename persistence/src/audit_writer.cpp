@@ -5,6 +5,7 @@
 #include "af/store/audit.hpp"
 #include "af/store/journal.hpp"
 #include "af/v1/audit.pb.h"
+#include "store_link.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -48,13 +49,13 @@ public:
   }
 
   void on_reopen(context& ctx, const v1::AuditReopen&) {
-    if (!db_) open(ctx);
+    if (link_.db() == nullptr) open(ctx);
   }
 
   void on_flush(context& ctx, const v1::AuditFlush&) {
     flush_scheduled_ = false;
     while (!pending_.empty()) {
-      if (!db_) {
+      if (link_.db() == nullptr) {
         for (auto& p : pending_)
           p.reply.fail(unavailable());
         pending_.clear();
@@ -73,7 +74,7 @@ public:
         rows.push_back(make_audit_row(rec, prev));
         prev = rows.back().hash;
       }
-      auto st = db_->audit_append(rows);
+      auto st = link_.db()->audit_append(rows);
       if (st) {
         head_ = audit_head{rows.back().seq, rows.back().hash};
         records_.inc(static_cast<double>(n));
@@ -111,7 +112,7 @@ private:
 
   /// Continues the chain where the store ends. On failure fails every pending append.
   bool read_head(context& ctx) {
-    auto h = db_->audit_last();
+    auto h = link_.db()->audit_last();
     if (h) {
       head_ = *h;
       return true;
@@ -123,68 +124,28 @@ private:
     return false;
   }
 
-  // Opening is retried with backoff: a store that is down must not take the node down.
   void open(context& ctx) {
-    auto db = opts_.open ? opts_.open()
-                         : expected<std::unique_ptr<backend>>{
-                             error{errc::validation, "audit: no backend configured"}};
-    if (db) {
-      db_ = std::move(*db);
-      open_error_.reset();
-      head_.reset();
-      if (auto h = db_->audit_last())
-        head_ = *h;
-      else
-        store_error(ctx, h.error());
-      ctx.log().info("audit_opened", "audit writer ready",
-                     {{"backend", std::string{db_->kind()}},
-                      {"location", db_->location()},
-                      {"next_seq", static_cast<double>(head_ ? head_->seq + 1 : 0)}});
-      return;
-    }
-    open_error_ = db.error();
-    store_error(ctx, db.error());
-    if (!retryable(db.error().code())) {
-      ctx.log().error("audit_unavailable",
-                      "cannot open the store (not retried): " + db.error().to_string());
-      return;
-    }
-    auto delay = sup::backoff{std::chrono::milliseconds(50), std::chrono::seconds(5), {}}.delay(
-        ++open_attempts_ + 1, ctx.rng());
-    ctx.log().warn("audit_unavailable",
-                   "cannot open the store; retrying: " + db.error().to_string(),
-                   {{"retry_in_ms", std::chrono::duration<double, std::milli>(delay).count()}});
-    ctx.schedule(delay, v1::AuditReopen{});
+    if (!link_.open<v1::AuditReopen>(ctx)) return;
+    head_.reset();
+    if (auto h = link_.db()->audit_last())
+      head_ = *h;
+    else
+      store_error(ctx, h.error());
+    ctx.log().info("audit_opened", "audit writer ready",
+                   {{"backend", std::string{link_.db()->kind()}},
+                    {"location", link_.db()->location()},
+                    {"next_seq", static_cast<double>(head_ ? head_->seq + 1 : 0)}});
   }
 
-  error unavailable() const {
-    return error{errc::transient, "audit writer unavailable: "
-                                      + (open_error_ ? open_error_->to_string() : "not open")};
-  }
-
-  void store_error(context& ctx, const error& e) {
-    auto kind = std::string{to_string(e.code())};
-    auto it = error_counters_.find(kind);
-    if (it == error_counters_.end()) {
-      counter_handle h;
-      if (auto c = ctx.metrics().counter(
-              "af_store_errors_total", "Storage errors by backend and kind",
-              {{"backend", db_ ? std::string{db_->kind()} : "unopened"}, {"kind", kind}}))
-        h = *c;
-      it = error_counters_.emplace(kind, h).first;
-    }
-    it->second.inc();
-  }
+  error unavailable() const { return link_.unavailable(); }
+  void store_error(context& ctx, const error& e) { link_.count(ctx, e); }
 
   audit_options opts_;
-  std::unique_ptr<backend> db_;
+  detail::store_link link_{opts_.open, "audit writer", "audit_unavailable"};
   std::optional<audit_head> head_;
-  std::optional<error> open_error_;
-  std::uint32_t open_attempts_ = 0;
   std::deque<waiting> pending_;
   bool flush_scheduled_ = false;
   counter_handle records_;
-  std::map<std::string, counter_handle> error_counters_;
 };
 
 } // namespace

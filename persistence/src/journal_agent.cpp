@@ -5,6 +5,7 @@
 #include "af/agent.hpp"
 #include "af/metrics.hpp"
 #include "af/v1/store.pb.h"
+#include "store_link.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -89,13 +90,13 @@ public:
   }
 
   void on_reopen(context& ctx, const v1::JournalReopen&) {
-    if (!db_) open(ctx);
+    if (link_.db() == nullptr) open(ctx);
   }
 
   void on_flush(context& ctx, const v1::JournalFlush&) {
     flush_scheduled_ = false;
     while (!pending_.empty()) {
-      if (!db_) {
+      if (link_.db() == nullptr) {
         for (auto& p : pending_)
           p.reply.fail(unavailable());
         pending_.clear();
@@ -107,7 +108,7 @@ public:
       for (std::size_t i = 0; i < n; ++i)
         batch.push_back(std::move(pending_[i].req));
       auto t0 = ctx.monotonic();
-      auto results = db_->append_batch(batch, ctx.now());
+      auto results = link_.db()->append_batch(batch, ctx.now());
       append_seconds_.observe(std::chrono::duration<double>(ctx.monotonic() - t0).count());
       batch_size_.observe(static_cast<double>(n));
       for (std::size_t i = 0; i < n; ++i) {
@@ -134,11 +135,11 @@ public:
   // --- reads -----------------------------------------------------------------------------------
 
   expected<v1::ReadResult> on_read(context& ctx, const v1::ReadRequest& r) {
-    if (!db_) return unavailable();
-    auto ev = db_->read(r.stream(), std::max<std::uint64_t>(r.from_version(), 1),
-                        r.max() != 0 ? r.max() : k_default_max);
+    if (link_.db() == nullptr) return unavailable();
+    auto ev = link_.db()->read(r.stream(), std::max<std::uint64_t>(r.from_version(), 1),
+                               r.max() != 0 ? r.max() : k_default_max);
     if (!ev) return store_error(ctx, ev.error());
-    auto v = db_->version(r.stream());
+    auto v = link_.db()->version(r.stream());
     if (!v) return store_error(ctx, v.error());
     v1::ReadResult out;
     out.set_stream_version(*v);
@@ -156,9 +157,9 @@ public:
   }
 
   expected<v1::ListStreamsResult> on_list(context& ctx, const v1::ListStreamsRequest& r) {
-    if (!db_) return unavailable();
-    auto s = db_->list_streams(r.prefix(), r.all_tenants() ? std::string{} : ctx.tenant(),
-                               r.after(), r.max() != 0 ? r.max() : k_default_max);
+    if (link_.db() == nullptr) return unavailable();
+    auto s = link_.db()->list_streams(r.prefix(), r.all_tenants() ? std::string{} : ctx.tenant(),
+                                      r.after(), r.max() != 0 ? r.max() : k_default_max);
     if (!s) return store_error(ctx, s.error());
     v1::ListStreamsResult out;
     for (auto& i : *s) {
@@ -171,9 +172,9 @@ public:
   }
 
   expected<v1::SnapshotResult> on_save_snapshot(context& ctx, const v1::SaveSnapshotRequest& r) {
-    if (!db_) return unavailable();
+    if (link_.db() == nullptr) return unavailable();
     snapshot_record s{r.stream(), ctx.tenant(), r.version(), r.type(), r.payload(), ctx.now()};
-    if (auto st = db_->save_snapshot(s); !st) return store_error(ctx, st.error());
+    if (auto st = link_.db()->save_snapshot(s); !st) return store_error(ctx, st.error());
     v1::SnapshotResult out;
     out.set_found(true);
     out.set_version(s.version);
@@ -183,8 +184,8 @@ public:
   }
 
   expected<v1::SnapshotResult> on_load_snapshot(context& ctx, const v1::LoadSnapshotRequest& r) {
-    if (!db_) return unavailable();
-    auto s = db_->load_snapshot(r.stream());
+    if (link_.db() == nullptr) return unavailable();
+    auto s = link_.db()->load_snapshot(r.stream());
     if (!s) return store_error(ctx, s.error());
     v1::SnapshotResult out;
     if (!*s) return out;
@@ -208,63 +209,22 @@ private:
     responder<v1::AppendResult> reply;
   };
 
-  // Opening is retried with backoff: a store that is down must not take the node down.
   void open(context& ctx) {
-    auto db = opts_.open ? opts_.open()
-                         : expected<std::unique_ptr<backend>>{
-                             error{errc::validation, "journal: no backend configured"}};
-    if (db) {
-      db_ = std::move(*db);
-      open_error_.reset();
-      ctx.log().info("journal_opened", "journal ready",
-                     {{"backend", std::string{db_->kind()}}, {"location", db_->location()}});
-      return;
-    }
-    open_error_ = db.error();
-    store_error(ctx, db.error());
-    if (!retryable(db.error().code())) {
-      ctx.log().error("journal_unavailable",
-                      "cannot open the store (not retried): " + db.error().to_string());
-      return;
-    }
-    // Capped exponential backoff with full jitter; the first retry waits up to 50 ms.
-    auto delay = sup::backoff{std::chrono::milliseconds(50), std::chrono::seconds(5), {}}.delay(
-        ++open_attempts_ + 1, ctx.rng());
-    ctx.log().warn("journal_unavailable",
-                   "cannot open the store; retrying: " + db.error().to_string(),
-                   {{"retry_in_ms", std::chrono::duration<double, std::milli>(delay).count()}});
-    ctx.schedule(delay, v1::JournalReopen{});
+    if (!link_.open<v1::JournalReopen>(ctx)) return;
+    ctx.log().info(
+        "journal_opened", "journal ready",
+        {{"backend", std::string{link_.db()->kind()}}, {"location", link_.db()->location()}});
   }
 
-  error unavailable() const {
-    return error{errc::transient,
-                 "journal unavailable: " + (open_error_ ? open_error_->to_string() : "not open")};
-  }
-
-  error store_error(context& ctx, const error& e) {
-    auto kind = std::string{to_string(e.code())};
-    auto it = error_counters_.find(kind);
-    if (it == error_counters_.end()) {
-      counter_handle h;
-      if (auto c = ctx.metrics().counter(
-              "af_store_errors_total", "Storage errors by backend and kind",
-              {{"backend", db_ ? std::string{db_->kind()} : "unopened"}, {"kind", kind}}))
-        h = *c;
-      it = error_counters_.emplace(kind, h).first;
-    }
-    it->second.inc();
-    return e;
-  }
+  error unavailable() const { return link_.unavailable(); }
+  error store_error(context& ctx, const error& e) { return link_.count(ctx, e); }
 
   journal_options opts_;
-  std::unique_ptr<backend> db_;
-  std::optional<error> open_error_;
-  std::uint32_t open_attempts_ = 0;
+  detail::store_link link_{opts_.open, "journal", "journal_unavailable"};
   std::deque<waiting> pending_;
   bool flush_scheduled_ = false;
   histogram_handle append_seconds_, batch_size_;
   counter_handle conflicts_;
-  std::map<std::string, counter_handle> error_counters_;
 };
 
 } // namespace
