@@ -42,6 +42,8 @@ public:
         .on(&journal_agent::on_append)
         .on(&journal_agent::on_flush)
         .on(&journal_agent::on_reopen)
+        .on(&journal_agent::on_retry)
+        .on(&journal_agent::on_compact)
         .on(&journal_agent::on_read)
         .on(&journal_agent::on_list)
         .on(&journal_agent::on_save_snapshot)
@@ -59,7 +61,18 @@ public:
       batch_size_ = *h;
     if (auto c = m.counter("af_journal_conflicts_total", "Appends refused: stale expected version"))
       conflicts_ = *c;
+    for (auto [kind, slot] : {std::pair{"deleted", &compacted_deleted_},
+                              std::pair{"pruned", &compacted_pruned_}})
+      if (auto c = m.counter("af_journal_compacted_streams_total",
+                             "Streams compacted by retention: finished streams deleted whole, "
+                             "open streams pruned up to their snapshot",
+                             {{"kind", kind}}))
+        *slot = *c;
+    if (auto c = m.counter("af_journal_compacted_events_total", "Events deleted by retention"))
+      compacted_events_ = *c;
+    retry_.emplace("journal", opts_.retry, ctx.clock(), ctx.rng(), ctx.log(), &ctx.metrics());
     open(ctx);
+    if (opts_.retention > duration::zero()) ctx.schedule(opts_.compact_interval, v1::JournalCompact{});
   }
 
   // --- appends: group commit -----------------------------------------------------------------
@@ -72,6 +85,7 @@ public:
     req.stream = r.stream();
     req.tenant = ctx.tenant();
     req.expected_version = r.any_version() ? k_any_version : r.expected_version();
+    req.finish = r.finish();
     req.events.reserve(static_cast<std::size_t>(r.events_size()));
     for (const auto& e : r.events()) {
       if (e.type().empty())
@@ -81,7 +95,8 @@ public:
             validation_error("append to '" + r.stream() + "': envelope_hash must be 32 bytes"));
       req.events.push_back({e.type(), e.payload(), digest_of(e.envelope_hash())});
     }
-    pending_.push_back({std::move(req), std::move(reply)});
+    retry_->on_first_attempt();
+    pending_.push_back({std::move(req), std::move(reply), 1});
     // The flush arrives after every message already in the mailbox: all of them join the batch.
     if (!flush_scheduled_) {
       flush_scheduled_ = true;
@@ -106,7 +121,7 @@ public:
       std::vector<append_request> batch;
       batch.reserve(n);
       for (std::size_t i = 0; i < n; ++i)
-        batch.push_back(std::move(pending_[i].req));
+        batch.push_back(pending_[i].req); // kept: a transient failure retries it
       auto t0 = ctx.monotonic();
       auto results = link_.db()->append_batch(batch, ctx.now());
       append_seconds_.observe(std::chrono::duration<double>(ctx.monotonic() - t0).count());
@@ -122,14 +137,82 @@ public:
           reply.reply(std::move(out));
           continue;
         }
-        if (r.error().code() == errc::conflict)
+        if (r.error().code() == errc::conflict) {
           conflicts_.inc();
-        else
-          store_error(ctx, r.error());
-        reply.fail(r.error());
+          reply.fail(r.error());
+          continue;
+        }
+        store_error(ctx, r.error());
+        auto& w = pending_[i];
+        if (w.req.expected_version == k_any_version) {
+          reply.fail(r.error());
+          continue;
+        }
+        auto d = retry_->next(r.error(), w.attempt);
+        if (!d.retry()) {
+          reply.fail(retry_->give_up_error(d, r.error()));
+          continue;
+        }
+        ++w.attempt;
+        retrying_.push_back({std::move(w), ctx.monotonic() + d.delay});
+        ctx.schedule(d.delay, v1::JournalRetry{});
       }
       pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
     }
+  }
+
+  /// Appends whose backoff has passed join the next batch.
+  void on_retry(context& ctx, const v1::JournalRetry&) {
+    const auto now = ctx.monotonic();
+    bool any = false;
+    for (auto it = retrying_.begin(); it != retrying_.end();) {
+      if (it->due <= now) {
+        pending_.push_back(std::move(it->w));
+        it = retrying_.erase(it);
+        any = true;
+      } else {
+        ++it;
+      }
+    }
+    if (any && !flush_scheduled_) {
+      flush_scheduled_ = true;
+      ctx.tell(ctx.self_ref(), v1::JournalFlush{});
+    }
+  }
+
+  // --- retention -----------------------------------------------------------------------------
+
+  /// One compaction step (one transaction); the next step comes right after the messages that
+  /// arrived meanwhile when there is more to do, else after the interval.
+  void on_compact(context& ctx, const v1::JournalCompact&) {
+    auto next = opts_.compact_interval;
+    if (link_.db() != nullptr) {
+      compact_options co;
+      co.now = ctx.now();
+      co.retention = opts_.retention;
+      co.max_streams = opts_.compact_batch;
+      auto t0 = ctx.monotonic();
+      if (auto r = link_.db()->compact(co); !r) {
+        store_error(ctx, r.error());
+        ctx.log().warn("journal_compact_failed", "compaction failed: " + r.error().to_string());
+      } else {
+        compacted_deleted_.inc(static_cast<double>(r->streams_deleted));
+        compacted_pruned_.inc(static_cast<double>(r->streams_pruned));
+        compacted_events_.inc(static_cast<double>(r->events_deleted));
+        if (r->streams_deleted + r->streams_pruned > 0)
+          ctx.log().info(
+              "journal_compacted", "retention compacted the journal",
+              {{"streams_deleted", static_cast<std::int64_t>(r->streams_deleted)},
+               {"streams_pruned", static_cast<std::int64_t>(r->streams_pruned)},
+               {"events_deleted", static_cast<std::int64_t>(r->events_deleted)},
+               {"ms", std::chrono::duration<double, std::milli>(ctx.monotonic() - t0).count()}});
+        if (r->more) next = duration::zero();
+      }
+    }
+    if (next == duration::zero())
+      ctx.tell(ctx.self_ref(), v1::JournalCompact{});
+    else
+      ctx.schedule(next, v1::JournalCompact{});
   }
 
   // --- reads -----------------------------------------------------------------------------------
@@ -167,6 +250,8 @@ public:
       o->set_stream(std::move(i.stream));
       o->set_tenant(std::move(i.tenant));
       o->set_version(i.version);
+      o->set_pruned_through(i.pruned_through);
+      if (i.finished_at) o->set_finished_at_ns(ns_of(*i.finished_at));
     }
     return out;
   }
@@ -201,12 +286,20 @@ public:
     for (auto& p : pending_)
       p.reply.fail(error{errc::transient, "journal stopped before commit"});
     pending_.clear();
+    for (auto& r : retrying_)
+      r.w.reply.fail(error{errc::transient, "journal stopped before the retry of a failed commit"});
+    retrying_.clear();
   }
 
 private:
   struct waiting {
     append_request req;
     responder<v1::AppendResult> reply;
+    std::uint32_t attempt = 1;
+  };
+  struct backing_off {
+    waiting w;
+    duration due; ///< monotonic time of the next attempt
   };
 
   void open(context& ctx) {
@@ -222,6 +315,9 @@ private:
   journal_options opts_;
   detail::store_link link_{opts_.open, "journal", "journal_unavailable"};
   std::deque<waiting> pending_;
+  std::vector<backing_off> retrying_;
+  std::optional<sup::retry_policy> retry_;
+  counter_handle compacted_deleted_, compacted_pruned_, compacted_events_;
   bool flush_scheduled_ = false;
   histogram_handle append_seconds_, batch_size_;
   counter_handle conflicts_;
@@ -252,9 +348,16 @@ journal_options journal_options_from(const config& cfg) {
     so.path = url.substr(7);
     so.synchronous = cfg.get_string("store.sqlite.synchronous");
     jo.open = [so]() { return open_sqlite(so); };
+  } else if (url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    postgres_options po;
+    po.url = url;
+    po.statement_timeout_ms = static_cast<int>(cfg.get_int("store.postgres.statement_timeout_ms"));
+    jo.open = [po]() { return open_postgres(po); };
   } else {
     jo.open = [url]() { return open_url(url); };
   }
+  jo.retention = std::chrono::milliseconds(cfg.get_int("store.retention.period_ms"));
+  jo.compact_interval = std::chrono::milliseconds(cfg.get_int("store.retention.interval_ms"));
   return jo;
 }
 

@@ -50,6 +50,9 @@ enum stmt : std::size_t {
   s_list_streams,
   s_save_snapshot,
   s_load_snapshot,
+  s_delete_finished,
+  s_prune_snapshotted,
+  s_storage_bytes,
   s_audit_last,
   s_audit_insert,
   s_audit_read,
@@ -65,8 +68,8 @@ struct stmt_def {
 
 constexpr std::array<stmt_def, s_count> k_stmts{{
     {"af_lock_streams",
-     "SELECT stream, version, tenant FROM streams WHERE stream = ANY($1) ORDER BY stream "
-     "FOR UPDATE",
+     "SELECT stream, version, tenant, finished_at FROM streams "
+     "WHERE stream = ANY($1) ORDER BY stream FOR UPDATE",
      1,
      {k_text_array}},
     {"af_insert_events",
@@ -77,18 +80,24 @@ constexpr std::array<stmt_def, s_count> k_stmts{{
      {k_text_array, k_int8_array, k_text_array, k_text_array, k_bytea_array, k_bytea_array,
       k_int8}},
     {"af_upsert_streams",
-     "INSERT INTO streams (stream, tenant, version) SELECT * FROM unnest($1::text[], $2::text[], "
-     "$3::bigint[]) ON CONFLICT (stream) DO UPDATE SET version = excluded.version",
-     3,
-     {k_text_array, k_text_array, k_int8_array}},
+     "INSERT INTO streams (stream, tenant, version, finished_at) SELECT s, t, v, NULLIF(f, 0) "
+     "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(s, t, v, f) "
+     "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, "
+     "finished_at = excluded.finished_at",
+     4,
+     {k_text_array, k_text_array, k_int8_array, k_int8_array}},
     {"af_read_events",
      "SELECT version, tenant, type, payload, envelope_hash, committed_at FROM events "
      "WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3",
      3,
      {k_text, k_int8, k_int8}},
-    {"af_stream_get", "SELECT version, tenant FROM streams WHERE stream = $1", 1, {k_text}},
+    {"af_stream_get",
+     "SELECT version, tenant, finished_at, pruned_through FROM streams WHERE stream = $1",
+     1,
+     {k_text}},
     {"af_list_streams",
-     "SELECT stream, tenant, version FROM streams WHERE stream >= $1 AND starts_with(stream, $1) "
+     "SELECT stream, tenant, version, pruned_through, finished_at FROM streams "
+     "WHERE stream >= $1 AND starts_with(stream, $1) "
      "AND stream > $3 AND ($2 = '' OR tenant = $2) ORDER BY stream LIMIT $4",
      4,
      {k_text, k_text, k_text, k_int8}},
@@ -103,6 +112,33 @@ constexpr std::array<stmt_def, s_count> k_stmts{{
      "SELECT tenant, version, type, payload, taken_at FROM snapshots WHERE stream = $1",
      1,
      {k_text}},
+    // Retention: one statement deletes up to $2 finished streams whole, another prunes up to $2
+    // streams' snapshotted events; each returns (streams, events).
+    {"af_delete_finished",
+     "WITH due AS (SELECT stream FROM streams WHERE finished_at <= $1 ORDER BY finished_at "
+     "LIMIT $2 FOR UPDATE), "
+     "ev AS (DELETE FROM events WHERE stream IN (SELECT stream FROM due) RETURNING 1), "
+     "sn AS (DELETE FROM snapshots WHERE stream IN (SELECT stream FROM due)), "
+     "st AS (DELETE FROM streams WHERE stream IN (SELECT stream FROM due) RETURNING 1) "
+     "SELECT (SELECT count(*) FROM st), (SELECT count(*) FROM ev)",
+     2,
+     {k_int8, k_int8}},
+    {"af_prune_snapshotted",
+     "WITH due AS (SELECT s.stream, s.version FROM snapshots AS s JOIN streams AS t "
+     "ON t.stream = s.stream WHERE s.taken_at <= $1 AND s.version > t.pruned_through "
+     "ORDER BY s.taken_at LIMIT $2 FOR UPDATE OF t), "
+     "ev AS (DELETE FROM events AS e USING due WHERE e.stream = due.stream "
+     "AND e.version <= due.version RETURNING 1), "
+     "up AS (UPDATE streams AS t SET pruned_through = due.version FROM due "
+     "WHERE t.stream = due.stream RETURNING 1) "
+     "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM ev)",
+     2,
+     {k_int8, k_int8}},
+    {"af_storage_bytes",
+     "SELECT coalesce(sum(pg_total_relation_size(c)), 0)::bigint FROM unnest(ARRAY['streams', "
+     "'events', 'snapshots', 'audit_log']) AS n, to_regclass(n) AS c WHERE c IS NOT NULL",
+     0,
+     {}},
     {"af_audit_last", "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", 0, {}},
     {"af_audit_insert",
      "INSERT INTO audit_log (seq, tenant, ts, actor, action, subject, record, prev_hash, hash) "
@@ -301,6 +337,7 @@ struct rows {
     return {PQgetvalue(r, row, col), static_cast<std::size_t>(PQgetlength(r, row, col))};
   }
   [[nodiscard]] std::string text(int row, int col) const { return std::string{bytes(row, col)}; }
+  [[nodiscard]] bool null(int row, int col) const { return PQgetisnull(r, row, col) != 0; }
   [[nodiscard]] std::int64_t int8(int row, int col) const {
     auto b = bytes(row, col);
     return b.size() == 8 ? static_cast<std::int64_t>(get_be64(b.data())) : 0;
@@ -515,6 +552,14 @@ public:
                           + ": envelope_hash is not 32 bytes");
         e.committed_at = time_of(r.int8(i, 5));
       }
+      // Compaction removes a prefix: events starting at from_version cannot have lost any.
+      // Otherwise look at the stream (after the read, so a compaction in between shows).
+      if (out.empty() || out.front().version != std::max<std::uint64_t>(from_version, 1)) {
+        auto st = stream_get(c, stream, op);
+        if (!st) return st.error();
+        if (auto ok = check_not_pruned(stream, from_version, st->pruned_through); !ok)
+          return ok.error();
+      }
       return out;
     });
   }
@@ -525,6 +570,70 @@ public:
       auto st = stream_get(c, stream, "version of stream " + std::string{stream});
       if (!st) return st.error();
       return st->version;
+    });
+  }
+
+  expected<std::optional<stream_info>> stream(std::string_view stream) override {
+    if (auto e = check_text("stream", "stream", stream)) return *e;
+    const std::string op = "stream " + std::string{stream};
+    return run(op, [&](connection& c, attempt&) -> expected<std::optional<stream_info>> {
+      auto st = stream_get(c, stream, op);
+      if (!st) return st.error();
+      if (!st->exists) return std::optional<stream_info>{};
+      return std::optional<stream_info>{stream_info{std::string{stream}, st->tenant, st->version,
+                                                    st->pruned_through, st->finished_at}};
+    });
+  }
+
+  expected<compact_result> compact(const compact_options& opts) override {
+    compact_result out;
+    if (opts.max_streams == 0) return out;
+    auto done = run("compact", [&](connection& c, attempt& a) -> expected<compact_result> {
+      compact_result res;
+      auto abort = [&](error e) -> error {
+        rollback(c);
+        return e;
+      };
+      params p;
+      p.add_int8(ns_of(opts.now - opts.retention));
+      p.add_int8(clamp_i64(opts.max_streams));
+      if (auto st = exec_sql(c, "BEGIN", "compact: begin"); !st) return abort(st.error());
+      auto del = exec(c, s_delete_finished, p, "compact: delete finished streams");
+      if (!del) return abort(del.error());
+      auto prune = exec(c, s_prune_snapshotted, p, "compact: prune snapshotted events");
+      if (!prune) return abort(prune.error());
+      rows d{del->get()};
+      rows q{prune->get()};
+      res.streams_deleted = static_cast<std::uint64_t>(d.int8(0, 0));
+      res.streams_pruned = static_cast<std::uint64_t>(q.int8(0, 0));
+      res.events_deleted =
+          static_cast<std::uint64_t>(d.int8(0, 1)) + static_cast<std::uint64_t>(q.int8(0, 1));
+      res.more = res.streams_deleted == opts.max_streams || res.streams_pruned == opts.max_streams;
+      a.commit_sent = true;
+      if (auto st = exec_sql(c, "COMMIT", "compact: commit"); !st) return abort(st.error());
+      return res;
+    });
+    if (!done) return done.error();
+    out = *done;
+    if (opts.reclaim && out.streams_deleted + out.streams_pruned > 0) {
+      // VACUUM cannot run inside a transaction block: on its own, after the commit.
+      auto vac = run("compact: vacuum", [&](connection& c, attempt&) -> status {
+        // VACUUM may take longer than statement_timeout allows ordinary statements.
+        if (auto st = exec_sql(c, "SET statement_timeout = 0", "compact: VACUUM"); !st) return st;
+        auto st = exec_sql(c, "VACUUM streams, events, snapshots", "compact: VACUUM");
+        (void)exec_sql(c, "RESET statement_timeout", "compact: VACUUM");
+        return st;
+      });
+      if (!vac) return vac.error();
+    }
+    return out;
+  }
+
+  expected<std::uint64_t> storage_bytes() override {
+    return run("storage_bytes", [&](connection& c, attempt&) -> expected<std::uint64_t> {
+      auto res = exec(c, s_storage_bytes, params{}, "storage_bytes");
+      if (!res) return res.error();
+      return static_cast<std::uint64_t>(rows{res->get()}.int8(0, 0));
     });
   }
 
@@ -547,8 +656,12 @@ public:
       rows r{res->get()};
       std::vector<stream_info> out;
       out.reserve(static_cast<std::size_t>(r.count()));
-      for (int i = 0; i < r.count(); ++i)
-        out.push_back({r.text(i, 0), r.text(i, 1), static_cast<std::uint64_t>(r.int8(i, 2))});
+      for (int i = 0; i < r.count(); ++i) {
+        stream_info info{r.text(i, 0), r.text(i, 1), static_cast<std::uint64_t>(r.int8(i, 2)),
+                         static_cast<std::uint64_t>(r.int8(i, 3)), std::nullopt};
+        if (!r.null(i, 4)) info.finished_at = time_of(r.int8(i, 4));
+        out.push_back(std::move(info));
+      }
       return out;
     });
   }
@@ -775,13 +888,17 @@ private:
 
   expected<std::unique_ptr<connection>> connect() {
     const auto timeout = std::to_string(opts_.connect_timeout_s);
+    const auto server_options = "-c statement_timeout=" + std::to_string(opts_.statement_timeout_ms);
     // Entries before dbname may be overridden by the URL, entries after it override the URL.
+    // statement_timeout bounds every statement (a lock wait, a stuck server): it fails with
+    // `timeout`, which the store agents retry.
     // Keepalives and tcp_user_timeout turn a vanished server host (no RST ever comes) into an
     // error within about 30 s instead of a call blocked for the kernel's default of ~15 minutes.
     const std::pair<const char*, const char*> settings[] = {
         {"application_name", "agentflow"},    {"keepalives_idle", "10"},
         {"keepalives_interval", "5"},         {"keepalives_count", "3"},
-        {"tcp_user_timeout", "30000"},        {"dbname", opts_.url.c_str()},
+        {"tcp_user_timeout", "30000"},        {"options", server_options.c_str()},
+        {"dbname", opts_.url.c_str()},
         {"connect_timeout", timeout.c_str()}, {"client_encoding", "UTF8"},
     };
     std::vector<const char*> keys, values;
@@ -853,6 +970,11 @@ private:
       msg = one_line(primary != nullptr ? primary : PQresultErrorMessage(res));
       if (detail != nullptr) msg += " (" + one_line(detail) + ")";
       if (state != nullptr) msg += " [SQLSTATE " + std::string{state} + "]";
+      // A missing table or column: most likely a schema behind this build (af db migrate --to).
+      if (state != nullptr
+          && (std::string_view{state} == "42P01" || std::string_view{state} == "42703"))
+        msg += "; this build needs schema version " + std::to_string(latest_schema_version())
+               + ": is the schema behind? (af db status, af db migrate)";
     }
     if (msg.empty()) msg = one_line(PQerrorMessage(c.pg.get()));
     if (msg.empty()) msg = "no result from the server";
@@ -916,6 +1038,8 @@ private:
     bool exists = false;
     std::string tenant;
     std::uint64_t version = 0;
+    std::optional<time_point> finished_at;
+    std::uint64_t pruned_through = 0;
   };
 
   expected<stream_state> stream_get(connection& c, std::string_view stream, std::string_view op) {
@@ -929,6 +1053,8 @@ private:
     st.exists = true;
     st.version = static_cast<std::uint64_t>(r.int8(0, 0));
     st.tenant = r.text(0, 1);
+    if (!r.null(0, 2)) st.finished_at = time_of(r.int8(0, 2));
+    st.pruned_through = static_cast<std::uint64_t>(r.int8(0, 3));
     return st;
   }
 
@@ -959,8 +1085,11 @@ private:
     if (!locked) return abort(locked.error());
     rows lr{locked->get()};
     for (int i = 0; i < lr.count(); ++i) {
-      if (auto it = streams.find(lr.bytes(i, 0)); it != streams.end())
-        it->second = {true, lr.text(i, 2), static_cast<std::uint64_t>(lr.int8(i, 1))};
+      if (auto it = streams.find(lr.bytes(i, 0)); it != streams.end()) {
+        it->second = {true, lr.text(i, 2), static_cast<std::uint64_t>(lr.int8(i, 1)),
+                      std::nullopt, 0};
+        if (!lr.null(i, 3)) it->second.finished_at = time_of(lr.int8(i, 3));
+      }
     }
 
     struct new_row {
@@ -978,7 +1107,9 @@ private:
       }
       const auto& r = batch[i];
       auto& cur = streams[r.stream];
-      if (auto st = check_expected(r, cur.exists, cur.tenant, cur.version); !st) {
+      if (auto st = check_expected(r, cur.exists, cur.tenant, cur.version,
+                                   cur.finished_at.has_value());
+          !st) {
         out.emplace_back(st.error());
         continue;
       }
@@ -986,7 +1117,8 @@ private:
         out.emplace_back(validation_error("append to stream " + r.stream + ": version overflow"));
         continue;
       }
-      if (!cur.exists) cur = {true, r.tenant, 0};
+      if (!cur.exists) cur = {true, r.tenant, 0, std::nullopt, 0};
+      if (r.finish) cur.finished_at = now;
       out.emplace_back(append_result{cur.version + 1, cur.version + r.events.size(), now});
       for (const auto& e : r.events)
         new_rows.push_back({&r, &e, ++cur.version});
@@ -999,7 +1131,7 @@ private:
         return x.req->stream < y.req->stream;
       });
       binary_array st(k_text), ver(k_int8), ten(k_text), ty(k_text), pay(k_bytea), eh(k_bytea);
-      binary_array us(k_text), ut(k_text), uv(k_int8);
+      binary_array us(k_text), ut(k_text), uv(k_int8), uf(k_int8);
       for (std::size_t i = 0; i < new_rows.size(); ++i) {
         const auto& nr = new_rows[i];
         st.add(nr.req->stream);
@@ -1013,6 +1145,7 @@ private:
           us.add(nr.req->stream);
           ut.add(s.tenant);
           uv.add_int8(static_cast<std::int64_t>(s.version));
+          uf.add_int8(s.finished_at ? ns_of(*s.finished_at) : 0);
         }
       }
       params ins;
@@ -1022,7 +1155,7 @@ private:
       if (auto res = exec(c, s_insert_events, ins, "append_batch: insert events"); !res)
         return abort(res.error());
       params up;
-      for (auto* arr : {&us, &ut, &uv})
+      for (auto* arr : {&us, &ut, &uv, &uf})
         up.add_owned(arr->finish());
       if (auto res = exec(c, s_upsert_streams, up, "append_batch: update streams"); !res)
         return abort(res.error());
@@ -1072,6 +1205,9 @@ private:
     };
     for (;;) {
       if (auto st = exec_sql(c, "BEGIN", op); !st) return step_failed(st.error());
+      // A migration of a large table may take longer than statement_timeout allows.
+      if (auto st = exec_sql(c, "SET LOCAL statement_timeout = 0", op); !st)
+        return step_failed(st.error());
       if (auto st = exec_sql(c, k_migration_lock, op); !st) return step_failed(st.error());
       if (auto st = exec_sql(c, k_create_schema_migrations, op); !st)
         return step_failed(st.error());
@@ -1121,6 +1257,8 @@ expected<std::unique_ptr<backend>> open_postgres(const postgres_options& opts) {
   if (opts.pool_size == 0) return validation_error("postgres: pool_size must be at least 1");
   if (opts.connect_timeout_s < 0)
     return validation_error("postgres: connect_timeout_s must not be negative");
+  if (opts.statement_timeout_ms < 0)
+    return validation_error("postgres: statement_timeout_ms must not be negative");
   char* err = nullptr;
   PQconninfoOption* parsed = PQconninfoParse(opts.url.c_str(), &err);
   if (parsed == nullptr) {

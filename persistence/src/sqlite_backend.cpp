@@ -64,6 +64,13 @@ enum class sql : std::size_t {
   list_tenant_bounded,
   snapshot_upsert,
   snapshot_get,
+  finished_due,
+  events_delete_all,
+  snapshot_delete,
+  stream_delete,
+  snapshotted_due,
+  events_prune,
+  stream_set_pruned,
   audit_last,
   audit_insert,
   audit_read,
@@ -74,7 +81,8 @@ enum class sql : std::size_t {
 };
 
 #define AF_LIST_SQL(tenant_cond, upper_cond)                                                       \
-  "SELECT stream, tenant, version FROM streams WHERE stream >= ?1 AND stream <> ?2" tenant_cond    \
+  "SELECT stream, tenant, version, pruned_through, finished_at FROM streams"                      \
+  " WHERE stream >= ?1 AND stream <> ?2" tenant_cond                                               \
       upper_cond " ORDER BY stream LIMIT ?5"
 
 constexpr std::array<const char*, static_cast<std::size_t>(sql::count_)> k_sql = {
@@ -84,11 +92,12 @@ constexpr std::array<const char*, static_cast<std::size_t>(sql::count_)> k_sql =
     "SAVEPOINT af_request",
     "RELEASE af_request",
     "ROLLBACK TO af_request",
-    "SELECT version, tenant FROM streams WHERE stream = ?1",
+    "SELECT version, tenant, finished_at, pruned_through FROM streams WHERE stream = ?1",
     "INSERT INTO events (stream, version, tenant, type, payload, envelope_hash, committed_at)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    "INSERT INTO streams (stream, tenant, version) VALUES (?1, ?2, ?3)"
-    " ON CONFLICT (stream) DO UPDATE SET version = excluded.version",
+    "INSERT INTO streams (stream, tenant, version, finished_at) VALUES (?1, ?2, ?3, ?4)"
+    " ON CONFLICT (stream) DO UPDATE SET version = excluded.version,"
+    " finished_at = excluded.finished_at",
     "SELECT version, tenant, type, payload, envelope_hash, committed_at FROM events"
     " WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3",
     AF_LIST_SQL("", ""),
@@ -100,6 +109,15 @@ constexpr std::array<const char*, static_cast<std::size_t>(sql::count_)> k_sql =
     " tenant = excluded.tenant, version = excluded.version, type = excluded.type,"
     " payload = excluded.payload, taken_at = excluded.taken_at",
     "SELECT tenant, version, type, payload, taken_at FROM snapshots WHERE stream = ?1",
+    "SELECT stream FROM streams WHERE finished_at IS NOT NULL AND finished_at <= ?1"
+    " ORDER BY finished_at LIMIT ?2",
+    "DELETE FROM events WHERE stream = ?1",
+    "DELETE FROM snapshots WHERE stream = ?1",
+    "DELETE FROM streams WHERE stream = ?1",
+    "SELECT s.stream, s.version FROM snapshots AS s JOIN streams AS t ON t.stream = s.stream"
+    " WHERE s.taken_at <= ?1 AND s.version > t.pruned_through ORDER BY s.taken_at LIMIT ?2",
+    "DELETE FROM events WHERE stream = ?1 AND version <= ?2",
+    "UPDATE streams SET pruned_through = ?2 WHERE stream = ?1",
     "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
     "INSERT INTO audit_log (seq, tenant, ts, actor, action, subject, record, prev_hash, hash)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -158,12 +176,19 @@ public:
     note(sqlite3_bind_int64(s_, i, v));
     return *this;
   }
+  stmt_use& null(int i) {
+    note(sqlite3_bind_null(s_, i));
+    return *this;
+  }
   /// SQLITE_ROW, SQLITE_DONE or an error code (a failed bind included).
   int step() { return bind_rc_ != SQLITE_OK ? bind_rc_ : sqlite3_step(s_); }
 
   [[nodiscard]] std::int64_t i64(int col) const { return sqlite3_column_int64(s_, col); }
   [[nodiscard]] std::uint64_t u64(int col) const {
     return static_cast<std::uint64_t>(std::max<std::int64_t>(0, i64(col)));
+  }
+  [[nodiscard]] bool is_null(int col) const {
+    return sqlite3_column_type(s_, col) == SQLITE_NULL;
   }
   [[nodiscard]] std::string str(int col) const {
     const auto* p = sqlite3_column_text(s_, col);
@@ -217,6 +242,9 @@ public:
   expected<std::vector<event_record>> read(std::string_view stream, std::uint64_t from_version,
                                            std::size_t max) override;
   expected<std::uint64_t> version(std::string_view stream) override;
+  expected<std::optional<stream_info>> stream(std::string_view stream) override;
+  expected<compact_result> compact(const compact_options& opts) override;
+  expected<std::uint64_t> storage_bytes() override;
   expected<std::vector<stream_info>> list_streams(std::string_view prefix, std::string_view tenant,
                                                   std::string_view after, std::size_t max) override;
   status save_snapshot(const snapshot_record& s) override;
@@ -237,6 +265,8 @@ private:
     bool exists = false;
     std::uint64_t version = 0;
     std::string tenant;
+    std::optional<time_point> finished_at;
+    std::uint64_t pruned_through = 0;
   };
 
   [[nodiscard]] error fail(std::string_view op, int rc) const {
@@ -275,7 +305,16 @@ expected<sqlite3_stmt*> sqlite_backend::prepared(sql id, std::string_view op) {
                                 SQLITE_PREPARE_PERSISTENT, &s, nullptr);
     if (rc != SQLITE_OK) {
       sqlite3_finalize(s);
-      return fail(op, rc);
+      auto e = fail(op, rc);
+      // A missing table or column: most likely a schema behind this build.
+      if (id != sql::schema_version) {
+        if (auto v = schema_version(); v && *v < latest_schema_version())
+          return make_error(e.code(), e.message() + " (the schema is at version "
+                                          + std::to_string(*v) + ", this build needs "
+                                          + std::to_string(latest_schema_version())
+                                          + ": af db migrate)");
+      }
+      return e;
     }
     slot.reset(s);
   }
@@ -380,6 +419,8 @@ expected<sqlite_backend::stream_state> sqlite_backend::stream_get(std::string_vi
     st.exists = true;
     st.version = q.u64(0);
     st.tenant = q.str(1);
+    if (!q.is_null(2)) st.finished_at = time_of(q.i64(2));
+    st.pruned_through = q.u64(3);
     return st;
   case SQLITE_DONE:
     return st;
@@ -409,6 +450,10 @@ status sqlite_backend::insert_events(const append_request& r, std::uint64_t firs
   if (!up) return up.error();
   stmt_use q{*up};
   q.text(1, r.stream).text(2, r.tenant).integer(3, clamp_i64(first + r.events.size() - 1));
+  if (r.finish)
+    q.integer(4, ns_of(now));
+  else
+    q.null(4);
   if (int rc = q.step(); rc != SQLITE_DONE)
     return fail("append to stream " + r.stream + ": update stream version", rc);
   return {};
@@ -418,7 +463,10 @@ expected<append_result> sqlite_backend::append_one(const append_request& r, time
   if (auto st = check_append(r); !st) return st.error();
   auto cur = stream_get(r.stream);
   if (!cur) return cur.error();
-  if (auto st = check_expected(r, cur->exists, cur->tenant, cur->version); !st) return st.error();
+  if (auto st = check_expected(r, cur->exists, cur->tenant, cur->version,
+                               cur->finished_at.has_value());
+      !st)
+    return st.error();
   if (auto st = exec(sql::savepoint, "append: SAVEPOINT"); !st) return st.error();
   if (auto st = insert_events(r, cur->version + 1, now); !st) {
     // Only this request's rows go, unless SQLite already rolled the whole transaction back.
@@ -480,6 +528,14 @@ sqlite_backend::read(std::string_view stream, std::uint64_t from_version, std::s
     out.push_back(std::move(e));
   }
   if (rc != SQLITE_DONE) return fail("read stream " + std::string{stream}, rc);
+  // Compaction removes a prefix: events starting at from_version cannot have lost any. Otherwise
+  // look at the stream (after the read, so a compaction in between shows).
+  if (out.empty() || out.front().version != std::max<std::uint64_t>(from_version, 1)) {
+    auto st = stream_get(stream);
+    if (!st) return st.error();
+    if (auto ok = check_not_pruned(stream, from_version, st->pruned_through); !ok)
+      return ok.error();
+  }
   return out;
 }
 
@@ -487,6 +543,95 @@ expected<std::uint64_t> sqlite_backend::version(std::string_view stream) {
   auto st = stream_get(stream);
   if (!st) return st.error();
   return st->version;
+}
+
+expected<std::optional<stream_info>> sqlite_backend::stream(std::string_view stream) {
+  auto st = stream_get(stream);
+  if (!st) return st.error();
+  if (!st->exists) return std::optional<stream_info>{};
+  return std::optional<stream_info>{
+      stream_info{std::string{stream}, st->tenant, st->version, st->pruned_through,
+                  st->finished_at}};
+}
+
+expected<compact_result> sqlite_backend::compact(const compact_options& opts) {
+  compact_result out;
+  if (opts.max_streams == 0) return out;
+  const auto cutoff = ns_of(opts.now - opts.retention);
+  const auto limit = clamp_i64(opts.max_streams);
+  auto abort = [&](error e) -> error {
+    rollback();
+    return e;
+  };
+  if (auto st = exec(sql::begin, "compact: BEGIN IMMEDIATE"); !st) return st.error();
+
+  // Whole finished streams past the retention period.
+  std::vector<std::string> due;
+  {
+    auto s = prepared(sql::finished_due, "compact: find finished streams");
+    if (!s) return abort(s.error());
+    stmt_use q{*s};
+    q.integer(1, cutoff).integer(2, limit);
+    int rc = SQLITE_OK;
+    while ((rc = q.step()) == SQLITE_ROW)
+      due.push_back(q.str(0));
+    if (rc != SQLITE_DONE) return abort(fail("compact: find finished streams", rc));
+  }
+  for (const auto& stream : due) {
+    for (sql id : {sql::events_delete_all, sql::snapshot_delete, sql::stream_delete}) {
+      const auto op = "compact: delete finished stream " + stream;
+      auto s = prepared(id, op);
+      if (!s) return abort(s.error());
+      stmt_use q{*s};
+      q.text(1, stream);
+      if (int rc = q.step(); rc != SQLITE_DONE) return abort(fail(op, rc));
+      if (id == sql::events_delete_all)
+        out.events_deleted += static_cast<std::uint64_t>(sqlite3_changes64(db_.get()));
+    }
+    ++out.streams_deleted;
+  }
+
+  // Events covered by a snapshot past the retention period.
+  std::vector<std::pair<std::string, std::int64_t>> covered;
+  {
+    auto s = prepared(sql::snapshotted_due, "compact: find snapshotted streams");
+    if (!s) return abort(s.error());
+    stmt_use q{*s};
+    q.integer(1, cutoff).integer(2, limit);
+    int rc = SQLITE_OK;
+    while ((rc = q.step()) == SQLITE_ROW)
+      covered.emplace_back(q.str(0), q.i64(1));
+    if (rc != SQLITE_DONE) return abort(fail("compact: find snapshotted streams", rc));
+  }
+  for (const auto& [stream, through] : covered) {
+    for (sql id : {sql::events_prune, sql::stream_set_pruned}) {
+      const auto op = "compact: prune stream " + stream + " through version "
+                      + std::to_string(through);
+      auto s = prepared(id, op);
+      if (!s) return abort(s.error());
+      stmt_use q{*s};
+      q.text(1, stream).integer(2, through);
+      if (int rc = q.step(); rc != SQLITE_DONE) return abort(fail(op, rc));
+      if (id == sql::events_prune)
+        out.events_deleted += static_cast<std::uint64_t>(sqlite3_changes64(db_.get()));
+    }
+    ++out.streams_pruned;
+  }
+  if (auto st = exec(sql::commit, "compact: COMMIT"); !st) return abort(st.error());
+  out.more = due.size() == opts.max_streams || covered.size() == opts.max_streams;
+  return out;
+}
+
+expected<std::uint64_t> sqlite_backend::storage_bytes() {
+  std::uint64_t total = 0;
+  for (const auto& file : {path_, path_ + "-wal"}) {
+    std::error_code ec;
+    const auto n = std::filesystem::file_size(file, ec);
+    if (!ec) total += n;
+    else if (file == path_)
+      return internal_error("sqlite " + path_ + ": storage size: " + ec.message());
+  }
+  return total;
 }
 
 expected<std::vector<stream_info>> sqlite_backend::list_streams(std::string_view prefix,
@@ -508,7 +653,11 @@ expected<std::vector<stream_info>> sqlite_backend::list_streams(std::string_view
   if (by_tenant) q.text(4, tenant);
   int rc = SQLITE_OK;
   while ((rc = q.step()) == SQLITE_ROW)
-    out.push_back({q.str(0), q.str(1), q.u64(2)});
+  {
+    stream_info info{q.str(0), q.str(1), q.u64(2), q.u64(3), std::nullopt};
+    if (!q.is_null(4)) info.finished_at = time_of(q.i64(4));
+    out.push_back(std::move(info));
+  }
   if (rc != SQLITE_DONE) return fail("list streams", rc);
   return out;
 }

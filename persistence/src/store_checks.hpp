@@ -4,6 +4,7 @@
 
 #include "af/store/backend.hpp"
 
+#include <algorithm>
 #include <span>
 #include <string>
 #include <string_view>
@@ -18,18 +19,36 @@ namespace af::store {
 }
 
 /// The optimistic-concurrency check against the stream as stored (`exists` false: no stream).
-/// A stream keeps the tenant of its first append.
+/// A stream keeps the tenant of its first append, and a finished stream takes no more events.
 [[nodiscard]] inline status check_expected(const append_request& r, bool exists,
-                                           std::string_view tenant, std::uint64_t actual) {
+                                           std::string_view tenant, std::uint64_t actual,
+                                           bool finished) {
   if (exists && tenant != r.tenant)
     return make_error(errc::forbidden, "append to stream " + r.stream
                                            + ": the stream belongs to tenant '"
                                            + std::string{tenant} + "', not '" + r.tenant + "'");
+  if (finished)
+    return make_error(errc::conflict, "append to stream " + r.stream
+                                          + ": the stream is finished (at version "
+                                          + std::to_string(actual) + ") and takes no more events");
   if (r.expected_version != k_any_version && r.expected_version != actual)
     return make_error(errc::conflict, "append to stream " + r.stream + ": expected version "
                                           + std::to_string(r.expected_version) + ", actual version "
                                           + std::to_string(actual));
   return {};
+}
+
+/// Reading events that compaction removed: an error, not a silent gap.
+[[nodiscard]] inline status check_not_pruned(std::string_view stream, std::uint64_t from_version,
+                                             std::uint64_t pruned_through) {
+  if (pruned_through == 0 || std::max<std::uint64_t>(from_version, 1) > pruned_through) return {};
+  return make_error(errc::not_found,
+                    "read stream " + std::string{stream} + " from version "
+                        + std::to_string(std::max<std::uint64_t>(from_version, 1)) + ": events 1.."
+                        + std::to_string(pruned_through)
+                        + " were pruned by compaction (the stream's snapshot covers them): load "
+                          "the snapshot and read from version "
+                        + std::to_string(pruned_through + 1));
 }
 
 /// A snapshot may not claim events the stream does not have, nor another tenant's stream.

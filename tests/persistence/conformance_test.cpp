@@ -539,11 +539,17 @@ TEMPLATE_TEST_CASE("conformance: migrate down to 0 drops everything and up again
   REQUIRE(db.save_snapshot({"exec/m", "t1", 3, "af.v1.S", "s", t0}));
   REQUIRE(db.audit_append(chain({}, 2)));
 
-  // Down one step: the audit log goes, the journal stays.
+  // Down to 1: the audit log goes, the journal's tables stay (this build's journal calls need
+  // the latest schema and say so); back up, the events are there.
   REQUIRE(db.migrate_to(1));
   CHECK(db.schema_version().value() == 1);
-  CHECK(db.version("exec/m").value() == 3);
+  require_error(db.version("exec/m"), errc::internal, {"migrat"});
   CHECK_FALSE(db.audit_last().has_value());
+  REQUIRE(db.migrate_to(latest));
+  CHECK(db.version("exec/m").value() == 3);
+  CHECK(db.load_snapshot("exec/m").value().has_value());
+  CHECK(db.audit_last().value().seq == 0);
+  REQUIRE(db.migrate_to(1));
 
   REQUIRE(db.migrate_to(0));
   CHECK(db.schema_version().value() == 0);
@@ -631,4 +637,231 @@ TEMPLATE_TEST_CASE("conformance: data survives closing and reopening", "[conform
   auto res = append(again, req("exec/p", 3, 1, "acme"));
   REQUIRE(res);
   CHECK(res->first_version == 4);
+}
+
+// --- retention ---------------------------------------------------------------------------------
+
+namespace {
+
+append_request finishing(std::string stream, std::uint64_t expected, std::size_t n) {
+  auto r = req(std::move(stream), expected, n);
+  r.finish = true;
+  return r;
+}
+
+compact_result compact_all(backend& db, time_point now, duration retention,
+                           std::size_t max_streams = 1000, bool reclaim = false) {
+  compact_result total;
+  for (int step = 0; step < 100000; ++step) {
+    auto r = db.compact({now, retention, max_streams, reclaim});
+    if (!r) FAIL(r.error().to_string());
+    total.streams_deleted += r->streams_deleted;
+    total.streams_pruned += r->streams_pruned;
+    total.events_deleted += r->events_deleted;
+    if (!r->more) return total;
+  }
+  FAIL("compact never finished");
+  return total;
+}
+
+} // namespace
+
+TEMPLATE_TEST_CASE("conformance: a finished stream takes no more events", "[conformance]",
+                   BACKENDS) {
+  CONFORMANCE_SETUP();
+  REQUIRE(append(db, req("exec/f", 0, 2)));
+  auto info = db.stream("exec/f").value();
+  REQUIRE(info.has_value());
+  CHECK_FALSE(info->finished_at.has_value());
+  CHECK(info->version == 2);
+  CHECK(info->pruned_through == 0);
+
+  auto done = append(db, finishing("exec/f", 2, 1), t0 + std::chrono::seconds{3});
+  REQUIRE(done);
+  CHECK(done->last_version == 3);
+  info = db.stream("exec/f").value();
+  REQUIRE(info->finished_at.has_value());
+  CHECK(*info->finished_at == t0 + std::chrono::seconds{3});
+  CHECK(db.list_streams("exec/", "", "", 10).value().at(0).finished_at == info->finished_at);
+
+  require_error(append(db, req("exec/f", 3, 1)), errc::conflict, {"exec/f", "finished"});
+  auto any = req("exec/f", k_any_version, 1);
+  require_error(append(db, any), errc::conflict, {"finished"});
+  CHECK(db.version("exec/f").value() == 3);
+  // Snapshots of a finished stream are still allowed (the final state).
+  CHECK(db.save_snapshot({"exec/f", "t1", 3, "af.v1.S", "final", t0}));
+  CHECK_FALSE(db.stream("exec/none").value().has_value());
+
+  // In one batch: the request after the finishing one is refused, the others commit.
+  std::vector batch{finishing("exec/g", 0, 2), req("exec/g", 2, 1), req("exec/h", 0, 1)};
+  auto out = db.append_batch(batch, t0);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0]);
+  require_error(out[1], errc::conflict, {"finished"});
+  CHECK(out[2]);
+  CHECK(db.version("exec/g").value() == 2);
+  CHECK(db.stream("exec/g").value()->finished_at.has_value());
+  CHECK_FALSE(db.stream("exec/h").value()->finished_at.has_value());
+}
+
+TEMPLATE_TEST_CASE("conformance: compaction deletes finished streams after the retention period",
+                   "[conformance]", BACKENDS) {
+  CONFORMANCE_SETUP();
+  using std::chrono::seconds;
+  REQUIRE(append(db, finishing("exec/a", 0, 4), t0));
+  REQUIRE(db.save_snapshot({"exec/a", "t1", 4, "af.v1.S", "final", t0}));
+  REQUIRE(append(db, finishing("exec/b", 0, 2), t0 + seconds{10}));
+  REQUIRE(append(db, req("exec/c", 0, 3), t0));
+  REQUIRE(db.audit_append(chain({}, 3)));
+
+  // Nothing is old enough yet.
+  auto r = db.compact({t0 + seconds{5}, seconds{10}});
+  REQUIRE(r);
+  CHECK(r->streams_deleted == 0);
+  CHECK(r->events_deleted == 0);
+  CHECK_FALSE(r->more);
+
+  r = db.compact({t0 + seconds{15}, seconds{10}});
+  REQUIRE(r);
+  CHECK(r->streams_deleted == 1);
+  CHECK(r->streams_pruned == 0);
+  CHECK(r->events_deleted == 4);
+  CHECK_FALSE(db.stream("exec/a").value().has_value());
+  CHECK(db.version("exec/a").value() == 0);
+  CHECK(db.read("exec/a", 1, 10).value().empty());
+  CHECK_FALSE(db.load_snapshot("exec/a").value().has_value());
+  CHECK(ids_of(db.list_streams("exec/", "", "", 10).value())
+        == std::vector<std::string>{"exec/b", "exec/c"});
+
+  r = db.compact({t0 + seconds{20}, seconds{10}}); // b finished at +10: exactly 10 s old
+  REQUIRE(r);
+  CHECK(r->streams_deleted == 1);
+  CHECK(r->events_deleted == 2);
+  // The open stream and the audit chain are never touched.
+  CHECK(versions_of(read_all(db, "exec/c")) == range(1, 3));
+  CHECK(db.compact({t0 + seconds{1000}, seconds{0}}).value().streams_deleted == 0);
+  CHECK(db.audit_last().value().seq == 3);
+  CHECK(db.audit_read(1, 10).value().size() == 3);
+}
+
+TEMPLATE_TEST_CASE("conformance: compaction prunes the events a snapshot covers",
+                   "[conformance]", BACKENDS) {
+  CONFORMANCE_SETUP();
+  using std::chrono::hours;
+  REQUIRE(append(db, req("agent/x", 0, 10)));
+  REQUIRE(db.save_snapshot({"agent/x", "t1", 6, "af.v1.S", "at6", t0}));
+  REQUIRE(append(db, req("agent/young", 0, 3)));
+  REQUIRE(db.save_snapshot({"agent/young", "t1", 3, "af.v1.S", "s", t0 + hours{2}}));
+
+  auto r = db.compact({t0 + hours{1}, hours{1}});
+  REQUIRE(r);
+  CHECK(r->streams_pruned == 1); // agent/young's snapshot is too recent
+  CHECK(r->streams_deleted == 0);
+  CHECK(r->events_deleted == 6);
+  CHECK(versions_of(read_all(db, "agent/young")) == range(1, 3));
+
+  auto info = db.stream("agent/x").value();
+  REQUIRE(info);
+  CHECK(info->pruned_through == 6);
+  CHECK(info->version == 10);
+  CHECK(db.version("agent/x").value() == 10);
+  CHECK(versions_of(db.read("agent/x", 7, 100).value()) == range(7, 10));
+  CHECK(versions_of(db.read("agent/x", 9, 1).value()) == range(9, 9));
+  // Reading pruned events is an error that says what to do, not a silent gap.
+  require_error(db.read("agent/x", 1, 100), errc::not_found,
+                {"agent/x", "pruned", "snapshot", "version 7"});
+  require_error(db.read("agent/x", 6, 100), errc::not_found, {"agent/x", "1..6"});
+  CHECK(db.list_streams("agent/x", "", "", 10).value().at(0).pruned_through == 6);
+
+  // Appends go on; a second run finds nothing new; a newer snapshot prunes further.
+  auto more = append(db, req("agent/x", 10, 2));
+  REQUIRE(more);
+  CHECK(more->first_version == 11);
+  CHECK(db.compact({t0 + hours{1}, hours{1}}).value().streams_pruned == 0);
+  REQUIRE(db.save_snapshot({"agent/x", "t1", 9, "af.v1.S", "at9", t0 + hours{1}}));
+  r = db.compact({t0 + hours{3}, hours{1}});
+  REQUIRE(r);
+  CHECK(r->events_deleted == 3 + 3); // agent/x 7..9 and agent/young 1..3
+  CHECK(versions_of(db.read("agent/x", 10, 100).value()) == range(10, 12));
+  CHECK(db.stream("agent/x").value()->pruned_through == 9);
+  CHECK(db.load_snapshot("agent/x").value()->payload == "at9");
+}
+
+TEMPLATE_TEST_CASE("conformance: compaction works in bounded steps", "[conformance]", BACKENDS) {
+  CONFORMANCE_SETUP();
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(append(db, finishing("exec/" + std::to_string(i), 0, 2),
+                   t0 + std::chrono::seconds{i}));
+  auto r = db.compact({t0 + std::chrono::seconds{100}, std::chrono::seconds{1}, 2});
+  REQUIRE(r);
+  CHECK(r->streams_deleted == 2);
+  CHECK(r->more);
+  // Oldest finish first.
+  CHECK_FALSE(db.stream("exec/0").value().has_value());
+  CHECK_FALSE(db.stream("exec/1").value().has_value());
+  CHECK(db.stream("exec/2").value().has_value());
+  auto rest = compact_all(db, t0 + std::chrono::seconds{100}, std::chrono::seconds{1}, 2);
+  CHECK(rest.streams_deleted == 3);
+  CHECK(rest.events_deleted == 6);
+  CHECK(db.list_streams("", "", "", 10).value().empty());
+  CHECK(db.compact({t0, duration{}, 0}).value().streams_deleted == 0); // max 0: nothing
+}
+
+TEMPLATE_TEST_CASE("conformance: migrating below retention keeps the journal", "[conformance]",
+                   BACKENDS) {
+  CONFORMANCE_SETUP();
+  REQUIRE(db.latest_schema_version() >= 3);
+  REQUIRE(append(db, finishing("exec/r", 0, 2)));
+  REQUIRE(db.migrate_to(2));
+  require_error(db.version("exec/r"), errc::internal, {"migrat"});
+  REQUIRE(db.migrate_to(db.latest_schema_version()));
+  CHECK(versions_of(read_all(db, "exec/r")) == range(1, 2));
+  // The finish mark went with the column: the stream is open again.
+  CHECK_FALSE(db.stream("exec/r").value()->finished_at.has_value());
+  CHECK(append(db, req("exec/r", 2, 1)));
+}
+
+TEMPLATE_TEST_CASE("conformance: with retention on, the store stays flat over 10,000 finished "
+                   "executions",
+                   "[conformance][retention]", BACKENDS) {
+  CONFORMANCE_SETUP();
+  // Each execution: 8 events of ~200 bytes, the last one finishing the stream; 100 executions
+  // per commit, one simulated second apart; retention 5 s, compaction after every commit (what
+  // the journal agent does on its interval).
+  constexpr int k_executions = 10'000;
+  constexpr int k_per_batch = 100;
+  constexpr std::size_t k_events = 8;
+  const auto retention = std::chrono::seconds{5};
+  const std::string payload(200, 'p');
+  std::uint64_t written = 0;
+  std::uint64_t deleted = 0;
+  std::uint64_t size_warm = 0;
+  std::uint64_t size_max_after_warm = 0;
+  for (int b = 0; b < k_executions / k_per_batch; ++b) {
+    const auto now = t0 + std::chrono::seconds{b};
+    std::vector<append_request> batch;
+    for (int i = 0; i < k_per_batch; ++i) {
+      append_request r{"exec/" + std::to_string(b * k_per_batch + i), "t1", 0, {}, true};
+      for (std::size_t e = 0; e < k_events; ++e)
+        r.events.push_back({"af.v1.Step", payload + std::to_string(e), digest_of("x")});
+      written += k_events * (payload.size() + 1);
+      batch.push_back(std::move(r));
+    }
+    for (const auto& res : db.append_batch(batch, now))
+      REQUIRE(res);
+    deleted += compact_all(db, now, retention, 1000, true).events_deleted;
+    auto size = db.storage_bytes();
+    REQUIRE(size);
+    if (b == 19) size_warm = *size; // after 2,000 executions
+    if (b > 19) size_max_after_warm = std::max(size_max_after_warm, *size);
+  }
+  INFO("payload bytes written " << written << ", size after 2,000 executions " << size_warm
+                                << ", largest size after that " << size_max_after_warm);
+  // Everything finished at least 5 s before the last commit is gone...
+  CHECK(deleted == (k_executions - 5 * k_per_batch) * k_events);
+  CHECK(db.list_streams("exec/", "", "", 100000).value().size() == 5 * k_per_batch);
+  // ...and the store did not grow after the first 2,000 executions, while the bytes written grew
+  // five-fold (SQLite's size includes its WAL, which checkpoints keep at ~4 MiB).
+  CHECK(size_max_after_warm <= size_warm + size_warm / 4 + 64 * 1024);
+  CHECK(size_max_after_warm < written / 2);
 }

@@ -44,6 +44,10 @@ struct append_request {
   std::string tenant;
   std::uint64_t expected_version = 0;
   std::vector<new_event> events;
+  /// Marks the stream finished with these events (an execution that completed, failed or was
+  /// cancelled): later appends get `conflict`, and compaction deletes the stream once the
+  /// retention period has passed (see compact()).
+  bool finish = false;
 };
 
 struct append_result {
@@ -67,6 +71,33 @@ struct stream_info {
   std::string stream;
   std::string tenant;
   std::uint64_t version = 0; ///< the last event's version
+  /// Events 1..pruned_through were removed by compaction (the snapshot covers them).
+  std::uint64_t pruned_through = 0;
+  /// When the append that finished the stream committed (unset: the stream is open).
+  std::optional<time_point> finished_at;
+};
+
+/// What compact() removes (docs/storage.md, "Retention"). Nothing younger than `retention`
+/// is touched, and the audit chain never is.
+struct compact_options {
+  time_point now{};
+  /// Finished streams whose finish is at least this old are deleted with their events and
+  /// snapshot; open streams whose snapshot is at least this old lose the events it covers.
+  duration retention{};
+  /// Streams handled in one call (one transaction); compact_result::more says whether to call
+  /// again.
+  std::size_t max_streams = 1000;
+  /// Also make the freed space reusable now (PostgreSQL: VACUUM the journal tables after the
+  /// commit; SQLite reuses freed pages by itself). `af db compact` sets it; the journal agent's
+  /// periodic compaction leaves it to autovacuum.
+  bool reclaim = false;
+};
+
+struct compact_result {
+  std::uint64_t streams_deleted = 0; ///< finished streams removed whole
+  std::uint64_t streams_pruned = 0;  ///< open streams whose snapshotted events were removed
+  std::uint64_t events_deleted = 0;  ///< events removed, of both kinds
+  bool more = false;                 ///< the limit was hit: more may be due
 };
 
 /// The latest snapshot of a stream: the state after `version` (events after it are replayed).
@@ -119,7 +150,9 @@ public:
   append_batch(std::span<const append_request> batch, time_point now) = 0;
 
   /// Events of `stream` with version >= from_version, in order, at most `max` (0: none).
-  /// A stream that does not exist has no events (an empty vector, not an error).
+  /// A stream that does not exist has no events (an empty vector, not an error). Reading from
+  /// a version that compaction pruned is `not_found` (naming the stream and the snapshot's
+  /// version to read after): the events are gone, and a silent gap would be worse.
   [[nodiscard]] virtual expected<std::vector<event_record>>
   read(std::string_view stream, std::uint64_t from_version, std::size_t max) = 0;
 
@@ -133,6 +166,17 @@ public:
                                                                         std::string_view tenant,
                                                                         std::string_view after,
                                                                         std::size_t max) = 0;
+
+  /// The stream's row (nullopt: no such stream).
+  [[nodiscard]] virtual expected<std::optional<stream_info>> stream(std::string_view stream) = 0;
+
+  /// One step of retention (compact_options): deletes finished streams past the retention
+  /// period and prunes the snapshotted events of open streams, in one transaction.
+  [[nodiscard]] virtual expected<compact_result> compact(const compact_options& opts) = 0;
+
+  /// Bytes the store occupies (SQLite: the database file and its WAL; PostgreSQL: the
+  /// journal and audit tables with their indexes and TOAST; memory: the payload bytes held).
+  [[nodiscard]] virtual expected<std::uint64_t> storage_bytes() = 0;
 
   // --- snapshots -------------------------------------------------------------------------------
   /// Replaces the stream's snapshot; `version` must not exceed the stream's version
@@ -172,6 +216,9 @@ struct postgres_options {
   std::string url; ///< postgres://user@host:port/db (libpq conninfo URI)
   std::size_t pool_size = 4;
   int connect_timeout_s = 5;
+  /// The server's statement_timeout for the store's connections (0: none): a statement that
+  /// runs longer fails with `timeout`. Migrations and `af db compact`'s VACUUM are exempt.
+  int statement_timeout_ms = 30000;
   bool migrate = true;
 };
 

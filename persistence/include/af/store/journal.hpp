@@ -6,8 +6,10 @@
 
 #include "af/config.hpp"
 #include "af/store/backend.hpp"
+#include "af/sup/retry.hpp"
 #include "af/sup/spec.hpp"
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -23,6 +25,17 @@ struct journal_options {
   std::function<expected<std::unique_ptr<backend>>()> open;
   /// Appends taken into one transaction at most.
   std::size_t max_batch = 512;
+  /// Appends whose commit failed with a transient error (SQLite busy past its timeout, a
+  /// PostgreSQL connection lost before COMMIT was sent, ...) are retried after a backoff by this
+  /// policy, but only those with an expected version: the version check makes a retry safe
+  /// (an append that did commit after all gets `conflict`, never a duplicate). Appends with
+  /// any_version get the error at once; so do reads, which the caller may retry.
+  sup::retry_options retry{};
+  /// Retention (docs/storage.md, "Retention"): zero keeps everything. Otherwise the agent
+  /// compacts every `compact_interval`, `compact_batch` streams per transaction.
+  duration retention{};
+  duration compact_interval = std::chrono::seconds(60);
+  std::size_t compact_batch = 500;
 };
 
 /// The child spec to pass in node::options::system_services.
