@@ -800,6 +800,13 @@ status sqlite_backend::apply_migration(const migration& m, bool up) {
   const std::string op =
       "migration " + std::to_string(m.number) + " (" + m.name + ") " + (up ? "up" : "down");
   if (auto st = exec(sql::begin, op + ": BEGIN IMMEDIATE"); !st) return st;
+  // Another connection may have taken this step since migrate_to read the version (a node's
+  // journal and audit writer open a fresh store at the same moment): re-read it under the lock.
+  auto now = schema_version();
+  if (!now || (up ? *now >= m.number : *now < m.number)) {
+    rollback();
+    return now ? status{} : status{now.error()};
+  }
   const std::string script{up ? m.up : m.down};
   status result = exec_script(script.c_str(), op);
   if (result) {

@@ -14,6 +14,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <latch>
+#include <thread>
+#include <vector>
 
 using namespace af;
 using namespace af::store;
@@ -363,6 +366,35 @@ TEST_CASE("sqlite: a schema newer than the build is refused", "[sqlite]") {
   REQUIRE_FALSE(db);
   CHECK(db.error().code() == errc::validation);
   CHECK_THAT(db.error().message(), Catch::Contains("99") && Catch::Contains("newer"));
+}
+
+// A node's journal agent and audit writer open a fresh store at the same moment (found by the
+// crash test): each must find the schema migrated, not fail on "table already exists".
+TEST_CASE("sqlite: connections opening a fresh database at once all migrate it", "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  for (int round = 0; round < 10; ++round) {
+    const auto path = (dir.path() / ("race-" + std::to_string(round) + ".db")).string();
+    constexpr int k_openers = 3;
+    std::latch go{k_openers};
+    std::vector<expected<std::unique_ptr<backend>>> opened;
+    for (int i = 0; i < k_openers; ++i)
+      opened.emplace_back(error{errc::internal, "not opened"});
+    std::vector<std::thread> ts;
+    for (int i = 0; i < k_openers; ++i)
+      ts.emplace_back([&, i] {
+        go.arrive_and_wait();
+        opened[static_cast<std::size_t>(i)] = open_sqlite({.path = path});
+      });
+    for (auto& t : ts)
+      t.join();
+    for (auto& db : opened) {
+      INFO("round " << round << ": " << (db ? std::string{} : db.error().to_string()));
+      REQUIRE(db);
+      auto v = (*db)->schema_version();
+      REQUIRE(v);
+      CHECK(*v == (*db)->latest_schema_version());
+    }
+  }
 }
 
 TEST_CASE("sqlite: a locked database gives every request a transient error and then recovers",
