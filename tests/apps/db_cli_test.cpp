@@ -3,6 +3,7 @@
 // and restore round trips, and the exit codes and messages of bad input.
 #include "af/cli.hpp"
 
+#include "af/store/backend.hpp"
 #include "support/temp_dir.hpp"
 
 #include <catch2/catch.hpp>
@@ -55,18 +56,19 @@ bool has_table(const nlohmann::json& status, const std::string& name) {
 
 /// Up to the latest, down to 0 (the tables are gone), and up again.
 void migrate_round_trip(const std::string& flag, const std::string& where) {
-  auto up = af_cmd({"db", "migrate", "--to", "2", flag, where});
+  auto up = af_cmd({"db", "migrate", "--to", "3", flag, where});
   INFO(up.err);
   REQUIRE(up.code == af::cli::k_exit_ok);
   auto s = status_of(flag, where);
-  CHECK(s.at("schema_version") == 2);
-  CHECK(s.at("latest_schema_version") == 2);
+  CHECK(s.at("schema_version") == 3);
+  CHECK(s.at("latest_schema_version") == 3);
+  CHECK(s.at("bytes").get<std::uint64_t>() > 0);
   CHECK(has_table(s, "events"));
   CHECK(has_table(s, "audit_log"));
 
   auto one = af_cmd({"db", "migrate", "--to", "1", flag, where});
   REQUIRE(one.code == af::cli::k_exit_ok);
-  CHECK_THAT(one.out, Contains("from version 2 to 1"));
+  CHECK_THAT(one.out, Contains("from version 3 to 1"));
   s = status_of(flag, where);
   CHECK(s.at("schema_version") == 1);
   CHECK(has_table(s, "events"));
@@ -80,20 +82,20 @@ void migrate_round_trip(const std::string& flag, const std::string& where) {
   for (const char* table : {"streams", "events", "snapshots", "audit_log"})
     CHECK_FALSE(has_table(s, table));
 
-  auto again = af_cmd({"db", "migrate", "--to", "2", flag, where, "--json"});
+  auto again = af_cmd({"db", "migrate", "--to", "3", flag, where, "--json"});
   REQUIRE(again.code == af::cli::k_exit_ok);
   auto j = nlohmann::json::parse(again.out);
   CHECK(j.at("from") == 0);
-  CHECK(j.at("to") == 2);
+  CHECK(j.at("to") == 3);
   s = status_of(flag, where);
-  CHECK(s.at("schema_version") == 2);
+  CHECK(s.at("schema_version") == 3);
   CHECK(has_table(s, "events"));
   CHECK(has_table(s, "audit_log"));
 
   auto bad = af_cmd({"db", "migrate", "--to", "99", flag, where});
   CHECK(bad.code == af::cli::k_exit_usage);
   CHECK_THAT(bad.err, StartsWith("af: ") && Contains("--to 99") && Contains("out of range"));
-  CHECK(status_of(flag, where).at("schema_version") == 2);
+  CHECK(status_of(flag, where).at("schema_version") == 3);
 }
 
 } // namespace
@@ -103,9 +105,10 @@ TEST_CASE("af db migrate: up, down to 0 and up again on SQLite", "[cli][db]") {
   const auto data = (dir.path() / "data").string();
   migrate_round_trip("--data-dir", data);
   // The same store through --store (a data directory path).
-  CHECK(status_of("--store", data).at("schema_version") == 2);
+  CHECK(status_of("--store", data).at("schema_version") == 3);
   auto text = af_cmd({"db", "status", "--data-dir", data});
-  CHECK_THAT(text.out, Contains("backend:  sqlite") && Contains("schema:   2 (latest 2)"));
+  CHECK_THAT(text.out, Contains("backend:  sqlite") && Contains("schema:   3 (latest 3)")
+                           && Contains(" bytes"));
 }
 
 TEST_CASE("af db migrate: up, down to 0 and up again on PostgreSQL", "[cli][db][postgres]") {
@@ -188,25 +191,79 @@ TEST_CASE("af db and af backup/restore: bad input", "[cli][db]") {
 TEST_CASE("af backup and af restore: a SQLite round trip", "[cli][db]") {
   af::test::temp_dir dir{"af-db-cli-backup"};
   const auto data = (dir.path() / "data").string();
-  REQUIRE(af_cmd({"db", "migrate", "--to", "2", "--data-dir", data}).code == 0);
+  REQUIRE(af_cmd({"db", "migrate", "--to", "3", "--data-dir", data}).code == 0);
   const auto file = (dir.path() / "af.backup").string();
   auto b = af_cmd({"backup", "--data-dir", data, "--out", file, "--json"});
   INFO(b.err);
   REQUIRE(b.code == af::cli::k_exit_ok);
   auto j = nlohmann::json::parse(b.out);
-  CHECK(j.at("schema_version") == 2);
+  CHECK(j.at("schema_version") == 3);
   CHECK(j.at("bytes").get<std::uint64_t>() == fs::file_size(file));
 
   const auto data2 = (dir.path() / "data2").string();
   auto r = af_cmd({"restore", "--in", file, "--data-dir", data2});
   INFO(r.err);
   REQUIRE(r.code == af::cli::k_exit_ok);
-  CHECK_THAT(r.out, Contains("schema version 2"));
-  CHECK(status_of("--data-dir", data2).at("schema_version") == 2);
+  CHECK_THAT(r.out, Contains("schema version 3"));
+  CHECK(status_of("--data-dir", data2).at("schema_version") == 3);
 
   auto refused = af_cmd({"restore", "--in", file, "--data-dir", data2});
   CHECK(refused.code == af::cli::k_exit_failure);
   CHECK_THAT(refused.err, Contains("--force") && Contains("data2"));
   auto forced = af_cmd({"restore", "--in", file, "--data-dir", data2, "--force"});
   CHECK(forced.code == af::cli::k_exit_ok);
+}
+
+TEST_CASE("af db compact: deletes finished streams past the retention period", "[cli][db]") {
+  af::test::temp_dir dir{"af-db-compact"};
+  const auto data = (dir.path() / "data").string();
+  const auto now = std::chrono::time_point_cast<af::duration>(std::chrono::system_clock::now());
+  {
+    auto db = af::store::open_url(data + "/");
+    REQUIRE(db);
+    auto finished = [](std::string stream) {
+      af::store::append_request r{std::move(stream), "t1", 0, {}, true};
+      r.events.push_back({"af.v1.Done", "payload", {}});
+      return r;
+    };
+    std::vector batch{finished("exec/old-1"), finished("exec/old-2")};
+    for (const auto& r : (*db)->append_batch(batch, now - std::chrono::hours{24 * 10}))
+      REQUIRE(r);
+    std::vector recent{finished("exec/recent")};
+    REQUIRE((*db)->append_batch(recent, now - std::chrono::hours{1}).front());
+    std::vector open{af::store::append_request{"exec/open", "t1", 0, {{"af.v1.Step", "x", {}}}}};
+    REQUIRE((*db)->append_batch(open, now - std::chrono::hours{24 * 30}).front());
+  }
+  auto r = af_cmd({"db", "compact", "--retention", "7d", "--data-dir", data, "--json"});
+  INFO(r.err);
+  REQUIRE(r.code == af::cli::k_exit_ok);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j.at("streams_deleted") == 2);
+  CHECK(j.at("streams_pruned") == 0);
+  CHECK(j.at("events_deleted") == 2);
+  CHECK(j.at("retention_ms") == 7LL * 24 * 3600 * 1000);
+  {
+    auto db = af::store::open_url(data + "/");
+    REQUIRE(db);
+    std::vector<std::string> left;
+    auto streams = (*db)->list_streams("", "", "", 10);
+    REQUIRE(streams);
+    for (const auto& s : *streams)
+      left.push_back(s.stream);
+    CHECK(left == std::vector<std::string>{"exec/open", "exec/recent"});
+  }
+  auto text = af_cmd({"db", "compact", "--retention", "30m", "--data-dir", data});
+  REQUIRE(text.code == af::cli::k_exit_ok);
+  CHECK_THAT(text.out, Contains("deleted 1 finished streams"));
+
+  for (const char* bad : {"7w", "", "d", "-1d", "99999999999d"}) {
+    INFO(bad);
+    auto b = af_cmd({"db", "compact", "--retention", bad, "--data-dir", data});
+    CHECK(b.code == af::cli::k_exit_usage);
+    CHECK_THAT(b.err, Contains("--retention"));
+  }
+  auto missing = af_cmd({"db", "compact", "--retention", "1d", "--data-dir",
+                         (dir.path() / "nope").string()});
+  CHECK(missing.code == af::cli::k_exit_usage);
+  CHECK_THAT(missing.err, Contains("no such database file"));
 }

@@ -134,13 +134,13 @@ TEST_CASE("backup: a SQLite backup of a live store restores the journal and audi
   writer.join();
   REQUIRE(writer_error.empty());
   REQUIRE(r.has_value());
-  CHECK(r->schema_version == 2);
+  CHECK(r->schema_version == 3);
   CHECK(r->bytes > 0);
 
   const auto restored_path = (dir.path() / "restored" / "agentflow.db").string();
   auto rr = restore_store(backup_file, data_dir_target((dir.path() / "restored").string()), false);
   REQUIRE(rr.has_value());
-  CHECK(rr->schema_version == 2);
+  CHECK(rr->schema_version == 3);
   CHECK(rr->location == restored_path);
 
   auto src = open_sqlite({.path = src_path});
@@ -239,7 +239,7 @@ TEST_CASE("backup: PostgreSQL backup and restore with pg_dump", "[backup][postgr
   const auto file = (dir.path() / "af.pgdump").string();
   auto r = backup_store(pg, file);
   REQUIRE(r.has_value());
-  CHECK(r->schema_version == 2);
+  CHECK(r->schema_version == 3);
   CHECK_THAT(r->location, !Contains("secret"));
   {
     auto b = open_postgres({.url = url});
@@ -259,7 +259,7 @@ TEST_CASE("backup: PostgreSQL backup and restore with pg_dump", "[backup][postgr
 
   auto forced = restore_store(file, pg, true);
   REQUIRE(forced.has_value());
-  CHECK(forced->schema_version == 2);
+  CHECK(forced->schema_version == 3);
   auto b = open_postgres({.url = url});
   REQUIRE(b.has_value());
   CHECK(read_all(**b, "exec/pg").size() == 20);

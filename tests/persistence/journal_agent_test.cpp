@@ -205,3 +205,161 @@ TEST_CASE("journal agent: killed, restarted by af.sup.system, data intact", "[jo
   CHECK(w->children(1).id() == "af.control");
   CHECK(w->children(1).restarts() == 1); // rest_for_one: the control agent restarted after it
 }
+
+namespace {
+
+/// A backend whose first `failures` append_batch calls fail with `transient` (a store that is
+/// briefly busy or loses its connection), then behaves like the memory backend.
+class flaky_backend final : public store::backend {
+public:
+  flaky_backend(int failures, std::shared_ptr<std::atomic<int>> calls)
+      : failures_(failures), calls_(std::move(calls)) {}
+  [[nodiscard]] std::string_view kind() const noexcept override { return "memory"; }
+  [[nodiscard]] const std::string& location() const noexcept override { return inner_->location(); }
+  std::vector<expected<store::append_result>>
+  append_batch(std::span<const store::append_request> batch, time_point now) override {
+    if (calls_->fetch_add(1) < failures_)
+      return std::vector<expected<store::append_result>>(
+          batch.size(), expected<store::append_result>{
+                            error{errc::transient, "flaky: database is locked (simulated busy)"}});
+    return inner_->append_batch(batch, now);
+  }
+  expected<std::vector<store::event_record>> read(std::string_view s, std::uint64_t v,
+                                                  std::size_t m) override {
+    return inner_->read(s, v, m);
+  }
+  expected<std::uint64_t> version(std::string_view s) override { return inner_->version(s); }
+  expected<std::vector<store::stream_info>> list_streams(std::string_view p, std::string_view t,
+                                                         std::string_view a,
+                                                         std::size_t m) override {
+    return inner_->list_streams(p, t, a, m);
+  }
+  expected<std::optional<store::stream_info>> stream(std::string_view s) override {
+    return inner_->stream(s);
+  }
+  expected<store::compact_result> compact(const store::compact_options& o) override {
+    return inner_->compact(o);
+  }
+  expected<std::uint64_t> storage_bytes() override { return inner_->storage_bytes(); }
+  status save_snapshot(const store::snapshot_record& s) override {
+    return inner_->save_snapshot(s);
+  }
+  expected<std::optional<store::snapshot_record>> load_snapshot(std::string_view s) override {
+    return inner_->load_snapshot(s);
+  }
+  expected<store::audit_head> audit_last() override { return inner_->audit_last(); }
+  status audit_append(std::span<const store::audit_row> rows) override {
+    return inner_->audit_append(rows);
+  }
+  expected<std::vector<store::audit_row>> audit_read(std::uint64_t f, std::size_t m) override {
+    return inner_->audit_read(f, m);
+  }
+  expected<int> schema_version() override { return inner_->schema_version(); }
+  [[nodiscard]] int latest_schema_version() const noexcept override {
+    return inner_->latest_schema_version();
+  }
+  status migrate_to(int target) override { return inner_->migrate_to(target); }
+
+private:
+  int failures_;
+  std::shared_ptr<std::atomic<int>> calls_;
+  std::unique_ptr<store::memory_backend> inner_ = store::make_memory_backend();
+};
+
+} // namespace
+
+TEST_CASE("journal agent: transient commit failures are retried with backoff", "[journal]") {
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  store::journal_options jo;
+  jo.open = [calls]() -> expected<std::unique_ptr<store::backend>> {
+    return std::unique_ptr<store::backend>{std::make_unique<flaky_backend>(3, calls)};
+  };
+  jo.retry.base = 1ms;
+  jo.retry.cap = 5ms;
+  auto nd = node::start(with_journal(jo));
+  REQUIRE(nd);
+  auto& n = **nd;
+
+  // With an expected version a retry is safe: the append commits at the fourth attempt.
+  auto ok = n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/r", 0, 2), 5s);
+  INFO((ok ? std::string{} : ok.error().to_string()));
+  REQUIRE(ok);
+  CHECK(ok->last_version() == 2);
+  CHECK(calls->load() == 4);
+  CHECK(metric_sum(n, "af_retry_attempts_total{name=\"journal\",outcome=\"retry\"}") == 3);
+  CHECK(metric_sum(n, "af_store_errors_total") == 3);
+
+  // Without one, a retry could append twice: the caller gets the error.
+  calls->store(0);
+  auto any = append("exec/any", 0, 1);
+  any.set_any_version(true);
+  auto refused = n.ask<v1::AppendResult>(store::k_journal_agent, any, 5s);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code() == errc::transient);
+  CHECK(refused.error().message().find("flaky") != std::string::npos);
+  CHECK(calls->load() == 1);
+}
+
+TEST_CASE("journal agent: gives up after the retry policy's attempts", "[journal]") {
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  store::journal_options jo;
+  jo.open = [calls]() -> expected<std::unique_ptr<store::backend>> {
+    return std::unique_ptr<store::backend>{std::make_unique<flaky_backend>(100, calls)};
+  };
+  jo.retry.max_attempts = 3;
+  jo.retry.base = 1ms;
+  jo.retry.cap = 2ms;
+  auto nd = node::start(with_journal(jo));
+  REQUIRE(nd);
+  auto r = (*nd)->ask<v1::AppendResult>(store::k_journal_agent, append("exec/x", 0, 1), 5s);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code() == errc::transient);
+  CHECK(r.error().message().find("3 attempts") != std::string::npos);
+  CHECK(calls->load() == 3);
+}
+
+TEST_CASE("journal agent: finished streams, and retention compacting on its interval",
+          "[journal]") {
+  test::temp_dir dir;
+  auto jo = sqlite_at(dir.path() / "agentflow.db");
+  jo.retention = 100ms;
+  jo.compact_interval = 20ms;
+  auto nd = node::start(with_journal(jo));
+  REQUIRE(nd);
+  auto& n = **nd;
+
+  auto done = append("exec/done", 0, 3);
+  done.set_finish(true);
+  REQUIRE(n.ask<v1::AppendResult>(store::k_journal_agent, done, 5s));
+  auto after = n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/done", 3, 1), 5s);
+  REQUIRE_FALSE(after);
+  CHECK(after.error().code() == errc::conflict);
+  CHECK(after.error().message().find("finished") != std::string::npos);
+  REQUIRE(n.ask<v1::AppendResult>(store::k_journal_agent, append("exec/open", 0, 2), 5s));
+
+  v1::ListStreamsRequest lr;
+  lr.set_prefix("exec/");
+  auto listed = n.ask<v1::ListStreamsResult>(store::k_journal_agent, lr, 5s);
+  REQUIRE(listed);
+  REQUIRE(listed->streams_size() == 2);
+  CHECK(listed->streams(0).stream() == "exec/done");
+  CHECK(listed->streams(0).finished_at_ns() > 0);
+  CHECK(listed->streams(1).finished_at_ns() == 0);
+
+  // Within a few intervals after the retention period the finished stream is gone.
+  int left = 2;
+  for (int i = 0; i < 250 && left != 1; ++i) {
+    std::this_thread::sleep_for(20ms);
+    auto l = n.ask<v1::ListStreamsResult>(store::k_journal_agent, lr, 5s);
+    REQUIRE(l);
+    left = l->streams_size();
+  }
+  REQUIRE(left == 1);
+  CHECK(metric_sum(n, "af_journal_compacted_streams_total{kind=\"deleted\"}") == 1);
+  CHECK(metric_sum(n, "af_journal_compacted_events_total") == 3);
+  v1::ReadRequest rr;
+  rr.set_stream("exec/open");
+  auto open = n.ask<v1::ReadResult>(store::k_journal_agent, rr, 5s);
+  REQUIRE(open);
+  CHECK(open->events_size() == 2);
+}

@@ -108,11 +108,13 @@ TEST_CASE("sqlite: the database file goes where asked in WAL mode with its direc
         == std::vector<std::string>{"audit_log", "events", "schema_migrations", "snapshots",
                                     "streams"});
   auto applied = raw.rows("SELECT version, name, applied_at FROM schema_migrations ORDER BY 1");
-  REQUIRE(applied.size() == 2);
+  REQUIRE(applied.size() == 3);
   CHECK(applied[0][0] == "1");
   CHECK(applied[0][1] == "journal");
   CHECK(applied[1][0] == "2");
   CHECK(applied[1][1] == "audit_log");
+  CHECK(applied[2][0] == "3");
+  CHECK(applied[2][1] == "retention");
   CHECK_THAT(applied[0][2], Catch::Matches(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)"));
 }
 
@@ -205,7 +207,7 @@ TEST_CASE("sqlite: migrating to 0 leaves only schema_migrations and up again rec
   // Opening migrates the rest of the way.
   db.reset();
   db = must_open({.path = path});
-  CHECK(db->schema_version().value() == 2);
+  CHECK(db->schema_version().value() == 3);
   // Opening with migrate = false leaves the schema alone.
   REQUIRE(db->migrate_to(0));
   db.reset();
