@@ -1,5 +1,5 @@
-// `af db status|migrate|compact`, `af backup` and `af restore`: maintenance of a node's store (SQLite
-// under a data directory, or any store URL) from the command line, with af::store::backup.
+// `af db status|migrate|compact`, `af backup` and `af restore`: maintenance of a node's store
+// (SQLite under a data directory, or any store URL) from the command line, with af::store::backup.
 #include "af/cli.hpp"
 #include "af/store/backend.hpp"
 #include "af/store/backup.hpp"
@@ -68,9 +68,12 @@ int cmd_status(const store_flags& flags, bool json, std::ostream& out, std::ostr
   auto size = (*b)->storage_bytes();
   if (!size) return fail(err, size.error());
   if (json) {
-    out << nlohmann::json{{"backend", (*b)->kind()},          {"location", (*b)->location()},
-                          {"schema_version", *version},       {"latest_schema_version", latest},
-                          {"up_to_date", *version == latest}, {"tables", *tables},
+    out << nlohmann::json{{"backend", (*b)->kind()},
+                          {"location", (*b)->location()},
+                          {"schema_version", *version},
+                          {"latest_schema_version", latest},
+                          {"up_to_date", *version == latest},
+                          {"tables", *tables},
                           {"bytes", *size}}
                .dump()
         << "\n";
@@ -146,12 +149,18 @@ expected<duration> parse_period(const std::string& text) {
   using namespace std::chrono;
   const std::uint64_t limit = 100ULL * 365 * 24 * 3600 * 1000; // 100 years, in ms
   std::uint64_t ms = 0;
-  if (unit == "ms" || (unit.empty() && n == 0)) ms = n;
-  else if (unit == "s") ms = n * 1000;
-  else if (unit == "m") ms = n * 60'000;
-  else if (unit == "h") ms = n * 3'600'000;
-  else if (unit == "d") ms = n * 86'400'000;
-  else return bad();
+  if (unit == "ms" || (unit.empty() && n == 0))
+    ms = n;
+  else if (unit == "s")
+    ms = n * 1000;
+  else if (unit == "m")
+    ms = n * 60'000;
+  else if (unit == "h")
+    ms = n * 3'600'000;
+  else if (unit == "d")
+    ms = n * 86'400'000;
+  else
+    return bad();
   if (n > limit || ms > limit) return validation_error("--retention '" + text + "': too long");
   return duration_cast<duration>(milliseconds{ms});
 }
@@ -184,9 +193,8 @@ int cmd_compact(const store_flags& flags, const std::string& retention, bool jso
   if (json) {
     out << nlohmann::json{{"backend", (*b)->kind()},
                           {"location", (*b)->location()},
-                          {"retention_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                               *period)
-                                               .count()},
+                          {"retention_ms",
+                           std::chrono::duration_cast<std::chrono::milliseconds>(*period).count()},
                           {"streams_deleted", total.streams_deleted},
                           {"streams_pruned", total.streams_pruned},
                           {"events_deleted", total.events_deleted},
@@ -196,10 +204,9 @@ int cmd_compact(const store_flags& flags, const std::string& retention, bool jso
         << "\n";
     return k_exit_ok;
   }
-  out << (*b)->location() << ": retention " << retention << ": deleted "
-      << total.streams_deleted << " finished streams, pruned " << total.streams_pruned
-      << " snapshotted streams, " << total.events_deleted << " events in all; " << *before
-      << " -> " << *after << " bytes";
+  out << (*b)->location() << ": retention " << retention << ": deleted " << total.streams_deleted
+      << " finished streams, pruned " << total.streams_pruned << " snapshotted streams, "
+      << total.events_deleted << " events in all; " << *before << " -> " << *after << " bytes";
   if (*after >= *before && total.events_deleted > 0)
     out << " (freed pages are reused by later writes; the file does not shrink)";
   out << "\n";
@@ -284,8 +291,10 @@ runner add_db_commands(CLI::App& app, std::ostream& out, std::ostream& err) {
                  "touched (docs/storage.md, \"Retention\")\n\n"
                  "Example:\n  af db compact --retention 7d --data-dir data\n"
                  "  af db compact --retention 0 --store postgres://af@127.0.0.1:5432/af --json");
-  s->compact->add_option("--retention", s->retention, "keep what is younger than this: 7d, 12h, "
-                                                       "30m, 45s, 500ms or 0")
+  s->compact
+      ->add_option("--retention", s->retention,
+                   "keep what is younger than this: 7d, 12h, "
+                   "30m, 45s, 500ms or 0")
       ->required();
   s->compact_flags.add_to(*s->compact);
   s->compact->add_flag("--json", s->json, "print JSON");
@@ -312,8 +321,7 @@ runner add_db_commands(CLI::App& app, std::ostream& out, std::ostream& err) {
   return [s, &out, &err]() -> std::optional<int> {
     if (s->status->parsed()) return cmd_status(s->status_flags, s->json, out, err);
     if (s->migrate->parsed()) return cmd_migrate(s->migrate_flags, s->to, s->json, out, err);
-    if (s->compact->parsed())
-      return cmd_compact(s->compact_flags, s->retention, s->json, out, err);
+    if (s->compact->parsed()) return cmd_compact(s->compact_flags, s->retention, s->json, out, err);
     if (s->backup->parsed()) return cmd_backup(s->backup_flags, s->out_file, s->json, out, err);
     if (s->restore->parsed())
       return cmd_restore(s->restore_flags, s->in_file, s->force, s->json, out, err);

@@ -25,13 +25,15 @@ public:
     h.kind("af.audit")
         .on(&audit_writer::on_append)
         .on(&audit_writer::on_flush)
-        .on(&audit_writer::on_reopen);
+        .on(&audit_writer::on_reopen)
+        .on(&audit_writer::on_retry);
   }
 
   void on_start(context& ctx) override {
     if (auto c =
             ctx.metrics().counter("af_audit_records_total", "Audit records chained and committed"))
       records_ = *c;
+    retry_.emplace("audit", opts_.retry, ctx.clock(), ctx.rng(), ctx.log(), &ctx.metrics());
     open(ctx);
   }
 
@@ -40,6 +42,7 @@ public:
       return reply.fail(validation_error("audit append: record.action must not be empty"));
     waiting w{r.record(), std::move(reply)};
     w.record.set_tenant(ctx.tenant());
+    retry_->on_first_attempt();
     pending_.push_back(std::move(w));
     // The flush arrives after every message already in the mailbox: all of them join the batch.
     if (!flush_scheduled_) {
@@ -52,9 +55,14 @@ public:
     if (link_.db() == nullptr) open(ctx);
   }
 
+  void on_retry(context& ctx, const v1::AuditRetry&) {
+    backing_off_ = false;
+    on_flush(ctx, v1::AuditFlush{});
+  }
+
   void on_flush(context& ctx, const v1::AuditFlush&) {
     flush_scheduled_ = false;
-    while (!pending_.empty()) {
+    while (!pending_.empty() && !backing_off_) {
       if (link_.db() == nullptr) {
         for (auto& p : pending_)
           p.reply.fail(unavailable());
@@ -62,6 +70,7 @@ public:
         return;
       }
       if (!head_ && !read_head(ctx)) return; // read_head failed every pending append
+      if (in_doubt_ && acknowledge_landed()) continue;
       auto n = std::min(pending_.size(), std::max<std::size_t>(opts_.max_batch, 1));
       const auto ts = ctx.now().time_since_epoch().count();
       std::vector<audit_row> rows;
@@ -75,6 +84,7 @@ public:
         prev = rows.back().hash;
       }
       auto st = link_.db()->audit_append(rows);
+      in_doubt_.reset();
       if (st) {
         head_ = audit_head{rows.back().seq, rows.back().hash};
         records_.inc(static_cast<double>(n));
@@ -85,14 +95,31 @@ public:
           pending_[i].reply.reply(std::move(out));
         }
       } else {
-        // Nothing was written; the head may have moved (another writer on the same store):
-        // read it again before the next batch.
+        // The head may have moved (another writer on the same store), or a transient failure
+        // may hide a commit that landed: read it again before the next batch.
         store_error(ctx, st.error());
-        ctx.log().error("audit_append_failed", "audit batch not written: " + st.error().to_string(),
+        head_.reset();
+        std::uint32_t attempt = 1;
+        for (std::size_t i = 0; i < n; ++i)
+          attempt = std::max(attempt, pending_[i].attempt);
+        auto d = retry_->next(st.error(), attempt);
+        if (d.retry()) {
+          ctx.log().warn(
+              "audit_append_retry", "audit batch not written; retrying: " + st.error().to_string(),
+              {{"records", static_cast<double>(n)},
+               {"retry_in_ms", std::chrono::duration<double, std::milli>(d.delay).count()}});
+          for (std::size_t i = 0; i < n; ++i)
+            pending_[i].attempt = attempt + 1;
+          in_doubt_ = std::move(rows);
+          backing_off_ = true;
+          ctx.schedule(d.delay, v1::AuditRetry{});
+          return;
+        }
+        const auto e = retry_->give_up_error(d, st.error());
+        ctx.log().error("audit_append_failed", "audit batch not written: " + e.to_string(),
                         {{"records", static_cast<double>(n)}});
         for (std::size_t i = 0; i < n; ++i)
-          pending_[i].reply.fail(st.error());
-        head_.reset();
+          pending_[i].reply.fail(e);
       }
       pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
     }
@@ -108,7 +135,28 @@ private:
   struct waiting {
     v1::AuditRecord record;
     responder<v1::AuditAppended> reply;
+    std::uint32_t attempt = 1;
   };
+
+  /// After a failed commit, with the head read again: if the chain ends with the failed batch's
+  /// last row, the commit landed (a connection lost after COMMIT was sent): acknowledge those
+  /// records as written then. True when it did.
+  bool acknowledge_landed() {
+    auto rows = std::move(*in_doubt_);
+    in_doubt_.reset();
+    if (rows.empty() || head_->seq != rows.back().seq || head_->hash != rows.back().hash)
+      return false;
+    const auto n = std::min(rows.size(), pending_.size());
+    records_.inc(static_cast<double>(n));
+    for (std::size_t i = 0; i < n; ++i) {
+      v1::AuditAppended out;
+      out.set_seq(rows[i].seq);
+      out.set_hash(std::string{rows[i].hash.begin(), rows[i].hash.end()});
+      pending_[i].reply.reply(std::move(out));
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+    return true;
+  }
 
   /// Continues the chain where the store ends. On failure fails every pending append.
   bool read_head(context& ctx) {
@@ -145,6 +193,9 @@ private:
   std::optional<audit_head> head_;
   std::deque<waiting> pending_;
   bool flush_scheduled_ = false;
+  bool backing_off_ = false;                       ///< a retry is scheduled: flushes wait for it
+  std::optional<std::vector<audit_row>> in_doubt_; ///< the rows of the failed commit
+  std::optional<sup::retry_policy> retry_;
   counter_handle records_;
 };
 

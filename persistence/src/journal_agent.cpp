@@ -61,8 +61,8 @@ public:
       batch_size_ = *h;
     if (auto c = m.counter("af_journal_conflicts_total", "Appends refused: stale expected version"))
       conflicts_ = *c;
-    for (auto [kind, slot] : {std::pair{"deleted", &compacted_deleted_},
-                              std::pair{"pruned", &compacted_pruned_}})
+    for (auto [kind, slot] :
+         {std::pair{"deleted", &compacted_deleted_}, std::pair{"pruned", &compacted_pruned_}})
       if (auto c = m.counter("af_journal_compacted_streams_total",
                              "Streams compacted by retention: finished streams deleted whole, "
                              "open streams pruned up to their snapshot",
@@ -72,7 +72,8 @@ public:
       compacted_events_ = *c;
     retry_.emplace("journal", opts_.retry, ctx.clock(), ctx.rng(), ctx.log(), &ctx.metrics());
     open(ctx);
-    if (opts_.retention > duration::zero()) ctx.schedule(opts_.compact_interval, v1::JournalCompact{});
+    if (opts_.retention > duration::zero())
+      ctx.schedule(opts_.compact_interval, v1::JournalCompact{});
   }
 
   // --- appends: group commit -----------------------------------------------------------------

@@ -888,18 +888,19 @@ private:
 
   expected<std::unique_ptr<connection>> connect() {
     const auto timeout = std::to_string(opts_.connect_timeout_s);
-    const auto server_options = "-c statement_timeout=" + std::to_string(opts_.statement_timeout_ms);
+    const auto server_options =
+        "-c statement_timeout=" + std::to_string(opts_.statement_timeout_ms);
     // Entries before dbname may be overridden by the URL, entries after it override the URL.
     // statement_timeout bounds every statement (a lock wait, a stuck server): it fails with
     // `timeout`, which the store agents retry.
     // Keepalives and tcp_user_timeout turn a vanished server host (no RST ever comes) into an
     // error within about 30 s instead of a call blocked for the kernel's default of ~15 minutes.
     const std::pair<const char*, const char*> settings[] = {
-        {"application_name", "agentflow"},    {"keepalives_idle", "10"},
-        {"keepalives_interval", "5"},         {"keepalives_count", "3"},
-        {"tcp_user_timeout", "30000"},        {"options", server_options.c_str()},
-        {"dbname", opts_.url.c_str()},
-        {"connect_timeout", timeout.c_str()}, {"client_encoding", "UTF8"},
+        {"application_name", "agentflow"}, {"keepalives_idle", "10"},
+        {"keepalives_interval", "5"},      {"keepalives_count", "3"},
+        {"tcp_user_timeout", "30000"},     {"options", server_options.c_str()},
+        {"dbname", opts_.url.c_str()},     {"connect_timeout", timeout.c_str()},
+        {"client_encoding", "UTF8"},
     };
     std::vector<const char*> keys, values;
     for (const auto& [k, v] : settings) {
@@ -1086,8 +1087,8 @@ private:
     rows lr{locked->get()};
     for (int i = 0; i < lr.count(); ++i) {
       if (auto it = streams.find(lr.bytes(i, 0)); it != streams.end()) {
-        it->second = {true, lr.text(i, 2), static_cast<std::uint64_t>(lr.int8(i, 1)),
-                      std::nullopt, 0};
+        it->second = {true, lr.text(i, 2), static_cast<std::uint64_t>(lr.int8(i, 1)), std::nullopt,
+                      0};
         if (!lr.null(i, 3)) it->second.finished_at = time_of(lr.int8(i, 3));
       }
     }
@@ -1107,8 +1108,8 @@ private:
       }
       const auto& r = batch[i];
       auto& cur = streams[r.stream];
-      if (auto st = check_expected(r, cur.exists, cur.tenant, cur.version,
-                                   cur.finished_at.has_value());
+      if (auto st =
+              check_expected(r, cur.exists, cur.tenant, cur.version, cur.finished_at.has_value());
           !st) {
         out.emplace_back(st.error());
         continue;

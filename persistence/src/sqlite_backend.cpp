@@ -81,9 +81,8 @@ enum class sql : std::size_t {
 };
 
 #define AF_LIST_SQL(tenant_cond, upper_cond)                                                       \
-  "SELECT stream, tenant, version, pruned_through, finished_at FROM streams"                      \
-  " WHERE stream >= ?1 AND stream <> ?2" tenant_cond                                               \
-      upper_cond " ORDER BY stream LIMIT ?5"
+  "SELECT stream, tenant, version, pruned_through, finished_at FROM streams"                       \
+  " WHERE stream >= ?1 AND stream <> ?2" tenant_cond upper_cond " ORDER BY stream LIMIT ?5"
 
 constexpr std::array<const char*, static_cast<std::size_t>(sql::count_)> k_sql = {
     "BEGIN IMMEDIATE",
@@ -187,9 +186,7 @@ public:
   [[nodiscard]] std::uint64_t u64(int col) const {
     return static_cast<std::uint64_t>(std::max<std::int64_t>(0, i64(col)));
   }
-  [[nodiscard]] bool is_null(int col) const {
-    return sqlite3_column_type(s_, col) == SQLITE_NULL;
-  }
+  [[nodiscard]] bool is_null(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
   [[nodiscard]] std::string str(int col) const {
     const auto* p = sqlite3_column_text(s_, col);
     const auto n = static_cast<std::size_t>(sqlite3_column_bytes(s_, col));
@@ -463,8 +460,8 @@ expected<append_result> sqlite_backend::append_one(const append_request& r, time
   if (auto st = check_append(r); !st) return st.error();
   auto cur = stream_get(r.stream);
   if (!cur) return cur.error();
-  if (auto st = check_expected(r, cur->exists, cur->tenant, cur->version,
-                               cur->finished_at.has_value());
+  if (auto st =
+          check_expected(r, cur->exists, cur->tenant, cur->version, cur->finished_at.has_value());
       !st)
     return st.error();
   if (auto st = exec(sql::savepoint, "append: SAVEPOINT"); !st) return st.error();
@@ -549,9 +546,8 @@ expected<std::optional<stream_info>> sqlite_backend::stream(std::string_view str
   auto st = stream_get(stream);
   if (!st) return st.error();
   if (!st->exists) return std::optional<stream_info>{};
-  return std::optional<stream_info>{
-      stream_info{std::string{stream}, st->tenant, st->version, st->pruned_through,
-                  st->finished_at}};
+  return std::optional<stream_info>{stream_info{std::string{stream}, st->tenant, st->version,
+                                                st->pruned_through, st->finished_at}};
 }
 
 expected<compact_result> sqlite_backend::compact(const compact_options& opts) {
@@ -605,8 +601,8 @@ expected<compact_result> sqlite_backend::compact(const compact_options& opts) {
   }
   for (const auto& [stream, through] : covered) {
     for (sql id : {sql::events_prune, sql::stream_set_pruned}) {
-      const auto op = "compact: prune stream " + stream + " through version "
-                      + std::to_string(through);
+      const auto op =
+          "compact: prune stream " + stream + " through version " + std::to_string(through);
       auto s = prepared(id, op);
       if (!s) return abort(s.error());
       stmt_use q{*s};
@@ -627,7 +623,8 @@ expected<std::uint64_t> sqlite_backend::storage_bytes() {
   for (const auto& file : {path_, path_ + "-wal"}) {
     std::error_code ec;
     const auto n = std::filesystem::file_size(file, ec);
-    if (!ec) total += n;
+    if (!ec)
+      total += n;
     else if (file == path_)
       return internal_error("sqlite " + path_ + ": storage size: " + ec.message());
   }
@@ -652,8 +649,7 @@ expected<std::vector<stream_info>> sqlite_backend::list_streams(std::string_view
   if (upper) q.text(3, *upper);
   if (by_tenant) q.text(4, tenant);
   int rc = SQLITE_OK;
-  while ((rc = q.step()) == SQLITE_ROW)
-  {
+  while ((rc = q.step()) == SQLITE_ROW) {
     stream_info info{q.str(0), q.str(1), q.u64(2), q.u64(3), std::nullopt};
     if (!q.is_null(4)) info.finished_at = time_of(q.i64(4));
     out.push_back(std::move(info));

@@ -262,8 +262,8 @@ TEST_CASE("af db compact: deletes finished streams past the retention period", "
     CHECK(b.code == af::cli::k_exit_usage);
     CHECK_THAT(b.err, Contains("--retention"));
   }
-  auto missing = af_cmd({"db", "compact", "--retention", "1d", "--data-dir",
-                         (dir.path() / "nope").string()});
+  auto missing =
+      af_cmd({"db", "compact", "--retention", "1d", "--data-dir", (dir.path() / "nope").string()});
   CHECK(missing.code == af::cli::k_exit_usage);
   CHECK_THAT(missing.err, Contains("no such database file"));
 }

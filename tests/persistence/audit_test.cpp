@@ -5,6 +5,7 @@
 #include "af/node.hpp"
 #include "af/store/audit.hpp"
 #include "af/v1/audit.pb.h"
+#include "flaky_backend.hpp"
 #include "support/temp_dir.hpp"
 
 #include <sqlite3.h>
@@ -336,4 +337,68 @@ TEST_CASE("audit verify: tampering through SQL on PostgreSQL names the first bad
   };
   run_tamper_cases(fresh, run_sql,
                    [](const std::string& b) { return "'\\x" + hex_of(b) + "'::bytea"; });
+}
+
+namespace {
+
+node::options with_flaky_audit(test::flaky_backend::faults f,
+                               std::shared_ptr<std::atomic<int>> calls) {
+  node::options o;
+  log_options lo;
+  lo.level = log_level::error;
+  lo.format = "json";
+  o.log = make_memory_log_backend(lo, std::make_shared<std::vector<std::string>>());
+  store::audit_options ao;
+  ao.open = [f, calls]() -> expected<std::unique_ptr<store::backend>> {
+    return std::unique_ptr<store::backend>{std::make_unique<test::flaky_backend>(f, calls)};
+  };
+  ao.retry.base = 1ms;
+  ao.retry.cap = 5ms;
+  o.system_services.push_back(store::audit_child(std::move(ao)));
+  return o;
+}
+
+} // namespace
+
+TEST_CASE("audit writer: a transient commit failure is retried", "[audit]") {
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto nd = node::start(with_flaky_audit({.audit_failures = 2}, calls));
+  REQUIRE(nd);
+  auto& n = **nd;
+  auto r = n.ask<v1::AuditAppended>(store::k_audit_agent, append("a", "tool.call", 1), 5s);
+  INFO((r ? std::string{} : r.error().to_string()));
+  REQUIRE(r);
+  CHECK(r->seq() == 1);
+  CHECK(calls->load() == 3);
+  CHECK(metric_sum(n, "af_retry_attempts_total{name=\"audit\",outcome=\"retry\"}") == 2);
+  auto next = n.ask<v1::AuditAppended>(store::k_audit_agent, append("a", "tool.call", 2), 5s);
+  REQUIRE(next);
+  CHECK(next->seq() == 2);
+}
+
+TEST_CASE("audit writer: a commit that landed despite an error is not chained twice", "[audit]") {
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto nd = node::start(with_flaky_audit({.audit_failures_after_commit = 1}, calls));
+  REQUIRE(nd);
+  auto& n = **nd;
+  auto r = n.ask<v1::AuditAppended>(store::k_audit_agent, append("a", "tool.call", 1), 5s);
+  INFO((r ? std::string{} : r.error().to_string()));
+  REQUIRE(r);
+  CHECK(r->seq() == 1);
+  CHECK(calls->load() == 1); // acknowledged from the head, not written again
+  auto next = n.ask<v1::AuditAppended>(store::k_audit_agent, append("a", "tool.call", 2), 5s);
+  REQUIRE(next);
+  CHECK(next->seq() == 2);
+  CHECK(metric_sum(n, "af_audit_records_total") == 2);
+}
+
+TEST_CASE("audit writer: gives up after the retry policy's attempts", "[audit]") {
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto nd = node::start(with_flaky_audit({.audit_failures = 1000}, calls));
+  REQUIRE(nd);
+  auto r = (*nd)->ask<v1::AuditAppended>(store::k_audit_agent, append("a", "x", 1), 10s);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code() == errc::transient);
+  CHECK(r.error().message().find("5 attempts") != std::string::npos);
+  CHECK(calls->load() == 5);
 }

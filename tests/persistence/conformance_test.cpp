@@ -744,8 +744,8 @@ TEMPLATE_TEST_CASE("conformance: compaction deletes finished streams after the r
   CHECK(db.audit_read(1, 10).value().size() == 3);
 }
 
-TEMPLATE_TEST_CASE("conformance: compaction prunes the events a snapshot covers",
-                   "[conformance]", BACKENDS) {
+TEMPLATE_TEST_CASE("conformance: compaction prunes the events a snapshot covers", "[conformance]",
+                   BACKENDS) {
   CONFORMANCE_SETUP();
   using std::chrono::hours;
   REQUIRE(append(db, req("agent/x", 0, 10)));
@@ -790,8 +790,7 @@ TEMPLATE_TEST_CASE("conformance: compaction prunes the events a snapshot covers"
 TEMPLATE_TEST_CASE("conformance: compaction works in bounded steps", "[conformance]", BACKENDS) {
   CONFORMANCE_SETUP();
   for (int i = 0; i < 5; ++i)
-    REQUIRE(append(db, finishing("exec/" + std::to_string(i), 0, 2),
-                   t0 + std::chrono::seconds{i}));
+    REQUIRE(append(db, finishing("exec/" + std::to_string(i), 0, 2), t0 + std::chrono::seconds{i}));
   auto r = db.compact({t0 + std::chrono::seconds{100}, std::chrono::seconds{1}, 2});
   REQUIRE(r);
   CHECK(r->streams_deleted == 2);

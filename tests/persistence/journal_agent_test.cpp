@@ -6,6 +6,7 @@
 #include "af/sup/supervisor.hpp"
 #include "af/v1/store.pb.h"
 #include "caf_glue.hpp"
+#include "flaky_backend.hpp"
 #include "support/temp_dir.hpp"
 
 #include <caf/exit_reason.hpp>
@@ -206,73 +207,12 @@ TEST_CASE("journal agent: killed, restarted by af.sup.system, data intact", "[jo
   CHECK(w->children(1).restarts() == 1); // rest_for_one: the control agent restarted after it
 }
 
-namespace {
-
-/// A backend whose first `failures` append_batch calls fail with `transient` (a store that is
-/// briefly busy or loses its connection), then behaves like the memory backend.
-class flaky_backend final : public store::backend {
-public:
-  flaky_backend(int failures, std::shared_ptr<std::atomic<int>> calls)
-      : failures_(failures), calls_(std::move(calls)) {}
-  [[nodiscard]] std::string_view kind() const noexcept override { return "memory"; }
-  [[nodiscard]] const std::string& location() const noexcept override { return inner_->location(); }
-  std::vector<expected<store::append_result>>
-  append_batch(std::span<const store::append_request> batch, time_point now) override {
-    if (calls_->fetch_add(1) < failures_)
-      return std::vector<expected<store::append_result>>(
-          batch.size(), expected<store::append_result>{
-                            error{errc::transient, "flaky: database is locked (simulated busy)"}});
-    return inner_->append_batch(batch, now);
-  }
-  expected<std::vector<store::event_record>> read(std::string_view s, std::uint64_t v,
-                                                  std::size_t m) override {
-    return inner_->read(s, v, m);
-  }
-  expected<std::uint64_t> version(std::string_view s) override { return inner_->version(s); }
-  expected<std::vector<store::stream_info>> list_streams(std::string_view p, std::string_view t,
-                                                         std::string_view a,
-                                                         std::size_t m) override {
-    return inner_->list_streams(p, t, a, m);
-  }
-  expected<std::optional<store::stream_info>> stream(std::string_view s) override {
-    return inner_->stream(s);
-  }
-  expected<store::compact_result> compact(const store::compact_options& o) override {
-    return inner_->compact(o);
-  }
-  expected<std::uint64_t> storage_bytes() override { return inner_->storage_bytes(); }
-  status save_snapshot(const store::snapshot_record& s) override {
-    return inner_->save_snapshot(s);
-  }
-  expected<std::optional<store::snapshot_record>> load_snapshot(std::string_view s) override {
-    return inner_->load_snapshot(s);
-  }
-  expected<store::audit_head> audit_last() override { return inner_->audit_last(); }
-  status audit_append(std::span<const store::audit_row> rows) override {
-    return inner_->audit_append(rows);
-  }
-  expected<std::vector<store::audit_row>> audit_read(std::uint64_t f, std::size_t m) override {
-    return inner_->audit_read(f, m);
-  }
-  expected<int> schema_version() override { return inner_->schema_version(); }
-  [[nodiscard]] int latest_schema_version() const noexcept override {
-    return inner_->latest_schema_version();
-  }
-  status migrate_to(int target) override { return inner_->migrate_to(target); }
-
-private:
-  int failures_;
-  std::shared_ptr<std::atomic<int>> calls_;
-  std::unique_ptr<store::memory_backend> inner_ = store::make_memory_backend();
-};
-
-} // namespace
-
 TEST_CASE("journal agent: transient commit failures are retried with backoff", "[journal]") {
   auto calls = std::make_shared<std::atomic<int>>(0);
   store::journal_options jo;
   jo.open = [calls]() -> expected<std::unique_ptr<store::backend>> {
-    return std::unique_ptr<store::backend>{std::make_unique<flaky_backend>(3, calls)};
+    return std::unique_ptr<store::backend>{std::make_unique<test::flaky_backend>(
+        test::flaky_backend::faults{.append_failures = 3}, calls)};
   };
   jo.retry.base = 1ms;
   jo.retry.cap = 5ms;
@@ -304,7 +244,8 @@ TEST_CASE("journal agent: gives up after the retry policy's attempts", "[journal
   auto calls = std::make_shared<std::atomic<int>>(0);
   store::journal_options jo;
   jo.open = [calls]() -> expected<std::unique_ptr<store::backend>> {
-    return std::unique_ptr<store::backend>{std::make_unique<flaky_backend>(100, calls)};
+    return std::unique_ptr<store::backend>{std::make_unique<test::flaky_backend>(
+        test::flaky_backend::faults{.append_failures = 100}, calls)};
   };
   jo.retry.max_attempts = 3;
   jo.retry.base = 1ms;

@@ -4,6 +4,7 @@
 
 #include "af/config.hpp"
 #include "af/store/backend.hpp"
+#include "af/sup/retry.hpp"
 #include "af/sup/spec.hpp"
 
 #include <cstdint>
@@ -29,6 +30,10 @@ struct audit_options {
   std::function<expected<std::unique_ptr<backend>>()> open;
   /// Records chained and committed in one transaction at most.
   std::size_t max_batch = 512;
+  /// A batch whose commit failed with a transient error is retried by this policy: the writer
+  /// reads the chain's head again and, if the failed commit did land after all (its last hash
+  /// is the head), acknowledges it instead of chaining the records twice.
+  sup::retry_options retry{};
 };
 
 /// The child spec to pass in node::options::system_services (detached, under af.sup.system).
