@@ -23,17 +23,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct store_flags {
-  std::string data_dir, store;
-
-  void add_to(CLI::App& cmd) { add_store_flags(cmd, data_dir, store); }
-
+struct store_flags : store_choice {
   /// Opens the store without creating or migrating anything: a missing SQLite file is an error.
   [[nodiscard]] expected<std::unique_ptr<store::backend>> open(const std::string& cmd) const {
-    if (data_dir.empty() == store.empty())
-      return validation_error(cmd + ": give --data-dir DIR or --store URL");
-    std::string url = store;
-    if (!data_dir.empty()) url = "sqlite:" + (fs::path{data_dir} / "agentflow.db").string();
+    auto chosen = store_choice::url();
+    if (!chosen) return chosen.error();
+    std::string url = *chosen;
     if (url.starts_with("postgres://") || url.starts_with("postgresql://")) {
       store::postgres_options po;
       po.url = url;
@@ -46,9 +41,7 @@ struct store_flags {
     std::error_code ec;
     if (fs::is_directory(path, ec)) path /= "agentflow.db";
     if (!fs::is_regular_file(path, ec))
-      return not_found_error(
-          cmd + ": no store at '" + path.string() + "'"
-          + (data_dir.empty() ? "" : " (is --data-dir the node's data directory?)"));
+      return not_found_error(cmd + ": no store at '" + path.string() + "' (from " + origin() + ")");
     store::sqlite_options so;
     so.path = path.string();
     so.migrate = false;

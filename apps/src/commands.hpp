@@ -3,6 +3,9 @@
 // nullopt when none of its subcommands was on the command line.
 #pragma once
 
+#include "af/config.hpp"
+#include "af/store/journal.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <functional>
@@ -14,13 +17,46 @@ namespace af::cli::detail {
 
 using runner = std::function<std::optional<int>()>;
 
-/// The `--data-dir DIR | --store URL` pair of the store tools (one excludes the other).
-inline void add_store_flags(CLI::App& cmd, std::string& data_dir, std::string& store) {
-  auto* d = cmd.add_option("--data-dir", data_dir, "the node's data directory (DIR/agentflow.db)");
-  auto* s = cmd.add_option("--store", store,
-                           "a store URL: sqlite:PATH, a path, or postgres://user@host:port/db");
-  d->excludes(s);
-}
+/// Where the store tools look: `--store URL`, `--data-dir DIR`, or else the node's own
+/// configuration (`--config FILE` and AF_* variables: store.url, else node.data_dir), so that
+/// `af db status` on the node's machine finds the node's store.
+struct store_choice {
+  std::string data_dir, store, config_file;
+
+  void add_to(CLI::App& cmd) {
+    auto* d =
+        cmd.add_option("--data-dir", data_dir, "the node's data directory (DIR/agentflow.db)");
+    auto* s = cmd.add_option("--store", store,
+                             "a store URL: sqlite:PATH, a path, or postgres://user@host:port/db");
+    auto* c = cmd.add_option("--config", config_file,
+                             "the node's YAML configuration, for store.url / node.data_dir "
+                             "(the default when neither --data-dir nor --store is given)");
+    d->excludes(s);
+    c->excludes(d);
+    c->excludes(s);
+  }
+
+  /// The store URL from --store, --data-dir or the configuration (file < AF_* environment).
+  [[nodiscard]] expected<std::string> url() const {
+    if (!store.empty()) return store;
+    if (!data_dir.empty()) return "sqlite:" + data_dir + "/agentflow.db";
+    config_sources src;
+    src.file = config_file;
+    src.env = config::process_environment();
+    auto cfg = config::load(src);
+    if (!cfg) return cfg.error();
+    return store::store_url(*cfg);
+  }
+
+  /// Says where the store came from, for "not found" messages.
+  [[nodiscard]] std::string origin() const {
+    if (!store.empty()) return "--store";
+    if (!data_dir.empty()) return "--data-dir";
+    return config_file.empty() ? "the default configuration (node.data_dir; or pass --data-dir, "
+                                 "--store or --config)"
+                               : "--config " + config_file;
+  }
+};
 
 /// `af audit verify|tail` (apps/src/audit_commands.cpp).
 runner add_audit_commands(CLI::App& app, std::ostream& out, std::ostream& err);

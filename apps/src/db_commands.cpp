@@ -26,24 +26,22 @@ int fail(std::ostream& err, const error& e) {
                                                                      : k_exit_failure;
 }
 
-/// --data-dir DIR | --store URL, exactly one.
-struct store_flags {
-  std::string data_dir, store;
-
-  void add_to(CLI::App& cmd) { add_store_flags(cmd, data_dir, store); }
-
+/// --data-dir DIR | --store URL | the node's configuration (store_choice).
+struct store_flags : store_choice {
   /// The store named; with `must_exist`, a SQLite file that is not there is an error, so that
   /// a typo does not silently create an empty database.
   [[nodiscard]] expected<store::store_target> target(bool must_exist) const {
-    if (data_dir.empty() && store.empty())
-      return validation_error("pass --data-dir DIR or --store URL");
-    auto t = data_dir.empty() ? store::resolve_store_url(store) : store::data_dir_target(data_dir);
+    expected<store::store_target> t = store::data_dir_target(data_dir);
+    if (data_dir.empty()) {
+      auto u = url();
+      if (!u) return u.error();
+      t = store::resolve_store_url(*u);
+    }
     if (!t) return t;
     std::error_code ec;
     if (must_exist && t->kind == "sqlite" && !fs::is_regular_file(t->where, ec))
-      return not_found_error(
-          "sqlite " + t->where + ": no such database file"
-          + (data_dir.empty() ? std::string{} : " (is --data-dir " + data_dir + " right?)"));
+      return not_found_error("sqlite " + t->where + ": no such database file (from " + origin()
+                             + ")");
     return t;
   }
 };

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -266,4 +267,36 @@ TEST_CASE("af db compact: deletes finished streams past the retention period", "
       af_cmd({"db", "compact", "--retention", "1d", "--data-dir", (dir.path() / "nope").string()});
   CHECK(missing.code == af::cli::k_exit_usage);
   CHECK_THAT(missing.err, Contains("no such database file"));
+}
+
+TEST_CASE("store tools: without --data-dir or --store they use the node's configuration",
+          "[cli][db]") {
+  af::test::temp_dir dir{"af-db-config"};
+  const auto data = (dir.path() / "node-data").string();
+  REQUIRE(af_cmd({"db", "migrate", "--to", "3", "--data-dir", data}).code == 0);
+  const auto yaml = (dir.path() / "node.yaml").string();
+  {
+    std::ofstream f{yaml};
+    f << "node:\n  data_dir: " << data << "\n";
+  }
+  auto s = af_cmd({"db", "status", "--config", yaml, "--json"});
+  INFO(s.err);
+  REQUIRE(s.code == af::cli::k_exit_ok);
+  CHECK(nlohmann::json::parse(s.out).at("location") == data + "/agentflow.db");
+  auto v = af_cmd({"audit", "verify", "--config", yaml});
+  INFO(v.err);
+  CHECK(v.code == 0);
+  CHECK_THAT(v.out, Contains("intact: 0 records"));
+
+  // A configuration whose store does not exist: the message says where the path came from.
+  const auto other = (dir.path() / "other.yaml").string();
+  {
+    std::ofstream f{other};
+    f << "node:\n  data_dir: " << (dir.path() / "nothing-here").string() << "\n";
+  }
+  auto missing = af_cmd({"db", "status", "--config", other});
+  CHECK(missing.code == af::cli::k_exit_usage);
+  CHECK_THAT(missing.err, Contains("no such database file") && Contains("--config " + other));
+  auto both = af_cmd({"db", "status", "--config", yaml, "--data-dir", data});
+  CHECK(both.code == af::cli::k_exit_usage);
 }
