@@ -481,7 +481,7 @@ verify_run_result verify_run(const audit_chain_fixture& fx, std::size_t rows, bo
 }
 
 void bench_audit(int runs, std::size_t rows) {
-  const auto used = std::min<std::size_t>(cores(), cores()); // first_bad_row_parallel: one per core
+  const auto used = cores(); // first_bad_row_parallel: one thread per core
   for (std::size_t size : {std::size_t{96}, std::size_t{128}, std::size_t{256}}) {
     auto fx = make_chain(rows, size);
     std::vector<bench::run> raw, cols, nocols, seq;
