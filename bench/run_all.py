@@ -86,6 +86,28 @@ GROUPS = [
      "threads. For scale, Erlang/OTP 25 on this machine (reference figures, not measured here): "
      "restart p50 71–255 µs, ~3,600 restarts/s sustained (1,000/s with crash reports logged), "
      "one_for_all of 1,000 children all answering again in 31 ms."),
+    ("store", "7. Storage",
+     "`bench/store_bench.cpp`, on durable stores only: SQLite with `synchronous=FULL` (WAL) in a "
+     "fresh temporary directory per run and, when PostgreSQL 15 is installed, a throwaway server "
+     "started by `tests/persistence/with_postgres.sh` (`fsync=on`, `synchronous_commit=on`; "
+     "run_all.py runs the bench under it unless `--no-postgres`). **Appends** "
+     "(`journal.append.*`): 64 appender agents, each with its own stream, ask the real journal "
+     "agent (`af.journal`, a system service of the node started with `store::journal_child`) to "
+     "append one event of 100 B, and send the next append when the reply comes (closed loop, 400 "
+     "appends each per run); events/s from the first request to the last reply, p50/p99 over "
+     "1,024 consecutive replies; the mean batch size comes from `af_journal_batch_size`. "
+     "Baseline: the same backend, one single-event request per `append_batch` call (one "
+     "transaction and one sync per event), sequentially. `.direct_batch` rows: `append_batch` "
+     "with 64 requests per call and no agent, the backend's ceiling for that batch size. **Audit "
+     "verify** (`audit.verify.*`): `store::verify_chain` with `store::parallel_verify_options()`, "
+     "exactly what `af audit verify` runs (rows checked on every core while the next page is read "
+     "from SQLite), over a chain of 200k records of exactly 96, 128 or 256 canonical bytes; wall "
+     "time, warm page cache; `.nocols` skips the column check (a Protobuf parse per row), which "
+     "`af audit verify` does. Baseline: `af::sha256` over the same bytes (`prev_hash ‖ record`) "
+     "in memory on one core (thread CPU time); `audit.verify_per_core.*` divides the verify rate "
+     "by the cores used. **Read-back** (`read.*`): a 100k-event stream read in pages of 1,000 "
+     "through `af.journal` `ReadRequest`s (`node::ask` from the main thread) vs `backend->read` "
+     "on the same store, and `backend->read` vs a raw sqlite3 `SELECT` of the same pages."),
 ]
 
 SKELETON = f"""# Benchmarks
@@ -110,9 +132,31 @@ def group_of(exe: pathlib.Path) -> str:
     return exe.name[len("af_bench_"):]
 
 
-def run_bench(exe: pathlib.Path, extra: list[str]) -> tuple[list[dict], float]:
+REPO = pathlib.Path(__file__).resolve().parent.parent
+WITH_POSTGRES = REPO / "tests" / "persistence" / "with_postgres.sh"
+PG_BIN = pathlib.Path(os.environ.get("AF_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def wrapper(exe: pathlib.Path, postgres: bool) -> list[str]:
+    """The storage bench runs under a throwaway PostgreSQL server (with_postgres.sh exports
+    AF_TEST_PG_URL) when one can be started and none is given; durability stays on (no
+    AF_TEST_PG_FAST)."""
+    if group_of(exe) != "store" or not postgres or os.environ.get("AF_TEST_PG_URL"):
+        return []
+    if not WITH_POSTGRES.exists() or not (PG_BIN / "initdb").exists():
+        print("run_all.py: PostgreSQL 15 not installed: the storage bench runs on SQLite only",
+              file=sys.stderr)
+        return []
+    return [str(WITH_POSTGRES)]
+
+
+def run_bench(exe: pathlib.Path, extra: list[str],
+              prefix: list[str] | None = None) -> tuple[list[dict], float]:
     start = time.monotonic()
-    proc = subprocess.Popen([str(exe), *extra], stdout=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    env.pop("AF_TEST_PG_FAST", None)  # durability figures: never on a non-durable server
+    proc = subprocess.Popen([*(prefix or []), str(exe), *extra], stdout=subprocess.PIPE,
+                            text=True, env=env)
     rows = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -346,7 +390,10 @@ def main() -> int:
     ap.add_argument("--build", required=True, help="CMake build directory (e.g. build/release)")
     ap.add_argument("--update", metavar="DOC", help="rewrite the tables of this Markdown file")
     ap.add_argument("--only", action="append", default=[],
-                    help="run only these benches (roundtrip, throughput, hash, spawn, scheduler, restart); with --update only their sections are replaced, the others are kept as they are")
+                    help="run only these benches (roundtrip, throughput, hash, spawn, scheduler, restart, store); with --update only their sections are replaced, the others are kept as they are")
+    ap.add_argument("--no-postgres", action="store_true",
+                    help="run the storage bench on SQLite only (default: also on a throwaway "
+                         "PostgreSQL server, tests/persistence/with_postgres.sh, when installed)")
     ap.add_argument("--runs", type=int, help="override the number of runs of every bench")
     ap.add_argument("--wait-idle", type=float, default=60, metavar="SECONDS",
                     help="before each bench, wait up to this long for the CPUs to be idle "
@@ -375,7 +422,7 @@ def main() -> int:
                   f"{exe.name}'s wall-clock figures will be noisy", file=sys.stderr)
         print(f"# {exe.name} (CPUs {b:.0%} busy before it)", file=sys.stderr, flush=True)
         try:
-            rows, secs = run_bench(exe, extra)
+            rows, secs = run_bench(exe, extra, wrapper(exe, not args.no_postgres))
         except (RuntimeError, json.JSONDecodeError) as e:
             print(f"run_all.py: {e}", file=sys.stderr)
             return 1

@@ -1,5 +1,6 @@
 // `af audit verify|tail`: checks and prints the tamper-evident audit chain of a store. The hash
-// checks run on every core here (apps/, outside the actor runtime and its determinism rules).
+// checks run on every core (store::parallel_verify_options; outside the actor runtime and its
+// determinism rules).
 #include "af/cli.hpp"
 #include "af/hash.hpp"
 #include "af/store/audit.hpp"
@@ -9,13 +10,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <iomanip>
 #include <sstream>
-#include <thread>
-#include <vector>
 
 namespace af::cli::detail {
 
@@ -55,37 +53,11 @@ int fail(std::ostream& err, const error& e) {
                                                                      : k_exit_failure;
 }
 
-/// check_row over `rows` split across the cores; the index of the first failing row.
-std::size_t first_bad_parallel(std::span<const store::audit_row> rows, bool check_columns) {
-  auto first_bad = [check_columns](std::span<const store::audit_row> part) {
-    for (std::size_t i = 0; i < part.size(); ++i)
-      if (store::check_row(part[i], check_columns) != store::chain_fault::none) return i;
-    return part.size();
-  };
-  const std::size_t cores = std::max(1U, std::thread::hardware_concurrency());
-  const std::size_t parts = std::min(cores, std::max<std::size_t>(rows.size() / 256, 1));
-  if (parts == 1) return first_bad(rows);
-  const std::size_t chunk = (rows.size() + parts - 1) / parts;
-  std::vector<std::size_t> found(parts, rows.size());
-  std::vector<std::jthread> workers;
-  for (std::size_t p = 1; p < parts; ++p)
-    workers.emplace_back([&, p] {
-      auto begin = std::min(rows.size(), p * chunk);
-      auto part = rows.subspan(begin, std::min(chunk, rows.size() - begin));
-      if (auto i = first_bad(part); i < part.size()) found[p] = begin + i;
-    });
-  auto part0 = rows.subspan(0, std::min(chunk, rows.size()));
-  if (auto i = first_bad(part0); i < part0.size()) found[0] = i;
-  workers.clear(); // joins
-  return *std::min_element(found.begin(), found.end());
-}
-
 int cmd_verify(const store_flags& flags, bool json, std::ostream& out, std::ostream& err) {
   auto db = flags.open("audit verify");
   if (!db) return fail(err, db.error());
-  store::verify_options vo;
-  vo.first_bad_row = first_bad_parallel;
-  auto r = store::verify_chain(**db, vo);
+  // Every row's hash and columns checked on every core, the next page read meanwhile.
+  auto r = store::verify_chain(**db, store::parallel_verify_options());
   if (!r) return fail(err, r.error());
   if (json) {
     nlohmann::json j{{"store", (*db)->location()}, {"intact", r->intact()}, {"count", r->count}};

@@ -271,9 +271,14 @@ void run_tamper_cases(const std::function<expected<std::unique_ptr<store::backen
       REQUIRE(before->intact());
       CHECK(before->count == k_rows);
       run_sql(tc.sql(**db, lit));
-      for (std::size_t page : {std::size_t{16384}, std::size_t{3}}) {
-        store::verify_options vo;
+      for (auto [page, parallel] : {std::pair{std::size_t{16384}, false},
+                                    {std::size_t{3}, false},
+                                    {std::size_t{16384}, true},
+                                    {std::size_t{3}, true}}) {
+        // parallel: as `af audit verify` runs (rows on every core, pages read ahead).
+        auto vo = parallel ? store::parallel_verify_options() : store::verify_options{};
         vo.page_size = page;
+        INFO("page " << page << (parallel ? ", parallel" : ""));
         auto v = store::verify_chain(**db, vo);
         REQUIRE(v);
         INFO(v->why);
@@ -401,4 +406,32 @@ TEST_CASE("audit writer: gives up after the retry policy's attempts", "[audit]")
   CHECK(r.error().code() == errc::transient);
   CHECK(r.error().message().find("5 attempts") != std::string::npos);
   CHECK(calls->load() == 5);
+TEST_CASE("audit verify: the parallel row check finds the same first bad row", "[audit]") {
+  std::vector<store::audit_row> rows;
+  store::sha256_digest prev{};
+  for (std::uint64_t s = 1; s <= 3000; ++s) {
+    auto rec = append("agent", "tool.call", static_cast<int>(s)).record();
+    rec.set_seq(s);
+    rec.set_tenant("acme");
+    rec.set_ts_ns(1'700'000'000'000'000'000 + static_cast<std::int64_t>(s));
+    rows.push_back(store::make_audit_row(rec, prev));
+    prev = rows.back().hash;
+  }
+  for (bool columns : {true, false}) {
+    for (unsigned threads : {0U, 1U, 2U, 3U, 7U})
+      CHECK(store::first_bad_row_parallel(rows, columns, threads) == rows.size());
+  }
+  // Bad rows in several parts: the first one counts, whichever thread finds it.
+  for (std::size_t first :
+       {std::size_t{0}, std::size_t{999}, std::size_t{1000}, std::size_t{2999}}) {
+    auto bad = rows;
+    bad[first].record.back() ^= 0x01;
+    if (first + 1500 < bad.size()) bad[first + 1500].actor = "someone else";
+    if (first >= 1) bad[first - 1].actor = "x"; // a column fault, seen only with check_columns
+    for (unsigned threads : {0U, 1U, 2U, 3U, 7U}) {
+      INFO("first " << first << ", threads " << threads);
+      CHECK(store::first_bad_row_parallel(bad, false, threads) == first);
+      CHECK(store::first_bad_row_parallel(bad, true, threads) == (first >= 1 ? first - 1 : 0));
+    }
+  }
 }

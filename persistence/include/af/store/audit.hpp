@@ -77,9 +77,22 @@ struct verify_options {
   bool check_columns = true;
   /// Returns the index of the first row of `rows` for which check_row(row, check_columns) is
   /// not `none` (rows.size() when none). Unset: a loop on the calling thread. `af audit verify`
-  /// passes one that splits the rows over the cores.
+  /// passes first_bad_row_parallel, which splits the rows over the cores.
   std::function<std::size_t(std::span<const audit_row> rows, bool check_columns)> first_bad_row;
+  /// Read the next page on another thread while this page's rows are checked, so that the
+  /// store's read time overlaps the hashing (the backend is still used by one thread at a time).
+  /// `af audit verify` sets it.
+  bool read_ahead = false;
 };
+
+/// check_row over `rows` split across `threads` threads (0: one per core; the calling thread is
+/// one of them, and small inputs stay on it): the index of the first row that is not `none`
+/// (rows.size() when none), as the sequential loop would find. For verify_options::first_bad_row.
+[[nodiscard]] std::size_t first_bad_row_parallel(std::span<const audit_row> rows,
+                                                 bool check_columns, unsigned threads = 0);
+
+/// verify_options as `af audit verify` uses them: rows checked on every core, pages read ahead.
+[[nodiscard]] verify_options parallel_verify_options();
 
 struct verify_result {
   std::uint64_t count = 0;                    ///< records that verified (all of them when intact)
