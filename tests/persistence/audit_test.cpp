@@ -406,6 +406,8 @@ TEST_CASE("audit writer: gives up after the retry policy's attempts", "[audit]")
   CHECK(r.error().code() == errc::transient);
   CHECK(r.error().message().find("5 attempts") != std::string::npos);
   CHECK(calls->load() == 5);
+}
+
 TEST_CASE("audit verify: the parallel row check finds the same first bad row", "[audit]") {
   std::vector<store::audit_row> rows;
   store::sha256_digest prev{};
