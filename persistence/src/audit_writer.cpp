@@ -87,13 +87,7 @@ public:
       in_doubt_.reset();
       if (st) {
         head_ = audit_head{rows.back().seq, rows.back().hash};
-        records_.inc(static_cast<double>(n));
-        for (std::size_t i = 0; i < n; ++i) {
-          v1::AuditAppended out;
-          out.set_seq(rows[i].seq);
-          out.set_hash(std::string{rows[i].hash.begin(), rows[i].hash.end()});
-          pending_[i].reply.reply(std::move(out));
-        }
+        acknowledge(rows, n);
       } else {
         // The head may have moved (another writer on the same store), or a transient failure
         // may hide a commit that landed: read it again before the next batch.
@@ -147,6 +141,13 @@ private:
     if (rows.empty() || head_->seq != rows.back().seq || head_->hash != rows.back().hash)
       return false;
     const auto n = std::min(rows.size(), pending_.size());
+    acknowledge(rows, n);
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+    return true;
+  }
+
+  /// Replies to the first `n` pending appends: their records are rows[0..n), committed.
+  void acknowledge(const std::vector<audit_row>& rows, std::size_t n) {
     records_.inc(static_cast<double>(n));
     for (std::size_t i = 0; i < n; ++i) {
       v1::AuditAppended out;
@@ -154,8 +155,6 @@ private:
       out.set_hash(std::string{rows[i].hash.begin(), rows[i].hash.end()});
       pending_[i].reply.reply(std::move(out));
     }
-    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
-    return true;
   }
 
   /// Continues the chain where the store ends. On failure fails every pending append.
