@@ -465,7 +465,8 @@ verify_run_result verify_run(const audit_chain_fixture& fx, std::size_t rows, bo
   so.migrate = false;
   auto db = store::open_sqlite(so);
   if (!db) die("open: " + db.error().to_string());
-  auto vo = parallel ? store::parallel_verify_options() : store::verify_options{};
+  auto vo = parallel ? store::parallel_verify_options([&so] { return store::open_sqlite(so); })
+                     : store::verify_options{};
   vo.check_columns = columns;
   const double c0 = process_cpu_seconds();
   const auto t0 = bench::clock::now();

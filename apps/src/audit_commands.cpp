@@ -57,7 +57,9 @@ int cmd_verify(const store_flags& flags, bool json, std::ostream& out, std::ostr
   auto db = flags.open("audit verify");
   if (!db) return fail(err, db.error());
   // Every row's hash and columns checked on every core, the next page read meanwhile.
-  auto r = store::verify_chain(**db, store::parallel_verify_options());
+  // A second connection reads and checks the second half of the chain on another core.
+  auto r = store::verify_chain(
+      **db, store::parallel_verify_options([&flags] { return flags.open("audit verify"); }));
   if (!r) return fail(err, r.error());
   if (json) {
     nlohmann::json j{{"store", (*db)->location()}, {"intact", r->intact()}, {"count", r->count}};

@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <future>
+#include <limits>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -92,14 +94,39 @@ verify_options parallel_verify_options() {
   return vo;
 }
 
-expected<verify_result> verify_chain(backend& db, const verify_options& opts) {
-  verify_result out;
+verify_options parallel_verify_options(std::function<expected<std::unique_ptr<backend>>()> reader) {
+  auto vo = parallel_verify_options();
+  vo.open_reader = std::move(reader);
+  return vo;
+}
+
+namespace {
+
+/// What one stretch of the chain showed.
+struct range_result {
+  verify_result r;
+  sha256_digest last_hash{};               ///< the hash of the last row that verified
+  std::optional<sha256_digest> first_prev; ///< the first row's prev_hash, when not linked here
+  bool first_row_bad = false;              ///< the failure is the first row on its own
+};
+
+/// Checks the rows from seq `from` up to seq `to` (inclusive; the chain's end when it is the
+/// largest value), as verify_chain does. `prev` is the hash the first row must link to; unset,
+/// the first row's link is left to the caller (first_prev).
+expected<range_result> verify_range(backend& db, const verify_options& opts, std::uint64_t from,
+                                    std::uint64_t to, std::optional<sha256_digest> prev_in) {
+  range_result out;
   const auto page = std::max<std::size_t>(opts.page_size, 1);
-  std::uint64_t next = 1; // the seq the chain expects at this position
-  sha256_digest prev{};   // the hash the next row must link to
-  auto read = [&db, page](std::uint64_t from) { return db.audit_read(from, page); };
+  std::uint64_t next = from; // the seq the chain expects at this position
+  sha256_digest prev = prev_in.value_or(sha256_digest{});
+  bool linked = prev_in.has_value();
+  auto read = [&db, page, to](std::uint64_t at) {
+    // Never past `to` (another reader has that stretch), unless rows are missing before it.
+    const auto left = to - at + 1;
+    return db.audit_read(at, static_cast<std::size_t>(std::min<std::uint64_t>(page, left)));
+  };
   auto rows = read(next);
-  for (;;) {
+  while (next <= to) {
     if (!rows) return rows.error();
     if (rows->empty()) break;
     // Read ahead from the seq after this page's last row: if this page is intact, that is the
@@ -107,33 +134,93 @@ expected<verify_result> verify_chain(backend& db, const verify_options& opts) {
     // is waited for on every path out of this iteration (its destructor blocks), so the backend
     // is never used by two threads at once.
     std::future<expected<std::vector<audit_row>>> ahead;
-    if (opts.read_ahead) ahead = std::async(std::launch::async, read, rows->back().seq + 1);
+    const auto after = rows->back().seq + 1;
+    if (opts.read_ahead && after <= to) ahead = std::async(std::launch::async, read, after);
     std::span<const audit_row> span{*rows};
     // Each row's own checks (the expensive part: one SHA-256 each) are independent.
     auto bad = opts.first_bad_row ? opts.first_bad_row(span, opts.check_columns)
                                   : first_bad_sequential(span, opts.check_columns);
     // The links, in order, up to the first row that failed on its own.
-    for (std::size_t i = 0; i < span.size(); ++i) {
+    for (std::size_t i = 0; i < span.size() && next <= to; ++i) {
       const auto& r = span[i];
       chain_fault f = chain_fault::none;
       if (r.seq != next)
         f = chain_fault::gap; // rows come sorted by seq: a larger one skipped
       else if (i == bad)
         f = check_row(r, opts.check_columns);
-      if (f == chain_fault::none && r.prev_hash != prev) f = chain_fault::broken_link;
+      if (f == chain_fault::none && !linked) {
+        out.first_prev = r.prev_hash;
+        linked = true;
+      } else if (f == chain_fault::none && r.prev_hash != prev) {
+        f = chain_fault::broken_link;
+      }
       if (f != chain_fault::none) {
-        out.first_bad_seq = next;
-        out.fault = f;
-        out.why = describe(f, &r, next, &prev);
+        out.r.first_bad_seq = next;
+        out.r.fault = f;
+        out.r.why = describe(f, &r, next, &prev);
+        out.first_row_bad = next == from;
         return out;
       }
       prev = r.hash;
+      out.last_hash = prev;
       ++next;
-      ++out.count;
+      ++out.r.count;
     }
+    if (next > to) break;
     rows = ahead.valid() ? ahead.get() : read(next);
   }
   return out;
+}
+
+constexpr std::uint64_t k_max_seq = std::numeric_limits<std::uint64_t>::max();
+
+} // namespace
+
+expected<verify_result> verify_chain(backend& db, const verify_options& opts) {
+  // Two readers: the second half of the chain on a connection of its own, on another thread.
+  if (opts.open_reader) {
+    auto head = db.audit_last();
+    if (!head) return head.error();
+    if (head->seq >= 2 * opts.split_min) {
+      const auto mid = head->seq / 2;
+      auto second = opts.open_reader();
+      if (!second) return second.error();
+      auto half = opts;
+      half.first_bad_row = nullptr; // each reader checks its own rows: two threads, two cores
+      half.read_ahead = false;
+      auto later = std::async(std::launch::async, [&] {
+        return verify_range(**second, half, mid + 1, k_max_seq, std::nullopt);
+      });
+      auto first = verify_range(db, half, 1, mid, sha256_digest{});
+      auto rest = later.get();
+      if (!first) return first.error();
+      if (!first->r.intact()) return first->r; // the earliest fault is in the first half
+      if (first->r.count < mid) {              // rows missing at the end of the first half
+        verify_result v = first->r;
+        v.first_bad_seq = first->r.count + 1;
+        v.fault = chain_fault::gap;
+        v.why = "seq " + std::to_string(*v.first_bad_seq) + ": missing";
+        return v;
+      }
+      if (!rest) return rest.error();
+      verify_result v = rest->r;
+      v.count += first->r.count;
+      if (!rest->r.intact() && rest->first_row_bad) return v; // mid + 1 is bad on its own
+      if (rest->first_prev && *rest->first_prev != first->last_hash) {
+        v.count = first->r.count;
+        v.first_bad_seq = mid + 1;
+        v.fault = chain_fault::broken_link;
+        v.why = "seq " + std::to_string(mid + 1) + ": prev_hash " + to_hex(*rest->first_prev)
+                + " is not the previous row's hash " + to_hex(first->last_hash)
+                + " (a row before it was deleted, inserted or replaced)";
+        return v;
+      }
+      return v;
+    }
+  }
+  auto all = verify_range(db, opts, 1, k_max_seq, sha256_digest{});
+  if (!all) return all.error();
+  return all->r;
 }
 
 } // namespace af::store

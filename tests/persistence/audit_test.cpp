@@ -260,8 +260,11 @@ std::vector<tamper_case> tamper_cases() {
   };
 }
 
-void run_tamper_cases(const std::function<expected<std::unique_ptr<store::backend>>()>& fresh,
-                      const sql_runner& run_sql, const blob_literal& lit) {
+using opener = std::function<expected<std::unique_ptr<store::backend>>()>;
+
+/// `reopen`: a second connection to the same store (the two-reader verification).
+void run_tamper_cases(const opener& fresh, const opener& reopen, const sql_runner& run_sql,
+                      const blob_literal& lit) {
   for (const auto& tc : tamper_cases()) {
     SECTION(tc.name) {
       auto db = fresh();
@@ -271,6 +274,12 @@ void run_tamper_cases(const std::function<expected<std::unique_ptr<store::backen
       REQUIRE(before);
       REQUIRE(before->intact());
       CHECK(before->count == k_rows);
+      auto two = store::parallel_verify_options(reopen);
+      two.split_min = 1;
+      auto both = store::verify_chain(**db, two);
+      REQUIRE(both);
+      CHECK(both->intact());
+      CHECK(both->count == k_rows);
       run_sql(tc.sql(**db, lit));
       for (auto [page, parallel] : {std::pair{std::size_t{16384}, false},
                                     {std::size_t{3}, false},
@@ -280,6 +289,22 @@ void run_tamper_cases(const std::function<expected<std::unique_ptr<store::backen
         auto vo = parallel ? store::parallel_verify_options() : store::verify_options{};
         vo.page_size = page;
         INFO("page " << page << (parallel ? ", parallel" : ""));
+        auto v = store::verify_chain(**db, vo);
+        REQUIRE(v);
+        INFO(v->why);
+        REQUIRE_FALSE(v->intact());
+        CHECK(*v->first_bad_seq == tc.first_bad_seq);
+        CHECK(v->fault == tc.fault);
+        CHECK(v->count == tc.first_bad_seq - 1);
+        CHECK(v->why.find("seq " + std::to_string(tc.first_bad_seq)) != std::string::npos);
+      }
+      // Two readers, as `af audit verify` runs: the halves split at seq 5 (of 10 or 11 rows), so
+      // faults land in either half and on the boundary.
+      for (std::size_t page : {std::size_t{16384}, std::size_t{3}, std::size_t{1}}) {
+        auto vo = store::parallel_verify_options(reopen);
+        vo.split_min = 1;
+        vo.page_size = page;
+        INFO("two readers, page " << page);
         auto v = store::verify_chain(**db, vo);
         REQUIRE(v);
         INFO(v->why);
@@ -314,7 +339,9 @@ TEST_CASE("audit verify: tampering through SQL on SQLite names the first bad seq
     sqlite3_close(h);
     REQUIRE(rc == SQLITE_OK);
   };
-  run_tamper_cases(fresh, run_sql, [](const std::string& b) { return "X'" + hex_of(b) + "'"; });
+  auto reopen = [&]() { return store::open_sqlite({.path = path, .migrate = false}); };
+  run_tamper_cases(fresh, reopen, run_sql,
+                   [](const std::string& b) { return "X'" + hex_of(b) + "'"; });
 }
 
 TEST_CASE("audit verify: tampering through SQL on PostgreSQL names the first bad seq",
@@ -341,7 +368,8 @@ TEST_CASE("audit verify: tampering through SQL on PostgreSQL names the first bad
     INFO(sql);
     REQUIRE(std::system(cmd.c_str()) == 0);
   };
-  run_tamper_cases(fresh, run_sql,
+  auto reopen = [&]() { return store::open_url(url); };
+  run_tamper_cases(fresh, reopen, run_sql,
                    [](const std::string& b) { return "'\\x" + hex_of(b) + "'::bytea"; });
 }
 
@@ -477,11 +505,21 @@ TEST_CASE("audit verify: the column check agrees with a full Protobuf parse", "[
     CHECK(store::check_row(row) == store::chain_fault::none);
     auto bad = row;
     switch (i % 5) {
-    case 0: bad.tenant += "x"; break;
-    case 1: bad.actor = "someone-else"; break;
-    case 2: bad.action.clear(); break;
-    case 3: bad.subject += "!"; break;
-    default: bad.ts += duration{1}; break;
+    case 0:
+      bad.tenant += "x";
+      break;
+    case 1:
+      bad.actor = "someone-else";
+      break;
+    case 2:
+      bad.action.clear();
+      break;
+    case 3:
+      bad.subject += "!";
+      break;
+    default:
+      bad.ts += duration{1};
+      break;
     }
     if (bad.action == row.action && bad.tenant == row.tenant && bad.actor == row.actor
         && bad.subject == row.subject && bad.ts == row.ts)

@@ -83,6 +83,13 @@ struct verify_options {
   /// store's read time overlaps the hashing (the backend is still used by one thread at a time).
   /// `af audit verify` sets it.
   bool read_ahead = false;
+  /// Opens a second connection to the same store. When set and the chain has at least
+  /// 2 × split_min rows, the second half is read and checked on it, on another thread, while
+  /// the first half is checked here (each half on one core, its rows checked in order): reading
+  /// rows costs more than hashing them, so two readers are what makes use of two cores. The
+  /// result is the one the sequential pass gives, first_bad_seq included.
+  std::function<expected<std::unique_ptr<backend>>()> open_reader;
+  std::uint64_t split_min = 4096;
 };
 
 /// check_row over `rows` split across `threads` threads (0: one per core; the calling thread is
@@ -91,8 +98,11 @@ struct verify_options {
 [[nodiscard]] std::size_t first_bad_row_parallel(std::span<const audit_row> rows,
                                                  bool check_columns, unsigned threads = 0);
 
-/// verify_options as `af audit verify` uses them: rows checked on every core, pages read ahead.
+/// verify_options with rows checked on every core and pages read ahead.
 [[nodiscard]] verify_options parallel_verify_options();
+/// As `af audit verify` uses them: two readers (open_reader = `reader`), each checking its half.
+[[nodiscard]] verify_options
+parallel_verify_options(std::function<expected<std::unique_ptr<backend>>()> reader);
 
 struct verify_result {
   std::uint64_t count = 0;                    ///< records that verified (all of them when intact)
