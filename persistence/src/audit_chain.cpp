@@ -98,7 +98,7 @@ bool read_varint(const char*& p, const char* end, std::uint64_t& v) {
 /// subject 6 of af.v1.AuditRecord), by one scan of the wire format instead of a full parse:
 /// verification checks millions of rows. A record that is not well-formed does not match. As
 /// in Protobuf parsing, the last occurrence of a field wins and a missing one is its default.
-bool columns_match(const audit_row& row) {
+bool columns_match(const audit_row_view& row) {
   std::string_view tenant, actor, action, subject;
   std::uint64_t ts = 0;
   const char* p = row.record.data();
@@ -121,10 +121,14 @@ bool columns_match(const audit_row& row) {
       if (!read_varint(p, end, v) || v > static_cast<std::uint64_t>(end - p)) return false;
       const std::string_view bytes{p, static_cast<std::size_t>(v)};
       p += v;
-      if (field == 2) tenant = bytes;
-      else if (field == 4) actor = bytes;
-      else if (field == 5) action = bytes;
-      else if (field == 6) subject = bytes;
+      if (field == 2)
+        tenant = bytes;
+      else if (field == 4)
+        actor = bytes;
+      else if (field == 5)
+        action = bytes;
+      else if (field == 6)
+        subject = bytes;
       break;
     }
     case 5: // 32-bit
@@ -143,7 +147,31 @@ bool columns_match(const audit_row& row) {
 
 } // namespace
 
+audit_row_view view_of(const audit_row& row) noexcept {
+  return {row.seq,     row.tenant, row.ts,        row.actor, row.action,
+          row.subject, row.record, row.prev_hash, row.hash};
+}
+
 chain_fault check_row(const audit_row& row, bool check_columns) {
+  return check_row(view_of(row), check_columns);
+}
+
+status backend::audit_scan(std::uint64_t from_seq, std::size_t max,
+                           const std::function<bool(const audit_row_view&)>& fn) {
+  constexpr std::size_t k_page = 4096;
+  while (max > 0) {
+    auto rows = audit_read(from_seq, std::min(max, k_page));
+    if (!rows) return rows.error();
+    for (const auto& r : *rows)
+      if (!fn(view_of(r))) return {};
+    if (rows->size() < std::min(max, k_page)) return {};
+    max -= rows->size();
+    from_seq = rows->back().seq + 1;
+  }
+  return {};
+}
+
+chain_fault check_row(const audit_row_view& row, bool check_columns) {
   if (chain_hash(row.prev_hash, row.record) != row.hash) return chain_fault::hash_mismatch;
   auto e = detail::embedded_seq(row.record);
   if (!e || *e != row.seq) return chain_fault::reordered;

@@ -22,7 +22,7 @@ namespace {
 
 using detail::embedded_seq;
 
-std::string describe(chain_fault f, const audit_row* row, std::uint64_t seq,
+std::string describe(chain_fault f, const audit_row_view* row, std::uint64_t seq,
                      const sha256_digest* expected_prev) {
   auto s = "seq " + std::to_string(seq) + ": ";
   switch (f) {
@@ -113,8 +113,45 @@ struct range_result {
 /// Checks the rows from seq `from` up to seq `to` (inclusive; the chain's end when it is the
 /// largest value), as verify_chain does. `prev` is the hash the first row must link to; unset,
 /// the first row's link is left to the caller (first_prev).
+/// verify_range without page objects: one scan, each row checked as it streams by (one core).
+expected<range_result> scan_range(backend& db, const verify_options& opts, std::uint64_t from,
+                                  std::uint64_t to, std::optional<sha256_digest> prev_in) {
+  range_result out;
+  std::uint64_t next = from;
+  sha256_digest prev = prev_in.value_or(sha256_digest{});
+  bool linked = prev_in.has_value();
+  const auto max = to == std::numeric_limits<std::uint64_t>::max()
+                       ? std::numeric_limits<std::size_t>::max()
+                       : static_cast<std::size_t>(to - from + 1);
+  auto st = db.audit_scan(from, max, [&](const audit_row_view& r) {
+    if (next > to) return false;
+    chain_fault f = r.seq != next ? chain_fault::gap : check_row(r, opts.check_columns);
+    if (f == chain_fault::none && !linked) {
+      out.first_prev = r.prev_hash;
+      linked = true;
+    } else if (f == chain_fault::none && r.prev_hash != prev) {
+      f = chain_fault::broken_link;
+    }
+    if (f != chain_fault::none) {
+      out.r.first_bad_seq = next;
+      out.r.fault = f;
+      out.r.why = describe(f, &r, next, &prev);
+      out.first_row_bad = next == from;
+      return false;
+    }
+    prev = r.hash;
+    out.last_hash = prev;
+    ++next;
+    ++out.r.count;
+    return true;
+  });
+  if (!st) return st.error();
+  return out;
+}
+
 expected<range_result> verify_range(backend& db, const verify_options& opts, std::uint64_t from,
                                     std::uint64_t to, std::optional<sha256_digest> prev_in) {
+  if (!opts.first_bad_row && !opts.read_ahead) return scan_range(db, opts, from, to, prev_in);
   range_result out;
   const auto page = std::max<std::size_t>(opts.page_size, 1);
   std::uint64_t next = from; // the seq the chain expects at this position
@@ -157,7 +194,8 @@ expected<range_result> verify_range(backend& db, const verify_options& opts, std
       if (f != chain_fault::none) {
         out.r.first_bad_seq = next;
         out.r.fault = f;
-        out.r.why = describe(f, &r, next, &prev);
+        const auto v = view_of(r);
+        out.r.why = describe(f, &v, next, &prev);
         out.first_row_bad = next == from;
         return out;
       }

@@ -187,6 +187,18 @@ public:
     return static_cast<std::uint64_t>(std::max<std::int64_t>(0, i64(col)));
   }
   [[nodiscard]] bool is_null(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+  /// Views of a column's bytes, valid until the next step or reset.
+  [[nodiscard]] std::string_view text_view(int col) const {
+    const auto* p = sqlite3_column_text(s_, col);
+    const auto n = static_cast<std::size_t>(sqlite3_column_bytes(s_, col));
+    return p != nullptr ? std::string_view(reinterpret_cast<const char*>(p), n)
+                        : std::string_view{};
+  }
+  [[nodiscard]] std::string_view blob_view(int col) const {
+    const auto* p = sqlite3_column_blob(s_, col);
+    const auto n = static_cast<std::size_t>(sqlite3_column_bytes(s_, col));
+    return p != nullptr ? std::string_view(static_cast<const char*>(p), n) : std::string_view{};
+  }
   [[nodiscard]] std::string str(int col) const {
     const auto* p = sqlite3_column_text(s_, col);
     const auto n = static_cast<std::size_t>(sqlite3_column_bytes(s_, col));
@@ -249,6 +261,8 @@ public:
   expected<audit_head> audit_last() override;
   status audit_append(std::span<const audit_row> rows) override;
   expected<std::vector<audit_row>> audit_read(std::uint64_t from_seq, std::size_t max) override;
+  status audit_scan(std::uint64_t from_seq, std::size_t max,
+                    const std::function<bool(const audit_row_view&)>& fn) override;
   expected<int> schema_version() override;
   [[nodiscard]] int latest_schema_version() const noexcept override {
     return static_cast<int>(migrations_for("sqlite").size());
@@ -782,6 +796,31 @@ expected<std::vector<audit_row>> sqlite_backend::audit_read(std::uint64_t from_s
   }
   if (rc != SQLITE_DONE) return fail("audit_read", rc);
   return out;
+}
+
+status sqlite_backend::audit_scan(std::uint64_t from_seq, std::size_t max,
+                                  const std::function<bool(const audit_row_view&)>& fn) {
+  if (max == 0) return {};
+  auto s = prepared(sql::audit_read, "audit_scan");
+  if (!s) return s.error();
+  stmt_use q{*s};
+  q.integer(1, clamp_i64(from_seq)).integer(2, clamp_i64(max));
+  int rc = SQLITE_OK;
+  audit_row_view r;
+  while ((rc = q.step()) == SQLITE_ROW) {
+    r.seq = q.u64(0);
+    r.tenant = q.text_view(1);
+    r.ts = time_of(q.i64(2));
+    r.actor = q.text_view(3);
+    r.action = q.text_view(4);
+    r.subject = q.text_view(5);
+    r.record = q.blob_view(6);
+    if (!q.digest(7, r.prev_hash) || !q.digest(8, r.hash))
+      return corrupt("audit_log seq " + std::to_string(r.seq) + ": a hash is not 32 bytes");
+    if (!fn(r)) return {};
+  }
+  if (rc != SQLITE_DONE) return fail("audit_scan", rc);
+  return {};
 }
 
 // --- schema ------------------------------------------------------------------------------------

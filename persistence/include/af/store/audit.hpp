@@ -69,6 +69,9 @@ enum class chain_fault {
 /// What a row shows on its own (its hash, and the record against its columns), without its
 /// neighbours. Rows are independent here, so callers may check many at once in parallel.
 [[nodiscard]] chain_fault check_row(const audit_row& row, bool check_columns = true);
+[[nodiscard]] chain_fault check_row(const audit_row_view& row, bool check_columns = true);
+/// The view of a row (valid while `row` is).
+[[nodiscard]] audit_row_view view_of(const audit_row& row) noexcept;
 
 struct verify_options {
   /// Rows read from the store at a time.

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -124,6 +125,20 @@ struct audit_row {
   sha256_digest hash{};
 };
 
+/// An audit row as the store holds it, for scans: the views point into the backend's buffers
+/// and are valid only during the callback.
+struct audit_row_view {
+  std::uint64_t seq = 0;
+  std::string_view tenant;
+  time_point ts{};
+  std::string_view actor;
+  std::string_view action;
+  std::string_view subject;
+  std::string_view record;
+  sha256_digest prev_hash{};
+  sha256_digest hash{};
+};
+
 /// The last row of the chain (seq 0 and a zero hash when the chain is empty).
 struct audit_head {
   std::uint64_t seq = 0;
@@ -194,6 +209,11 @@ public:
   [[nodiscard]] virtual status audit_append(std::span<const audit_row> rows) = 0;
   [[nodiscard]] virtual expected<std::vector<audit_row>> audit_read(std::uint64_t from_seq,
                                                                     std::size_t max) = 0;
+  /// Calls `fn` for the rows with seq >= from_seq in seq order, at most `max`, until it returns
+  /// false: what verification uses, without building a row object per row. The default reads
+  /// pages with audit_read; SQLite streams one statement's rows.
+  [[nodiscard]] virtual status audit_scan(std::uint64_t from_seq, std::size_t max,
+                                          const std::function<bool(const audit_row_view&)>& fn);
 
   // --- schema ----------------------------------------------------------------------------------
   /// The applied migration number (0: empty database).
