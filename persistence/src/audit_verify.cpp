@@ -110,60 +110,77 @@ struct range_result {
   bool first_row_bad = false;              ///< the failure is the first row on its own
 };
 
-/// Checks the rows from seq `from` up to seq `to` (inclusive; the chain's end when it is the
-/// largest value), as verify_chain does. `prev` is the hash the first row must link to; unset,
-/// the first row's link is left to the caller (first_prev).
-/// verify_range without page objects: one scan, each row checked as it streams by (one core).
-expected<range_result> scan_range(backend& db, const verify_options& opts, std::uint64_t from,
-                                  std::uint64_t to, std::optional<sha256_digest> prev_in) {
-  range_result out;
-  std::uint64_t next = from;
-  sha256_digest prev = prev_in.value_or(sha256_digest{});
-  bool linked = prev_in.has_value();
-  const auto max = to == std::numeric_limits<std::uint64_t>::max()
-                       ? std::numeric_limits<std::size_t>::max()
-                       : static_cast<std::size_t>(to - from + 1);
-  auto st = db.audit_scan(from, max, [&](const audit_row_view& r) {
-    if (next > to) return false;
-    chain_fault f = r.seq != next ? chain_fault::gap : check_row(r, opts.check_columns);
-    if (f == chain_fault::none && !linked) {
-      out.first_prev = r.prev_hash;
-      linked = true;
-    } else if (f == chain_fault::none && r.prev_hash != prev) {
+/// Walks a stretch of the chain row by row, in seq order: the seq, the row's own checks and the
+/// link to the previous row. The first row's link is checked against `prev`, or, when the
+/// stretch starts in the middle (its previous row is another reader's), left to the caller.
+class chain_walk {
+public:
+  chain_walk(std::uint64_t from, std::optional<sha256_digest> prev)
+      : from_(from), next_(from), prev_(prev.value_or(sha256_digest{})), linked_(prev.has_value()) {
+  }
+
+  /// The next row; `own` is the row's own fault (check_row), already known. False once a fault
+  /// is found (out() has it).
+  bool accept(const audit_row_view& r, chain_fault own) {
+    chain_fault f = r.seq != next_ ? chain_fault::gap : own; // rows come sorted: one skipped
+    if (f == chain_fault::none && !linked_) {
+      out_.first_prev = r.prev_hash;
+      linked_ = true;
+    } else if (f == chain_fault::none && r.prev_hash != prev_) {
       f = chain_fault::broken_link;
     }
     if (f != chain_fault::none) {
-      out.r.first_bad_seq = next;
-      out.r.fault = f;
-      out.r.why = describe(f, &r, next, &prev);
-      out.first_row_bad = next == from;
+      out_.r.first_bad_seq = next_;
+      out_.r.fault = f;
+      out_.r.why = describe(f, &r, next_, &prev_);
+      out_.first_row_bad = next_ == from_;
       return false;
     }
-    prev = r.hash;
-    out.last_hash = prev;
-    ++next;
-    ++out.r.count;
+    prev_ = r.hash;
+    out_.last_hash = prev_;
+    ++next_;
+    ++out_.r.count;
     return true;
-  });
-  if (!st) return st.error();
-  return out;
-}
+  }
 
+  [[nodiscard]] std::uint64_t next() const { return next_; }
+  [[nodiscard]] range_result& out() { return out_; }
+
+private:
+  range_result out_;
+  std::uint64_t from_;
+  std::uint64_t next_; ///< the seq the chain expects at this position
+  sha256_digest prev_; ///< the hash the next row must link to
+  bool linked_;
+};
+
+/// Checks the rows from seq `from` up to seq `to` (inclusive; the chain's end when it is the
+/// largest value), as verify_chain does. `prev` is the hash the first row must link to; unset,
+/// the first row's link is left to the caller (first_prev). Without a row checker or read-ahead,
+/// the rows stream out of the store (audit_scan) and are checked as they pass, on this thread.
 expected<range_result> verify_range(backend& db, const verify_options& opts, std::uint64_t from,
                                     std::uint64_t to, std::optional<sha256_digest> prev_in) {
-  if (!opts.first_bad_row && !opts.read_ahead) return scan_range(db, opts, from, to, prev_in);
-  range_result out;
+  chain_walk walk{from, prev_in};
+  if (!opts.first_bad_row && !opts.read_ahead) {
+    const auto max = to == std::numeric_limits<std::uint64_t>::max()
+                         ? std::numeric_limits<std::size_t>::max()
+                         : static_cast<std::size_t>(to - from + 1);
+    auto st = db.audit_scan(from, max, [&](const audit_row_view& r) {
+      if (walk.next() > to) return false;
+      return walk.accept(r, r.seq == walk.next() ? check_row(r, opts.check_columns)
+                                                 : chain_fault::none);
+    });
+    if (!st) return st.error();
+    return std::move(walk.out());
+  }
   const auto page = std::max<std::size_t>(opts.page_size, 1);
-  std::uint64_t next = from; // the seq the chain expects at this position
-  sha256_digest prev = prev_in.value_or(sha256_digest{});
-  bool linked = prev_in.has_value();
   auto read = [&db, page, to](std::uint64_t at) {
     // Never past `to` (another reader has that stretch), unless rows are missing before it.
     const auto left = to - at + 1;
     return db.audit_read(at, static_cast<std::size_t>(std::min<std::uint64_t>(page, left)));
   };
-  auto rows = read(next);
-  while (next <= to) {
+  auto rows = read(from);
+  while (walk.next() <= to) {
     if (!rows) return rows.error();
     if (rows->empty()) break;
     // Read ahead from the seq after this page's last row: if this page is intact, that is the
@@ -178,36 +195,16 @@ expected<range_result> verify_range(backend& db, const verify_options& opts, std
     auto bad = opts.first_bad_row ? opts.first_bad_row(span, opts.check_columns)
                                   : first_bad_sequential(span, opts.check_columns);
     // The links, in order, up to the first row that failed on its own.
-    for (std::size_t i = 0; i < span.size() && next <= to; ++i) {
+    for (std::size_t i = 0; i < span.size() && walk.next() <= to; ++i) {
       const auto& r = span[i];
-      chain_fault f = chain_fault::none;
-      if (r.seq != next)
-        f = chain_fault::gap; // rows come sorted by seq: a larger one skipped
-      else if (i == bad)
-        f = check_row(r, opts.check_columns);
-      if (f == chain_fault::none && !linked) {
-        out.first_prev = r.prev_hash;
-        linked = true;
-      } else if (f == chain_fault::none && r.prev_hash != prev) {
-        f = chain_fault::broken_link;
-      }
-      if (f != chain_fault::none) {
-        out.r.first_bad_seq = next;
-        out.r.fault = f;
-        const auto v = view_of(r);
-        out.r.why = describe(f, &v, next, &prev);
-        out.first_row_bad = next == from;
-        return out;
-      }
-      prev = r.hash;
-      out.last_hash = prev;
-      ++next;
-      ++out.r.count;
+      const auto own =
+          i == bad && r.seq == walk.next() ? check_row(r, opts.check_columns) : chain_fault::none;
+      if (!walk.accept(view_of(r), own)) return std::move(walk.out());
     }
-    if (next > to) break;
-    rows = ahead.valid() ? ahead.get() : read(next);
+    if (walk.next() > to) break;
+    rows = ahead.valid() ? ahead.get() : read(walk.next());
   }
-  return out;
+  return std::move(walk.out());
 }
 
 constexpr std::uint64_t k_max_seq = std::numeric_limits<std::uint64_t>::max();
