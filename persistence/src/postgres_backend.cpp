@@ -1018,6 +1018,57 @@ private:
     return {};
   }
 
+  /// One step of a pipeline: a prepared statement with its parameters, or plain SQL.
+  struct pipe_step {
+    std::optional<stmt> id;
+    const char* sql = nullptr;
+    const params* p = nullptr;
+    std::string_view op;
+  };
+
+  /// Sends every step at once (libpq pipeline mode: one round trip instead of one per step) and
+  /// returns their results, or the first failing step's error (the steps after it do not run).
+  expected<std::vector<result_ptr>> pipeline(connection& c, std::span<const pipe_step> steps) {
+    error err{errc::internal, {}};
+    for (const auto& st : steps)
+      if (st.id && !prepare(c, *st.id, st.op, err)) return err;
+    PGconn* pg = c.pg.get();
+    if (PQenterPipelineMode(pg) != 1) return failure(c, nullptr, steps.front().op);
+    for (const auto& st : steps) {
+      int ok = 0;
+      if (st.id) {
+        std::vector<const char*> values;
+        std::vector<int> lengths, formats;
+        st.p->fill(values, lengths, formats);
+        ok = PQsendQueryPrepared(pg, k_stmts[*st.id].name, st.p->size(), values.data(),
+                                 lengths.data(), formats.data(), 1);
+      } else {
+        ok = PQsendQueryParams(pg, st.sql, 0, nullptr, nullptr, nullptr, nullptr, 1);
+      }
+      // A send fails only when the connection does: run() drops it (it is not idle).
+      if (ok != 1) return failure(c, nullptr, st.op);
+    }
+    if (PQpipelineSync(pg) != 1) return failure(c, nullptr, steps.back().op);
+    std::vector<result_ptr> out;
+    std::optional<error> first;
+    for (const auto& st : steps) {
+      result_ptr r{PQgetResult(pg)};
+      if (!r) return failure(c, nullptr, st.op); // connection lost
+      while (PGresult* end = PQgetResult(pg))    // the NULL that ends this step's results
+        PQclear(end);
+      const auto status = PQresultStatus(r.get());
+      if (!first && status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
+        first = status == PGRES_PIPELINE_ABORTED
+                    ? fail(errc::internal, st.op, "not run: an earlier statement failed")
+                    : failure(c, r.get(), st.op);
+      out.push_back(std::move(r));
+    }
+    result_ptr sync{PQgetResult(pg)}; // PGRES_PIPELINE_SYNC, not followed by a NULL
+    if (PQexitPipelineMode(pg) != 1 && !first) first = failure(c, nullptr, steps.back().op);
+    if (first) return *first;
+    return out;
+  }
+
   void rollback(connection& c) {
     if (PQstatus(c.pg.get()) == CONNECTION_OK && PQtransactionStatus(c.pg.get()) != PQTRANS_IDLE)
       result_ptr{PQexec(c.pg.get(), "ROLLBACK")};
@@ -1072,8 +1123,6 @@ private:
       rollback(c);
       return e;
     };
-    if (auto st = exec_sql(c, "BEGIN", "append_batch: begin"); !st) return abort(st.error());
-
     std::map<std::string_view, stream_state> streams; // as the batch leaves them
     for (std::size_t i = 0; i < batch.size(); ++i)
       if (!invalid[i]) streams.emplace(batch[i].stream, stream_state{});
@@ -1082,9 +1131,13 @@ private:
       names.add(s);
     params lock_params;
     lock_params.add_owned(names.finish());
-    auto locked = exec(c, s_lock_streams, lock_params, "append_batch: lock streams");
-    if (!locked) return abort(locked.error());
-    rows lr{locked->get()};
+    // Round trip 1: BEGIN and the lock; round trip 2: the writes and COMMIT.
+    const pipe_step start[] = {
+        {std::nullopt, "BEGIN", nullptr, "append_batch: begin"},
+        {s_lock_streams, nullptr, &lock_params, "append_batch: lock streams"}};
+    auto started = pipeline(c, start);
+    if (!started) return abort(started.error());
+    rows lr{(*started)[1].get()};
     for (int i = 0; i < lr.count(); ++i) {
       if (auto it = streams.find(lr.bytes(i, 0)); it != streams.end()) {
         it->second = {true, lr.text(i, 2), static_cast<std::uint64_t>(lr.int8(i, 1)), std::nullopt,
@@ -1125,6 +1178,7 @@ private:
         new_rows.push_back({&r, &e, ++cur.version});
     }
 
+    std::optional<params> ins, up; // the writes, when any
     if (!new_rows.empty()) {
       // Index order (stream, version): concurrent writers of new streams wait for each other
       // instead of deadlocking on each other's unique-index entries.
@@ -1149,25 +1203,27 @@ private:
           uf.add_int8(s.finished_at ? ns_of(*s.finished_at) : 0);
         }
       }
-      params ins;
+      ins.emplace();
       for (auto* arr : {&st, &ver, &ten, &ty, &pay, &eh})
-        ins.add_owned(arr->finish());
-      ins.add_int8(ns_of(now));
-      if (auto res = exec(c, s_insert_events, ins, "append_batch: insert events"); !res)
-        return abort(res.error());
-      params up;
+        ins->add_owned(arr->finish());
+      ins->add_int8(ns_of(now));
+      up.emplace();
       for (auto* arr : {&us, &ut, &uv, &uf})
-        up.add_owned(arr->finish());
-      if (auto res = exec(c, s_upsert_streams, up, "append_batch: update streams"); !res)
-        return abort(res.error());
+        up->add_owned(arr->finish());
     }
 
+    std::vector<pipe_step> finish;
+    if (ins) {
+      finish.push_back({s_insert_events, nullptr, &*ins, "append_batch: insert events"});
+      finish.push_back({s_upsert_streams, nullptr, &*up, "append_batch: update streams"});
+    }
+    finish.push_back({std::nullopt, "COMMIT", nullptr, "append_batch: commit"});
     a.commit_sent = true;
-    if (auto st = exec_sql(c, "COMMIT", "append_batch: commit"); !st) {
+    if (auto done = pipeline(c, finish); !done) {
       if (PQstatus(c.pg.get()) == CONNECTION_BAD)
         return make_error(errc::transient,
-                          st.error().message() + " (the batch may or may not be committed)");
-      return abort(st.error());
+                          done.error().message() + " (the batch may or may not be committed)");
+      return abort(done.error());
     }
     return out;
   }
