@@ -122,7 +122,7 @@ public:
       std::vector<append_request> batch;
       batch.reserve(n);
       for (std::size_t i = 0; i < n; ++i)
-        batch.push_back(pending_[i].req); // kept: a transient failure retries it
+        batch.push_back(std::move(pending_[i].req)); // moved back below if it is retried
       auto t0 = ctx.monotonic();
       auto results = link_.db()->append_batch(batch, ctx.now());
       append_seconds_.observe(std::chrono::duration<double>(ctx.monotonic() - t0).count());
@@ -155,6 +155,7 @@ public:
           continue;
         }
         ++w.attempt;
+        w.req = std::move(batch[i]); // append_batch left it as it was
         retrying_.push_back({std::move(w), ctx.monotonic() + d.delay});
         ctx.schedule(d.delay, v1::JournalRetry{});
       }

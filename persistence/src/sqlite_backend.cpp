@@ -773,28 +773,15 @@ status sqlite_backend::audit_append(std::span<const audit_row> rows) {
 expected<std::vector<audit_row>> sqlite_backend::audit_read(std::uint64_t from_seq,
                                                             std::size_t max) {
   std::vector<audit_row> out;
-  if (max == 0) return out;
-  auto s = prepared(sql::audit_read, "audit_read");
-  if (!s) return s.error();
-  stmt_use q{*s};
-  q.integer(1, clamp_i64(from_seq)).integer(2, clamp_i64(max));
   // Verification reads the chain in pages of thousands of rows: fewer regrowths (each moves
-  // every row read so far), and each row built in place.
+  // every row read so far).
   out.reserve(std::min<std::size_t>(max, 4096));
-  int rc = SQLITE_OK;
-  while ((rc = q.step()) == SQLITE_ROW) {
-    auto& r = out.emplace_back();
-    r.seq = q.u64(0);
-    r.tenant = q.str(1);
-    r.ts = time_of(q.i64(2));
-    r.actor = q.str(3);
-    r.action = q.str(4);
-    r.subject = q.str(5);
-    r.record = q.bytes(6);
-    if (!q.digest(7, r.prev_hash) || !q.digest(8, r.hash))
-      return corrupt("audit_log seq " + std::to_string(r.seq) + ": a hash is not 32 bytes");
-  }
-  if (rc != SQLITE_DONE) return fail("audit_read", rc);
+  auto st = audit_scan(from_seq, max, [&out](const audit_row_view& r) {
+    out.push_back({r.seq, std::string{r.tenant}, r.ts, std::string{r.actor}, std::string{r.action},
+                   std::string{r.subject}, std::string{r.record}, r.prev_hash, r.hash});
+    return true;
+  });
+  if (!st) return st.error();
   return out;
 }
 
