@@ -16,8 +16,10 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <chrono>
 #include <filesystem>
 #include <system_error>
+#include <thread>
 
 namespace af::store {
 
@@ -350,21 +352,42 @@ status sqlite_backend::configure(const sqlite_options& opts) {
   sqlite3_extended_result_codes(db_.get(), 1);
   if (int rc = sqlite3_busy_timeout(db_.get(), opts.busy_timeout_ms); rc != SQLITE_OK)
     return fail("open: busy_timeout", rc);
+  // Switching a fresh file to WAL and creating schema_migrations upgrade a read lock to a write
+  // lock; when another connection is doing the same, SQLite returns SQLITE_BUSY at once instead of
+  // calling the busy handler (it would deadlock). Several store actors open the same fresh file
+  // at node start, so these statements retry on BUSY until busy_timeout_ms has passed.
+  const auto give_up = std::chrono::steady_clock::now()
+                       + std::chrono::milliseconds{opts.busy_timeout_ms};
+  auto retry_busy = [&](auto&& attempt) {
+    for (int pause_ms = 1;; pause_ms = std::min(pause_ms * 2, 20)) {
+      int rc = attempt();
+      if ((rc & 0xff) != SQLITE_BUSY || std::chrono::steady_clock::now() >= give_up) return rc;
+      std::this_thread::sleep_for(std::chrono::milliseconds{pause_ms});
+    }
+  };
   // The first statement reads the file header: a file that is not a database fails here.
-  sqlite3_stmt* raw = nullptr;
-  int rc = sqlite3_prepare_v2(db_.get(), "PRAGMA journal_mode=WAL", -1, &raw, nullptr);
-  stmt_ptr wal{raw};
+  std::string mode;
+  int rc = retry_busy([&] {
+    sqlite3_stmt* raw = nullptr;
+    int r = sqlite3_prepare_v2(db_.get(), "PRAGMA journal_mode=WAL", -1, &raw, nullptr);
+    stmt_ptr wal{raw};
+    if (r != SQLITE_OK) return r;
+    r = sqlite3_step(wal.get());
+    if (r != SQLITE_ROW) return r;
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(wal.get(), 0));
+    mode = text != nullptr ? text : "unknown";
+    return SQLITE_OK;
+  });
   if (rc != SQLITE_OK) return fail("open: PRAGMA journal_mode=WAL", rc);
-  rc = sqlite3_step(wal.get());
-  if (rc != SQLITE_ROW) return fail("open: PRAGMA journal_mode=WAL", rc);
-  const auto* mode = reinterpret_cast<const char*>(sqlite3_column_text(wal.get(), 0));
-  if (mode == nullptr || std::string_view{mode} != "wal")
+  if (mode != "wal")
     return internal_error("sqlite " + path_ + ": open: cannot switch to WAL mode (journal_mode is "
-                          + std::string{mode != nullptr ? mode : "unknown"} + ")");
-  wal.reset();
+                          + mode + ")");
   const std::string sync = "PRAGMA synchronous=" + opts.synchronous;
   if (auto st = exec_script(sync.c_str(), "open: " + sync); !st) return st;
-  return exec_script(k_schema_migrations_ddl, "open: create schema_migrations");
+  rc = retry_busy(
+      [&] { return sqlite3_exec(db_.get(), k_schema_migrations_ddl, nullptr, nullptr, nullptr); });
+  if (rc != SQLITE_OK) return fail("open: create schema_migrations", rc);
+  return {};
 }
 
 expected<std::unique_ptr<backend>> sqlite_backend::open(const sqlite_options& in) {
