@@ -141,6 +141,7 @@ private:
 };
 
 int cmd_node_start(const node_flags& flags, const std::string& port_file, bool demo_service,
+                   const std::vector<std::string>& plugins, const extensions& ext,
                    std::ostream& out, std::ostream& err) {
   auto cfg = flags.load();
   if (!cfg) return fail(err, cfg.error());
@@ -157,6 +158,10 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   // af.sup.system; a store that is down is retried, it does not stop the node.
   opt.system_services.push_back(store::journal_child(store::journal_options_from(*cfg)));
   opt.system_services.push_back(store::audit_child(store::audit_options_from(*cfg)));
+  // af.exec resumes every unfinished execution in the store once the node is up.
+  auto exec = detail::exec_service(*cfg, plugins, ext, true);
+  if (!exec) return fail(err, exec.error());
+  opt.system_services.push_back(std::move(exec->spec));
   opt.cfg = std::move(*cfg);
   auto n = node::start(std::move(opt));
   if (!n) return fail(err, n.error());
@@ -330,7 +335,8 @@ int cmd_config_keys(std::ostream& out) {
 
 } // namespace
 
-int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
+        const extensions& ext) {
   CLI::App app{"af: the AgentFlow command (agents, nodes, demo)\n\n"
                "Example:\n  af demo\n  af node start --listen 127.0.0.1:7400 --metrics "
                "127.0.0.1:9400"};
@@ -356,6 +362,10 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   start->add_option("--port-file", port_file,
                     "write {\"listen_port\",\"metrics_port\",\"pid\"} as JSON once listening");
   start->add_flag("--no-demo-service", no_demo, "do not register demo.service");
+  std::vector<std::string> start_plugins;
+  start->add_option("--plugin", start_plugins,
+                    "load agent types and tools from a plugin (a shared library exporting "
+                    "agentflow_plugin_init; repeatable)");
 
   std::string connect;
   int timeout_ms = 5000;
@@ -413,6 +423,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
 
   auto run_audit = detail::add_audit_commands(app, out, err);
   auto run_db = detail::add_db_commands(app, out, err);
+  auto run_plans = detail::add_plan_commands(app, out, err, ext);
 
   try {
     app.parse(argc, argv);
@@ -441,7 +452,8 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
 
   try {
     if (version->parsed()) return cmd_version(json, out);
-    if (start->parsed()) return cmd_node_start(start_flags, port_file, !no_demo, out, err);
+    if (start->parsed()) return cmd_node_start(start_flags, port_file, !no_demo, start_plugins, ext, out,
+                                            err);
     if (status->parsed()) return cmd_node_status(connect, json, timeout_ms, out, err);
     if (tree->parsed()) return cmd_node_tree(connect, json, max_children, timeout_ms, out, err);
     if (demo_cmd->parsed()) {
@@ -456,6 +468,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     if (keys->parsed()) return cmd_config_keys(out);
     if (auto rc = run_audit()) return *rc;
     if (auto rc = run_db()) return *rc;
+    if (auto rc = run_plans()) return *rc;
   } catch (const std::exception& ex) {
     err << "af: internal error: " << ex.what() << "\n";
     return k_exit_failure;
@@ -464,5 +477,9 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
 }
 
 int main(int argc, char** argv) { return run(argc, argv, std::cout, std::cerr); }
+
+int main(int argc, char** argv, const extensions& ext) {
+  return run(argc, argv, std::cout, std::cerr, ext);
+}
 
 } // namespace af::cli

@@ -3,7 +3,10 @@
 // nullopt when none of its subcommands was on the command line.
 #pragma once
 
+#include "af/cli.hpp"
 #include "af/config.hpp"
+#include "af/plan/plugin.hpp"
+#include "af/sup/spec.hpp"
 #include "af/store/journal.hpp"
 
 #include <CLI/CLI.hpp>
@@ -62,5 +65,19 @@ struct store_choice {
 runner add_audit_commands(CLI::App& app, std::ostream& out, std::ostream& err);
 /// `af db migrate|status`, `af backup`, `af restore` (apps/src/db_commands.cpp).
 runner add_db_commands(CLI::App& app, std::ostream& out, std::ostream& err);
+/// `af run`, `af submit`, `af exec ...` (apps/src/plan_commands.cpp).
+runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
+                         const extensions& ext);
+
+/// The af.exec service of a node started by `af`: the std.* agents (std.ledger writing the
+/// node's store), the user's extensions, and the plugins (kept loaded in `plugins` until the
+/// node has stopped).
+struct exec_service_parts {
+  sup::child_spec spec;
+  std::shared_ptr<plan::plugin_set> plugins;
+};
+expected<exec_service_parts> exec_service(const config& cfg,
+                                          const std::vector<std::string>& plugin_files,
+                                          const extensions& ext, bool resume);
 
 } // namespace af::cli::detail

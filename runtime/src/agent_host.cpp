@@ -320,9 +320,11 @@ expected<agent_ref> node_core::spawn_supervised(std::function<std::unique_ptr<ag
   spec->tenant = opts.tenant;
   spec->make_agent = std::move(factory);
   spec->system = system;
+  spec->detached = opts.detached;
   spawn_options so;
   so.tenant = std::move(opts.tenant);
   so.system = system;
+  so.detached = opts.detached;
   auto ref = spawn(std::move(a), std::move(name), std::move(so));
   if (!ref) return ref;
   caf::anon_send(caf::actor_cast<caf::actor>(supervisor), sup::detail::adopt_atom::value,

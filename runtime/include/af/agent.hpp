@@ -145,6 +145,9 @@ struct agent_options {
   /// transient: restarted after a crash, `fail()` or a kill, not after `stop()` or a shutdown.
   sup::restart_policy restart = sup::restart_policy::transient;
   duration shutdown = std::chrono::seconds(5); ///< time to stop before it is killed
+  /// Runs the agent on a thread of its own: for agents whose handlers block on I/O (SQL, a
+  /// blocking tool). Not deterministic under the simulator.
+  bool detached = false;
 };
 
 /// Base of every agent. Derive from `agent_base<Self>` rather than from this directly.

@@ -1,0 +1,228 @@
+// DAG plans: steps run when every step they depend on completed (Kahn order from the compiler),
+// `for_each` fans a step out into branches "id[i]" and joins them (a barrier), a failed step's
+// dependents are skipped, and the execution ends when every step has.
+#include "plan/engine.hpp"
+
+#include <optional>
+#include <unordered_map>
+
+namespace af::plan {
+
+namespace {
+
+enum class node_state : unsigned char { waiting, running, done, failed, skipped };
+
+struct dag_node {
+  const v1::DagStep* step = nullptr;
+  std::vector<std::size_t> dependents;
+  std::vector<std::size_t> deps;
+  std::size_t remaining = 0; ///< deps not yet ended
+  node_state state = node_state::waiting;
+  // fan-out
+  std::size_t branches = 0;
+  std::size_t branches_ended = 0;
+  bool branch_failed = false;
+  nlohmann::json branch_outputs;
+};
+
+class dag_engine final : public engine {
+public:
+  dag_engine(const v1::ExecutionStarted& s, error& err) : engine(s) {
+    const auto& steps = ir().steps();
+    nodes_.resize(static_cast<std::size_t>(steps.size()));
+    for (int i = 0; i < steps.size(); ++i) {
+      nodes_[static_cast<std::size_t>(i)].step = &steps[i];
+      index_.emplace(steps[i].id(), static_cast<std::size_t>(i));
+    }
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      for (const auto& a : nodes_[i].step->after()) {
+        auto it = index_.find(a);
+        if (it == index_.end()) {
+          err = validation_error("plan '" + ir().name() + "': step '" + nodes_[i].step->id()
+                                 + "' depends on unknown step '" + a + "'");
+          ok_ = false;
+          return;
+        }
+        nodes_[it->second].dependents.push_back(i);
+        nodes_[i].deps.push_back(it->second);
+      }
+      nodes_[i].remaining = nodes_[i].deps.size();
+      if (nodes_[i].remaining == 0) ready_.push_back(i);
+    }
+  }
+  bool ok_ = true;
+
+private:
+  void plan(std::vector<v1::ExecEvent>& out) override {
+    while (!ready_.empty() && !strict_failure_) {
+      const std::size_t i = ready_.front();
+      ready_.pop_front();
+      start(out, i);
+    }
+    if (strict_failure_) {
+      fail_execution(out, *strict_failure_, strict_step_);
+      return;
+    }
+    if (ended_ == nodes_.size()) finish(out);
+  }
+
+  void start(std::vector<v1::ExecEvent>& out, std::size_t i) {
+    auto& n = nodes_[i];
+    for (auto d : n.deps)
+      if (nodes_[d].state != node_state::done) {
+        n.state = node_state::skipped;
+        view(n.step->id(), "skipped", 0, {}, "step '" + nodes_[d].step->id() + "' did not complete");
+        end(i);
+        return;
+      }
+    n.state = node_state::running;
+    if (n.step->for_each().empty()) {
+      auto input = render_input(n.step->call(), n.step->id(), nullptr);
+      if (!input) {
+        fail_step(out, n.step->id(), n.step->call(), input.error(), {});
+        return;
+      }
+      schedule(out, n.step->id(), 1, n.step->call(), *input, {});
+      return;
+    }
+    auto list = eval_for_each(*n.step);
+    if (!list) {
+      fail_step(out, n.step->id(), n.step->call(), list.error(), {});
+      return;
+    }
+    n.branches = list->size();
+    n.branch_outputs = nlohmann::json::array();
+    if (n.branches == 0) {
+      node_done(i, nlohmann::json::array());
+      return;
+    }
+    for (std::size_t b = 0; b < n.branches; ++b)
+      n.branch_outputs.push_back(nullptr);
+    for (std::size_t b = 0; b < n.branches; ++b) {
+      const std::string id = n.step->id() + "[" + std::to_string(b) + "]";
+      const auto& item = (*list)[b];
+      auto input = render_input(n.step->call(), id, &item);
+      if (!input) {
+        fail_step(out, id, n.step->call(), input.error(), n.step->id());
+        continue;
+      }
+      schedule(out, id, 1, n.step->call(), *input, n.step->id(), &item);
+    }
+  }
+
+  expected<nlohmann::json> eval_for_each(const v1::DagStep& st) const {
+    std::string_view e = st.for_each();
+    if (e.size() > 3 && e.substr(0, 2) == "${" && e.back() == '}') e = e.substr(2, e.size() - 3);
+    auto v = eval(e, scope());
+    if (!v)
+      return validation_error("step '" + st.id() + "': for_each: " + v.error().message());
+    if (!v->is_array())
+      return validation_error("step '" + st.id() + "': for_each '" + st.for_each()
+                              + "' is a " + v->type_name() + ", expected a list");
+    return v;
+  }
+
+  void on_success(const v1::StepScheduled& s, const nlohmann::json& output) override {
+    if (s.parent_step().empty()) {
+      node_done(index_.at(s.step_id()), output);
+      return;
+    }
+    const std::size_t i = index_.at(s.parent_step());
+    auto& n = nodes_[i];
+    const auto b = branch_of(s.step_id());
+    n.branch_outputs[b] = output;
+    branch_ended(i);
+  }
+
+  void on_failure(const v1::StepScheduled& s, const v1::StepFailed& f) override {
+    if (strict() && !strict_failure_) {
+      errc kind = errc::internal;
+      (void)from_string(f.error_kind(), kind);
+      strict_failure_.emplace(kind, "step '" + s.step_id() + "' failed (strict mode): "
+                                        + f.error_kind() + ": " + f.message());
+      strict_step_ = s.step_id();
+    }
+    if (first_failure_.empty())
+      first_failure_ = "step '" + s.step_id() + "' failed: " + f.error_kind() + ": " + f.message();
+    if (s.parent_step().empty()) {
+      const std::size_t i = index_.at(s.step_id());
+      nodes_[i].state = node_state::failed;
+      end(i);
+      return;
+    }
+    const std::size_t i = index_.at(s.parent_step());
+    nodes_[i].branch_failed = true;
+    branch_ended(i);
+  }
+
+  static std::size_t branch_of(const std::string& id) {
+    const auto open = id.rfind('[');
+    return static_cast<std::size_t>(std::stoul(id.substr(open + 1)));
+  }
+
+  void branch_ended(std::size_t i) {
+    auto& n = nodes_[i];
+    if (++n.branches_ended < n.branches) return;
+    if (n.branch_failed) {
+      n.state = node_state::failed;
+      view(n.step->id(), "failed", 1, {}, "a branch failed");
+      end(i);
+      return;
+    }
+    view(n.step->id(), "completed", 1, n.branch_outputs.dump());
+    node_done(i, n.branch_outputs);
+  }
+
+  void node_done(std::size_t i, const nlohmann::json& output) {
+    auto& n = nodes_[i];
+    n.state = node_state::done;
+    set_output(n.step->id(), output);
+    end(i);
+  }
+
+  void end(std::size_t i) {
+    ++ended_;
+    for (auto d : nodes_[i].dependents)
+      if (--nodes_[d].remaining == 0) ready_.push_back(d);
+  }
+
+  void finish(std::vector<v1::ExecEvent>& out) {
+    if (!first_failure_.empty()) {
+      fail_execution(out, error{errc::internal, first_failure_}, {});
+      return;
+    }
+    if (!ir().outputs_json().empty()) {
+      auto tmpl = nlohmann::json::parse(ir().outputs_json(), nullptr, false);
+      auto r = render(tmpl, scope());
+      if (!r) {
+        fail_execution(out, validation_error("plan outputs: " + r.error().message()), {});
+        return;
+      }
+      complete(out, *r);
+      return;
+    }
+    // By default the outputs are those of the final steps (the ones nothing depends on).
+    nlohmann::json o = nlohmann::json::object();
+    for (const auto& n : nodes_)
+      if (n.dependents.empty() && n.state == node_state::done) o[n.step->id()] = *output_of(n.step->id());
+    complete(out, o);
+  }
+
+  std::vector<dag_node> nodes_;
+  std::unordered_map<std::string, std::size_t> index_;
+  std::deque<std::size_t> ready_;
+  std::size_t ended_ = 0;
+  std::optional<error> strict_failure_;
+  std::string strict_step_;
+  std::string first_failure_;
+};
+
+} // namespace
+
+std::unique_ptr<engine> make_dag_engine(const v1::ExecutionStarted& s, error& err) {
+  auto e = std::make_unique<dag_engine>(s, err);
+  if (!e->ok_) return nullptr;
+  return e;
+}
+
+} // namespace af::plan

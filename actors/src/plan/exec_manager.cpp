@@ -1,0 +1,419 @@
+// af.exec: starts executors (one supervised child agent per execution, named "exec/<id>"),
+// resumes unfinished executions when the node starts, answers `af exec` (list, show, control,
+// replay) and spawns the agent types and tool invokers plans name, on first use.
+#include "af/plan/executor.hpp"
+
+#include "af/store/journal.hpp"
+#include "af/v1/store.pb.h"
+#include "plan/executor.hpp"
+#include "plan/replay.hpp"
+
+#include <deque>
+#include <unordered_map>
+
+namespace af::plan {
+
+namespace {
+
+constexpr std::size_t k_finished_kept = 10000;
+
+bool ended(v1::ExecStatus s) {
+  return s == v1::EXEC_COMPLETED || s == v1::EXEC_FAILED || s == v1::EXEC_CANCELED;
+}
+
+/// Applies the plan's input defaults to the given inputs; a missing required input or an input
+/// the plan does not declare is a validation error.
+expected<std::string> resolve_inputs(const v1::PlanIR& plan, const std::string& given) {
+  auto in = given.empty() ? nlohmann::json::object() : nlohmann::json::parse(given, nullptr, false);
+  if (in.is_discarded() || !in.is_object())
+    return validation_error("plan '" + plan.name() + "': inputs must be a JSON object");
+  std::string names;
+  for (const auto& i : plan.inputs())
+    names += (names.empty() ? "" : ", ") + i.name();
+  for (const auto& [k, v] : in.items()) {
+    bool known = false;
+    for (const auto& i : plan.inputs())
+      known = known || i.name() == k;
+    if (!known)
+      return validation_error("plan '" + plan.name() + "' has no input '" + k + "' (inputs: "
+                              + (names.empty() ? "none" : names) + ")");
+  }
+  for (const auto& i : plan.inputs()) {
+    if (in.contains(i.name())) continue;
+    if (!i.default_json().empty()) {
+      in[i.name()] = nlohmann::json::parse(i.default_json(), nullptr, false);
+      continue;
+    }
+    if (i.required())
+      return validation_error("plan '" + plan.name() + "': input '" + i.name()
+                              + "' is required (set it with --set " + i.name() + "=VALUE)");
+    in[i.name()] = nullptr;
+  }
+  return in.dump();
+}
+
+class exec_manager : public agent_base<exec_manager> {
+public:
+  explicit exec_manager(std::shared_ptr<const exec_shared> shared) : shared_(std::move(shared)) {}
+
+  static void define(handlers<exec_manager>& h) {
+    h.kind("af.exec")
+        .on(&exec_manager::on_start_execution)
+        .on(&exec_manager::on_update)
+        .on(&exec_manager::on_show)
+        .on(&exec_manager::on_list)
+        .on(&exec_manager::on_control)
+        .on(&exec_manager::on_replay)
+        .on(&exec_manager::on_ensure)
+        .on(&exec_manager::on_resume);
+  }
+
+  [[nodiscard]] sup::flags child_supervision() const override {
+    sup::flags f;
+    f.limits.max_restarts = 1000; // executors recover by replay; one bad execution must not
+    f.limits.period = std::chrono::seconds(10); // take all the others down with it
+    return f;
+  }
+
+  void on_start(context& ctx) override {
+    if (shared_->opts.resume) ctx.schedule(duration::zero(), v1::ExecResume{});
+  }
+
+  void on_resume(context& ctx, const v1::ExecResume&) { list_page(ctx, {}); }
+
+  void on_start_execution(context& ctx, const v1::StartExecution& m,
+                          responder<v1::ExecutionInfo> r) {
+    if (m.plan().type() == v1::PLAN_TYPE_UNSPECIFIED) {
+      r.fail(validation_error("start: the request carries no compiled plan"));
+      return;
+    }
+    if (m.mode() == v1::EXEC_DRY_RUN) {
+      r.fail(validation_error("start: a dry run starts no execution (af run --mode dry-run "
+                              "prints the schedule)"));
+      return;
+    }
+    auto inputs = resolve_inputs(m.plan(), m.inputs_json());
+    if (!inputs) {
+      r.fail(inputs.error());
+      return;
+    }
+    v1::StartExecution start = m;
+    start.set_inputs_json(*inputs);
+    const std::string id = m.execution_id().empty() ? ctx.next_id().to_string() : m.execution_id();
+    start.set_execution_id(id);
+    if (auto it = infos_.find(id); it != infos_.end() && ended(it->second.status())) {
+      r.reply(it->second);
+      return;
+    }
+    (m.wait() ? end_waiters_ : start_waiters_)[id].push_back(r);
+    if (live_.contains(id)) {
+      if (!m.wait()) resolve_start(id);
+      return;
+    }
+    spawn(ctx, id, std::move(start));
+  }
+
+  void on_update(context&, const v1::ExecutorUpdate& u) {
+    const auto& info = u.info();
+    const std::string id = info.execution_id();
+    infos_[id] = info;
+    resolve_start(id);
+    if (!ended(info.status())) return;
+    live_.erase(id);
+    if (auto it = end_waiters_.find(id); it != end_waiters_.end()) {
+      for (auto& w : it->second)
+        w.reply(info);
+      end_waiters_.erase(it);
+    }
+    finished_.push_back(id);
+    while (finished_.size() > k_finished_kept) {
+      infos_.erase(finished_.front());
+      finished_.pop_front();
+    }
+  }
+
+  void on_show(context& ctx, const v1::ExecutionRef& m, responder<v1::ExecutionInfo> r) {
+    if (live_.contains(m.execution_id())) {
+      ctx.ask<v1::ExecutionInfo>(stream_of(m.execution_id()), m, shared_->opts.journal_timeout,
+                                 [r](expected<v1::ExecutionInfo> i) mutable {
+                                   if (i)
+                                     r.reply(std::move(i).value());
+                                   else
+                                     r.fail(std::move(i).error());
+                                 });
+      return;
+    }
+    const std::string id = m.execution_id();
+    read_all(ctx, id, 1, {}, [this, id, r](context&, expected<std::vector<v1::ExecEvent>> ev) mutable {
+      if (!ev) {
+        r.fail(std::move(ev).error());
+        return;
+      }
+      auto rep = replay(*ev);
+      if (!rep) {
+        r.fail(rep.error());
+        return;
+      }
+      r.reply(summary(id, *rep->eng, ev->size()));
+    });
+  }
+
+  expected<v1::ExecutionList> on_list(context&, const v1::ListExecutions& m) {
+    v1::ExecutionList out;
+    const std::uint32_t max = m.max() > 0 ? m.max() : 1000;
+    for (const auto& [id, info] : infos_) {
+      if (out.executions_size() >= static_cast<int>(max)) break;
+      if (!m.all() && ended(info.status())) continue;
+      *out.add_executions() = info;
+    }
+    return out;
+  }
+
+  void on_control(context& ctx, const v1::ExecControl& m, responder<v1::ExecutionInfo> r) {
+    const std::string id = m.execution_id();
+    if (!live_.contains(id)) {
+      auto it = infos_.find(id);
+      if (it != infos_.end())
+        r.fail(error{errc::conflict, "execution " + id + " has ended"});
+      else
+        r.fail(not_found_error("execution " + id + " is not running on this node"));
+      return;
+    }
+    ctx.ask<v1::ExecutionInfo>(stream_of(id), m, shared_->opts.journal_timeout,
+                               [r](expected<v1::ExecutionInfo> i) mutable {
+                                 if (i)
+                                   r.reply(std::move(i).value());
+                                 else
+                                   r.fail(std::move(i).error());
+                               });
+  }
+
+  void on_replay(context& ctx, const v1::ReplayRequest& m, responder<v1::ReplayReport> r) {
+    const std::string id = m.execution_id();
+    read_all(ctx, id, 1, {},
+             [m, r](context&, expected<std::vector<v1::ExecEvent>> ev) mutable {
+               if (!ev) {
+                 r.fail(std::move(ev).error());
+                 return;
+               }
+               auto rep = replay(*ev, m.has_plan() ? &m.plan() : nullptr);
+               if (!rep) {
+                 r.fail(rep.error());
+                 return;
+               }
+               v1::ReplayReport out;
+               out.set_compatible(rep->compatible);
+               out.set_events_checked(rep->events_checked);
+               out.set_divergence(rep->divergence);
+               out.set_recorded_hash(rep->recorded_hash);
+               out.set_replay_hash(rep->replay_hash);
+               r.reply(std::move(out));
+             });
+  }
+
+  expected<v1::EnsureAgentResult> on_ensure(context& ctx, const v1::EnsureAgent& m) {
+    const bool tool = m.kind() == v1::STEP_TOOL;
+    const std::string key = (tool ? "tool:" : "agent:") + m.target();
+    if (auto it = spawned_.find(key); it != spawned_.end()) return it->second;
+    v1::EnsureAgentResult res;
+    if (tool) {
+      const auto* t = shared_->opts.tools->find(m.target());
+      if (t == nullptr)
+        return not_found_error("no tool '" + m.target() + "' is registered with this node"
+                               + known(shared_->opts.tools->names()));
+      const std::string name = tool::invoker_name(m.target());
+      if (!ctx.lookup(name)) {
+        agent_options o;
+        o.detached = t->detached;
+        auto made = ctx.spawn_erased([n = m.target(), tt = *t] { return tool::make_invoker(n, tt); },
+                                     name, o);
+        if (!made) return std::move(made).error();
+      }
+      res.add_names(name);
+    } else {
+      if (ctx.lookup(m.target())) {
+        res.add_names(m.target());
+      } else {
+        const auto* t = shared_->opts.agents->find(m.target());
+        if (t == nullptr)
+          return not_found_error("no agent '" + m.target()
+                                 + "': no live agent has that name and no agent type is "
+                                   "registered under it"
+                                 + known(shared_->opts.agents->names()));
+        const std::size_t n = std::max<std::size_t>(1, t->instances);
+        for (std::size_t i = 0; i < n; ++i) {
+          const std::string name = n == 1 ? m.target() : m.target() + "#" + std::to_string(i);
+          if (!ctx.lookup(name)) {
+            agent_options o;
+            o.detached = t->detached;
+            auto made = ctx.spawn_erased(t->factory, name, o);
+            if (!made) return std::move(made).error();
+          }
+          res.add_names(name);
+        }
+      }
+    }
+    spawned_[key] = res;
+    return res;
+  }
+
+private:
+  static std::string known(const std::vector<std::string>& names) {
+    if (names.empty()) return " (none are registered)";
+    std::string s;
+    for (const auto& n : names)
+      s += (s.empty() ? "" : ", ") + n;
+    return " (registered: " + s + ")";
+  }
+
+  void spawn(context& ctx, const std::string& id, std::optional<v1::StartExecution> start) {
+    agent_options o;
+    o.restart = sup::restart_policy::transient;
+    auto ref = ctx.spawn_erased(sup::agent_factory<executor>(shared_, id, std::move(start)),
+                                stream_of(id), o);
+    if (!ref) {
+      ctx.log().error("exec_spawn_failed", {}, nlohmann::json{{"execution_id", id},
+                                                              {"error", ref.error().to_string()}});
+      fail_waiters(id, ref.error());
+      return;
+    }
+    live_.insert(id);
+  }
+
+  void resolve_start(const std::string& id) {
+    auto it = start_waiters_.find(id);
+    if (it == start_waiters_.end()) return;
+    auto info = infos_.find(id);
+    if (info == infos_.end()) return;
+    for (auto& w : it->second)
+      w.reply(info->second);
+    start_waiters_.erase(it);
+  }
+
+  void fail_waiters(const std::string& id, const error& e) {
+    for (auto* m : {&start_waiters_, &end_waiters_}) {
+      auto it = m->find(id);
+      if (it == m->end()) continue;
+      for (auto& w : it->second)
+        w.fail(e);
+      m->erase(it);
+    }
+  }
+
+  void list_page(context& ctx, std::string after) {
+    v1::ListStreamsRequest req;
+    req.set_prefix("exec/");
+    req.set_after(after);
+    req.set_max(1000);
+    req.set_all_tenants(true);
+    ctx.ask<v1::ListStreamsResult>(
+        store::k_journal_agent, std::move(req), shared_->opts.journal_timeout,
+        [this, &ctx](expected<v1::ListStreamsResult> r) {
+          if (!r) {
+            // The journal may still be opening its store: try again shortly.
+            ctx.log().warn("exec_resume_retry", {}, nlohmann::json{{"error", r.error().to_string()}});
+            ctx.schedule(std::chrono::milliseconds{500}, v1::ExecResume{});
+            return;
+          }
+          std::size_t resumed = 0;
+          for (const auto& s : r->streams()) {
+            if (s.finished_at_ns() != 0) continue;
+            const std::string id = s.stream().substr(5);
+            if (live_.contains(id)) continue;
+            spawn(ctx, id, std::nullopt);
+            ++resumed;
+          }
+          if (resumed > 0)
+            ctx.log().info("exec_resumed", {}, nlohmann::json{{"executions", resumed}});
+          if (r->streams_size() == 1000) list_page(ctx, r->streams(999).stream());
+        });
+  }
+
+  using events_cb = std::function<void(context&, expected<std::vector<v1::ExecEvent>>)>;
+
+  void read_all(context& ctx, const std::string& id, std::uint64_t from,
+                std::vector<v1::ExecEvent> acc, events_cb done) {
+    v1::ReadRequest rr;
+    rr.set_stream(stream_of(id));
+    rr.set_from_version(from);
+    rr.set_max(1000);
+    ctx.ask<v1::ReadResult>(
+        store::k_journal_agent, std::move(rr), shared_->opts.journal_timeout,
+        [this, &ctx, id, from, acc = std::move(acc), done](expected<v1::ReadResult> r) mutable {
+          if (!r) {
+            done(ctx, std::move(r).error());
+            return;
+          }
+          for (const auto& se : r->events()) {
+            auto e = event_from(se.type(), se.payload());
+            if (!e) {
+              done(ctx, validation_error("execution " + id + ": journal event "
+                                         + std::to_string(se.version()) + ": "
+                                         + e.error().message()));
+              return;
+            }
+            acc.push_back(std::move(e).value());
+          }
+          const std::uint64_t next = from + static_cast<std::uint64_t>(r->events_size());
+          if (r->events_size() > 0 && next <= r->stream_version()) {
+            read_all(ctx, id, next, std::move(acc), std::move(done));
+            return;
+          }
+          if (acc.empty()) {
+            done(ctx, not_found_error("no execution " + id + " in the store"));
+            return;
+          }
+          done(ctx, std::move(acc));
+        });
+  }
+
+  static v1::ExecutionInfo summary(const std::string& id, const engine& e, std::size_t events) {
+    v1::ExecutionInfo i;
+    i.set_execution_id(id);
+    i.set_status(e.status());
+    i.set_plan_name(e.started().plan().name());
+    i.set_plan_hash(e.started().plan().hash());
+    i.set_mode(e.started().mode());
+    i.set_steps_total(e.steps().size());
+    i.set_steps_completed(e.steps_completed());
+    i.set_steps_failed(e.steps_failed());
+    i.set_outputs_json(e.outputs_json());
+    i.set_error(e.error_text());
+    i.set_started_at_ns(e.started().started_at_ns());
+    i.set_version(events);
+    i.set_tenant(e.started().plan().tenant());
+    for (const auto& [sid, v] : e.steps()) {
+      auto& s = *i.add_steps();
+      s.set_step_id(sid);
+      s.set_state(v.state);
+      s.set_attempt(v.attempt);
+      s.set_output_json(v.output_json);
+      s.set_error(v.error);
+    }
+    return i;
+  }
+
+  std::shared_ptr<const exec_shared> shared_;
+  std::set<std::string> live_;
+  std::map<std::string, v1::ExecutionInfo> infos_;
+  std::deque<std::string> finished_;
+  std::unordered_map<std::string, std::vector<responder<v1::ExecutionInfo>>> start_waiters_;
+  std::unordered_map<std::string, std::vector<responder<v1::ExecutionInfo>>> end_waiters_;
+  std::unordered_map<std::string, v1::EnsureAgentResult> spawned_;
+};
+
+} // namespace
+
+sup::child_spec exec_child(exec_options opts) {
+  auto shared = std::make_shared<exec_shared>();
+  shared->opts = std::move(opts);
+  sup::child_spec spec;
+  spec.id = std::string{k_exec_agent};
+  spec.restart = sup::restart_policy::permanent;
+  spec.system = true;
+  spec.make_agent = sup::agent_factory<exec_manager>(
+      std::shared_ptr<const exec_shared>{std::move(shared)});
+  return spec;
+}
+
+} // namespace af::plan

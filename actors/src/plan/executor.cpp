@@ -1,0 +1,644 @@
+#include "plan/executor.hpp"
+
+#include "af/store/audit.hpp"
+#include "af/store/journal.hpp"
+#include "af/v1/audit.pb.h"
+#include "af/v1/store.pb.h"
+#include "plan/replay.hpp"
+
+#include <set>
+
+namespace af::plan {
+
+std::string stream_of(std::string_view execution_id) {
+  return "exec/" + std::string{execution_id};
+}
+
+namespace {
+
+/// FNV-1a: spreads steps over an agent type's instances the same way on every run.
+std::uint64_t fnv(std::string_view s) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+std::int64_t ns_of(time_point t) { return t.time_since_epoch().count(); }
+
+bool dispatched_at_once(const v1::StepScheduled& s) {
+  if (s.delay_ms() > 0) return false;
+  const auto k = s.call().kind();
+  return k == v1::STEP_AGENT || k == v1::STEP_TOOL || k == v1::STEP_PLAN || k == v1::STEP_WAIT;
+}
+
+std::string status_name(v1::ExecStatus s) {
+  switch (s) {
+  case v1::EXEC_RUNNING:
+    return "running";
+  case v1::EXEC_PAUSED:
+    return "paused";
+  case v1::EXEC_COMPLETED:
+    return "completed";
+  case v1::EXEC_FAILED:
+    return "failed";
+  case v1::EXEC_CANCELED:
+    return "canceled";
+  default:
+    return "unknown";
+  }
+}
+
+} // namespace
+
+executor::executor(std::shared_ptr<const exec_shared> shared, std::string execution_id,
+                   std::optional<v1::StartExecution> start)
+    : shared_(std::move(shared)), id_(std::move(execution_id)), stream_(stream_of(id_)),
+      start_(std::move(start)) {}
+
+void executor::define(handlers<executor>& h) {
+  h.kind("af.executor")
+      .on(&executor::on_info)
+      .on(&executor::on_control)
+      .on(&executor::on_step_due)
+      .on(&executor::on_wait_elapsed);
+}
+
+void executor::recover(context&, const restart_info&) {
+  // A restarted executor never re-creates its execution: the stream is the truth.
+  start_.reset();
+}
+
+void executor::on_start(context& ctx) {
+  if (!start_) {
+    load(ctx, 1, {});
+    return;
+  }
+  begin(ctx);
+}
+
+void executor::begin(context& ctx) {
+  v1::ExecEvent first;
+  auto& st = *first.mutable_started();
+  st.set_execution_id(id_);
+  *st.mutable_plan() = start_->plan();
+  st.set_inputs_json(start_->inputs_json().empty() ? "{}" : start_->inputs_json());
+  st.set_mode(start_->mode() == v1::EXEC_MODE_UNSPECIFIED ? v1::EXEC_AUTO : start_->mode());
+  st.set_started_by(start_->by());
+  st.set_started_at_ns(ns_of(ctx.now()));
+  const auto dot = id_.rfind('.');
+  if (start_->by().starts_with("exec:") && dot != std::string::npos) {
+    st.set_parent_execution(start_->by().substr(5));
+  }
+  auto eng = engine::make(st);
+  if (!eng) {
+    ctx.log().error("exec_invalid", {}, nlohmann::json{{"execution_id", id_}, {"error", eng.error().to_string()}});
+    ctx.fail(eng.error());
+    return;
+  }
+  engine_ = std::move(eng).value();
+  started_at_ns_ = st.started_at_ns();
+  ready_ = true;
+  next_.events.push_back(first);
+  decide(ctx);
+  flush(ctx);
+}
+
+void executor::load(context& ctx, std::uint64_t from, std::vector<v1::ExecEvent> events) {
+  v1::ReadRequest rr;
+  rr.set_stream(stream_);
+  rr.set_from_version(from);
+  rr.set_max(1000);
+  ctx.ask<v1::ReadResult>(
+      store::k_journal_agent, std::move(rr), shared_->opts.journal_timeout,
+      [this, &ctx, from, events = std::move(events)](expected<v1::ReadResult> r) mutable {
+        if (!r) {
+          ctx.log().error("exec_load_failed", {}, nlohmann::json{{"execution_id", id_}, {"error", r.error().to_string()}});
+          ctx.fail(r.error());
+          return;
+        }
+        for (const auto& se : r->events()) {
+          auto e = event_from(se.type(), se.payload());
+          if (!e) {
+            auto err = validation_error("execution " + id_ + ": journal event " +
+                                        std::to_string(se.version()) + ": " + e.error().message());
+            ctx.log().error("exec_corrupt", {}, nlohmann::json{{"execution_id", id_}, {"error", err.message()}});
+            ctx.fail(err);
+            return;
+          }
+          events.push_back(std::move(e).value());
+        }
+        const std::uint64_t next = from + static_cast<std::uint64_t>(r->events_size());
+        if (r->events_size() > 0 && next <= r->stream_version()) {
+          load(ctx, next, std::move(events));
+          return;
+        }
+        if (events.empty()) {
+          auto err = not_found_error("execution " + id_ + ": no events in stream " + stream_);
+          ctx.log().error("exec_missing", {}, nlohmann::json{{"execution_id", id_}});
+          ctx.fail(err);
+          return;
+        }
+        version_ = r->stream_version();
+        resume_from(ctx, std::move(events));
+      });
+}
+
+void executor::resume_from(context& ctx, std::vector<v1::ExecEvent> events) {
+  auto r = replay(events);
+  if (!r) {
+    ctx.fail(r.error());
+    return;
+  }
+  started_at_ns_ = events.front().started().started_at_ns();
+  engine_ = std::move(r->eng);
+  ready_ = true;
+  if (!r->compatible) {
+    // The recorded history and this build's planner disagree: stop the execution rather than
+    // act on a state that never was.
+    ctx.log().error("exec_replay_diverged", {}, nlohmann::json{{"execution_id", id_}, {"divergence", r->divergence}});
+    v1::ExecEvent f;
+    auto& ef = *f.mutable_exec_failed();
+    ef.set_error_kind("internal");
+    ef.set_message("recovery: the replay diverged from the recorded history: " + r->divergence);
+    next_.events.push_back(std::move(f));
+    next_.on_commit.push_back([this](context& c, const error*) { ended(c); });
+    flush(ctx);
+    return;
+  }
+  ctx.log().info("exec_recovered", {}, nlohmann::json{{"execution_id", id_},
+                                     {"events", std::to_string(events.size())},
+                                     {"in_flight", std::to_string(engine_->in_flight().size())}});
+  if (engine_->finished()) {
+    ended(ctx);
+    return;
+  }
+  // Steps the replay decided now are dispatched after their commit; steps that were in flight at
+  // the crash are dispatched again with the same idempotency key.
+  std::set<std::string> fresh;
+  for (auto& d : r->pending) {
+    if (d.has_scheduled()) fresh.insert(d.scheduled().step_id());
+    next_.events.push_back(d);
+    next_.decisions.push_back(std::move(d));
+  }
+  for (const auto& [id, s] : engine_->in_flight())
+    if (!fresh.contains(id)) next_.decisions.push_back([&] {
+      v1::ExecEvent e;
+      *e.mutable_scheduled() = s;
+      return e;
+    }());
+  notify(ctx);
+  if (next_.events.empty()) {
+    batch b = std::move(next_);
+    next_ = {};
+    committed(ctx, std::move(b));
+  } else {
+    flush(ctx);
+  }
+  for (auto& f : deferred_)
+    f(ctx);
+  deferred_.clear();
+}
+
+bool executor::take(context& ctx, v1::ExecEvent e) {
+  std::string why;
+  if (!engine_->input(e, &why)) {
+    ctx.log().debug("exec_input_ignored", {}, nlohmann::json{{"execution_id", id_}, {"why", why}});
+    return false;
+  }
+  next_.events.push_back(std::move(e));
+  decide(ctx);
+  return true;
+}
+
+void executor::decide(context& ctx) {
+  for (auto& d : engine_->decide()) {
+    next_.events.push_back(d);
+    if (d.has_scheduled() && dispatched_at_once(d.scheduled())) {
+      v1::ExecEvent s;
+      auto& ss = *s.mutable_step_started();
+      ss.set_step_id(d.scheduled().step_id());
+      ss.set_attempt(d.scheduled().attempt());
+      ss.set_at_ns(ns_of(ctx.now()));
+      next_.events.push_back(std::move(s));
+    }
+    next_.decisions.push_back(std::move(d));
+  }
+}
+
+void executor::flush(context& ctx) {
+  if (appending_ || next_.events.empty()) return;
+  batch b = std::move(next_);
+  next_ = {};
+  v1::AppendRequest req;
+  req.set_stream(stream_);
+  req.set_expected_version(version_);
+  for (const auto& e : b.events) {
+    auto* ne = req.add_events();
+    ne->set_type(event_type(e));
+    ne->set_payload(event_payload(e));
+  }
+  req.set_finish(engine_->finished());
+  appending_ = true;
+  const std::size_t n = b.events.size();
+  ctx.ask<v1::AppendResult>(
+      store::k_journal_agent, std::move(req), shared_->opts.journal_timeout,
+      [this, &ctx, b = std::move(b), n](expected<v1::AppendResult> r) mutable {
+        appending_ = false;
+        if (!r) {
+          // Nothing of this batch took effect; a restart recovers from what is durable (steps
+          // whose results were lost here are dispatched again with the same keys).
+          ctx.log().error("exec_append_failed", {}, nlohmann::json{{"execution_id", id_},
+                                                 {"events", std::to_string(n)},
+                                                 {"error", r.error().to_string()}});
+          for (auto& f : b.on_commit)
+            f(ctx, &r.error());
+          ctx.fail(r.error());
+          return;
+        }
+        version_ = r->last_version();
+        committed(ctx, std::move(b));
+        flush(ctx);
+      });
+}
+
+void executor::committed(context& ctx, batch b) {
+  for (const auto& e : b.events) {
+    switch (e.event_case()) {
+    case v1::ExecEvent::kStarted:
+      notify(ctx);
+      audit(ctx, "execution.started", e.started().started_by(),
+            {{"plan", e.started().plan().name()},
+             {"plan_hash", to_hex(e.started().plan().hash())}});
+      break;
+    case v1::ExecEvent::kCompleted:
+      if (shared_->opts.audit_steps || !e.completed().by().empty())
+        audit(ctx, e.completed().by().empty() ? "step.completed" : "step.approved",
+              e.completed().by().empty() ? "exec:" + id_ : e.completed().by(),
+              {{"step", e.completed().step_id()},
+               {"attempt", std::to_string(e.completed().attempt())}});
+      break;
+    case v1::ExecEvent::kFailed:
+      if (shared_->opts.audit_steps)
+        audit(ctx, "step.failed", "exec:" + id_,
+              {{"step", e.failed().step_id()},
+               {"attempt", std::to_string(e.failed().attempt())},
+               {"error", e.failed().error_kind() + ": " + e.failed().message()}});
+      break;
+    case v1::ExecEvent::kPaused:
+      audit(ctx, "execution.paused", e.paused().by(), {{"reason", e.paused().reason()}});
+      notify(ctx);
+      break;
+    case v1::ExecEvent::kResumed:
+      audit(ctx, "execution.resumed", e.resumed().by(), {});
+      notify(ctx);
+      break;
+    case v1::ExecEvent::kCanceled:
+      audit(ctx, "execution.canceled", e.canceled().by(), {{"reason", e.canceled().reason()}});
+      break;
+    default:
+      break;
+    }
+  }
+  for (auto& f : b.on_commit)
+    f(ctx, nullptr);
+  for (const auto& d : b.decisions)
+    act(ctx, d);
+  for (const auto& s : engine_->take_abandoned()) {
+    v1::StepCancel c;
+    c.set_idempotency_key(s.idempotency_key());
+    c.set_reason(engine_->finished() ? "the execution ended" : "the step's result is no longer needed");
+    auto it = targets_.find(s.call().kind() == v1::STEP_TOOL ? tool::invoker_name(s.call().target())
+                                                              : s.call().target());
+    if (it != targets_.end() && !it->second.empty())
+      (void)ctx.tell(it->second[fnv(s.idempotency_key()) % it->second.size()], c);
+  }
+  if (engine_->finished() && !stopping_) ended(ctx);
+}
+
+void executor::act(context& ctx, const v1::ExecEvent& d) {
+  switch (d.event_case()) {
+  case v1::ExecEvent::kScheduled: {
+    const auto& s = d.scheduled();
+    if (s.delay_ms() > 0) {
+      v1::StepDue due;
+      due.set_step_id(s.step_id());
+      due.set_attempt(s.attempt());
+      ctx.schedule(std::chrono::milliseconds{s.delay_ms()}, due);
+      return;
+    }
+    dispatch(ctx, s);
+    return;
+  }
+  case v1::ExecEvent::kRetried:
+    if (shared_->opts.audit_steps)
+      audit(ctx, "step.retry", "exec:" + id_,
+            {{"step", d.retried().step_id()},
+             {"next_attempt", std::to_string(d.retried().next_attempt())},
+             {"backoff_ms", std::to_string(d.retried().backoff_ms())}});
+    return;
+  case v1::ExecEvent::kFailed:
+    if (shared_->opts.audit_steps)
+      audit(ctx, "step.failed", "exec:" + id_,
+            {{"step", d.failed().step_id()},
+             {"error", d.failed().error_kind() + ": " + d.failed().message()}});
+    return;
+  default:
+    return;
+  }
+}
+
+void executor::dispatch(context& ctx, const v1::StepScheduled& s) {
+  const auto& call = s.call();
+  switch (call.kind()) {
+  case v1::STEP_AGENT:
+  case v1::STEP_TOOL: {
+    const std::string name =
+        call.kind() == v1::STEP_TOOL ? tool::invoker_name(call.target()) : call.target();
+    if (auto it = targets_.find(name); it != targets_.end()) {
+      call_agent(ctx, s, it->second);
+      return;
+    }
+    if (call.kind() == v1::STEP_AGENT && ctx.lookup(name)) {
+      call_agent(ctx, s, targets_[name] = {name});
+      return;
+    }
+    v1::EnsureAgent ea;
+    ea.set_target(call.target());
+    ea.set_kind(call.kind());
+    ctx.ask<v1::EnsureAgentResult>(
+        k_exec_agent, std::move(ea), shared_->opts.journal_timeout,
+        [this, &ctx, s, name](expected<v1::EnsureAgentResult> r) {
+          if (!r) {
+            step_result(ctx, s, std::move(r).error());
+            return;
+          }
+          std::vector<std::string> names{r->names().begin(), r->names().end()};
+          call_agent(ctx, s, targets_[name] = std::move(names));
+        });
+    return;
+  }
+  case v1::STEP_WAIT: {
+    v1::WaitElapsed w;
+    w.set_step_id(s.step_id());
+    w.set_attempt(s.attempt());
+    w.set_waited_ms(call.wait_ms());
+    ctx.schedule(std::chrono::milliseconds{call.wait_ms()}, w);
+    return;
+  }
+  case v1::STEP_APPROVAL:
+    ctx.log().info("exec_approval_wait", {}, nlohmann::json{{"execution_id", id_}, {"step", s.step_id()}});
+    return;
+  case v1::STEP_PLAN: {
+    const auto& plan = engine_->started().plan();
+    if (call.sub_plan() >= static_cast<std::uint32_t>(plan.sub_plans_size())) {
+      step_result(ctx, s, validation_error("step '" + s.step_id() + "': sub-plan "
+                                               + std::to_string(call.sub_plan())
+                                               + " is not in the plan"));
+      return;
+    }
+    v1::StartExecution child;
+    *child.mutable_plan() = plan.sub_plans(static_cast<int>(call.sub_plan()));
+    child.set_inputs_json(s.input_json());
+    child.set_mode(engine_->started().mode());
+    child.set_execution_id(id_ + "." + s.step_id() + "." + std::to_string(s.attempt()));
+    child.set_by("exec:" + id_);
+    child.set_wait(true);
+    const auto timeout = call.timeout_ms() > 0 ? std::chrono::milliseconds{call.timeout_ms()}
+                                               : shared_->opts.step_timeout;
+    ctx.ask<v1::ExecutionInfo>(
+        k_exec_agent, std::move(child), timeout,
+        [this, &ctx, s](expected<v1::ExecutionInfo> r) {
+          if (!r) {
+            step_result(ctx, s, std::move(r).error());
+            return;
+          }
+          if (r->status() == v1::EXEC_COMPLETED) {
+            step_result(ctx, s, r->outputs_json());
+            return;
+          }
+          step_result(ctx, s,
+                      error{errc::internal, "sub-plan execution " + r->execution_id() + " "
+                                                + status_name(r->status()) + ": " + r->error()});
+        });
+    return;
+  }
+  default:
+    step_result(ctx, s, validation_error("step '" + s.step_id() + "' has no kind"));
+  }
+}
+
+void executor::call_agent(context& ctx, const v1::StepScheduled& s,
+                          const std::vector<std::string>& names) {
+  if (names.empty()) {
+    step_result(ctx, s, not_found_error("step '" + s.step_id() + "': no agent '"
+                                        + s.call().target() + "'"));
+    return;
+  }
+  const auto& name = names[fnv(s.idempotency_key()) % names.size()];
+  v1::StepRequest req;
+  req.set_execution_id(id_);
+  req.set_step_id(s.step_id());
+  req.set_attempt(s.attempt());
+  req.set_idempotency_key(s.idempotency_key());
+  req.set_input_json(s.input_json());
+  req.set_plan_name(engine_->started().plan().name());
+  const auto timeout = s.call().timeout_ms() > 0 ? std::chrono::milliseconds{s.call().timeout_ms()}
+                                                 : shared_->opts.step_timeout;
+  ctx.ask<v1::StepOutput>(name, std::move(req), timeout,
+                          [this, &ctx, s](expected<v1::StepOutput> r) {
+                            if (!r) {
+                              step_result(ctx, s, std::move(r).error());
+                              return;
+                            }
+                            step_result(ctx, s, r->output_json().empty() ? std::string{"null"}
+                                                                        : r->output_json());
+                          });
+}
+
+void executor::step_result(context& ctx, const v1::StepScheduled& s,
+                           expected<std::string> output) {
+  if (!ready_ || engine_->finished()) return;
+  v1::ExecEvent e;
+  if (output) {
+    auto& c = *e.mutable_completed();
+    c.set_step_id(s.step_id());
+    c.set_attempt(s.attempt());
+    c.set_output_json(std::move(output).value());
+  } else {
+    auto& f = *e.mutable_failed();
+    f.set_step_id(s.step_id());
+    f.set_attempt(s.attempt());
+    f.set_error_kind(std::string{to_string(output.error().code())});
+    f.set_message(output.error().message());
+  }
+  if (take(ctx, std::move(e))) flush(ctx);
+}
+
+void executor::on_step_due(context& ctx, const v1::StepDue& m) {
+  if (!ready_ || engine_->finished()) return;
+  auto it = engine_->in_flight().find(m.step_id());
+  if (it == engine_->in_flight().end() || it->second.attempt() != m.attempt()) return;
+  const v1::StepScheduled s = it->second;
+  v1::ExecEvent e;
+  auto& ss = *e.mutable_step_started();
+  ss.set_step_id(s.step_id());
+  ss.set_attempt(s.attempt());
+  ss.set_at_ns(ns_of(ctx.now()));
+  if (take(ctx, std::move(e))) flush(ctx);
+  dispatch(ctx, s);
+}
+
+void executor::on_wait_elapsed(context& ctx, const v1::WaitElapsed& m) {
+  if (!ready_ || engine_->finished()) return;
+  auto it = engine_->in_flight().find(m.step_id());
+  if (it == engine_->in_flight().end() || it->second.attempt() != m.attempt()) return;
+  step_result(ctx, it->second, nlohmann::json{{"waited_ms", m.waited_ms()}}.dump());
+}
+
+void executor::on_info(context&, const v1::ExecutionRef& m, responder<v1::ExecutionInfo> r) {
+  const bool steps = m.steps();
+  if (!ready_) {
+    deferred_.push_back([this, r, steps](context&) mutable { r.reply(info(steps)); });
+    return;
+  }
+  r.reply(info(steps));
+}
+
+void executor::on_control(context& ctx, const v1::ExecControl& m,
+                          responder<v1::ExecutionInfo> r) {
+  if (!ready_) {
+    deferred_.push_back([this, m, r](context& c) { on_control(c, m, r); });
+    return;
+  }
+  if (engine_->finished()) {
+    r.fail(error{errc::conflict, "execution " + id_ + " has ended ("
+                                     + status_name(engine_->status()) + ")"});
+    return;
+  }
+  const std::string by = m.by().empty() ? "unknown" : m.by();
+  v1::ExecEvent e;
+  switch (m.op()) {
+  case v1::ExecControl::PAUSE:
+    e.mutable_paused()->set_by(by);
+    e.mutable_paused()->set_reason(m.reason());
+    break;
+  case v1::ExecControl::RESUME:
+    e.mutable_resumed()->set_by(by);
+    break;
+  case v1::ExecControl::CANCEL:
+    e.mutable_canceled()->set_by(by);
+    e.mutable_canceled()->set_reason(m.reason());
+    break;
+  case v1::ExecControl::APPROVE: {
+    auto it = engine_->in_flight().find(m.step_id());
+    if (it == engine_->in_flight().end() || it->second.call().kind() != v1::STEP_APPROVAL) {
+      std::string waiting;
+      for (const auto& [id, s] : engine_->in_flight())
+        if (s.call().kind() == v1::STEP_APPROVAL) waiting += (waiting.empty() ? "" : ", ") + id;
+      r.fail(not_found_error("execution " + id_ + ": step '" + m.step_id()
+                             + "' is not waiting for approval (waiting: "
+                             + (waiting.empty() ? "none" : waiting) + ")"));
+      return;
+    }
+    auto& c = *e.mutable_completed();
+    c.set_step_id(m.step_id());
+    c.set_attempt(it->second.attempt());
+    c.set_output_json(nlohmann::json{{"approved_by", by}, {"reason", m.reason()}}.dump());
+    c.set_by(by);
+    break;
+  }
+  default:
+    r.fail(validation_error("execution " + id_ + ": unknown control operation"));
+    return;
+  }
+  std::string why;
+  if (!engine_->input(e, &why)) {
+    r.fail(error{errc::conflict, "execution " + id_ + ": " + why});
+    return;
+  }
+  next_.events.push_back(std::move(e));
+  decide(ctx);
+  next_.on_commit.push_back([this, r](context&, const error* err) mutable {
+    if (err != nullptr)
+      r.fail(*err);
+    else
+      r.reply(info(false));
+  });
+  flush(ctx);
+}
+
+void executor::audit(context& ctx, std::string action, std::string actor,
+                     std::map<std::string, std::string> details) {
+  auto ref = ctx.lookup(store::k_audit_agent);
+  if (!ref) return; // a node without an audit writer (tests, benchmarks)
+  v1::AuditAppend a;
+  auto& rec = *a.mutable_record();
+  rec.set_actor(std::move(actor));
+  rec.set_action(std::move(action));
+  rec.set_subject(id_);
+  for (auto& [k, v] : details)
+    (*rec.mutable_details())[k] = std::move(v);
+  ctx.ask<v1::AuditAppended>(*ref, std::move(a), shared_->opts.journal_timeout,
+                             [this, &ctx](expected<v1::AuditAppended> r) {
+                               if (!r)
+                                 ctx.log().error("exec_audit_failed", {}, nlohmann::json{{"execution_id", id_},
+                                                  {"error", r.error().to_string()}});
+                             });
+}
+
+v1::ExecutionInfo executor::info(bool with_steps) const {
+  v1::ExecutionInfo i;
+  i.set_execution_id(id_);
+  if (!engine_) {
+    i.set_status(v1::EXEC_RUNNING);
+    return i;
+  }
+  const auto& st = engine_->started();
+  i.set_status(engine_->status());
+  i.set_plan_name(st.plan().name());
+  i.set_plan_hash(st.plan().hash());
+  i.set_mode(st.mode());
+  i.set_steps_total(engine_->steps().size());
+  i.set_steps_completed(engine_->steps_completed());
+  i.set_steps_failed(engine_->steps_failed());
+  i.set_outputs_json(engine_->outputs_json());
+  i.set_error(engine_->error_text());
+  i.set_started_at_ns(started_at_ns_);
+  i.set_ended_at_ns(ended_at_ns_);
+  i.set_version(version_);
+  i.set_tenant(st.plan().tenant());
+  if (with_steps)
+    for (const auto& [id, v] : engine_->steps()) {
+      auto& s = *i.add_steps();
+      s.set_step_id(id);
+      s.set_state(v.state);
+      s.set_attempt(v.attempt);
+      s.set_output_json(v.output_json);
+      s.set_error(v.error);
+    }
+  return i;
+}
+
+void executor::notify(context& ctx) {
+  v1::ExecutorUpdate u;
+  *u.mutable_info() = info(false);
+  (void)ctx.tell(k_exec_agent, std::move(u));
+}
+
+void executor::ended(context& ctx) {
+  if (stopping_) return;
+  stopping_ = true;
+  ended_at_ns_ = ns_of(ctx.now());
+  const auto s = engine_ ? engine_->status() : v1::EXEC_FAILED;
+  ctx.log().info("exec_ended", {}, nlohmann::json{{"execution_id", id_}, {"status", status_name(s)}});
+  if (engine_ && (s == v1::EXEC_COMPLETED || s == v1::EXEC_FAILED))
+    audit(ctx, s == v1::EXEC_COMPLETED ? "execution.completed" : "execution.failed", "exec:" + id_,
+          {{"error", engine_->error_text()}});
+  notify(ctx);
+  ctx.stop();
+}
+
+} // namespace af::plan

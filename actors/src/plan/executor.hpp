@@ -1,0 +1,89 @@
+// The executor of one execution: an event-sourced agent (see af/plan/executor.hpp). It feeds
+// step results and interventions to the engine, appends them with the engine's decisions to the
+// execution's stream, and only after the append acts: dispatches steps (with their idempotency
+// keys), sets timers, tells agents to stop, replies to the operator.
+#pragma once
+
+#include "af/agent.hpp"
+#include "af/plan/executor.hpp"
+#include "af/v1/exec.pb.h"
+#include "plan/engine.hpp"
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace af::plan {
+
+/// What every executor of a node shares (read-only after start).
+struct exec_shared {
+  exec_options opts;
+};
+
+class executor : public agent_base<executor> {
+public:
+  /// `start` is set for a new execution; a restarted executor (or one resumed at node start)
+  /// has none and recovers from its stream (a start whose stream exists recovers too).
+  executor(std::shared_ptr<const exec_shared> shared, std::string execution_id,
+           std::optional<v1::StartExecution> start);
+
+  static void define(handlers<executor>& h);
+
+  void on_start(context& ctx) override;
+  void recover(context& ctx, const restart_info& info) override;
+
+  void on_start_request(context& ctx, const v1::StartExecution& m,
+                        responder<v1::ExecutionInfo> r);
+  void on_info(context& ctx, const v1::ExecutionRef& m, responder<v1::ExecutionInfo> r);
+  void on_control(context& ctx, const v1::ExecControl& m, responder<v1::ExecutionInfo> r);
+  void on_step_due(context& ctx, const v1::StepDue& m);
+  void on_wait_elapsed(context& ctx, const v1::WaitElapsed& m);
+
+  /// The summary `af exec show` prints (with steps when `with_steps`).
+  [[nodiscard]] v1::ExecutionInfo info(bool with_steps) const;
+
+private:
+  struct batch {
+    std::vector<v1::ExecEvent> events;
+    std::vector<v1::ExecEvent> decisions; ///< to act on after the commit
+    std::vector<std::function<void(context&, const error*)>> on_commit;
+  };
+
+  void begin(context& ctx);
+  void load(context& ctx, std::uint64_t from, std::vector<v1::ExecEvent> events);
+  void resume_from(context& ctx, std::vector<v1::ExecEvent> events);
+  /// Takes an input: feeds the engine, queues it with the decisions it causes. False: ignored.
+  bool take(context& ctx, v1::ExecEvent e);
+  void decide(context& ctx);
+  void flush(context& ctx);
+  void committed(context& ctx, batch b);
+  void act(context& ctx, const v1::ExecEvent& d);
+  void dispatch(context& ctx, const v1::StepScheduled& s);
+  void call_agent(context& ctx, const v1::StepScheduled& s, const std::vector<std::string>& names);
+  void step_result(context& ctx, const v1::StepScheduled& s, expected<std::string> output);
+  void audit(context& ctx, std::string action, std::string actor,
+             std::map<std::string, std::string> details);
+  void ended(context& ctx);
+  void notify(context& ctx);
+
+  std::shared_ptr<const exec_shared> shared_;
+  std::string id_;
+  std::string stream_;
+  std::optional<v1::StartExecution> start_;
+  std::unique_ptr<engine> engine_;
+  std::uint64_t version_ = 0;
+  bool ready_ = false;      ///< the state is loaded (inputs before that wait)
+  bool appending_ = false;
+  batch next_;
+  std::map<std::string, std::vector<std::string>, std::less<>> targets_; ///< resolved agents
+  std::vector<responder<v1::ExecutionInfo>> waiters_;
+  std::vector<std::function<void(context&)>> deferred_; ///< requests that came before ready_
+  std::int64_t started_at_ns_ = 0;
+  std::int64_t ended_at_ns_ = 0;
+  bool stopping_ = false;
+};
+
+} // namespace af::plan
