@@ -44,6 +44,11 @@ struct references {
 [[nodiscard]] expected<references> scan(const nlohmann::json& tmpl);
 [[nodiscard]] expected<references> scan_expr(std::string_view expr);
 
+/// The one expression `text` holds, without `${ }` and surrounding blanks: "${steps.a.output}"
+/// and "steps.a.output" both give "steps.a.output". Text around or between references is an
+/// error. The compiler stores for_each and BT conditions in this form; eval accepts both.
+[[nodiscard]] expected<std::string> single_expr(std::string_view text);
+
 /// Truthiness of a condition's value: false, null, 0, "" , "false", [] and {} are false.
 [[nodiscard]] bool truthy(const nlohmann::json& v);
 
