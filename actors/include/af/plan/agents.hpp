@@ -33,7 +33,9 @@ public:
   status add(std::string name, agent_type t);
   template <class A, class... Ts>
   status add(std::string name, Ts&&... args) {
-    return add(std::move(name), agent_type{sup::agent_factory<A>(std::forward<Ts>(args)...)});
+    agent_type t;
+    t.factory = sup::agent_factory<A>(std::forward<Ts>(args)...);
+    return add(std::move(name), std::move(t));
   }
   [[nodiscard]] const agent_type* find(std::string_view name) const;
   [[nodiscard]] std::vector<std::string> names() const;
