@@ -12,10 +12,11 @@ namespace af::plan {
 
 namespace {
 
-constexpr std::array<std::string_view, 9> k_node_keys = {
-    "id", "sequence", "selector", "parallel", "condition", "action", "inverter", "retry", "timeout"};
-constexpr std::array<std::string_view, 8> k_action_keys = {
-    "agent", "tool", "plan", "wait", "approval", "input", "retry", "timeout"};
+constexpr std::array<std::string_view, 9> k_node_keys = {"id",       "sequence",  "selector",
+                                                         "parallel", "condition", "action",
+                                                         "inverter", "retry",     "timeout"};
+constexpr std::array<std::string_view, 8> k_action_keys = {"agent",    "tool",  "plan",  "wait",
+                                                           "approval", "input", "retry", "timeout"};
 constexpr std::array<std::string_view, 3> k_condition_keys = {"agent", "tool", "input"};
 constexpr std::string_view k_node_types =
     "sequence, selector, parallel, condition, action, inverter, retry, timeout";
@@ -117,8 +118,7 @@ private:
     auto m = r_.yaml.map(f.value, f.mark(), ctx, {"success_threshold", "children"});
     if (!m) return m.error();
     const auto* kids = m->find("children");
-    if (!kids)
-      return r_.yaml.fail(m->mark, ctx, "missing 'children'; expected a list of nodes");
+    if (!kids) return r_.yaml.fail(m->mark, ctx, "missing 'children'; expected a list of nodes");
     if (auto st = children(*kids, ctx + ": children", path, out); !st) return st;
     if (const auto* t = m->find("success_threshold")) {
       auto n = r_.yaml.integer(*t, ctx, 0, 1'000'000);

@@ -47,8 +47,8 @@ expected<v1::RetryPolicy> read_retry(const plan_reader& r, const yaml_field* f,
   out.set_multiplier(k_default_multiplier);
   if (!f) return out;
   auto ctx = context + ": retry";
-  auto m =
-      r.yaml.map(f->value, f->mark(), ctx, {"max_attempts", "backoff", "max_backoff", "multiplier"});
+  auto m = r.yaml.map(f->value, f->mark(), ctx,
+                      {"max_attempts", "backoff", "max_backoff", "multiplier"});
   if (!m) return std::move(m).error();
   out.set_max_attempts(3);
   for (const auto& field : m->fields) {

@@ -58,10 +58,9 @@ struct plan_reader {
   void set_pos(v1::SourcePos* pos, const YAML::Mark& mark) const;
 };
 
-/// What a call may do: DAG steps, FSM states and BT actions take every kind; BT conditions only
-/// agent and tool.
-inline constexpr std::array<std::string_view, 5> k_all_call_kinds = {
-    "agent", "tool", "plan", "wait", "approval"};
+/// The keys that say what a call does; a step, state or node has at most one of them.
+inline constexpr std::array<std::string_view, 5> k_all_call_kinds = {"agent", "tool", "plan",
+                                                                     "wait", "approval"};
 
 /// Reads agent|tool|plan|wait|approval, input, retry and timeout from `m` (its keys already
 /// checked). Without a kind: STEP_NONE if `kind_required` is false, else an error.
