@@ -782,6 +782,17 @@ TEST_CASE("plan: bt errors", "[plan]") {
   CHECK(compile_error(bt("    condition: \"is ${inputs.x}\"\n"))
         == "plan.yaml:7:16: node 'root': condition: 'is ${inputs.x}': expected exactly one "
            "expression such as ${steps.ID.output}");
+  std::string deep = "    ";
+  std::string deepest = "root";
+  for (int i = 0; i < 70; ++i)
+    deep += "{inverter: ";
+  deep += "{action: {agent: a}}" + std::string(70, '}') + "\n";
+  for (int i = 0; i < 65; ++i)
+    deepest += "/0";
+  CHECK_THAT(compile_error(bt(deep)),
+             Catch::Matchers::EndsWith(": node '" + deepest
+                                       + "': the tree is deeper than 64 levels; expected a "
+                                         "shallower tree"));
   CHECK(compile_error(bt("    action: {agent: a, input: {x: \"${item}\"}}\n"))
         == "plan.yaml:7:35: node 'root': action: input: ${item} is only allowed in the input of a "
            "step with for_each");

@@ -4,6 +4,7 @@
 #include "plan/expr.hpp"
 #include "plan/plan_reader.hpp"
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <utility>
@@ -20,6 +21,8 @@ constexpr std::array<std::string_view, 8> k_action_keys = {"agent",    "tool",  
 constexpr std::array<std::string_view, 3> k_condition_keys = {"agent", "tool", "input"};
 constexpr std::string_view k_node_types =
     "sequence, selector, parallel, condition, action, inverter, retry, timeout";
+/// Trees deeper than this are a mistake, and reading them would recurse without bound.
+constexpr std::size_t k_max_depth = 64;
 
 struct pending_refs {
   std::string context;
@@ -32,6 +35,10 @@ public:
 
   status read(const YAML::Node& node, const YAML::Mark& where, const std::string& path,
               v1::BtNode& out) {
+    if (static_cast<std::size_t>(std::count(path.begin(), path.end(), '/')) > k_max_depth)
+      return r_.yaml.fail(node.Mark().is_null() ? where : node.Mark(), "node '" + path + "'",
+                          "the tree is deeper than " + std::to_string(k_max_depth)
+                              + " levels; expected a shallower tree");
     auto raw = r_.yaml.map(node, where, "node '" + path + "'");
     if (!raw) return raw.error();
     std::string id = path;
