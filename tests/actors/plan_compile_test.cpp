@@ -235,6 +235,17 @@ TEST_CASE("plan: Kahn order breaks ties by declaration order", "[plan]") {
     - {id: a, agent: std.echo}
 )");
   CHECK(step_ids(chain) == std::vector<std::string>{"a", "b", "c", "d"});
+
+  // A bare for_each expression (no ${ }) is a reference too.
+  auto bare = compile_ok(k_head + R"(spec:
+  type: dag
+  steps:
+    - {id: fan, agent: std.echo, for_each: steps.list.output, input: {x: "${item}"}}
+    - {id: list, agent: std.echo}
+)");
+  CHECK(step_ids(bare) == std::vector<std::string>{"list", "fan"});
+  CHECK(bare.steps(1).for_each() == "steps.list.output");
+  CHECK(after_of(bare.steps(1)) == std::vector<std::string>{"list"});
   CHECK(after_of(chain.steps(2)) == std::vector<std::string>{"b"}); // duplicates dropped
 }
 
@@ -779,6 +790,9 @@ TEST_CASE("plan: bt errors", "[plan]") {
   CHECK(compile_error(bt("    condition: \"${steps.root.output}\"\n"))
         == "plan.yaml:7:16: node 'root': condition: unknown step 'root' in ${steps.root.output}; "
            "expected one of: (none)");
+  CHECK(compile_error(bt("    condition: inputs.enabled\n"))
+        == "plan.yaml:7:16: node 'root': condition: unknown input 'enabled' in "
+           "${inputs.enabled}; expected one of the plan's inputs: (none)");
   CHECK(compile_error(bt("    condition: \"is ${inputs.x}\"\n"))
         == "plan.yaml:7:16: node 'root': condition: 'is ${inputs.x}': expected exactly one "
            "expression such as ${steps.ID.output}");

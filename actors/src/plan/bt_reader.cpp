@@ -151,7 +151,7 @@ private:
     if (!text) return text.error();
     auto expr = single_expr(*text);
     if (!expr) return r_.yaml.fail(f.mark(), ctx, expr.error().message());
-    auto refs = r_.template_refs(f.value, f.mark(), ctx);
+    auto refs = r_.expr_refs(*expr, f.mark(), ctx);
     if (!refs) return refs.error();
     pending_.push_back({ctx, std::move(*refs)});
     out.set_expr(*expr);

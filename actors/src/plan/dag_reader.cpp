@@ -91,7 +91,7 @@ expected<step_source> read_step(plan_reader& r, const YAML::Node& node, std::siz
     auto expr = single_expr(*text);
     if (!expr) return r.yaml.fail(f->mark(), ctx, expr.error().message());
     s.for_each = std::move(*expr);
-    auto refs = r.template_refs(f->value, f->mark(), ctx);
+    auto refs = r.expr_refs(s.for_each, f->mark(), ctx);
     if (!refs) return std::move(refs).error();
     s.for_each_refs = std::move(*refs);
     for (const auto& ref : s.for_each_refs)

@@ -51,6 +51,9 @@ struct plan_reader {
   /// Every reference in the strings of `node` (checked for syntax).
   [[nodiscard]] expected<std::vector<located_ref>>
   template_refs(const YAML::Node& node, const YAML::Mark& where, std::string_view context) const;
+  /// The references of one bare expression (for_each, a BT condition) written at `mark`.
+  [[nodiscard]] expected<std::vector<located_ref>>
+  expr_refs(std::string_view expr, const YAML::Mark& mark, std::string_view context) const;
   /// Rejects references to unknown inputs or to steps outside `outputs`, and `${item}` unless
   /// `item_allowed`.
   [[nodiscard]] status check_refs(const std::vector<located_ref>& refs, std::string_view context,
