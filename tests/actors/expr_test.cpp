@@ -93,7 +93,8 @@ TEST_CASE("expr: syntax errors", "[expr]") {
         == "${inputs..x}: empty path segment; expected names separated by single dots");
   CHECK(eval_error("steps.a.", s)
         == "${steps.a.}: empty path segment; expected names separated by single dots");
-  CHECK(eval_error("env.HOME", s) == "${env.HOME}: unknown root 'env'; expected inputs, steps or item");
+  CHECK(eval_error("env.HOME", s)
+        == "${env.HOME}: unknown root 'env'; expected inputs, steps or item");
   CHECK(eval_error("inputs", s) == "${inputs}: expected inputs.NAME");
   CHECK(eval_error("steps.a", s) == "${steps.a}: expected steps.ID.output[.path]");
   CHECK(eval_error("steps.a.result", s) == "${steps.a.result}: expected steps.ID.output[.path]");

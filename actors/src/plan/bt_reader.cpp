@@ -4,6 +4,7 @@
 #include "plan/expr.hpp"
 #include "plan/plan_reader.hpp"
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <utility>
@@ -12,13 +13,16 @@ namespace af::plan {
 
 namespace {
 
-constexpr std::array<std::string_view, 9> k_node_keys = {
-    "id", "sequence", "selector", "parallel", "condition", "action", "inverter", "retry", "timeout"};
-constexpr std::array<std::string_view, 8> k_action_keys = {
-    "agent", "tool", "plan", "wait", "approval", "input", "retry", "timeout"};
+constexpr std::array<std::string_view, 9> k_node_keys = {"id",       "sequence",  "selector",
+                                                         "parallel", "condition", "action",
+                                                         "inverter", "retry",     "timeout"};
+constexpr std::array<std::string_view, 8> k_action_keys = {"agent",    "tool",  "plan",  "wait",
+                                                           "approval", "input", "retry", "timeout"};
 constexpr std::array<std::string_view, 3> k_condition_keys = {"agent", "tool", "input"};
 constexpr std::string_view k_node_types =
     "sequence, selector, parallel, condition, action, inverter, retry, timeout";
+/// Trees deeper than this are a mistake, and reading them would recurse without bound.
+constexpr std::size_t k_max_depth = 64;
 
 struct pending_refs {
   std::string context;
@@ -31,6 +35,10 @@ public:
 
   status read(const YAML::Node& node, const YAML::Mark& where, const std::string& path,
               v1::BtNode& out) {
+    if (static_cast<std::size_t>(std::count(path.begin(), path.end(), '/')) > k_max_depth)
+      return r_.yaml.fail(node.Mark().is_null() ? where : node.Mark(), "node '" + path + "'",
+                          "the tree is deeper than " + std::to_string(k_max_depth)
+                              + " levels; expected a shallower tree");
     auto raw = r_.yaml.map(node, where, "node '" + path + "'");
     if (!raw) return raw.error();
     std::string id = path;
@@ -117,8 +125,7 @@ private:
     auto m = r_.yaml.map(f.value, f.mark(), ctx, {"success_threshold", "children"});
     if (!m) return m.error();
     const auto* kids = m->find("children");
-    if (!kids)
-      return r_.yaml.fail(m->mark, ctx, "missing 'children'; expected a list of nodes");
+    if (!kids) return r_.yaml.fail(m->mark, ctx, "missing 'children'; expected a list of nodes");
     if (auto st = children(*kids, ctx + ": children", path, out); !st) return st;
     if (const auto* t = m->find("success_threshold")) {
       auto n = r_.yaml.integer(*t, ctx, 0, 1'000'000);
@@ -144,7 +151,7 @@ private:
     if (!text) return text.error();
     auto expr = single_expr(*text);
     if (!expr) return r_.yaml.fail(f.mark(), ctx, expr.error().message());
-    auto refs = r_.template_refs(f.value, f.mark(), ctx);
+    auto refs = r_.expr_refs(*expr, f.mark(), ctx);
     if (!refs) return refs.error();
     pending_.push_back({ctx, std::move(*refs)});
     out.set_expr(*expr);

@@ -175,8 +175,7 @@ status expect_value(const plan_reader& r, const yaml_map& m, std::string_view ke
                            + std::string{want});
   auto v = r.yaml.string(*f, {});
   if (!v) return v.error();
-  if (*v != want)
-    return r.yaml.fail(f->mark(), key, "'" + *v + "'; expected " + std::string{want});
+  if (*v != want) return r.yaml.fail(f->mark(), key, "'" + *v + "'; expected " + std::string{want});
   return {};
 }
 
@@ -256,8 +255,9 @@ expected<v1::PlanIR> compile_doc(std::string_view text, plan_reader r) {
     auto root = r.yaml.parse(text);
     if (!root) return std::move(root).error();
     if (root->IsNull())
-      return r.yaml.fail({}, {}, "empty plan; expected a map with apiVersion, kind, metadata "
-                                 "and spec");
+      return r.yaml.fail(YAML::Mark::null_mark(), {},
+                         "empty plan; expected a map with apiVersion, kind, metadata "
+                         "and spec");
     auto top = r.yaml.map(*root, {}, {}, {"apiVersion", "kind", "metadata", "spec"});
     if (!top) return std::move(top).error();
     if (auto st = expect_value(r, *top, "apiVersion", k_api_version); !st) return st.error();
@@ -348,8 +348,8 @@ expected<v1::PlanIR> compile_file(const std::filesystem::path& file, const compi
 expected<v1::PlanIR> compile_text(std::string_view yaml, std::string source,
                                   const compile_options& opts) {
   auto names = std::vector<std::string>{source};
-  return compile_doc(yaml, make_reader(std::move(source), opts, opts.base_dir, {"<text>"},
-                                       std::move(names)));
+  return compile_doc(
+      yaml, make_reader(std::move(source), opts, opts.base_dir, {"<text>"}, std::move(names)));
 }
 
 } // namespace af::plan

@@ -12,9 +12,9 @@ namespace af::plan {
 
 namespace {
 
-constexpr std::array<std::string_view, 11> k_step_keys = {
-    "id",    "agent", "tool",     "plan",  "wait",   "approval",
-    "input", "after", "for_each", "retry", "timeout"};
+constexpr std::array<std::string_view, 11> k_step_keys = {"id",       "agent",    "tool",   "plan",
+                                                          "wait",     "approval", "input",  "after",
+                                                          "for_each", "retry",    "timeout"};
 
 struct named_mark {
   std::string name;
@@ -54,7 +54,12 @@ expected<std::vector<named_mark>> read_after(const plan_reader& r, const yaml_fi
 
 expected<step_source> read_step(plan_reader& r, const YAML::Node& node, std::size_t index,
                                 const YAML::Mark& list_mark) {
-  auto raw = r.yaml.map(node, list_mark, "step " + std::to_string(index + 1));
+  // Errors name the step by its id as soon as there is one, even for a map that fails to read.
+  auto context = "step " + std::to_string(index + 1);
+  if (node.IsMap())
+    if (auto id = node["id"]; id.IsDefined() && id.IsScalar() && valid_id(id.Scalar()))
+      context = "step '" + id.Scalar() + "'";
+  auto raw = r.yaml.map(node, list_mark, context);
   if (!raw) return std::move(raw).error();
   step_source s;
   s.mark = raw->mark;
@@ -86,13 +91,14 @@ expected<step_source> read_step(plan_reader& r, const YAML::Node& node, std::siz
     auto expr = single_expr(*text);
     if (!expr) return r.yaml.fail(f->mark(), ctx, expr.error().message());
     s.for_each = std::move(*expr);
-    auto refs = r.template_refs(f->value, f->mark(), ctx);
+    auto refs = r.expr_refs(s.for_each, f->mark(), ctx);
     if (!refs) return std::move(refs).error();
     s.for_each_refs = std::move(*refs);
     for (const auto& ref : s.for_each_refs)
       if (ref.what == located_ref::kind::item)
-        return r.yaml.fail(ref.mark, ctx, "a for_each cannot read ${item}; expected a list from "
-                                          "${inputs.NAME} or ${steps.ID.output}");
+        return r.yaml.fail(ref.mark, ctx,
+                           "a for_each cannot read ${item}; expected a list from "
+                           "${inputs.NAME} or ${steps.ID.output}");
   }
   return s;
 }
@@ -141,8 +147,8 @@ status read_dag(plan_reader& r, const yaml_map& spec) {
       auto it = index_of.find(a.name);
       if (it == index_of.end())
         return r.yaml.fail(a.mark, s.context + ": after",
-                           "unknown step '" + a.name + "'; expected one of: "
-                               + join_names(r.outputs));
+                           "unknown step '" + a.name
+                               + "'; expected one of: " + join_names(r.outputs));
       after[i].push_back(it->second);
     }
     for (const auto* refs : {&s.call.refs, &s.for_each_refs})

@@ -21,9 +21,9 @@ enum class root_kind : unsigned char { inputs, steps, item };
 /// A checked reference: `inputs.NAME.path...`, `steps.ID.output.path...` or `item.path...`.
 struct path_expr {
   root_kind root = root_kind::item;
-  std::string name; ///< the input name or the step id; empty for item
+  std::string name;                  ///< the input name or the step id; empty for item
   std::vector<std::string> segments; ///< what follows NAME / ID.output / item
-  std::string text; ///< the expression as written (trimmed), for error messages
+  std::string text;                  ///< the expression as written (trimmed), for error messages
 };
 
 /// A template split into literal text and references.

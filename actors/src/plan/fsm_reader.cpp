@@ -2,8 +2,8 @@
 // for an existing initial state, existing targets, a final state and no dead ends.
 #include "plan/plan_reader.hpp"
 
-#include <array>
 #include <algorithm>
+#include <array>
 #include <utility>
 
 namespace af::plan {
@@ -124,8 +124,8 @@ status read_fsm(plan_reader& r, const yaml_map& spec) {
     for (const auto& [next, mark] : s.targets)
       if (!r.outputs.contains(next))
         return r.yaml.fail(mark, s.context + ": on",
-                           "unknown state '" + next + "'; expected one of: "
-                               + join_names(r.outputs));
+                           "unknown state '" + next
+                               + "'; expected one of: " + join_names(r.outputs));
     if (auto st = r.check_refs(s.refs, s.context + ": input", false); !st) return st;
   }
 

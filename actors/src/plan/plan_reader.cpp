@@ -15,17 +15,21 @@ constexpr std::int64_t k_default_backoff_ms = 100;
 constexpr std::int64_t k_default_max_backoff_ms = 60'000;
 constexpr double k_default_multiplier = 2.0;
 
+void locate(const references& refs, const YAML::Mark& mark, std::vector<located_ref>& out) {
+  for (const auto& s : refs.steps)
+    out.push_back({located_ref::kind::step, s, mark});
+  for (const auto& i : refs.inputs)
+    out.push_back({located_ref::kind::input, i, mark});
+  if (refs.item) out.push_back({located_ref::kind::item, {}, mark});
+}
+
 status collect_refs(const plan_reader& r, const YAML::Node& node, const YAML::Mark& where,
                     std::string_view context, std::vector<located_ref>& out) {
   auto mark = node.Mark().is_null() ? where : node.Mark();
   if (node.IsScalar()) {
     auto refs = scan(nlohmann::json(node.Scalar()));
     if (!refs) return r.yaml.fail(mark, context, refs.error().message());
-    for (const auto& s : refs->steps)
-      out.push_back({located_ref::kind::step, s, mark});
-    for (const auto& i : refs->inputs)
-      out.push_back({located_ref::kind::input, i, mark});
-    if (refs->item) out.push_back({located_ref::kind::item, {}, mark});
+    locate(*refs, mark, out);
     return {};
   }
   if (node.IsSequence() || node.IsMap())
@@ -47,8 +51,8 @@ expected<v1::RetryPolicy> read_retry(const plan_reader& r, const yaml_field* f,
   out.set_multiplier(k_default_multiplier);
   if (!f) return out;
   auto ctx = context + ": retry";
-  auto m =
-      r.yaml.map(f->value, f->mark(), ctx, {"max_attempts", "backoff", "max_backoff", "multiplier"});
+  auto m = r.yaml.map(f->value, f->mark(), ctx,
+                      {"max_attempts", "backoff", "max_backoff", "multiplier"});
   if (!m) return std::move(m).error();
   out.set_max_attempts(3);
   for (const auto& field : m->fields) {
@@ -117,6 +121,16 @@ expected<std::vector<located_ref>> plan_reader::template_refs(const YAML::Node& 
                                                               std::string_view context) const {
   std::vector<located_ref> out;
   if (auto st = collect_refs(*this, node, where, context, out); !st) return st.error();
+  return out;
+}
+
+expected<std::vector<located_ref>> plan_reader::expr_refs(std::string_view expr,
+                                                          const YAML::Mark& mark,
+                                                          std::string_view context) const {
+  auto refs = scan_expr(expr);
+  if (!refs) return yaml.fail(mark, context, refs.error().message());
+  std::vector<located_ref> out;
+  locate(*refs, mark, out);
   return out;
 }
 

@@ -51,6 +51,9 @@ struct plan_reader {
   /// Every reference in the strings of `node` (checked for syntax).
   [[nodiscard]] expected<std::vector<located_ref>>
   template_refs(const YAML::Node& node, const YAML::Mark& where, std::string_view context) const;
+  /// The references of one bare expression (for_each, a BT condition) written at `mark`.
+  [[nodiscard]] expected<std::vector<located_ref>>
+  expr_refs(std::string_view expr, const YAML::Mark& mark, std::string_view context) const;
   /// Rejects references to unknown inputs or to steps outside `outputs`, and `${item}` unless
   /// `item_allowed`.
   [[nodiscard]] status check_refs(const std::vector<located_ref>& refs, std::string_view context,
@@ -58,10 +61,9 @@ struct plan_reader {
   void set_pos(v1::SourcePos* pos, const YAML::Mark& mark) const;
 };
 
-/// What a call may do: DAG steps, FSM states and BT actions take every kind; BT conditions only
-/// agent and tool.
-inline constexpr std::array<std::string_view, 5> k_all_call_kinds = {
-    "agent", "tool", "plan", "wait", "approval"};
+/// The keys that say what a call does; a step, state or node has at most one of them.
+inline constexpr std::array<std::string_view, 5> k_all_call_kinds = {"agent", "tool", "plan",
+                                                                     "wait", "approval"};
 
 /// Reads agent|tool|plan|wait|approval, input, retry and timeout from `m` (its keys already
 /// checked). Without a kind: STEP_NONE if `kind_required` is false, else an error.

@@ -19,9 +19,7 @@ bool is_digits(std::string_view s) {
 }
 
 /// Quoted scalars (tag "!") and explicit !!str are strings whatever their text.
-bool is_quoted(const YAML::Node& n) {
-  return n.Tag() == "!" || n.Tag() == "tag:yaml.org,2002:str";
-}
+bool is_quoted(const YAML::Node& n) { return n.Tag() == "!" || n.Tag() == "tag:yaml.org,2002:str"; }
 
 std::optional<std::int64_t> parse_int(std::string_view s) {
   int base = 10;
@@ -48,8 +46,9 @@ std::optional<std::int64_t> parse_int(std::string_view s) {
 std::optional<double> parse_float(std::string_view s) {
   auto body = s;
   if (!body.empty() && (body.front() == '-' || body.front() == '+')) body.remove_prefix(1);
-  if (body.empty() || !(std::isdigit(static_cast<unsigned char>(body.front())) != 0
-                        || (body.front() == '.' && body.size() > 1)))
+  if (body.empty()
+      || !(std::isdigit(static_cast<unsigned char>(body.front())) != 0
+           || (body.front() == '.' && body.size() > 1)))
     return std::nullopt;
   if (s.front() == '+') s.remove_prefix(1);
   double v = 0;
@@ -78,7 +77,8 @@ std::string field_context(std::string_view context, const yaml_field& f) {
 } // namespace
 
 YAML::Mark yaml_field::mark() const {
-  if (value.IsDefined() && !value.Mark().is_null()) return value.Mark();
+  // yaml-cpp marks an empty value (`key:`) where the next token starts, often the next line.
+  if (value.IsDefined() && !value.IsNull() && !value.Mark().is_null()) return value.Mark();
   return key.Mark();
 }
 
@@ -177,8 +177,7 @@ expected<std::int64_t> yaml_reader::integer(const yaml_field& f, std::string_vie
                 expectation + ", got a " + std::string{node_kind(f.value)});
   auto v = parse_int(f.value.Scalar());
   if (!v || *v < min || *v > max)
-    return fail(f.mark(), field_context(context, f),
-                "'" + f.value.Scalar() + "': " + expectation);
+    return fail(f.mark(), field_context(context, f), "'" + f.value.Scalar() + "': " + expectation);
   return *v;
 }
 
