@@ -57,8 +57,17 @@ expected<replay_result> replay(const std::vector<v1::ExecEvent>& recorded,
   std::size_t i = 1;
   for (;;) {
     for (auto& d : r.eng->decide()) {
+      if (!r.compatible) {
+        rep.add(d);
+        continue;
+      }
+      // The executor records StepStarted right after the StepScheduled it dispatches at once.
+      while (i < recorded.size() && recorded[i].has_step_started()) {
+        rep.add(recorded[i]);
+        (void)r.eng->input(recorded[i]);
+        ++i;
+      }
       rep.add(d);
-      if (!r.compatible) continue;
       if (i >= recorded.size()) {
         // The history ends here: an unfinished execution continues with these decisions.
         if (recorded.back().has_exec_completed() || recorded.back().has_exec_failed()
