@@ -81,12 +81,14 @@ struct test_node {
   /// Polls until `pred(info)` or 20 s.
   template <class P>
   v1::ExecutionInfo until(const std::string& id, P pred) {
+    std::string last;
     for (int i = 0; i < 2000; ++i) {
       auto s = show(id);
       if (s && pred(*s)) return *s;
+      last = s ? s->ShortDebugString() : s.error().to_string();
       std::this_thread::sleep_for(10ms);
     }
-    FAIL("condition not reached for " << id);
+    FAIL("condition not reached for " << id << "; last: " << last);
     return {};
   }
 };
@@ -176,4 +178,209 @@ TEST_CASE("exec: a dag with fan-out, retries and a ledger runs to completion", "
   REQUIRE(rep);
   CHECK(rep->compatible());
   CHECK(rep->recorded_hash() == rep->replay_hash());
+}
+
+namespace {
+
+const char* k_approval = R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: approve-me}
+spec:
+  type: dag
+  steps:
+    - id: prepare
+      agent: std.ledger
+      input: {amount: 5}
+    - id: review
+      approval: {prompt: "ship it?"}
+      after: [prepare]
+    - id: ship
+      agent: std.ledger
+      input: {amount: 7}
+      after: [review]
+)";
+
+} // namespace
+
+TEST_CASE("exec: approval, pause, resume and cancel are journaled and audited", "[exec]") {
+  test::temp_dir dir{"af-exec"};
+  const auto db = (dir.path() / "af.db").string();
+  test_node t{db};
+  const auto p = compile(k_approval);
+  auto s = t.start(p, false);
+  REQUIRE(s);
+  const auto id = s->execution_id();
+  t.until(id, [](const v1::ExecutionInfo& i) { return i.steps_completed() == 1; });
+  // Approving a step that is not waiting is a clear error.
+  auto bad = t.control(id, v1::ExecControl::APPROVE, "ship");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code() == errc::not_found);
+  CHECK_THAT(bad.error().message(), Catch::Contains("waiting: review"));
+  auto paused = t.control(id, v1::ExecControl::PAUSE);
+  REQUIRE(paused);
+  CHECK(paused->status() == v1::EXEC_PAUSED);
+  CHECK_FALSE(t.control(id, v1::ExecControl::PAUSE)); // already paused
+  REQUIRE(t.control(id, v1::ExecControl::APPROVE, "review"));
+  // Paused: the approval is recorded but ship does not start.
+  std::this_thread::sleep_for(100ms);
+  CHECK(count_rows(db, "SELECT count(*) FROM ledger") == 1);
+  REQUIRE(t.control(id, v1::ExecControl::RESUME));
+  auto end = t.until(id, [](const v1::ExecutionInfo& i) { return i.status() == v1::EXEC_COMPLETED; });
+  CHECK(count_rows(db, "SELECT count(*) FROM ledger") == 2);
+  auto c = t.control(id, v1::ExecControl::CANCEL);
+  REQUIRE_FALSE(c);
+  CHECK(c.error().code() == errc::conflict);
+  // The audit chain names who did what.
+  // started, prepare, paused, approved (by alice), resumed, ship, completed: written async.
+  for (int i = 0; i < 500 && count_rows(db, "SELECT count(*) FROM audit_log") < 7; ++i)
+    std::this_thread::sleep_for(10ms);
+  CHECK(count_rows(db, "SELECT count(*) FROM audit_log") == 7);
+  CHECK(count_rows(db, "SELECT count(*) FROM audit_log WHERE actor = 'alice'") == 3);
+
+  // Cancel: the waiting approval is abandoned, the audit names the canceler.
+  auto s2 = t.start(p, false);
+  REQUIRE(s2);
+  t.until(s2->execution_id(), [](const v1::ExecutionInfo& i) { return i.steps_completed() == 1; });
+  auto canceled = t.control(s2->execution_id(), v1::ExecControl::CANCEL);
+  REQUIRE(canceled);
+  CHECK(canceled->status() == v1::EXEC_CANCELED);
+  CHECK_THAT(canceled->error(), Catch::Contains("alice"));
+  (void)end;
+}
+
+TEST_CASE("exec: a node restart resumes unfinished executions from the journal", "[exec]") {
+  test::temp_dir dir{"af-exec"};
+  const auto db = (dir.path() / "af.db").string();
+  std::string id;
+  {
+    test_node t{db};
+    auto s = t.start(compile(k_approval), false);
+    REQUIRE(s);
+    id = s->execution_id();
+    t.until(id, [](const v1::ExecutionInfo& i) { return i.steps_completed() == 1; });
+  } // the node stops with the execution waiting for approval
+  test_node t{db};
+  auto waiting = t.until(id, [](const v1::ExecutionInfo& i) { return i.steps_size() >= 2; });
+  CHECK(waiting.status() == v1::EXEC_RUNNING);
+  REQUIRE(t.control(id, v1::ExecControl::APPROVE, "review"));
+  auto end = t.until(id, [](const v1::ExecutionInfo& i) { return i.status() == v1::EXEC_COMPLETED; });
+  CHECK(end.steps_completed() == 3);
+  CHECK(count_rows(db, "SELECT count(*) FROM ledger") == 2);
+  bool recovered = false;
+  for (const auto& l : *t.lines)
+    recovered = recovered || l.find("exec_recovered") != std::string::npos;
+  CHECK(recovered);
+}
+
+TEST_CASE("exec: fsm and bt plans, tools and sub-plans run on a node", "[exec]") {
+  test::temp_dir dir{"af-exec"};
+  const auto db = (dir.path() / "af.db").string();
+  auto tools = std::make_shared<tool::registry>();
+  REQUIRE(tools->add("math.double", [](const nlohmann::json& in, const tool::call_info&)
+                                        -> expected<nlohmann::json> {
+    return nlohmann::json{{"value", in.at("value").get<int>() * 2}};
+  }));
+  test_node t{db, tools};
+
+  auto fsm = t.start(compile(R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: loop}
+spec:
+  type: fsm
+  initial: count
+  max_transitions: 20
+  states:
+    count:
+      agent: std.counter
+      input: {name: loop}
+      on: {ok: check}
+    check:
+      tool: math.double
+      input: {value: "${steps.count.output.count}"}
+      on: {ok: count}
+    done: {final: true}
+)"),
+                     true);
+  REQUIRE(fsm);
+  CHECK(fsm->status() == v1::EXEC_FAILED);
+  CHECK_THAT(fsm->error(), Catch::Contains("max_transitions (20) exceeded"));
+
+  auto bt = t.start(compile(R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: tree}
+spec:
+  type: bt
+  inputs: {enabled: true}
+  root:
+    sequence:
+      - condition: "${inputs.enabled}"
+      - retry:
+          times: 3
+          child: {action: {agent: std.fail, input: {always: true}}}
+      - action: {tool: math.double, input: {value: 21}}
+)"),
+                    true);
+  REQUIRE(bt);
+  CHECK(bt->status() == v1::EXEC_FAILED); // the retry gives up after 3 tries
+
+  test::temp_dir plans{"af-plans"};
+  plans.write("child.yaml", R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: child}
+spec:
+  type: dag
+  inputs: {n: {required: true}}
+  outputs: {doubled: "${steps.d.output.value}"}
+  steps:
+    - id: d
+      tool: math.double
+      input: {value: "${inputs.n}"}
+)");
+  const auto parent = plans.write("parent.yaml", R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: parent}
+spec:
+  type: dag
+  outputs: {result: "${steps.sub.output.doubled}"}
+  steps:
+    - id: sub
+      plan: child.yaml
+      input: {n: 21}
+)");
+  auto ir = plan::compile_file(parent);
+  REQUIRE(ir);
+  auto sub = t.start(*ir, true);
+  REQUIRE(sub);
+  CHECK(sub->status() == v1::EXEC_COMPLETED);
+  CHECK(nlohmann::json::parse(sub->outputs_json())["result"] == 42);
+}
+
+TEST_CASE("exec: replay against a changed plan reports the first divergence", "[exec][replay]") {
+  test::temp_dir dir{"af-exec"};
+  const auto db = (dir.path() / "af.db").string();
+  test_node t{db};
+  auto r = t.start(compile(k_fanout), true);
+  REQUIRE(r);
+  REQUIRE(r->status() == v1::EXEC_COMPLETED);
+  std::string changed = k_fanout;
+  changed.replace(changed.find("input: {amount: \"${item}\"}"), 26,
+                  "input: {amount: \"${item}\", memo: x}");
+  v1::ReplayRequest rq;
+  rq.set_execution_id(r->execution_id());
+  *rq.mutable_plan() = compile(changed);
+  auto rep = t.n->ask<v1::ReplayReport>(plan::k_exec_agent, rq, 30s);
+  REQUIRE(rep);
+  CHECK_FALSE(rep->compatible());
+  CHECK_THAT(rep->divergence(), Catch::Contains("pay[0]") && Catch::Contains("memo"));
+  // Unknown executions are not_found.
+  rq.set_execution_id("nope");
+  rq.clear_plan();
+  auto missing = t.n->ask<v1::ReplayReport>(plan::k_exec_agent, rq, 30s);
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().code() == errc::not_found);
 }
