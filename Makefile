@@ -16,8 +16,12 @@ build:
 	cmake --preset release >/dev/null
 	cmake --build --preset release -j $(JOBS)
 
+# The demo: a durable workflow on SQLite that fans out to 1,000 agents and joins
+# (examples/plans/primes.yaml), then the audit chain of everything it did, verified.
+DEMO_DIR ?= build/demo-data
 run: build
-	./build/release/apps/af demo
+	./build/release/apps/af run examples/plans/primes.yaml --data-dir $(DEMO_DIR) --progress
+	./build/release/apps/af audit verify --data-dir $(DEMO_DIR)
 
 test:
 	@scripts/deps.sh test

@@ -8,6 +8,7 @@
 #include "af/store/journal.hpp"
 #include "af/v1/exec.pb.h"
 #include "commands.hpp"
+#include "demo_plan.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +30,7 @@ expected<exec_service_parts> exec_service(const config& cfg,
   plan::std_agent_options so;
   so.ledger_url = store::store_url(cfg);
   if (auto st = plan::add_std_agents(*agents, so); !st) return st.error();
+  if (auto st = demo::add_demo_plan_agents(*agents, *tools); !st) return st.error();
   if (ext.add) ext.add(*agents, *tools);
   auto plugins = std::make_shared<plan::plugin_set>();
   for (const auto& f : plugin_files)
@@ -319,8 +321,7 @@ expected<v1::ExecutionInfo> wait_end(exec_endpoint& ep, const std::string& id, b
       const double s =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       out << "\r" << status_name(i->status()) << ": " << i->steps_completed() << " steps done, "
-          << i->steps_failed() << " failed, " << (i->steps_total() - i->steps_completed() - i->steps_failed())
-          << " in flight  (" << std::fixed << std::setprecision(1) << s << " s)   " << std::flush;
+          << i->steps_failed() << " failed, " << i->steps_in_flight() << " in flight  (" << std::fixed << std::setprecision(1) << s << " s)   " << std::flush;
     }
     if (is_end(i->status())) {
       if (progress) out << "\n";

@@ -377,6 +377,7 @@ private:
     i.set_steps_total(e.steps().size());
     i.set_steps_completed(e.steps_completed());
     i.set_steps_failed(e.steps_failed());
+    i.set_steps_in_flight(e.in_flight().size());
     i.set_outputs_json(e.outputs_json());
     i.set_error(e.error_text());
     i.set_started_at_ns(e.started().started_at_ns());

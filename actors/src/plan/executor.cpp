@@ -604,6 +604,7 @@ v1::ExecutionInfo executor::info(bool with_steps) const {
   i.set_steps_total(engine_->steps().size());
   i.set_steps_completed(engine_->steps_completed());
   i.set_steps_failed(engine_->steps_failed());
+  i.set_steps_in_flight(engine_->in_flight().size());
   i.set_outputs_json(engine_->outputs_json());
   i.set_error(engine_->error_text());
   i.set_started_at_ns(started_at_ns_);
