@@ -16,10 +16,8 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <chrono>
 #include <filesystem>
 #include <system_error>
-#include <thread>
 
 namespace af::store {
 
@@ -356,13 +354,14 @@ status sqlite_backend::configure(const sqlite_options& opts) {
   // lock; when another connection is doing the same, SQLite returns SQLITE_BUSY at once instead of
   // calling the busy handler (it would deadlock). Several store actors open the same fresh file
   // at node start, so these statements retry on BUSY until busy_timeout_ms has passed.
-  const auto give_up = std::chrono::steady_clock::now()
-                       + std::chrono::milliseconds{opts.busy_timeout_ms};
+  // The pauses are counted, not clocked (sqlite3_sleep), so this file reads no clock.
   auto retry_busy = [&](auto&& attempt) {
+    int waited_ms = 0;
     for (int pause_ms = 1;; pause_ms = std::min(pause_ms * 2, 20)) {
       int rc = attempt();
-      if ((rc & 0xff) != SQLITE_BUSY || std::chrono::steady_clock::now() >= give_up) return rc;
-      std::this_thread::sleep_for(std::chrono::milliseconds{pause_ms});
+      if ((rc & 0xff) != SQLITE_BUSY || waited_ms >= opts.busy_timeout_ms) return rc;
+      sqlite3_sleep(pause_ms);
+      waited_ms += pause_ms;
     }
   };
   // The first statement reads the file header: a file that is not a database fails here.
