@@ -118,6 +118,9 @@ nlohmann::json info_json(const v1::ExecutionInfo& i) {
                    {"steps_failed", i.steps_failed()},
                    {"outputs", parse_json(i.outputs_json())},
                    {"journal_version", i.version()}};
+  if (!i.tenant().empty()) j["tenant"] = i.tenant();
+  if (i.started_at_ns() != 0) j["started_at_ns"] = i.started_at_ns();
+  if (i.ended_at_ns() != 0) j["ended_at_ns"] = i.ended_at_ns();
   if (!i.error().empty()) j["error"] = i.error();
   if (i.steps_size() > 0) {
     auto& steps = j["step_list"] = nlohmann::json::array();
@@ -346,8 +349,8 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
   auto* run = app.add_subcommand(
       "run", "run a plan to completion on an embedded node and print its outputs\n"
              "(exit 0: completed, 1: failed or canceled, 2: invalid plan)\n\nExample:\n"
-             "  af run examples/plans/research.yaml --data-dir /tmp/af --set topic=actors\n"
-             "  af run plan.yaml --mode dry-run");
+             "  af run examples/plans/primes.yaml --data-dir /tmp/af --set limit=100000\n"
+             "  af run examples/plans/payouts.yaml --mode dry-run");
   run->add_option("plan", st->file, "the plan file (YAML)")->required();
   run->add_option("--mode", st->mode, "auto (default) | strict | dry-run");
   run->add_option("--set", st->sets, "an input, NAME=VALUE (VALUE is JSON or a string)");
@@ -531,7 +534,8 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
       auto ep = endpoint();
       if (!ep) return failed(err, ep.error());
       auto r = ep->ask<v1::ReplayReport>(req, std::chrono::seconds(120));
-      if (!r) return failed(err, r.error());
+      if (!r) return r.error().code() == errc::not_found ? usage(err, r.error())
+                                                         : failed(err, r.error());
       if (st->json) {
         out << nlohmann::json{{"execution_id", st->id},
                               {"compatible", r->compatible()},

@@ -119,7 +119,10 @@ public:
     }
   }
 
-  void on_stop(context&) override {
+  void on_stop(context& ctx) override {
+    // Records that arrived before the stop are committed now: their flush message would come
+    // after the stop (a node shutting down right after an execution ended must keep its end).
+    if (!pending_.empty() && !backing_off_ && link_.db() != nullptr) on_flush(ctx, v1::AuditFlush{});
     for (auto& p : pending_)
       p.reply.fail(error{errc::transient, "audit writer stopped before commit"});
     pending_.clear();

@@ -410,6 +410,60 @@ TEST_CASE("engine: bt parallel fails once the threshold cannot be reached", "[en
   CHECK(d.eng->take_abandoned().size() == 1); // z is told to stop
 }
 
+TEST_CASE("engine: strict mode fails fsm and bt executions at the first failed step",
+          "[engine]") {
+  {
+    // In auto mode a failed fsm state with no `error` transition fails too, but only after the
+    // planner looked for one; strict fails with the step's own error kind at once.
+    auto p = fsm_plan();
+    p.mutable_fsm()->mutable_states(1)->mutable_call()->mutable_retry()->set_max_attempts(3);
+    auto& t = *p.mutable_fsm()->mutable_states(1)->add_on();
+    t.set_outcome("error");
+    t.set_next("done");
+    driver a{started(p, v1::EXEC_AUTO)};
+    REQUIRE(a.fail("draft#0", "internal"));
+    CHECK(a.eng->status() == v1::EXEC_COMPLETED); // the error transition ran
+    driver d{started(p, v1::EXEC_STRICT)};
+    REQUIRE(d.fail("draft#0", "transient")); // no retry either
+    CHECK(d.eng->status() == v1::EXEC_FAILED);
+    CHECK_THAT(d.eng->error_text(),
+               Catch::StartsWith("transient:") && Catch::Contains("step 'draft#0' failed (strict mode)"));
+    CHECK(d.log.back().has_exec_failed());
+    CHECK(d.log.back().exec_failed().step_id() == "draft#0");
+    auto r = replay(d.log);
+    REQUIRE(r);
+    CHECK(r->compatible);
+    CHECK(r->eng->status() == v1::EXEC_FAILED);
+  }
+  {
+    // A selector would fall back to its second child in auto mode; strict ends the run and
+    // abandons the parallel sibling still in flight.
+    v1::PlanIR p;
+    p.set_type(v1::PLAN_BT);
+    auto& root = *p.mutable_root();
+    root.set_id("root");
+    root.set_type(v1::BT_PARALLEL);
+    root.set_success_threshold(2);
+    auto& sel = bt_child(root, "pick", v1::BT_SELECTOR);
+    bt_child(sel, "first", v1::BT_ACTION);
+    bt_child(sel, "second", v1::BT_ACTION);
+    bt_child(root, "side", v1::BT_ACTION);
+    driver a{started(p, v1::EXEC_AUTO)};
+    REQUIRE(a.fail("first#0", "internal"));
+    CHECK(a.eng->status() == v1::EXEC_RUNNING);
+    CHECK(a.eng->in_flight().contains("second#0"));
+    driver d{started(p, v1::EXEC_STRICT)};
+    REQUIRE(d.running() == std::vector<std::string>{"first#0", "side#0"});
+    REQUIRE(d.fail("first#0", "internal"));
+    CHECK(d.eng->status() == v1::EXEC_FAILED);
+    CHECK(d.running().empty());
+    auto abandoned = d.eng->take_abandoned();
+    REQUIRE(abandoned.size() == 1);
+    CHECK(abandoned[0].step_id() == "side#0");
+    CHECK_FALSE(d.complete("side#0")); // a late result is ignored
+  }
+}
+
 TEST_CASE("replay: a recorded history replays to the same events and state", "[engine][replay]") {
   v1::PlanIR p;
   p.set_type(v1::PLAN_DAG);

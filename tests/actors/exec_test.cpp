@@ -14,6 +14,9 @@
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 using namespace af;
@@ -26,7 +29,7 @@ struct test_node {
   std::unique_ptr<node> n;
 
   test_node(const std::string& db, std::shared_ptr<tool::registry> tools = nullptr,
-            bool resume = true) {
+            bool resume = true, std::function<void(plan::agent_types&)> extra = {}) {
     node::options o;
     log_options lo;
     lo.level = log_level::info;
@@ -40,6 +43,7 @@ struct test_node {
     o.system_services.push_back(store::audit_child(std::move(ao)));
     auto agents = std::make_shared<plan::agent_types>();
     REQUIRE(plan::add_std_agents(*agents, {.ledger_url = "sqlite:" + db}));
+    if (extra) extra(*agents);
     plan::exec_options eo;
     eo.agents = agents;
     if (tools) eo.tools = tools;
@@ -358,6 +362,112 @@ spec:
   REQUIRE(sub);
   CHECK(sub->status() == v1::EXEC_COMPLETED);
   CHECK(nlohmann::json::parse(sub->outputs_json())["result"] == 42);
+}
+
+namespace {
+
+/// What the test agents below saw, shared with the test.
+struct agent_log {
+  std::mutex mtx;
+  std::vector<std::string> cancels; // idempotency keys of StepCancels received
+};
+
+/// test.hang: never answers a step; records the StepCancels it gets.
+class hang : public agent_base<hang> {
+public:
+  explicit hang(std::shared_ptr<agent_log> l) : log_(std::move(l)) {}
+  static void define(handlers<hang>& h) {
+    h.kind("test.hang").on(&hang::on_step).on(&hang::on_cancel);
+  }
+  void on_step(context&, const v1::StepRequest&, responder<v1::StepOutput> r) {
+    held_.push_back(std::move(r)); // kept, never answered
+  }
+  void on_cancel(context&, const v1::StepCancel& c) {
+    std::lock_guard g{log_->mtx};
+    log_->cancels.push_back(c.idempotency_key());
+  }
+
+private:
+  std::shared_ptr<agent_log> log_;
+  std::vector<responder<v1::StepOutput>> held_;
+};
+
+} // namespace
+
+TEST_CASE("exec: timed-out steps are told to stop, sub-plans are canceled with their parent",
+          "[exec]") {
+  test::temp_dir dir{"af-exec"};
+  const auto db = (dir.path() / "af.db").string();
+  auto log = std::make_shared<agent_log>();
+  test_node t{db, nullptr, true, [log](plan::agent_types& a) {
+                REQUIRE(a.add("test.hang", plan::agent_type{
+                                               [log] { return std::make_unique<hang>(log); }}));
+              }};
+
+  SECTION("a step that times out: the agent gets a StepCancel for each attempt") {
+    auto r = t.start(compile(R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: slow}
+spec:
+  type: dag
+  steps:
+    - id: h
+      agent: test.hang
+      timeout: 100ms
+      retry: {max_attempts: 2, backoff: 10ms}
+)"),
+                     true, "{}", "slow-1");
+    REQUIRE(r);
+    CHECK(r->status() == v1::EXEC_FAILED);
+    CHECK_THAT(r->error(), Catch::Contains("timed out"));
+    std::vector<std::string> cancels;
+    for (int i = 0; i < 200; ++i) {
+      {
+        std::lock_guard g{log->mtx};
+        cancels = log->cancels;
+      }
+      if (cancels.size() >= 2) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    std::sort(cancels.begin(), cancels.end());
+    CHECK(cancels == std::vector<std::string>{"slow-1/h/1", "slow-1/h/2"});
+  }
+
+  SECTION("canceling a parent cancels the sub-plan it waits for") {
+    test::temp_dir plans{"af-plans"};
+    plans.write("child.yaml", R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: child}
+spec:
+  type: dag
+  steps:
+    - id: gate
+      approval: {}
+)");
+    const auto parent = plans.write("parent.yaml", R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: parent}
+spec:
+  type: dag
+  steps:
+    - id: sub
+      plan: child.yaml
+)");
+    auto ir = plan::compile_file(parent);
+    REQUIRE(ir);
+    REQUIRE(t.start(*ir, false, "{}", "p1"));
+    t.until("p1.sub.1", [](const v1::ExecutionInfo& i) { return i.steps_in_flight() == 1; });
+    auto c = t.control("p1", v1::ExecControl::CANCEL);
+    REQUIRE(c);
+    CHECK(c->status() == v1::EXEC_CANCELED);
+    auto child = t.until("p1.sub.1", [](const v1::ExecutionInfo& i) {
+      return i.status() == v1::EXEC_CANCELED;
+    });
+    CHECK_THAT(child.error(), Catch::Contains("exec:p1"));
+  }
 }
 
 TEST_CASE("exec: replay against a changed plan reports the first divergence", "[exec][replay]") {

@@ -146,7 +146,7 @@ assert t["name"] == "af.sup.root" and t["strategy"] == "rest_for_one", t
 ids = [c["id"] for c in t["children"]]
 assert ids == ["af.sup.system", "af.sup.agents"], ids
 system = t["children"][0]["subtree"]
-assert [c["id"] for c in system["children"]] == ["af.journal", "af.audit", "af.control"], system
+assert [c["id"] for c in system["children"]] == ["af.journal", "af.audit", "af.exec", "af.control"], system
 assert all(c["state"] == "running" for c in system["children"]), system
 agents = t["children"][1]["subtree"]
 assert agents["strategy"] == "dynamic", agents
@@ -158,6 +158,82 @@ EOF
 grep -q '^af.sup.root  supervisor rest_for_one' "$tmp/tree.txt" || fail "text tree lacks the root"
 grep -q 'demo.service  agent demo.service  transient  running  restarts=0' "$tmp/tree.txt" ||
   { cat "$tmp/tree.txt" >&2; fail "text tree lacks demo.service"; }
+
+# ---- plans on the running node: submit, approve, pause/resume/cancel, replay -------------------
+step="af submit / af exec"
+cat >"$tmp/approve.yaml" <<'PLAN'
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: e2e-approve, tenant: default}
+spec:
+  type: dag
+  inputs:
+    who: {default: e2e}
+  steps:
+    - id: hello
+      agent: std.echo
+      input: {who: "${inputs.who}"}
+    - id: sign
+      approval: {prompt: "pay?"}
+      after: [hello]
+    - id: pay
+      agent: std.ledger
+      input: {amount: 5}
+      after: [sign]
+PLAN
+# The same plan with another ledger amount: its decisions differ from e2e-1's history.
+sed 's/amount: 5/amount: 7/' "$tmp/approve.yaml" >"$tmp/changed.yaml"
+sed 's/name: e2e-approve/name: e2e-other/' "$tmp/approve.yaml" >"$tmp/other.yaml"
+c=(--connect "127.0.0.1:$port")
+"$AF" submit "$tmp/approve.yaml" "${c[@]}" --id e2e-1 --json >"$tmp/submit1.json"
+[[ $(json_get "$tmp/submit1.json" 'j["execution_id"]') == e2e-1 ]] || fail "submit did not use --id"
+waiting_for_approval() { # waiting_for_approval ID
+  "$AF" exec show "$1" "${c[@]}" --json >"$tmp/show1.json" &&
+    python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); s={x["id"]:x["state"] for x in j.get("step_list",[])}; sys.exit(0 if s.get("hello")=="completed" and "sign" in s and s["sign"]!="completed" else 1)' "$tmp/show1.json"
+}
+wait_until 20 waiting_for_approval e2e-1 || { cat "$tmp/show1.json" >&2; fail "e2e-1 never waited for its approval"; }
+rc=0
+"$AF" exec approve e2e-1 nosuch "${c[@]}" >/dev/null 2>"$tmp/approve_bad.err" || rc=$?
+((rc != 0)) || fail "approving a step that does not wait for approval succeeded"
+grep -q "waiting: sign" "$tmp/approve_bad.err" || fail "the bad approval does not name the waiting step"
+"$AF" exec approve e2e-1 sign "${c[@]}" --by ops --reason e2e >/dev/null
+# Submitting the same id again attaches to the execution; --wait waits for its end.
+"$AF" submit "$tmp/approve.yaml" "${c[@]}" --id e2e-1 --wait --json >"$tmp/end1.json"
+python3 - "$tmp/end1.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["status"] == "completed" and j["steps_completed"] == 3, j
+assert j["ended_at_ns"] >= j["started_at_ns"] > 0, j
+PY
+rc=0
+"$AF" submit "$tmp/other.yaml" "${c[@]}" --id e2e-1 >/dev/null 2>"$tmp/other.err" || rc=$?
+((rc != 0)) || fail "submitting another plan under an existing id succeeded"
+grep -q "already exists" "$tmp/other.err" || fail "the id conflict is not explained"
+
+"$AF" submit "$tmp/approve.yaml" "${c[@]}" --id e2e-2 >/dev/null
+wait_until 20 waiting_for_approval e2e-2 || { cat "$tmp/show1.json" >&2; fail "e2e-2 never waited for its approval"; }
+"$AF" exec pause e2e-2 "${c[@]}" --by ops --json >"$tmp/pause.json"
+[[ $(json_get "$tmp/pause.json" 'j["status"]') == paused ]] || fail "pause did not pause"
+"$AF" exec resume e2e-2 "${c[@]}" --by ops >/dev/null
+"$AF" exec cancel e2e-2 "${c[@]}" --by ops --reason "e2e test" --json >"$tmp/cancel.json"
+[[ $(json_get "$tmp/cancel.json" 'j["status"]') == canceled ]] || fail "cancel did not cancel"
+rc=0
+"$AF" exec resume e2e-2 "${c[@]}" >/dev/null 2>"$tmp/resume_ended.err" || rc=$?
+((rc == 1)) || fail "resuming a canceled execution exited $rc, not 1"
+
+"$AF" exec list --all "${c[@]}" --json >"$tmp/list.json"
+python3 - "$tmp/list.json" <<'PY'
+import json, sys
+s = {x["execution_id"]: x["status"] for x in json.load(open(sys.argv[1]))}
+assert s.get("e2e-1") == "completed" and s.get("e2e-2") == "canceled", s
+PY
+"$AF" exec replay e2e-1 "${c[@]}" >"$tmp/replay.out" || fail "replay of e2e-1 did not reproduce it"
+grep -q "compatible" "$tmp/replay.out" || fail "replay output lacks 'compatible'"
+rc=0
+"$AF" exec replay e2e-1 --plan "$tmp/changed.yaml" "${c[@]}" >"$tmp/replay2.out" || rc=$?
+((rc == 1)) || fail "replay against a changed plan exited $rc, not 1"
+grep -q "DIVERGED" "$tmp/replay2.out" || fail "replay against a changed plan names no divergence"
+echo "plans: e2e-1 completed after approval, e2e-2 canceled; $(cat "$tmp/replay.out")"
 
 # ---- metrics ---------------------------------------------------------------------------------
 step="metrics"
@@ -238,8 +314,36 @@ db = json.load(open(sys.argv[1]))
 assert db["backend"] == "sqlite", db
 assert db["schema_version"] == db["latest_schema_version"] >= 2, db
 v = json.load(open(sys.argv[2]))
-assert v["intact"] is True and v["count"] == 0, v
+# e2e-1: started, step hello, approved sign, step pay, completed;
+# e2e-2: started, step hello, paused, resumed, canceled.
+assert v["intact"] is True and v["count"] == 10, v
 EOF
+python3 - "$tmp/data/agentflow.db" <<'EOF'
+import sqlite3, sys
+rows = sqlite3.connect(sys.argv[1]).execute("select execution_id, step_id from ledger").fetchall()
+assert rows == [("e2e-1", "pay")], rows
+EOF
+
+# ---- a restarted node answers for an ended execution without redoing or re-auditing it ---------
+step="restart: submit an ended id"
+"$AF" node start --data-dir "$tmp/data" --no-demo-service --port-file "$tmp/ports5.json" \
+  --listen 127.0.0.1:0 >"$tmp/restart.out" 2>"$tmp/restart.err" &
+pid=$!
+wait_until 20 port_file_ready "$tmp/ports5.json" || fail "no port file within 20 s"
+port=$(json_get "$tmp/ports5.json" 'j["listen_port"]')
+"$AF" submit "$tmp/approve.yaml" --connect "127.0.0.1:$port" --id e2e-1 --wait --json \
+  >"$tmp/again.json"
+python3 - "$tmp/again.json" "$tmp/end1.json" <<'EOF'
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert a["status"] == "completed" and a["ended_at_ns"] == b["ended_at_ns"], (a, b)
+EOF
+kill -TERM "$pid"
+wait_until 20 eval '! alive' || fail "the restarted node still runs 20 s after SIGTERM"
+wait "$pid" || fail "the restarted node exited non-zero"
+pid=""
+"$AF" audit verify --data-dir "$tmp/data" --json >"$tmp/verify2.json"
+[[ $(json_get "$tmp/verify2.json" 'j["count"]') == 10 ]] || fail "the restart added audit records"
 
 # ---- SIGHUP on a node started without --config is logged, not ignored -------------------------
 step="SIGHUP without --config"

@@ -130,7 +130,20 @@ void engine::retry_or_fail(const v1::StepScheduled& s, const v1::StepFailed& f) 
   }
   ++failed_;
   view(s.step_id(), "failed", s.attempt(), {}, f.error_kind() + ": " + f.message());
-  on_failure(s, f);
+  step_failed(s, f);
+}
+
+void engine::step_failed(const v1::StepScheduled& s, const v1::StepFailed& f) {
+  if (!strict()) {
+    on_failure(s, f);
+    return;
+  }
+  if (strict_failure_) return;
+  errc kind = errc::internal;
+  (void)from_string(f.error_kind(), kind);
+  strict_failure_.emplace(kind, "step '" + s.step_id() + "' failed (strict mode): "
+                                    + f.error_kind() + ": " + f.message());
+  strict_step_ = s.step_id();
 }
 
 std::vector<v1::ExecEvent> engine::decide() {
@@ -151,7 +164,8 @@ std::vector<v1::ExecEvent> engine::decide() {
     in_flight_[n.step_id()] = n;
     view(n.step_id(), "scheduled", n.attempt());
   }
-  plan(out);
+  if (!strict_failure_) plan(out);
+  if (strict_failure_ && !finished()) fail_execution(out, *strict_failure_, strict_step_);
   return out;
 }
 
@@ -204,7 +218,7 @@ void engine::fail_step(std::vector<v1::ExecEvent>& out, const std::string& step_
   f.set_message(e.message());
   ++failed_;
   view(step_id, "failed", 1, {}, e.to_string());
-  on_failure(s, f);
+  step_failed(s, f);
 }
 
 void engine::complete(std::vector<v1::ExecEvent>& out, const nlohmann::json& outputs) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -41,6 +42,10 @@ public:
   /// Takes an input. Returns false when it is ignored (a duplicate or late step result, a pause
   /// of a paused execution, anything after the end), with the reason in `why`.
   bool input(const v1::ExecEvent& e, std::string* why = nullptr);
+
+  /// Ends the execution as failed for a reason outside the plan (a recovery whose replay
+  /// diverged): appends ExecutionFailed to `out` and abandons the steps in flight.
+  void abort(std::vector<v1::ExecEvent>& out, const error& e) { fail_execution(out, e, {}); }
 
   /// The decisions due now, already applied to the state: the caller appends them, in order,
   /// before acting on them. Nothing while paused or after the end.
@@ -108,8 +113,17 @@ protected:
   void view(const std::string& step_id, std::string state, std::uint32_t attempt,
             std::string output_json = {}, std::string error = {});
 
+  /// Strict mode: the first failed step, which fails the execution at the next decide().
+  [[nodiscard]] bool strict_failed() const noexcept { return strict_failure_.has_value(); }
+
 private:
   void retry_or_fail(const v1::StepScheduled& s, const v1::StepFailed& f);
+  /// A step failed for good: strict mode records it (the execution fails at once, no fsm
+  /// `error` transition or bt fallback runs), otherwise the planner hears of it.
+  void step_failed(const v1::StepScheduled& s, const v1::StepFailed& f);
+
+  std::optional<error> strict_failure_;
+  std::string strict_step_;
 
   v1::ExecutionStarted started_;
   nlohmann::json inputs_;

@@ -54,15 +54,12 @@ public:
 
 private:
   void plan(std::vector<v1::ExecEvent>& out) override {
-    while (!ready_.empty() && !strict_failure_) {
+    while (!ready_.empty() && !strict_failed()) {
       const std::size_t i = ready_.front();
       ready_.pop_front();
       start(out, i);
     }
-    if (strict_failure_) {
-      fail_execution(out, *strict_failure_, strict_step_);
-      return;
-    }
+    if (strict_failed()) return; // decide() fails the execution
     if (ended_ == nodes_.size()) finish(out);
   }
 
@@ -135,13 +132,6 @@ private:
   }
 
   void on_failure(const v1::StepScheduled& s, const v1::StepFailed& f) override {
-    if (strict() && !strict_failure_) {
-      errc kind = errc::internal;
-      (void)from_string(f.error_kind(), kind);
-      strict_failure_.emplace(kind, "step '" + s.step_id() + "' failed (strict mode): "
-                                        + f.error_kind() + ": " + f.message());
-      strict_step_ = s.step_id();
-    }
     if (first_failure_.empty())
       first_failure_ = "step '" + s.step_id() + "' failed: " + f.error_kind() + ": " + f.message();
     if (s.parent_step().empty()) {
@@ -212,8 +202,6 @@ private:
   std::unordered_map<std::string, std::size_t> index_;
   std::deque<std::size_t> ready_;
   std::size_t ended_ = 0;
-  std::optional<error> strict_failure_;
-  std::string strict_step_;
   std::string first_failure_;
 };
 

@@ -3,6 +3,8 @@
 // replay) and spawns the agent types and tool invokers plans name, on first use.
 #include "af/plan/executor.hpp"
 
+#include "af/hash.hpp"
+
 #include "af/store/journal.hpp"
 #include "af/v1/store.pb.h"
 #include "plan/executor.hpp"
@@ -102,10 +104,10 @@ public:
     const std::string id = m.execution_id().empty() ? ctx.next_id().to_string() : m.execution_id();
     start.set_execution_id(id);
     if (auto it = infos_.find(id); it != infos_.end() && ended(it->second.status())) {
-      r.reply(it->second);
+      answer({r, m.plan().hash()}, it->second);
       return;
     }
-    (m.wait() ? end_waiters_ : start_waiters_)[id].push_back(r);
+    (m.wait() ? end_waiters_ : start_waiters_)[id].push_back({r, m.plan().hash()});
     if (live_.contains(id)) {
       if (!m.wait()) resolve_start(id);
       return;
@@ -122,7 +124,7 @@ public:
     live_.erase(id);
     if (auto it = end_waiters_.find(id); it != end_waiters_.end()) {
       for (auto& w : it->second)
-        w.reply(info);
+        answer(w, info);
       end_waiters_.erase(it);
     }
     finished_.push_back(id);
@@ -135,16 +137,26 @@ public:
   void on_show(context& ctx, const v1::ExecutionRef& m, responder<v1::ExecutionInfo> r) {
     if (live_.contains(m.execution_id())) {
       ctx.ask<v1::ExecutionInfo>(stream_of(m.execution_id()), m, shared_->opts.journal_timeout,
-                                 [r](expected<v1::ExecutionInfo> i) mutable {
-                                   if (i)
+                                 [this, &ctx, m, r](expected<v1::ExecutionInfo> i) mutable {
+                                   if (i) {
                                      r.reply(std::move(i).value());
-                                   else
-                                     r.fail(std::move(i).error());
+                                     return;
+                                   }
+                                   // The executor stopped in between (it ended): the journal
+                                   // has its whole story.
+                                   show_from_journal(ctx, m, std::move(r));
                                  });
       return;
     }
+    show_from_journal(ctx, m, std::move(r));
+  }
+
+  void show_from_journal(context& ctx, const v1::ExecutionRef& m,
+                         responder<v1::ExecutionInfo> r) {
     const std::string id = m.execution_id();
-    read_all(ctx, id, 1, {}, [this, id, r](context&, expected<std::vector<v1::ExecEvent>> ev) mutable {
+    read_all(ctx, id, 1, {}, [id, r, steps = m.steps()](context&,
+                                                        expected<std::vector<v1::ExecEvent>> ev,
+                                                        std::int64_t last_ns) mutable {
       if (!ev) {
         r.fail(std::move(ev).error());
         return;
@@ -154,7 +166,9 @@ public:
         r.fail(rep.error());
         return;
       }
-      r.reply(summary(id, *rep->eng, ev->size()));
+      auto info = summary(id, *rep->eng, ev->size(), steps);
+      if (rep->eng->finished()) info.set_ended_at_ns(last_ns);
+      r.reply(std::move(info));
     });
   }
 
@@ -191,7 +205,7 @@ public:
   void on_replay(context& ctx, const v1::ReplayRequest& m, responder<v1::ReplayReport> r) {
     const std::string id = m.execution_id();
     read_all(ctx, id, 1, {},
-             [m, r](context&, expected<std::vector<v1::ExecEvent>> ev) mutable {
+             [m, r](context&, expected<std::vector<v1::ExecEvent>> ev, std::int64_t) mutable {
                if (!ev) {
                  r.fail(std::move(ev).error());
                  return;
@@ -258,6 +272,25 @@ public:
   }
 
 private:
+  /// A start request waiting for its execution, with the hash of the plan it asked to run.
+  struct waiter {
+    responder<v1::ExecutionInfo> r;
+    std::string plan_hash;
+  };
+
+  /// Answers a start: an id that already names an execution of another plan is a conflict, never
+  /// a silent attach to work the caller did not ask for.
+  static void answer(waiter w, const v1::ExecutionInfo& info) {
+    if (!info.plan_hash().empty() && !w.plan_hash.empty() && info.plan_hash() != w.plan_hash) {
+      w.r.fail(error{errc::conflict, "execution " + info.execution_id()
+                                         + " already exists and runs plan '" + info.plan_name()
+                                         + "' " + to_hex(info.plan_hash()).substr(0, 12)
+                                         + "; start this plan under another id"});
+      return;
+    }
+    w.r.reply(info);
+  }
+
   static std::string known(const std::vector<std::string>& names) {
     if (names.empty()) return " (none are registered)";
     std::string s;
@@ -286,7 +319,7 @@ private:
     auto info = infos_.find(id);
     if (info == infos_.end()) return;
     for (auto& w : it->second)
-      w.reply(info->second);
+      answer(w, info->second);
     start_waiters_.erase(it);
   }
 
@@ -295,7 +328,7 @@ private:
       auto it = m->find(id);
       if (it == m->end()) continue;
       for (auto& w : it->second)
-        w.fail(e);
+        w.r.fail(e);
       m->erase(it);
     }
   }
@@ -329,45 +362,51 @@ private:
         });
   }
 
-  using events_cb = std::function<void(context&, expected<std::vector<v1::ExecEvent>>)>;
+  /// Called with the stream's events and the commit time of the last one.
+  using events_cb =
+      std::function<void(context&, expected<std::vector<v1::ExecEvent>>, std::int64_t)>;
 
   void read_all(context& ctx, const std::string& id, std::uint64_t from,
-                std::vector<v1::ExecEvent> acc, events_cb done) {
+                std::vector<v1::ExecEvent> acc, events_cb done, std::int64_t last_ns = 0) {
     v1::ReadRequest rr;
     rr.set_stream(stream_of(id));
     rr.set_from_version(from);
     rr.set_max(1000);
     ctx.ask<v1::ReadResult>(
         store::k_journal_agent, std::move(rr), shared_->opts.journal_timeout,
-        [this, &ctx, id, from, acc = std::move(acc), done](expected<v1::ReadResult> r) mutable {
+        [this, &ctx, id, from, acc = std::move(acc), done,
+         last_ns](expected<v1::ReadResult> r) mutable {
           if (!r) {
-            done(ctx, std::move(r).error());
+            done(ctx, std::move(r).error(), 0);
             return;
           }
           for (const auto& se : r->events()) {
+            last_ns = se.committed_at_ns();
             auto e = event_from(se.type(), se.payload());
             if (!e) {
-              done(ctx, validation_error("execution " + id + ": journal event "
-                                         + std::to_string(se.version()) + ": "
-                                         + e.error().message()));
+              done(ctx,
+                   validation_error("execution " + id + ": journal event "
+                                    + std::to_string(se.version()) + ": " + e.error().message()),
+                   0);
               return;
             }
             acc.push_back(std::move(e).value());
           }
           const std::uint64_t next = from + static_cast<std::uint64_t>(r->events_size());
           if (r->events_size() > 0 && next <= r->stream_version()) {
-            read_all(ctx, id, next, std::move(acc), std::move(done));
+            read_all(ctx, id, next, std::move(acc), std::move(done), last_ns);
             return;
           }
           if (acc.empty()) {
-            done(ctx, not_found_error("no execution " + id + " in the store"));
+            done(ctx, not_found_error("no execution " + id + " in the store"), 0);
             return;
           }
-          done(ctx, std::move(acc));
+          done(ctx, std::move(acc), last_ns);
         });
   }
 
-  static v1::ExecutionInfo summary(const std::string& id, const engine& e, std::size_t events) {
+  static v1::ExecutionInfo summary(const std::string& id, const engine& e, std::size_t events,
+                                   bool with_steps) {
     v1::ExecutionInfo i;
     i.set_execution_id(id);
     i.set_status(e.status());
@@ -383,6 +422,7 @@ private:
     i.set_started_at_ns(e.started().started_at_ns());
     i.set_version(events);
     i.set_tenant(e.started().plan().tenant());
+    if (!with_steps) return i;
     for (const auto& [sid, v] : e.steps()) {
       auto& s = *i.add_steps();
       s.set_step_id(sid);
@@ -398,8 +438,8 @@ private:
   std::set<std::string> live_;
   std::map<std::string, v1::ExecutionInfo> infos_;
   std::deque<std::string> finished_;
-  std::unordered_map<std::string, std::vector<responder<v1::ExecutionInfo>>> start_waiters_;
-  std::unordered_map<std::string, std::vector<responder<v1::ExecutionInfo>>> end_waiters_;
+  std::unordered_map<std::string, std::vector<waiter>> start_waiters_;
+  std::unordered_map<std::string, std::vector<waiter>> end_waiters_;
   std::unordered_map<std::string, v1::EnsureAgentResult> spawned_;
 };
 

@@ -7,6 +7,7 @@
 #include "plan/replay.hpp"
 
 #include <set>
+#include <utility>
 
 namespace af::plan {
 
@@ -67,8 +68,8 @@ void executor::define(handlers<executor>& h) {
 }
 
 void executor::recover(context&, const restart_info&) {
-  // A restarted executor never re-creates its execution: the stream is the truth.
-  start_.reset();
+  // A restarted executor that was asked to create its execution tries again: when the first
+  // append landed after all, it meets a conflict and loads the stream (the stream is the truth).
 }
 
 void executor::on_start(context& ctx) {
@@ -103,6 +104,7 @@ void executor::begin(context& ctx) {
   ready_ = true;
   next_.events.push_back(first);
   decide(ctx);
+  creating_ = true;
   flush(ctx);
 }
 
@@ -120,6 +122,7 @@ void executor::load(context& ctx, std::uint64_t from, std::vector<v1::ExecEvent>
           return;
         }
         for (const auto& se : r->events()) {
+          last_commit_ns_ = se.committed_at_ns();
           auto e = event_from(se.type(), se.payload());
           if (!e) {
             auto err = validation_error("execution " + id_ + ": journal event " +
@@ -159,19 +162,31 @@ void executor::resume_from(context& ctx, std::vector<v1::ExecEvent> events) {
     // The recorded history and this build's planner disagree: stop the execution rather than
     // act on a state that never was.
     ctx.log().error("exec_replay_diverged", {}, nlohmann::json{{"execution_id", id_}, {"divergence", r->divergence}});
-    v1::ExecEvent f;
-    auto& ef = *f.mutable_exec_failed();
-    ef.set_error_kind("internal");
-    ef.set_message("recovery: the replay diverged from the recorded history: " + r->divergence);
-    next_.events.push_back(std::move(f));
-    next_.on_commit.push_back([this](context& c, const error*) { ended(c); });
-    flush(ctx);
+    if (engine_->finished()) { // it ended; only its record of the end disagrees
+      ended_before_ = true;
+      ended_at_ns_ = last_commit_ns_;
+      ended(ctx);
+      return;
+    }
+    std::vector<v1::ExecEvent> out;
+    engine_->abort(out, error{errc::internal, "recovery: the replay diverged from the recorded "
+                                              "history: " + r->divergence});
+    for (auto& e : out)
+      next_.events.push_back(std::move(e));
+    flush(ctx); // committed() sees the engine finished and ends the executor
+    for (auto& f : deferred_)
+      f(ctx);
+    deferred_.clear();
     return;
   }
   ctx.log().info("exec_recovered", {}, nlohmann::json{{"execution_id", id_},
                                      {"events", std::to_string(events.size())},
                                      {"in_flight", std::to_string(engine_->in_flight().size())}});
   if (engine_->finished()) {
+    // Started again under an id whose execution has ended (a submit with --id after a restart):
+    // it reports how it ended; its end was audited when it happened.
+    ended_before_ = true;
+    ended_at_ns_ = last_commit_ns_;
     ended(ctx);
     return;
   }
@@ -247,6 +262,21 @@ void executor::flush(context& ctx) {
       store::k_journal_agent, std::move(req), shared_->opts.journal_timeout,
       [this, &ctx, b = std::move(b), n](expected<v1::AppendResult> r) mutable {
         appending_ = false;
+        const bool creating = std::exchange(creating_, false);
+        if (!r && creating && r.error().code() == errc::conflict) {
+          // The stream exists: this id was started before (on this node, before a restart).
+          // Starting it again attaches to that execution instead of creating another; af.exec
+          // refuses the start when the recorded plan differs.
+          ctx.log().info("exec_exists", {}, nlohmann::json{{"execution_id", id_}});
+          start_.reset();
+          engine_.reset();
+          ready_ = false;
+          for (auto& f : next_.on_commit)
+            f(ctx, &r.error());
+          next_ = {};
+          load(ctx, 1, {});
+          return;
+        }
         if (!r) {
           // Nothing of this batch took effect; a restart recovers from what is durable (steps
           // whose results were lost here are dispatched again with the same keys).
@@ -307,6 +337,20 @@ void executor::committed(context& ctx, batch b) {
   for (const auto& d : b.decisions)
     act(ctx, d);
   for (const auto& s : engine_->take_abandoned()) {
+    if (s.call().kind() == v1::STEP_PLAN) {
+      // A sub-plan runs as an execution of its own: cancel it through af.exec.
+      v1::ExecControl c;
+      c.set_execution_id(id_ + "." + s.step_id() + "." + std::to_string(s.attempt()));
+      c.set_op(v1::ExecControl::CANCEL);
+      c.set_by("exec:" + id_);
+      c.set_reason(engine_->finished() ? "the parent execution ended"
+                                       : "the parent no longer needs the sub-plan");
+      ctx.ask<v1::ExecutionInfo>(k_exec_agent, std::move(c), shared_->opts.journal_timeout,
+                                 [](expected<v1::ExecutionInfo>) {
+                                   // an ended or unknown child needs no cancel
+                                 });
+      continue;
+    }
     v1::StepCancel c;
     c.set_idempotency_key(s.idempotency_key());
     c.set_reason(engine_->finished() ? "the execution ended" : "the step's result is no longer needed");
@@ -321,6 +365,7 @@ void executor::committed(context& ctx, batch b) {
 void executor::act(context& ctx, const v1::ExecEvent& d) {
   switch (d.event_case()) {
   case v1::ExecEvent::kScheduled: {
+    if (engine_->finished()) return; // decided in the batch that ended the execution: abandoned
     const auto& s = d.scheduled();
     if (s.delay_ms() > 0) {
       v1::StepDue due;
@@ -339,13 +384,7 @@ void executor::act(context& ctx, const v1::ExecEvent& d) {
              {"next_attempt", std::to_string(d.retried().next_attempt())},
              {"backoff_ms", std::to_string(d.retried().backoff_ms())}});
     return;
-  case v1::ExecEvent::kFailed:
-    if (shared_->opts.audit_steps)
-      audit(ctx, "step.failed", "exec:" + id_,
-            {{"step", d.failed().step_id()},
-             {"error", d.failed().error_kind() + ": " + d.failed().message()}});
-    return;
-  default:
+  default: // a StepFailed the planner made (a timeout) is audited with the batch in committed()
     return;
   }
 }
@@ -412,6 +451,15 @@ void executor::dispatch(context& ctx, const v1::StepScheduled& s) {
         k_exec_agent, std::move(child), timeout,
         [this, &ctx, s](expected<v1::ExecutionInfo> r) {
           if (!r) {
+            if (r.error().code() == errc::timeout) {
+              v1::ExecControl c;
+              c.set_execution_id(id_ + "." + s.step_id() + "." + std::to_string(s.attempt()));
+              c.set_op(v1::ExecControl::CANCEL);
+              c.set_by("exec:" + id_);
+              c.set_reason("the sub-plan step timed out");
+              ctx.ask<v1::ExecutionInfo>(k_exec_agent, std::move(c), shared_->opts.journal_timeout,
+                                         [](expected<v1::ExecutionInfo>) {});
+            }
             step_result(ctx, s, std::move(r).error());
             return;
           }
@@ -448,14 +496,30 @@ void executor::call_agent(context& ctx, const v1::StepScheduled& s,
   const auto timeout = s.call().timeout_ms() > 0 ? std::chrono::milliseconds{s.call().timeout_ms()}
                                                  : shared_->opts.step_timeout;
   ctx.ask<v1::StepOutput>(name, std::move(req), timeout,
-                          [this, &ctx, s](expected<v1::StepOutput> r) {
+                          [this, &ctx, s, name](expected<v1::StepOutput> r) {
                             if (!r) {
-                              step_result(ctx, s, std::move(r).error());
+                              step_failed_at(ctx, s, name, std::move(r).error());
                               return;
                             }
                             step_result(ctx, s, r->output_json().empty() ? std::string{"null"}
                                                                         : r->output_json());
                           });
+}
+
+void executor::step_failed_at(context& ctx, const v1::StepScheduled& s, const std::string& agent,
+                              error e) {
+  if (e.code() == errc::timeout) {
+    // The agent may still be working on it: tell it to stop (the retry gets a new key).
+    v1::StepCancel c;
+    c.set_idempotency_key(s.idempotency_key());
+    c.set_reason(e.message());
+    (void)ctx.tell(agent, c);
+  } else if (e.code() == errc::not_found) {
+    // The agent was there at dispatch and stopped during the step (a crash its supervisor
+    // restarts): the attempt may be retried like any transient failure.
+    e = error{errc::transient, e.message()};
+  }
+  step_result(ctx, s, std::move(e));
 }
 
 void executor::step_result(context& ctx, const v1::StepScheduled& s,
@@ -632,10 +696,10 @@ void executor::notify(context& ctx) {
 void executor::ended(context& ctx) {
   if (stopping_) return;
   stopping_ = true;
-  ended_at_ns_ = ns_of(ctx.now());
+  if (!ended_before_) ended_at_ns_ = ns_of(ctx.now());
   const auto s = engine_ ? engine_->status() : v1::EXEC_FAILED;
   ctx.log().info("exec_ended", {}, nlohmann::json{{"execution_id", id_}, {"status", status_name(s)}});
-  if (engine_ && (s == v1::EXEC_COMPLETED || s == v1::EXEC_FAILED))
+  if (engine_ && !ended_before_ && (s == v1::EXEC_COMPLETED || s == v1::EXEC_FAILED))
     audit(ctx, s == v1::EXEC_COMPLETED ? "execution.completed" : "execution.failed", "exec:" + id_,
           {{"error", engine_->error_text()}});
   notify(ctx);

@@ -63,6 +63,9 @@ private:
   void act(context& ctx, const v1::ExecEvent& d);
   void dispatch(context& ctx, const v1::StepScheduled& s);
   void call_agent(context& ctx, const v1::StepScheduled& s, const std::vector<std::string>& names);
+  /// An agent's step failed: a timeout tells the agent to stop; an agent that stopped during
+  /// the step makes the attempt retryable.
+  void step_failed_at(context& ctx, const v1::StepScheduled& s, const std::string& agent, error e);
   void step_result(context& ctx, const v1::StepScheduled& s, expected<std::string> output);
   void audit(context& ctx, std::string action, std::string actor,
              std::map<std::string, std::string> details);
@@ -84,6 +87,9 @@ private:
   std::int64_t started_at_ns_ = 0;
   std::int64_t ended_at_ns_ = 0;
   bool stopping_ = false;
+  bool creating_ = false;      ///< the first append of a new execution is on its way
+  bool ended_before_ = false;  ///< the stream had already ended when this executor loaded it
+  std::int64_t last_commit_ns_ = 0; ///< commit time of the last event loaded from the journal
 };
 
 } // namespace af::plan
