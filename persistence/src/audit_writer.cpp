@@ -119,9 +119,13 @@ public:
     }
   }
 
+  /// A node stopping right after an execution ended must keep the audit records of that end:
+  /// the appends already queued are handled before the writer stops.
+  [[nodiscard]] bool drains_on_shutdown() const override { return true; }
+
   void on_stop(context& ctx) override {
-    // Records that arrived before the stop are committed now: their flush message would come
-    // after the stop (a node shutting down right after an execution ended must keep its end).
+    // Records taken in but not yet flushed (their flush message queues behind the drain) are
+    // committed now.
     if (!pending_.empty() && !backing_off_ && link_.db() != nullptr) on_flush(ctx, v1::AuditFlush{});
     for (auto& p : pending_)
       p.reply.fail(error{errc::transient, "audit writer stopped before commit"});

@@ -164,6 +164,7 @@ void executor::resume_from(context& ctx, std::vector<v1::ExecEvent> events) {
     ctx.log().error("exec_replay_diverged", {}, nlohmann::json{{"execution_id", id_}, {"divergence", r->divergence}});
     if (engine_->finished()) { // it ended; only its record of the end disagrees
       ended_before_ = true;
+      end_committed_ = true;
       ended_at_ns_ = last_commit_ns_;
       ended(ctx);
       return;
@@ -186,6 +187,7 @@ void executor::resume_from(context& ctx, std::vector<v1::ExecEvent> events) {
     // Started again under an id whose execution has ended (a submit with --id after a restart):
     // it reports how it ended; its end was audited when it happened.
     ended_before_ = true;
+    end_committed_ = true;
     ended_at_ns_ = last_commit_ns_;
     ended(ctx);
     return;
@@ -296,6 +298,7 @@ void executor::flush(context& ctx) {
 
 void executor::committed(context& ctx, batch b) {
   for (const auto& e : b.events) {
+    if (e.has_exec_completed() || e.has_exec_failed() || e.has_canceled()) end_committed_ = true;
     switch (e.event_case()) {
     case v1::ExecEvent::kStarted:
       notify(ctx);
@@ -661,7 +664,14 @@ v1::ExecutionInfo executor::info(bool with_steps) const {
     return i;
   }
   const auto& st = engine_->started();
-  i.set_status(engine_->status());
+  // The engine runs ahead of the journal by the batch being appended: an end is reported once
+  // it is durable (ended() runs after its commit), so a caller that stops the node on seeing it
+  // loses nothing.
+  auto status = engine_->status();
+  if ((status == v1::EXEC_COMPLETED || status == v1::EXEC_FAILED || status == v1::EXEC_CANCELED)
+      && !end_committed_)
+    status = v1::EXEC_RUNNING;
+  i.set_status(status);
   i.set_plan_name(st.plan().name());
   i.set_plan_hash(st.plan().hash());
   i.set_mode(st.mode());

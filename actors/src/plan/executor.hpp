@@ -88,7 +88,8 @@ private:
   std::int64_t ended_at_ns_ = 0;
   bool stopping_ = false;
   bool creating_ = false;      ///< the first append of a new execution is on its way
-  bool ended_before_ = false;  ///< the stream had already ended when this executor loaded it
+  bool ended_before_ = false;
+  bool end_committed_ = false; ///< the event that ended the execution is durable  ///< the stream had already ended when this executor loaded it
   std::int64_t last_commit_ns_ = 0; ///< commit time of the last event loaded from the journal
 };
 
