@@ -119,13 +119,9 @@ public:
     }
   }
 
-  /// A node stopping right after an execution ended must keep the audit records of that end:
-  /// the appends already queued are handled before the writer stops.
-  [[nodiscard]] bool drains_on_shutdown() const override { return true; }
-
   void on_stop(context& ctx) override {
-    // Records taken in but not yet flushed (their flush message queues behind the drain) are
-    // committed now.
+    // Records taken in but not yet flushed (their flush message queues behind the stop) are
+    // committed now: a node stopping right after an execution ended keeps the records of it.
     if (!pending_.empty() && !backing_off_ && link_.db() != nullptr) on_flush(ctx, v1::AuditFlush{});
     for (auto& p : pending_)
       p.reply.fail(error{errc::transient, "audit writer stopped before commit"});

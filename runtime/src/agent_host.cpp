@@ -114,30 +114,11 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
                                                + "' failed too often: "
                                                + sup::detail::classify(m.reason).text));
   });
-  // A shutdown of an agent that drains: the exit message overtakes the mailbox (CAF queues it
-  // as urgent), so the agent sends itself a drain message that queues behind what is there and
-  // stops when it arrives. Kills bypass this handler (CAF), so the shutdown timeout still holds.
-  set_exit_handler([](caf::scheduled_actor* self, caf::exit_msg& m) {
-    auto* host = static_cast<agent_host*>(self);
-    if (m.reason == caf::exit_reason::user_shutdown && host->agent_
-        && host->agent_->drains_on_shutdown()) {
-      if (!host->draining_) {
-        host->draining_ = true;
-        caf::anon_send(caf::actor_cast<caf::actor>(self), drain_atom::value);
-      }
-      return;
-    }
-    if (m.reason) self->quit(std::move(m.reason));
-  });
   // Anything that is not an envelope (a peer with another type registry, a stray CAF message)
   // is logged, counted and answered with an error: never dropped silently.
   set_default_handler([](caf::scheduled_actor* self,
                          caf::message_view& m) -> caf::result<caf::message> {
     auto* host = static_cast<agent_host*>(self);
-    if (host->draining_ && m.content().match_elements<drain_atom>()) {
-      host->quit(caf::exit_reason::user_shutdown);
-      return caf::message{};
-    }
     auto what = to_string(m.content());
     host->core_->log.warn("unexpected_message", "not an af.envelope: " + what,
                           {{"agent", host->addr_.name}, {"kind", host->kind()}});

@@ -10,9 +10,6 @@
 
 namespace af::detail {
 
-/// What a draining agent sends itself on shutdown (agent::drains_on_shutdown).
-using drain_atom = caf::atom_constant<caf::atom("af_drain")>;
-
 class agent_host : public envelope_actor::base {
 public:
   agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<agent> a, af::address addr,
@@ -57,7 +54,6 @@ private:
   const envelope* current_ = nullptr;
   restart_info restarted_;
   caf::strong_actor_ptr children_sup_;
-  bool draining_ = false; ///< a shutdown arrived; the agent stops when its drain message does
   // Metric handles for the agent's own tenant (the common case), fetched once.
   counter_handle handled_, rejected_, failed_, sent_;
   histogram_handle ask_duration_;

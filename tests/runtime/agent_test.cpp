@@ -318,38 +318,3 @@ TEST_CASE("agents see the node's services", "[agent]") {
     }
   REQUIRE(found);
 }
-
-namespace {
-
-/// Counts the Int64Values it handles, slowly, into a counter the test keeps; drains or not.
-class slow_counter : public agent_base<slow_counter> {
-public:
-  slow_counter(std::shared_ptr<std::atomic<int>> seen, bool drain)
-      : seen_(std::move(seen)), drain_(drain) {}
-  static void define(handlers<slow_counter>& h) { h.kind("test.slow").on(&slow_counter::on_n); }
-  void on_n(context&, const Int64Value&) {
-    std::this_thread::sleep_for(1ms); // a test agent may block; real agents must not
-    seen_->fetch_add(1);
-  }
-  [[nodiscard]] bool drains_on_shutdown() const override { return drain_; }
-
-private:
-  std::shared_ptr<std::atomic<int>> seen_;
-  bool drain_;
-};
-
-} // namespace
-
-TEST_CASE("an agent that drains on shutdown handles its whole mailbox before it stops",
-          "[agent]") {
-  auto seen = std::make_shared<std::atomic<int>>(0);
-  {
-    auto n = make_node();
-    auto a = n->spawn_with<slow_counter>(agent_options{}, "drainer", seen, true);
-    REQUIRE(a);
-    for (int i = 0; i < 200; ++i)
-      n->tell(*a, Int64Value{});
-    n->shutdown(); // at once: most of the 200 are still queued
-  }
-  CHECK(seen->load() == 200);
-}

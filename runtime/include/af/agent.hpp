@@ -164,10 +164,6 @@ public:
   virtual void on_start(context&) {}
   /// Runs when the agent stops for any reason (its state is discarded afterwards).
   virtual void on_stop(context&) {}
-  /// True: when its supervisor shuts it down, the agent first handles the messages already in
-  /// its mailbox (within its shutdown timeout), then stops. For agents whose queued requests
-  /// must not be lost at a node stop, like the audit writer. A crash or a kill stops it at once.
-  [[nodiscard]] virtual bool drains_on_shutdown() const { return false; }
   [[nodiscard]] virtual const detail::handler_table& handler_table() const = 0;
 };
 
