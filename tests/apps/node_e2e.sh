@@ -344,6 +344,14 @@ wait "$pid" || fail "the restarted node exited non-zero"
 pid=""
 "$AF" audit verify --data-dir "$tmp/data" --json >"$tmp/verify2.json"
 [[ $(json_get "$tmp/verify2.json" 'j["count"]') == 10 ]] || fail "the restart added audit records"
+"$AF" exec list --all --data-dir "$tmp/data" --json >"$tmp/list_store.json"
+python3 - "$tmp/list_store.json" <<'PY'
+import json, sys
+s = {x["execution_id"]: (x["status"], x["plan"]) for x in json.load(open(sys.argv[1]))}
+assert s == {"e2e-1": ("completed", "e2e-approve"), "e2e-2": ("canceled", "e2e-approve")}, s
+PY
+"$AF" exec list --data-dir "$tmp/data" --json >"$tmp/list_open.json"
+[[ $(cat "$tmp/list_open.json") == "[]" ]] || fail "af exec list shows ended executions without --all"
 
 # ---- SIGHUP on a node started without --config is logged, not ignored -------------------------
 step="SIGHUP without --config"

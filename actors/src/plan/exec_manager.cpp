@@ -78,7 +78,8 @@ public:
   }
 
   void on_start(context& ctx) override {
-    if (shared_->opts.resume) ctx.schedule(duration::zero(), v1::ExecResume{});
+    resuming_ = shared_->opts.resume;
+    if (resuming_) ctx.schedule(duration::zero(), v1::ExecResume{});
   }
 
   void on_resume(context& ctx, const v1::ExecResume&) { list_page(ctx, {}); }
@@ -172,19 +173,87 @@ public:
     });
   }
 
-  expected<v1::ExecutionList> on_list(context&, const v1::ListExecutions& m) {
-    v1::ExecutionList out;
-    const std::uint32_t max = m.max() > 0 ? m.max() : 1000;
-    for (const auto& [id, info] : infos_) {
-      if (out.executions_size() >= static_cast<int>(max)) break;
-      if (!m.all() && ended(info.status())) continue;
-      *out.add_executions() = info;
-    }
-    return out;
+  /// Lists from the journal (so ended executions from before a restart and executions of an
+  /// embedded `af exec list` appear), with the live state of those this node runs.
+  void on_list(context& ctx, const v1::ListExecutions& m, responder<v1::ExecutionList> r) {
+    v1::ListStreamsRequest req;
+    req.set_prefix("exec/");
+    req.set_max(m.max() > 0 ? m.max() : 1000);
+    req.set_all_tenants(true);
+    ctx.ask<v1::ListStreamsResult>(
+        store::k_journal_agent, std::move(req), shared_->opts.journal_timeout,
+        [this, &ctx, all = m.all(), r](expected<v1::ListStreamsResult> l) mutable {
+          if (!l) {
+            r.fail(std::move(l).error());
+            return;
+          }
+          struct gather {
+            explicit gather(responder<v1::ExecutionList> rr) : r(std::move(rr)) {}
+            v1::ExecutionList out;
+            std::size_t waiting = 0;
+            responder<v1::ExecutionList> r;
+          };
+          auto g = std::make_shared<gather>(r);
+          for (const auto& si : l->streams()) {
+            const std::string id = si.stream().substr(5);
+            if (auto it = infos_.find(id); it != infos_.end()) {
+              if (all || !ended(it->second.status())) *g->out.add_executions() = it->second;
+              continue;
+            }
+            if (!all && si.finished_at_ns() != 0) continue;
+            auto* info = g->out.add_executions();
+            info->set_execution_id(id);
+            info->set_tenant(si.tenant());
+            info->set_version(si.version());
+            info->set_status(v1::EXEC_RUNNING);
+            if (si.finished_at_ns() != 0) info->set_ended_at_ns(si.finished_at_ns());
+            const int at = g->out.executions_size() - 1;
+            // The first event names the plan; the last one, for an ended stream, how it ended.
+            std::vector<std::uint64_t> versions{1};
+            if (si.finished_at_ns() != 0 && si.version() > 1) versions.push_back(si.version());
+            for (auto v : versions) {
+              ++g->waiting;
+              v1::ReadRequest rr;
+              rr.set_stream(si.stream());
+              rr.set_from_version(v);
+              rr.set_max(1);
+              ctx.ask<v1::ReadResult>(
+                  store::k_journal_agent, std::move(rr), shared_->opts.journal_timeout,
+                  [g, at](expected<v1::ReadResult> rd) {
+                    if (rd && rd->events_size() == 1) {
+                      const auto& se = rd->events(0);
+                      auto e = event_from(se.type(), se.payload());
+                      auto* i = g->out.mutable_executions(at);
+                      if (e && e->has_started()) {
+                        i->set_plan_name(e->started().plan().name());
+                        i->set_plan_hash(e->started().plan().hash());
+                        i->set_mode(e->started().mode());
+                        i->set_started_at_ns(e->started().started_at_ns());
+                      } else if (e && e->has_exec_completed()) {
+                        i->set_status(v1::EXEC_COMPLETED);
+                      } else if (e && e->has_exec_failed()) {
+                        i->set_status(v1::EXEC_FAILED);
+                        i->set_error(e->exec_failed().error_kind() + ": "
+                                     + e->exec_failed().message());
+                      } else if (e && e->has_canceled()) {
+                        i->set_status(v1::EXEC_CANCELED);
+                      }
+                    }
+                    if (--g->waiting == 0) g->r.reply(std::move(g->out));
+                  });
+            }
+          }
+          if (g->waiting == 0) g->r.reply(std::move(g->out));
+        });
   }
 
   void on_control(context& ctx, const v1::ExecControl& m, responder<v1::ExecutionInfo> r) {
     const std::string id = m.execution_id();
+    if (!live_.contains(id) && resuming_) {
+      // The node is still resuming the store's unfinished executions: this one may be among them.
+      after_resume_.push_back([this, m, r](context& c) mutable { on_control(c, m, std::move(r)); });
+      return;
+    }
     if (!live_.contains(id)) {
       auto it = infos_.find(id);
       if (it != infos_.end())
@@ -358,7 +427,15 @@ private:
           }
           if (resumed > 0)
             ctx.log().info("exec_resumed", {}, nlohmann::json{{"executions", resumed}});
-          if (r->streams_size() == 1000) list_page(ctx, r->streams(999).stream());
+          if (r->streams_size() == 1000) {
+            list_page(ctx, r->streams(999).stream());
+            return;
+          }
+          resuming_ = false;
+          auto waiting = std::move(after_resume_);
+          after_resume_.clear();
+          for (auto& f : waiting)
+            f(ctx);
         });
   }
 
@@ -435,6 +512,8 @@ private:
   }
 
   std::shared_ptr<const exec_shared> shared_;
+  bool resuming_ = false; ///< the unfinished executions of the store are being spawned
+  std::vector<std::function<void(context&)>> after_resume_; ///< controls that wait for that
   std::set<std::string> live_;
   std::map<std::string, v1::ExecutionInfo> infos_;
   std::deque<std::string> finished_;
