@@ -163,10 +163,7 @@ void executor::resume_from(context& ctx, std::vector<v1::ExecEvent> events) {
     // act on a state that never was.
     ctx.log().error("exec_replay_diverged", {}, nlohmann::json{{"execution_id", id_}, {"divergence", r->divergence}});
     if (engine_->finished()) { // it ended; only its record of the end disagrees
-      ended_before_ = true;
-      end_committed_ = true;
-      ended_at_ns_ = last_commit_ns_;
-      ended(ctx);
+      end_as_recorded(ctx);
       return;
     }
     std::vector<v1::ExecEvent> out;
@@ -175,21 +172,15 @@ void executor::resume_from(context& ctx, std::vector<v1::ExecEvent> events) {
     for (auto& e : out)
       next_.events.push_back(std::move(e));
     flush(ctx); // committed() sees the engine finished and ends the executor
-    for (auto& f : deferred_)
-      f(ctx);
-    deferred_.clear();
+    run_deferred(ctx);
     return;
   }
   ctx.log().info("exec_recovered", {}, nlohmann::json{{"execution_id", id_},
                                      {"events", std::to_string(events.size())},
                                      {"in_flight", std::to_string(engine_->in_flight().size())}});
   if (engine_->finished()) {
-    // Started again under an id whose execution has ended (a submit with --id after a restart):
-    // it reports how it ended; its end was audited when it happened.
-    ended_before_ = true;
-    end_committed_ = true;
-    ended_at_ns_ = last_commit_ns_;
-    ended(ctx);
+    // Started again under an id whose execution has ended (a submit with --id after a restart).
+    end_as_recorded(ctx);
     return;
   }
   // Steps the replay decided now are dispatched after their commit; steps that were in flight at
@@ -214,9 +205,23 @@ void executor::resume_from(context& ctx, std::vector<v1::ExecEvent> events) {
   } else {
     flush(ctx);
   }
-  for (auto& f : deferred_)
-    f(ctx);
+  run_deferred(ctx);
+}
+
+void executor::end_as_recorded(context& ctx) {
+  // It reports how it ended, when the journal says; its end was audited when it happened.
+  ended_before_ = true;
+  end_committed_ = true;
+  ended_at_ns_ = last_commit_ns_;
+  run_deferred(ctx);
+  ended(ctx);
+}
+
+void executor::run_deferred(context& ctx) {
+  auto waiting = std::move(deferred_);
   deferred_.clear();
+  for (auto& f : waiting)
+    f(ctx);
 }
 
 bool executor::take(context& ctx, v1::ExecEvent e) {
@@ -341,17 +346,8 @@ void executor::committed(context& ctx, batch b) {
     act(ctx, d);
   for (const auto& s : engine_->take_abandoned()) {
     if (s.call().kind() == v1::STEP_PLAN) {
-      // A sub-plan runs as an execution of its own: cancel it through af.exec.
-      v1::ExecControl c;
-      c.set_execution_id(id_ + "." + s.step_id() + "." + std::to_string(s.attempt()));
-      c.set_op(v1::ExecControl::CANCEL);
-      c.set_by("exec:" + id_);
-      c.set_reason(engine_->finished() ? "the parent execution ended"
-                                       : "the parent no longer needs the sub-plan");
-      ctx.ask<v1::ExecutionInfo>(k_exec_agent, std::move(c), shared_->opts.journal_timeout,
-                                 [](expected<v1::ExecutionInfo>) {
-                                   // an ended or unknown child needs no cancel
-                                 });
+      cancel_child(ctx, s, engine_->finished() ? "the parent execution ended"
+                                               : "the parent no longer needs the sub-plan");
       continue;
     }
     v1::StepCancel c;
@@ -445,7 +441,7 @@ void executor::dispatch(context& ctx, const v1::StepScheduled& s) {
     *child.mutable_plan() = plan.sub_plans(static_cast<int>(call.sub_plan()));
     child.set_inputs_json(s.input_json());
     child.set_mode(engine_->started().mode());
-    child.set_execution_id(id_ + "." + s.step_id() + "." + std::to_string(s.attempt()));
+    child.set_execution_id(child_id(s));
     child.set_by("exec:" + id_);
     child.set_wait(true);
     const auto timeout = call.timeout_ms() > 0 ? std::chrono::milliseconds{call.timeout_ms()}
@@ -454,15 +450,8 @@ void executor::dispatch(context& ctx, const v1::StepScheduled& s) {
         k_exec_agent, std::move(child), timeout,
         [this, &ctx, s](expected<v1::ExecutionInfo> r) {
           if (!r) {
-            if (r.error().code() == errc::timeout) {
-              v1::ExecControl c;
-              c.set_execution_id(id_ + "." + s.step_id() + "." + std::to_string(s.attempt()));
-              c.set_op(v1::ExecControl::CANCEL);
-              c.set_by("exec:" + id_);
-              c.set_reason("the sub-plan step timed out");
-              ctx.ask<v1::ExecutionInfo>(k_exec_agent, std::move(c), shared_->opts.journal_timeout,
-                                         [](expected<v1::ExecutionInfo>) {});
-            }
+            if (r.error().code() == errc::timeout)
+              cancel_child(ctx, s, "the sub-plan step timed out");
             step_result(ctx, s, std::move(r).error());
             return;
           }
@@ -479,6 +468,21 @@ void executor::dispatch(context& ctx, const v1::StepScheduled& s) {
   default:
     step_result(ctx, s, validation_error("step '" + s.step_id() + "' has no kind"));
   }
+}
+
+std::string executor::child_id(const v1::StepScheduled& s) const {
+  return id_ + "." + s.step_id() + "." + std::to_string(s.attempt());
+}
+
+void executor::cancel_child(context& ctx, const v1::StepScheduled& s, std::string reason) {
+  v1::ExecControl c;
+  c.set_execution_id(child_id(s));
+  c.set_op(v1::ExecControl::CANCEL);
+  c.set_by("exec:" + id_);
+  c.set_reason(std::move(reason));
+  // A child that has ended (or never started) needs no cancel: the answer is not needed.
+  ctx.ask<v1::ExecutionInfo>(k_exec_agent, std::move(c), shared_->opts.journal_timeout,
+                             [](expected<v1::ExecutionInfo>) {});
 }
 
 void executor::call_agent(context& ctx, const v1::StepScheduled& s,

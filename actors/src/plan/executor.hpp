@@ -65,6 +65,14 @@ private:
   void call_agent(context& ctx, const v1::StepScheduled& s, const std::vector<std::string>& names);
   /// An agent's step failed: a timeout tells the agent to stop; an agent that stopped during
   /// the step makes the attempt retryable.
+  /// Ends an executor whose stream had already ended, as recorded (no second audit).
+  void end_as_recorded(context& ctx);
+  /// Answers the requests that came before the state was loaded.
+  void run_deferred(context& ctx);
+  /// The execution id of a sub-plan step's child: PARENT.STEP.ATTEMPT.
+  [[nodiscard]] std::string child_id(const v1::StepScheduled& s) const;
+  /// Cancels a sub-plan step's child execution through af.exec.
+  void cancel_child(context& ctx, const v1::StepScheduled& s, std::string reason);
   void step_failed_at(context& ctx, const v1::StepScheduled& s, const std::string& agent, error e);
   void step_result(context& ctx, const v1::StepScheduled& s, expected<std::string> output);
   void audit(context& ctx, std::string action, std::string actor,
