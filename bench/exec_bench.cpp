@@ -442,8 +442,10 @@ std::string fanout_yaml() {
 
 std::string items_json(std::size_t n) {
   std::string s = "{\"items\":[";
-  for (std::size_t i = 0; i < n; ++i)
-    s += (i == 0 ? "" : ",") + std::to_string(i);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i > 0) s += ',';
+    s += std::to_string(i);
+  }
   return s + "]}";
 }
 
