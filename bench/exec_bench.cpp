@@ -20,8 +20,8 @@
 //      operator new during it in the note.
 //  exec.concurrent.<store>  E executions of a C-step std.echo chain started at once by one agent
 //      (E asks to af.exec with wait = true): completed steps over the time from the first ask to
-//      the last reply. sqlite (FULL) carries the target; sqlite.normal, memory and
-//      memory.noaudit are for comparison.
+//      the last reply. sqlite (FULL) carries the target; sqlite.noaudit, sqlite.normal, memory
+//      and memory.noaudit are for comparison.
 //
 // Baselines, measured in the same run (interleaved with the runs of the execution):
 //  store replay  every append_batch and audit_append call the node made for the measured
@@ -812,7 +812,9 @@ void bench_chain(const store_spec& spec, bool audit, int runs, std::size_t steps
        << bench::num(bench::median(replay_ms)) << " ms); the audit writer's last commit came "
        << bench::num(bench::median(lag)) << " ms after the reply; process CPU "
        << bench::num(bench::median(cpu)) << " us per step (2 cores); plan compile "
-       << bench::num(compile_s * 1e3) << " ms (not timed)";
+       << bench::num(compile_s * 1e3) << " ms (not timed), plan IR "
+       << bench::num(static_cast<double>(p.ByteSizeLong()) / 1024.0)
+       << " KiB (journaled once, in ExecutionStarted)";
   bench::emit(name, title, s, &b,
               k_replay_name, t,
               note.str());
@@ -1105,7 +1107,9 @@ void bench_concurrent(const store_spec& spec, bool audit, int runs, std::size_t 
        << bench::num(100 * bench::median(share))
        << "% of the wall time; the audit writer's last commit came "
        << bench::num(bench::median(lag)) << " ms after the last reply; process CPU "
-       << bench::num(bench::median(cpu)) << " us per step (2 cores); p50/p99 over the runs";
+       << bench::num(bench::median(cpu)) << " us per step (2 cores); plan IR "
+       << bench::num(static_cast<double>(p.ByteSizeLong()) / 1024.0)
+       << " KiB per execution; p50/p99 over the runs";
   bench::emit("exec.concurrent." + spec.suffix() + (audit ? "" : ".noaudit"),
               "Durable steps/s, " + std::to_string(executions) + " concurrent executions of a "
                   + std::to_string(chain) + "-step std.echo chain, " + spec.suffix()
@@ -1134,6 +1138,7 @@ int main(int argc, char** argv) {
   if (want("chain_sqlite")) {
     any = true;
     bench_chain({"sqlite", "FULL"}, true, runs, steps, std::nullopt, false);
+    bench_chain({"sqlite", "FULL"}, false, runs, steps, std::nullopt, false);
     bench_chain({"sqlite", "NORMAL"}, true, runs, steps, std::nullopt, false);
   }
   if (scenario == "fanout_rss_once") {
@@ -1150,6 +1155,7 @@ int main(int argc, char** argv) {
     any = true;
     bench_concurrent({"sqlite", "FULL"}, true, runs, executions, chain,
                      bench::target{"median", ">=", 20000});
+    bench_concurrent({"sqlite", "FULL"}, false, runs, executions, chain, std::nullopt);
     bench_concurrent({"sqlite", "NORMAL"}, true, runs, executions, chain, std::nullopt);
     bench_concurrent({"memory", "FULL"}, true, runs, executions, chain, std::nullopt);
     bench_concurrent({"memory", "FULL"}, false, runs, executions, chain, std::nullopt);
