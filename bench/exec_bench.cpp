@@ -27,10 +27,10 @@
 //  store replay  every append_batch and audit_append call the node made for the measured
 //      executions (from the first start until the audit writer has drained), recorded (stream, expected version, event count; audit row count) by a backend
 //      decorator and replayed with the same events and rows read back from the store, with the
-//      same batching, on a fresh store of the same kind and settings: the journal calls in order
-//      on one thread and the audit calls in order on another (the node's two store agents),
-//      back to back. What the writes cost without agents, messages and planning; the ratio is
-//      execution / store. The decorator also times the live append_batch calls (in the notes).
+//      same batching, on a fresh store of the same kind and settings (a journal connection and
+//      an audit connection), in the recorded order, back to back from one thread: what the
+//      writes cost without agents, messages and planning; the ratio is execution / store. The
+//      decorator also times the live append_batch calls (in the notes).
 //  bare CAF      the messages a step needs at the least: an event-based actor asks a detached
 //      actor (standing for af.journal) and then an event-based actor (standing for std.echo),
 //      both with a request timeout (60 s) as the executor's asks have, per step (chain); for the
@@ -513,13 +513,13 @@ std::vector<replay_call> rebuild(recorder& rec) {
 constexpr std::int64_t k_forever = std::numeric_limits<std::int64_t>::max();
 
 constexpr const char* k_replay_name =
-    "store replay: the same journal and audit writes, fresh store, no agents (journal calls "
-    "on one thread, audit calls on another)";
+    "store replay: the same journal and audit writes, same batching, fresh store, one thread, "
+    "no agents";
 
 struct replay_result {
-  double seconds = 0;         ///< wall time of the window's calls on the two threads
-  double journal_seconds = 0; ///< the journal thread's share (its own wall time)
-  double audit_seconds = 0;   ///< the audit thread's
+  double seconds = 0; ///< store time of the timed calls
+  double journal_seconds = 0;
+  double audit_seconds = 0;
   std::size_t journal_calls = 0;
   std::size_t journal_requests = 0;
   std::size_t audit_calls = 0;
@@ -540,49 +540,41 @@ void replay_call_on(store::backend& journal, store::backend& audit, const replay
 }
 
 /// Replays `calls` on a fresh store of `spec` with a journal connection and an audit connection,
-/// as the node has: the calls before the window in order, untimed; then those that started in
-/// [from_ns, to_ns] on two threads at once (journal calls in order on one, audit calls in order
-/// on the other, as the node's two store agents do), timed until both are done. Calls after the
-/// window are not replayed.
+/// as the node has, in their recorded order from one thread: the calls before `from_ns`
+/// untimed, the others timed. One thread because SQLite takes one writer at a time anyway (and
+/// two back-to-back writers starve each other behind its busy handler: tried, the audit
+/// connection timed out).
 replay_result replay(const std::vector<replay_call>& calls, const store_spec& spec,
                      std::int64_t from_ns, std::int64_t to_ns) {
   store_instance si{spec};
   auto journal = si.open();
   auto audit = si.open();
-  std::vector<const replay_call*> jw, aw;
-  for (const auto& c : calls) {
-    if (c.at_ns < from_ns)
-      replay_call_on(*journal, *audit, c);
-    else if (c.at_ns <= to_ns)
-      (c.journal.empty() ? aw : jw).push_back(&c);
-  }
   replay_result out;
-  for (const auto* c : jw) {
-    out.journal_requests += c->journal.size();
-    for (const auto& r : c->journal)
+  for (const auto& c : calls) {
+    if (c.at_ns < from_ns) {
+      replay_call_on(*journal, *audit, c);
+      continue;
+    }
+    if (c.at_ns > to_ns) continue;
+    const auto t0 = bench::clock::now();
+    replay_call_on(*journal, *audit, c);
+    const auto took = bench::seconds_between(t0, bench::clock::now());
+    out.seconds += took;
+    if (c.journal.empty()) {
+      ++out.audit_calls;
+      out.audit_seconds += took;
+      out.audit_rows += c.rows.size();
+      continue;
+    }
+    ++out.journal_calls;
+    out.journal_seconds += took;
+    out.journal_requests += c.journal.size();
+    for (const auto& r : c.journal)
       for (const auto& e : r.events) {
         ++out.journal_events;
         out.journal_bytes += e.type.size() + e.payload.size();
       }
   }
-  for (const auto* c : aw)
-    out.audit_rows += c->rows.size();
-  out.journal_calls = jw.size();
-  out.audit_calls = aw.size();
-  const auto t0 = bench::clock::now();
-  bench::clock::time_point audit_done = t0;
-  std::thread th{[&] {
-    for (const auto* c : aw)
-      replay_call_on(*journal, *audit, *c);
-    audit_done = bench::clock::now();
-  }};
-  for (const auto* c : jw)
-    replay_call_on(*journal, *audit, *c);
-  const auto journal_done = bench::clock::now();
-  th.join();
-  out.journal_seconds = bench::seconds_between(t0, journal_done);
-  out.audit_seconds = bench::seconds_between(t0, audit_done);
-  out.seconds = std::max(out.journal_seconds, out.audit_seconds);
   return out;
 }
 
