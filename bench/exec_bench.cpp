@@ -25,12 +25,13 @@
 //
 // Baselines, measured in the same run (interleaved with the runs of the execution):
 //  store replay  every append_batch and audit_append call the node made for the measured
-//      executions (from the first start until the audit writer has drained), recorded (stream, expected version, event count; audit row count) by a backend
-//      decorator and replayed with the same events and rows read back from the store, with the
-//      same batching, on a fresh store of the same kind and settings (a journal connection and
-//      an audit connection), in the recorded order, back to back from one thread: what the
-//      writes cost without agents, messages and planning; the ratio is execution / store. The
-//      decorator also times the live append_batch calls (in the notes).
+//      executions (from the first start until the audit writer has drained), recorded (stream,
+//      expected version, event count; audit row count) by a backend decorator and replayed with the
+//      same events and rows read back from the store, with the same batching, on a fresh store of
+//      the same kind and settings (a journal connection and an audit connection), in the recorded
+//      order, back to back from one thread: what the writes cost without agents, messages and
+//      planning; the ratio is execution / store. The decorator also times the live append_batch
+//      calls (in the notes).
 //  bare CAF      the messages a step needs at the least: an event-based actor asks a detached
 //      actor (standing for af.journal) and then an event-based actor (standing for std.echo),
 //      both with a request timeout (60 s) as the executor's asks have, per step (chain); for the
@@ -229,9 +230,7 @@ public:
       : inner_(std::move(inner)), rec_(std::move(rec)) {}
 
   [[nodiscard]] std::string_view kind() const noexcept override { return inner_->kind(); }
-  [[nodiscard]] const std::string& location() const noexcept override {
-    return inner_->location();
-  }
+  [[nodiscard]] const std::string& location() const noexcept override { return inner_->location(); }
   std::vector<af::expected<store::append_result>>
   append_batch(std::span<const store::append_request> batch, af::time_point now) override {
     call_record c;
@@ -246,9 +245,8 @@ public:
     rec_->calls.push_back(std::move(c));
     return out;
   }
-  af::expected<std::vector<store::event_record>> read(std::string_view stream,
-                                                      std::uint64_t from_version,
-                                                      std::size_t max) override {
+  af::expected<std::vector<store::event_record>>
+  read(std::string_view stream, std::uint64_t from_version, std::size_t max) override {
     return inner_->read(stream, from_version, max);
   }
   af::expected<std::uint64_t> version(std::string_view stream) override {
@@ -308,7 +306,8 @@ private:
   std::shared_ptr<recorder> rec_;
 };
 
-// --- the node -------------------------------------------------------------------------------------
+// --- the node
+// -------------------------------------------------------------------------------------
 
 struct exec_node {
   std::shared_ptr<recorder> rec = std::make_shared<recorder>();
@@ -341,7 +340,8 @@ struct exec_node {
     };
     opt.system_services.push_back(store::audit_child(std::move(ao)));
     auto agents = std::make_shared<plan::agent_types>();
-    if (auto st = plan::add_std_agents(*agents, {}); !st) die("std agents: " + st.error().to_string());
+    if (auto st = plan::add_std_agents(*agents, {}); !st)
+      die("std agents: " + st.error().to_string());
     plan::exec_options eo;
     eo.agents = agents;
     eo.audit_steps = audit_steps;
@@ -411,7 +411,8 @@ struct exec_node {
   }
 };
 
-// --- plans ------------------------------------------------------------------------------------------
+// --- plans
+// ------------------------------------------------------------------------------------------
 
 v1::PlanIR compile(const std::string& yaml, const std::string& name) {
   auto p = plan::compile_text(yaml, name);
@@ -605,7 +606,8 @@ std::vector<std::int64_t> commits_of(const std::vector<call_record>& calls,
   return out;
 }
 
-// --- bare CAF floor -------------------------------------------------------------------------------
+// --- bare CAF floor
+// -------------------------------------------------------------------------------
 
 constexpr auto k_caf_timeout = std::chrono::seconds(60);
 
@@ -614,7 +616,7 @@ caf::behavior reply_fn() {
 }
 
 struct floor_job {
-  std::size_t steps = 0;   ///< chain: sequential steps; fan-out: concurrent echo requests
+  std::size_t steps = 0; ///< chain: sequential steps; fan-out: concurrent echo requests
   bool fanout = false;
   std::promise<void> done;
 };
@@ -695,14 +697,15 @@ double caf_floor_once(std::size_t steps, bool fanout) {
   return bench::seconds_between(t0, t1);
 }
 
-// --- chain ------------------------------------------------------------------------------------------
+// --- chain
+// ------------------------------------------------------------------------------------------
 
 struct chain_run {
-  bench::run exec;     ///< µs per step; samples: µs between consecutive commits
-  bench::run store;    ///< µs per step, store replay
-  double cpu_us = 0;   ///< process CPU µs per step
-  double commits = 0;  ///< journal commits of the execution's stream
-  double batch = 0;    ///< requests per journal call in the window
+  bench::run exec;               ///< µs per step; samples: µs between consecutive commits
+  bench::run store;              ///< µs per step, store replay
+  double cpu_us = 0;             ///< process CPU µs per step
+  double commits = 0;            ///< journal commits of the execution's stream
+  double batch = 0;              ///< requests per journal call in the window
   double live_journal_share = 0; ///< of the wall time, the live journal spent in append_batch
   double live_commit_ms = 0;     ///< mean live append_batch call
   double replay_commit_ms = 0;   ///< mean replayed journal append_batch call
@@ -740,8 +743,8 @@ chain_run chain_once(const store_spec& spec, bool audit, const v1::PlanIR& p,
   auto rr = replay(rc, spec, from, k_forever);
   out.live_journal_share = live_journal_seconds(calls, from, to) / secs;
   out.live_commit_ms = rr.journal_calls > 0 ? live_journal_seconds(calls, from, to)
-                                                   / static_cast<double>(rr.journal_calls) * 1e3
-                                             : 0;
+                                                  / static_cast<double>(rr.journal_calls) * 1e3
+                                            : 0;
   out.replay_commit_ms =
       rr.journal_calls > 0 ? rr.journal_seconds / static_cast<double>(rr.journal_calls) * 1e3 : 0;
   out.events_per_step = static_cast<double>(rr.journal_events) / static_cast<double>(steps);
@@ -791,25 +794,22 @@ void bench_chain(const store_spec& spec, bool audit, int runs, std::size_t steps
                             + "-step sequential chain of std.echo, " + spec.suffix()
                             + (audit ? "" : ", step audit off") + ", per step";
   std::ostringstream note;
-  note << spec.describe() << "; " << (audit ? "every step outcome audited (default)"
-                                            : "exec_options::audit_steps = false")
+  note << spec.describe() << "; "
+       << (audit ? "every step outcome audited (default)" : "exec_options::audit_steps = false")
        << "; median = wall time / steps (StartExecution ask to reply); p50/p99 = intervals "
           "between the stream's consecutive journal commits; "
        << bench::num(bench::median(commits)) << " commits per execution, "
-       << bench::num(bench::median(ev)) << " journal events ("
-       << bench::num(bench::median(bytes)) << " B) and " << bench::num(bench::median(rows))
-       << " audit rows per step; the journal's "
+       << bench::num(bench::median(ev)) << " journal events (" << bench::num(bench::median(bytes))
+       << " B) and " << bench::num(bench::median(rows)) << " audit rows per step; the journal's "
        << "append_batch took " << bench::num(bench::median(live_ms)) << " ms per call ("
-       << bench::num(100 * bench::median(share)) << "% of the wall time; replayed: "
-       << bench::num(bench::median(replay_ms)) << " ms); the audit writer's last commit came "
-       << bench::num(bench::median(lag)) << " ms after the reply; process CPU "
-       << bench::num(bench::median(cpu)) << " us per step (2 cores); plan compile "
-       << bench::num(compile_s * 1e3) << " ms (not timed), plan IR "
-       << bench::num(static_cast<double>(p.ByteSizeLong()) / 1024.0)
+       << bench::num(100 * bench::median(share))
+       << "% of the wall time; replayed: " << bench::num(bench::median(replay_ms))
+       << " ms); the audit writer's last commit came " << bench::num(bench::median(lag))
+       << " ms after the reply; process CPU " << bench::num(bench::median(cpu))
+       << " us per step (2 cores); plan compile " << bench::num(compile_s * 1e3)
+       << " ms (not timed), plan IR " << bench::num(static_cast<double>(p.ByteSizeLong()) / 1024.0)
        << " KiB (journaled once, in ExecutionStarted)";
-  bench::emit(name, title, s, &b,
-              k_replay_name, t,
-              note.str());
+  bench::emit(name, title, s, &b, k_replay_name, t, note.str());
   if (with_floor) {
     auto f = bench::summarize(bare, bench::kind::latency, "us");
     bench::emit(name + ".vs_caf", title + ", against the bare-CAF messaging floor", s, &f,
@@ -819,7 +819,8 @@ void bench_chain(const store_spec& spec, bool audit, int runs, std::size_t steps
   }
 }
 
-// --- fan-out ----------------------------------------------------------------------------------------
+// --- fan-out
+// ----------------------------------------------------------------------------------------
 
 /// One fan-out's memory, in a fresh process (this executable with --scenario fanout_rss_once):
 /// a node, a 10-item warm-up, then one N-way execution: the peak RSS growth during it (VmHWM
@@ -919,8 +920,9 @@ void bench_fanout(int runs, std::size_t items, bool audit) {
   auto s = bench::summarize(exec, bench::kind::latency, "ms");
   auto b = bench::summarize(replayed, bench::kind::latency, "ms");
   const std::string name = audit ? "exec.fanout.memory" : "exec.fanout.memory.noaudit";
-  const std::string title = std::to_string(items) + "-way fan-out of std.echo (for_each) + join "
-                            "step, one execution, in-memory store"
+  const std::string title = std::to_string(items)
+                            + "-way fan-out of std.echo (for_each) + join "
+                              "step, one execution, in-memory store"
                             + (audit ? "" : ", step audit off");
   std::ostringstream note;
   note << "ask-to-reply time of one execution from the main thread (node::ask), 5 per run on a "
@@ -935,8 +937,7 @@ void bench_fanout(int runs, std::size_t items, bool audit) {
               audit ? note.str() : "informational: " + note.str());
   if (!audit) return;
   auto f = bench::summarize(bare, bench::kind::latency, "ms");
-  bench::emit("exec.fanout.memory.vs_caf", title + ", against the bare-CAF messaging floor", s,
-              &f,
+  bench::emit("exec.fanout.memory.vs_caf", title + ", against the bare-CAF messaging floor", s, &f,
               "bare CAF: a detached round trip, " + std::to_string(items)
                   + " concurrent echo requests, a detached round trip, an echo request, a "
                     "detached round trip",
@@ -978,8 +979,7 @@ public:
     const auto total = job_->starts.size();
     for (auto& s : job_->starts)
       ctx.ask<v1::ExecutionInfo>(
-          plan::k_exec_agent, std::move(s), 600s,
-          [this, total](af::expected<v1::ExecutionInfo> r) {
+          plan::k_exec_agent, std::move(s), 600s, [this, total](af::expected<v1::ExecutionInfo> r) {
             if (!r || r->status() != v1::EXEC_COMPLETED) {
               std::lock_guard g{job_->mtx};
               if (job_->first_error.empty())
@@ -1121,8 +1121,8 @@ void bench_concurrent(const store_spec& spec, bool audit, int runs, std::size_t 
        << (audit ? "every step outcome audited (default)" : "exec_options::audit_steps = false")
        << "; per step " << bench::num(bench::median(ev)) << " journal events ("
        << bench::num(bench::median(bytes)) << " B, the plan in each ExecutionStarted included) and "
-       << bench::num(bench::median(rows)) << " audit rows; journal: "
-       << bench::num(bench::median(batches))
+       << bench::num(bench::median(rows))
+       << " audit rows; journal: " << bench::num(bench::median(batches))
        << " appends per transaction (median over runs), append_batch "
        << bench::num(bench::median(live_ms)) << " ms per call, "
        << bench::num(100 * bench::median(share))
@@ -1137,7 +1137,6 @@ void bench_concurrent(const store_spec& spec, bool audit, int runs, std::size_t 
                   + std::to_string(chain) + "-step std.echo chain, " + spec.suffix()
                   + (audit ? "" : ", step audit off"),
               s, &b, k_replay_name, t, t ? note.str() : "informational: " + note.str());
-
 }
 
 } // namespace
