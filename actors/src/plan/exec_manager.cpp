@@ -220,6 +220,9 @@ public:
               ctx.ask<v1::ReadResult>(
                   store::k_journal_agent, std::move(rr), shared_->opts.journal_timeout,
                   [g, at](expected<v1::ReadResult> rd) {
+                    if (!rd)
+                      g->out.mutable_executions(at)->set_error("cannot read its stream: "
+                                                               + rd.error().to_string());
                     if (rd && rd->events_size() == 1) {
                       const auto& se = rd->events(0);
                       auto e = event_from(se.type(), se.payload());
