@@ -370,6 +370,7 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
   submit->add_option("--id", st->id, "the execution id (default: a new ULID); resubmitting an "
                                      "id returns the existing execution");
   submit->add_flag("--wait", st->wait, "wait until the execution ends");
+  submit->add_option("--by", st->by, "who starts it (default: cli:$USER; audited)");
   submit->add_flag("--json", st->json, "print JSON");
 
   auto* exec = app.add_subcommand("exec", "list, inspect and steer executions");

@@ -434,6 +434,43 @@ spec:
     CHECK(cancels == std::vector<std::string>{"slow-1/h/1", "slow-1/h/2"});
   }
 
+  SECTION("an approval not given within its timeout fails the step with timeout") {
+    auto r = t.start(compile(R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: sign}
+spec:
+  type: dag
+  steps:
+    - id: sign
+      approval: {}
+      timeout: 100ms
+)"),
+                     true, "{}", "sign-1");
+    REQUIRE(r);
+    CHECK(r->status() == v1::EXEC_FAILED);
+    CHECK_THAT(r->error(), Catch::Contains("timeout: ")
+                               && Catch::Contains("approval step 'sign' was not approved within 100 ms"));
+  }
+
+  SECTION("execution ids that would make ambiguous keys are refused") {
+    for (const std::string& id : std::vector<std::string>{"a/b", "has space", std::string(129, 'x')}) {
+      auto r = t.start(compile(R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: any}
+spec:
+  type: dag
+  steps:
+    - {id: a, agent: std.echo}
+)"),
+                       true, "{}", id);
+      REQUIRE_FALSE(r);
+      CHECK(r.error().code() == errc::validation);
+      CHECK_THAT(r.error().message(), Catch::Contains("expected at most 128 of [A-Za-z0-9_.-]"));
+    }
+  }
+
   SECTION("canceling a parent cancels the sub-plan it waits for") {
     test::temp_dir plans{"af-plans"};
     plans.write("child.yaml", R"(

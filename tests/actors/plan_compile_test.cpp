@@ -568,6 +568,11 @@ TEST_CASE("plan: dag step errors name file:line:col", "[plan]") {
           == "plan.yaml:10:7: step 'a': both 'agent' and 'tool' given; expected exactly one of "
              "agent, tool, plan, wait, approval");
   }
+  SECTION("a wait step with a timeout") {
+    CHECK(compile_error(plan("    - id: a\n      wait: 1s\n      timeout: 5s\n"))
+          == "plan.yaml:10:7: step 'a': timeout: a wait step has no timeout (its duration is the "
+             "wait); expected no timeout here");
+  }
   SECTION("no kind") {
     CHECK(compile_error(plan("    - id: a\n      input: {}\n"))
           == "plan.yaml:8:7: step 'a': nothing to run; expected one of agent, tool, plan, wait, "

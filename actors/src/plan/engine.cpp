@@ -271,6 +271,7 @@ void engine::view(const std::string& step_id, std::string state, std::uint32_t a
   v.attempt = attempt;
   if (!output_json.empty()) v.output_json = std::move(output_json);
   if (!error.empty()) v.error = std::move(error);
+  else if (v.state == "completed") v.error.clear(); // an earlier attempt's error is history
 }
 
 std::int64_t backoff_ms(const v1::RetryPolicy& p, std::uint32_t next, std::string_view key) {

@@ -10,6 +10,8 @@
 #include "plan/executor.hpp"
 #include "plan/replay.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <deque>
 #include <unordered_map>
 
@@ -99,6 +101,18 @@ public:
     if (!inputs) {
       r.fail(inputs.error());
       return;
+    }
+    if (!m.execution_id().empty()) {
+      // Ids become stream names and idempotency keys (ID/STEP/ATTEMPT): no '/', nothing odd.
+      const auto& id = m.execution_id();
+      const bool ok = id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.';
+      });
+      if (!ok) {
+        r.fail(validation_error("start: execution id '" + id + "': expected at most 128 of "
+                                "[A-Za-z0-9_.-]"));
+        return;
+      }
     }
     v1::StartExecution start = m;
     start.set_inputs_json(*inputs);

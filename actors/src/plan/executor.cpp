@@ -64,7 +64,8 @@ void executor::define(handlers<executor>& h) {
       .on(&executor::on_info)
       .on(&executor::on_control)
       .on(&executor::on_step_due)
-      .on(&executor::on_wait_elapsed);
+      .on(&executor::on_wait_elapsed)
+      .on(&executor::on_approval_expired);
 }
 
 void executor::recover(context&, const restart_info&) {
@@ -428,6 +429,12 @@ void executor::dispatch(context& ctx, const v1::StepScheduled& s) {
   }
   case v1::STEP_APPROVAL:
     ctx.log().info("exec_approval_wait", {}, nlohmann::json{{"execution_id", id_}, {"step", s.step_id()}});
+    if (call.timeout_ms() > 0) {
+      v1::ApprovalExpired x;
+      x.set_step_id(s.step_id());
+      x.set_attempt(s.attempt());
+      ctx.schedule(std::chrono::milliseconds{call.timeout_ms()}, x);
+    }
     return;
   case v1::STEP_PLAN: {
     const auto& plan = engine_->started().plan();
@@ -567,6 +574,15 @@ void executor::on_wait_elapsed(context& ctx, const v1::WaitElapsed& m) {
   auto it = engine_->in_flight().find(m.step_id());
   if (it == engine_->in_flight().end() || it->second.attempt() != m.attempt()) return;
   step_result(ctx, it->second, nlohmann::json{{"waited_ms", m.waited_ms()}}.dump());
+}
+
+void executor::on_approval_expired(context& ctx, const v1::ApprovalExpired& m) {
+  if (!ready_ || engine_->finished()) return;
+  auto it = engine_->in_flight().find(m.step_id());
+  if (it == engine_->in_flight().end() || it->second.attempt() != m.attempt()) return;
+  step_result(ctx, it->second,
+              error{errc::timeout, "approval step '" + m.step_id() + "' was not approved within "
+                                       + std::to_string(it->second.call().timeout_ms()) + " ms"});
 }
 
 void executor::on_info(context&, const v1::ExecutionRef& m, responder<v1::ExecutionInfo> r) {

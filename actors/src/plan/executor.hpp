@@ -41,6 +41,7 @@ public:
   void on_control(context& ctx, const v1::ExecControl& m, responder<v1::ExecutionInfo> r);
   void on_step_due(context& ctx, const v1::StepDue& m);
   void on_wait_elapsed(context& ctx, const v1::WaitElapsed& m);
+  void on_approval_expired(context& ctx, const v1::ApprovalExpired& m);
 
   /// The summary `af exec show` prints (with steps when `with_steps`).
   [[nodiscard]] v1::ExecutionInfo info(bool with_steps) const;

@@ -226,6 +226,10 @@ expected<call_read> read_call(plan_reader& r, const yaml_map& m, std::string_vie
     call.set_kind(v1::STEP_PLAN);
     call.set_sub_plan(*index);
   } else if (f->name == "wait") {
+    if (const auto* t = m.find("timeout"))
+      return r.yaml.fail(t->key.Mark(), context,
+                         "timeout: a wait step has no timeout (its duration is the wait); "
+                         "expected no timeout here");
     auto ms = r.yaml.duration_ms(*f, context);
     if (!ms) return std::move(ms).error();
     call.set_kind(v1::STEP_WAIT);
