@@ -85,6 +85,9 @@ namespace v1 = af::v1;
 // --- allocation counting (the fan-out's allocated bytes) -----------------------------------------
 
 namespace {
+
+using bench::die;
+using bench::process_cpu_seconds;
 std::atomic<bool> g_count_allocs{false};
 std::atomic<std::uint64_t> g_alloc_bytes{0};
 std::atomic<std::uint64_t> g_alloc_calls{0};
@@ -104,17 +107,6 @@ void* operator new[](std::size_t n) { return ::operator new(n); }
 
 namespace {
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "bench: %s\n", what.c_str());
-  std::exit(1);
-}
-
-double process_cpu_seconds() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
-
 /// Peak RSS since the last reset_peak_rss() (VmHWM), in bytes.
 std::size_t peak_rss_bytes() {
   std::ifstream in{"/proc/self/status"};
@@ -128,26 +120,6 @@ void reset_peak_rss() {
   std::ofstream out{"/proc/self/clear_refs"};
   out << "5";
 }
-
-/// A fresh temporary directory, deleted with its contents.
-class temp_dir {
-public:
-  temp_dir() {
-    char tmpl[] = "/tmp/af-bench-exec-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) die("mkdtemp failed");
-    path_ = tmpl;
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  [[nodiscard]] std::string db() const { return (path_ / "agentflow.db").string(); }
-
-private:
-  fs::path path_;
-};
 
 // --- the store under test and the recording decorator -------------------------------------------
 
@@ -174,10 +146,10 @@ struct store_spec {
 /// A fresh store: opens a new memory backend on every call, or a connection to one SQLite file.
 struct store_instance {
   store_spec spec;
-  std::unique_ptr<temp_dir> dir;
+  std::unique_ptr<bench::temp_dir> dir;
 
   explicit store_instance(store_spec s) : spec(std::move(s)) {
-    if (spec.kind == "sqlite") dir = std::make_unique<temp_dir>();
+    if (spec.kind == "sqlite") dir = std::make_unique<bench::temp_dir>("af-bench-exec");
   }
   [[nodiscard]] std::unique_ptr<store::backend> open() const {
     if (spec.kind == "memory") return store::make_memory_backend();

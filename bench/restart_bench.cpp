@@ -75,10 +75,7 @@ constexpr std::uint64_t k_probe = 1;
 
 constexpr auto k_ask_timeout = 5s;
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "bench: %s\n", what.c_str());
-  std::exit(1);
-}
+using bench::die;
 
 std::string child_name(std::size_t i) { return "c" + std::to_string(i); }
 

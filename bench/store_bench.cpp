@@ -60,38 +60,10 @@ namespace store = af::store;
 
 namespace {
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "bench: %s\n", what.c_str());
-  std::exit(1);
-}
-
-double process_cpu_seconds() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
+using bench::die;
+using bench::process_cpu_seconds;
 
 std::size_t cores() { return std::max(1U, std::thread::hardware_concurrency()); }
-
-/// A fresh temporary directory, deleted with its contents.
-class temp_dir {
-public:
-  temp_dir() {
-    char tmpl[] = "/tmp/af-bench-store-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) die("mkdtemp failed");
-    path_ = tmpl;
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  [[nodiscard]] std::string db() const { return (path_ / "agentflow.db").string(); }
-
-private:
-  fs::path path_;
-};
 
 /// A store under test: SQLite (a fresh file per run) or PostgreSQL (emptied per run).
 struct store_kind {
@@ -100,14 +72,14 @@ struct store_kind {
 
   /// A fresh, empty store; `open()` of the result opens it again (for the journal agent).
   struct instance {
-    std::unique_ptr<temp_dir> dir;
+    std::unique_ptr<bench::temp_dir> dir;
     std::function<af::expected<std::unique_ptr<store::backend>>()> open;
   };
 
   [[nodiscard]] instance fresh(const std::string& synchronous = "FULL") const {
     instance in;
     if (name == "sqlite") {
-      in.dir = std::make_unique<temp_dir>();
+      in.dir = std::make_unique<bench::temp_dir>("af-bench-store");
       store::sqlite_options so;
       so.path = in.dir->db();
       so.synchronous = synchronous;
@@ -395,7 +367,7 @@ af::v1::AuditRecord audit_record(std::uint64_t seq, std::size_t size) {
 }
 
 struct audit_chain_fixture {
-  temp_dir dir;
+  bench::temp_dir dir{"af-bench-store"};
   std::string path;
   std::string bytes;                // prev_hash || record of every row, back to back
   std::vector<std::size_t> offsets; // where each row's bytes start in `bytes` (+ the end)
