@@ -64,9 +64,7 @@ public:
     flush_scheduled_ = false;
     while (!pending_.empty() && !backing_off_) {
       if (link_.db() == nullptr) {
-        for (auto& p : pending_)
-          p.reply.fail(unavailable());
-        pending_.clear();
+        drop(ctx, pending_.size(), unavailable());
         return;
       }
       if (!head_ && !read_head(ctx)) return; // read_head failed every pending append
@@ -112,8 +110,8 @@ public:
         const auto e = retry_->give_up_error(d, st.error());
         ctx.log().error("audit_append_failed", "audit batch not written: " + e.to_string(),
                         {{"records", static_cast<double>(n)}});
-        for (std::size_t i = 0; i < n; ++i)
-          pending_[i].reply.fail(e);
+        drop(ctx, n, e);
+        continue;
       }
       pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
     }
@@ -123,9 +121,20 @@ public:
     // Records taken in but not yet flushed (their flush message queues behind the stop) are
     // committed now: a node stopping right after an execution ended keeps the records of it.
     if (!pending_.empty() && !backing_off_ && link_.db() != nullptr) on_flush(ctx, v1::AuditFlush{});
-    for (auto& p : pending_)
-      p.reply.fail(error{errc::transient, "audit writer stopped before commit"});
-    pending_.clear();
+    drop(ctx, pending_.size(), error{errc::transient, "audit writer stopped before commit"});
+  }
+
+  /// The first `n` waiting records cannot be written: each sender that asked gets the error,
+  /// and the log names them (senders that told, like executors, get no reply).
+  void drop(context& ctx, std::size_t n, const error& e) {
+    if (n == 0) return;
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& rec = pending_[i].record;
+      ctx.log().error("audit_record_dropped", "audit record not written: " + e.to_string(),
+                      {{"action", rec.action()}, {"subject", rec.subject()}, {"actor", rec.actor()}});
+      pending_[i].reply.fail(e);
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
   }
 
 private:
@@ -168,9 +177,7 @@ private:
       return true;
     }
     store_error(ctx, h.error());
-    for (auto& p : pending_)
-      p.reply.fail(h.error());
-    pending_.clear();
+    drop(ctx, pending_.size(), h.error());
     return false;
   }
 

@@ -376,12 +376,13 @@ TEST_CASE("audit verify: tampering through SQL on PostgreSQL names the first bad
 namespace {
 
 node::options with_flaky_audit(test::flaky_backend::faults f,
-                               std::shared_ptr<std::atomic<int>> calls) {
+                               std::shared_ptr<std::atomic<int>> calls,
+                               std::shared_ptr<std::vector<std::string>> lines = nullptr) {
   node::options o;
   log_options lo;
   lo.level = log_level::error;
   lo.format = "json";
-  o.log = make_memory_log_backend(lo, std::make_shared<std::vector<std::string>>());
+  o.log = make_memory_log_backend(lo, lines ? lines : std::make_shared<std::vector<std::string>>());
   store::audit_options ao;
   ao.open = [f, calls]() -> expected<std::unique_ptr<store::backend>> {
     return std::unique_ptr<store::backend>{std::make_unique<test::flaky_backend>(f, calls)};
@@ -428,13 +429,25 @@ TEST_CASE("audit writer: a commit that landed despite an error is not chained tw
 
 TEST_CASE("audit writer: gives up after the retry policy's attempts", "[audit]") {
   auto calls = std::make_shared<std::atomic<int>>(0);
-  auto nd = node::start(with_flaky_audit({.audit_failures = 1000}, calls));
+  auto lines = std::make_shared<std::vector<std::string>>();
+  auto nd = node::start(with_flaky_audit({.audit_failures = 1000}, calls, lines));
   REQUIRE(nd);
   auto r = (*nd)->ask<v1::AuditAppended>(store::k_audit_agent, append("a", "x", 1), 10s);
   REQUIRE_FALSE(r);
   CHECK(r.error().code() == errc::transient);
   CHECK(r.error().message().find("5 attempts") != std::string::npos);
   CHECK(calls->load() == 5);
+  // A record sent without waiting (as executors send theirs) is not dropped silently either.
+  auto writer = (*nd)->lookup(store::k_audit_agent);
+  REQUIRE(writer);
+  (*nd)->tell(*writer, append("a", "told.action", 2));
+  (*nd)->shutdown(); // the log lines are read once the node's threads are done
+  int dropped = 0;
+  for (const auto& l : *lines)
+    if (l.find("audit_record_dropped") != std::string::npos
+        && l.find("told.action") != std::string::npos)
+      ++dropped;
+  CHECK(dropped == 1);
 }
 
 TEST_CASE("audit verify: the parallel row check finds the same first bad row", "[audit]") {

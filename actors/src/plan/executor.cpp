@@ -668,12 +668,9 @@ void executor::audit(context& ctx, std::string action, std::string actor,
   rec.set_subject(id_);
   for (auto& [k, v] : details)
     (*rec.mutable_details())[k] = std::move(v);
-  ctx.ask<v1::AuditAppended>(*ref, std::move(a), shared_->opts.journal_timeout,
-                             [this, &ctx](expected<v1::AuditAppended> r) {
-                               if (!r)
-                                 ctx.log().error("exec_audit_failed", {}, nlohmann::json{{"execution_id", id_},
-                                                  {"error", r.error().to_string()}});
-                             });
+  // A tell: nothing here waits for the commit, and the writer logs every record it cannot
+  // write (audit_record_dropped), so an ask would only add a reply and a timeout per record.
+  ctx.tell(*ref, std::move(a));
 }
 
 v1::ExecutionInfo executor::info(bool with_steps) const {
