@@ -434,6 +434,8 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
       auto inputs = inputs_of(st->sets);
       if (!inputs) return usage(err, inputs.error());
       if (*mode == v1::EXEC_DRY_RUN) {
+        // The inputs are checked as a start would check them: a dry run that passes starts.
+        if (auto in = plan::resolve_inputs(*ir, *inputs); !in) return usage(err, in.error());
         print_schedule(*ir, st->json, out);
         return k_exit_ok;
       }

@@ -67,6 +67,16 @@ assert j["status"] == "failed" and "no luck" in j["error"], j
 assert v["intact"] is True and v["count"] == 3, v
 PY
 
+echo "== a dry run prints the schedule and checks the inputs as a start would"
+"$AF" run "$SRC/examples/plans/payouts.yaml" --mode dry-run --set approver=alice --json \
+  >"$tmp/dry.json" || fail "a good dry run failed"
+python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["plan"] == "payouts" and j["levels"], j' "$tmp/dry.json"
+rc=0
+"$AF" run "$SRC/examples/plans/payouts.yaml" --mode dry-run --set nosuch=1 >/dev/null \
+  2>"$tmp/dry.err" || rc=$?
+((rc == 2)) || fail "a dry run with an undeclared input exited $rc, not 2"
+grep -q "has no input 'nosuch'" "$tmp/dry.err" || { cat "$tmp/dry.err" >&2; fail "the bad input is not named"; }
+
 echo "== a custom node binary"
 "$NODE" run "$SRC/examples/plans/shout.yaml" --set "text=hello there" --data-dir "$tmp/node" \
   --json >"$tmp/node.json" || { cat "$tmp/node.json" >&2; fail "af_example_node run failed"; }

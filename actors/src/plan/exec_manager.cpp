@@ -1,6 +1,7 @@
 // af.exec: starts executors (one supervised child agent per execution, named "exec/<id>"),
 // resumes unfinished executions when the node starts, answers `af exec` (list, show, control,
 // replay) and spawns the agent types and tool invokers plans name, on first use.
+#include "af/plan/compile.hpp"
 #include "af/plan/executor.hpp"
 
 #include "af/hash.hpp"
@@ -25,36 +26,6 @@ bool ended(v1::ExecStatus s) {
   return s == v1::EXEC_COMPLETED || s == v1::EXEC_FAILED || s == v1::EXEC_CANCELED;
 }
 
-/// Applies the plan's input defaults to the given inputs; a missing required input or an input
-/// the plan does not declare is a validation error.
-expected<std::string> resolve_inputs(const v1::PlanIR& plan, const std::string& given) {
-  auto in = given.empty() ? nlohmann::json::object() : nlohmann::json::parse(given, nullptr, false);
-  if (in.is_discarded() || !in.is_object())
-    return validation_error("plan '" + plan.name() + "': inputs must be a JSON object");
-  std::string names;
-  for (const auto& i : plan.inputs())
-    names += (names.empty() ? "" : ", ") + i.name();
-  for (const auto& [k, v] : in.items()) {
-    bool known = false;
-    for (const auto& i : plan.inputs())
-      known = known || i.name() == k;
-    if (!known)
-      return validation_error("plan '" + plan.name() + "' has no input '" + k + "' (inputs: "
-                              + (names.empty() ? "none" : names) + ")");
-  }
-  for (const auto& i : plan.inputs()) {
-    if (in.contains(i.name())) continue;
-    if (!i.default_json().empty()) {
-      in[i.name()] = nlohmann::json::parse(i.default_json(), nullptr, false);
-      continue;
-    }
-    if (i.required())
-      return validation_error("plan '" + plan.name() + "': input '" + i.name()
-                              + "' is required (set it with --set " + i.name() + "=VALUE)");
-    in[i.name()] = nullptr;
-  }
-  return in.dump();
-}
 
 class exec_manager : public agent_base<exec_manager> {
 public:

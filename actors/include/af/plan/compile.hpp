@@ -37,4 +37,9 @@ struct compile_options {
 /// Lower-case hex of PlanIR.hash (the form `af exec show` prints).
 [[nodiscard]] std::string plan_hash_hex(const v1::PlanIR& ir);
 
+/// The inputs an execution of `plan` starts with: `given` (a JSON object, empty = {}) with the
+/// plan's defaults applied. An input the plan does not declare, a missing required one or
+/// `given` not being an object is a validation error naming it.
+[[nodiscard]] expected<std::string> resolve_inputs(const v1::PlanIR& plan, const std::string& given);
+
 } // namespace af::plan
