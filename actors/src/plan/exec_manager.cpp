@@ -55,7 +55,10 @@ public:
     if (resuming_) ctx.schedule(duration::zero(), v1::ExecResume{});
   }
 
-  void on_resume(context& ctx, const v1::ExecResume&) { list_page(ctx, {}); }
+  void on_resume(context& ctx, const v1::ExecResume&) {
+    resume_again_ = false;
+    list_page(ctx, {});
+  }
 
   void on_start_execution(context& ctx, const v1::StartExecution& m,
                           responder<v1::ExecutionInfo> r) {
@@ -362,6 +365,17 @@ private:
     auto ref = ctx.spawn_erased(sup::agent_factory<executor>(shared_, id, std::move(start)),
                                 stream_of(id), o);
     if (!ref) {
+      if (!start && ref.error().code() == errc::conflict) {
+        // A resume while the executor of a previous af.exec instance still stops (its name is
+        // still bound): list again shortly; the stream is resumed once the name is free.
+        ctx.log().warn("exec_resume_later", {}, nlohmann::json{{"execution_id", id},
+                                                              {"error", ref.error().to_string()}});
+        if (!resume_again_) {
+          resume_again_ = true;
+          ctx.schedule(std::chrono::milliseconds{100}, v1::ExecResume{});
+        }
+        return;
+      }
       ctx.log().error("exec_spawn_failed", {}, nlohmann::json{{"execution_id", id},
                                                               {"error", ref.error().to_string()}});
       fail_waiters(id, ref.error());
@@ -501,6 +515,7 @@ private:
 
   std::shared_ptr<const exec_shared> shared_;
   bool resuming_ = false; ///< the unfinished executions of the store are being spawned
+  bool resume_again_ = false; ///< a resume is scheduled (an executor's name was still taken)
   std::vector<std::function<void(context&)>> after_resume_; ///< controls that wait for that
   std::set<std::string> live_;
   std::map<std::string, v1::ExecutionInfo> infos_;
