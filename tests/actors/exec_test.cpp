@@ -8,7 +8,11 @@
 #include "af/store/journal.hpp"
 #include "af/v1/exec.pb.h"
 #include "af/v1/store.pb.h"
+#include "caf_glue.hpp"
 #include "support/temp_dir.hpp"
+
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -275,6 +279,32 @@ TEST_CASE("exec: a node restart resumes unfinished executions from the journal",
   for (const auto& l : *t.lines)
     recovered = recovered || l.find("exec_recovered") != std::string::npos;
   CHECK(recovered);
+}
+
+TEST_CASE("exec: a crash of af.exec resumes its executions; approvals still reach them",
+          "[exec]") {
+  test::temp_dir dir{"af-exec"};
+  const auto db = (dir.path() / "af.db").string();
+  test_node t{db};
+  auto s = t.start(compile(k_approval), false, "{}", "survivor");
+  REQUIRE(s);
+  t.until("survivor", [](const v1::ExecutionInfo& i) { return i.steps_completed() == 1; });
+  auto old = t.n->lookup(plan::k_exec_agent);
+  REQUIRE(old);
+  caf::anon_send_exit(to_actor(*old), caf::exit_reason::kill); // its executors stop with it
+  expected<v1::ExecutionInfo> approved = error{errc::internal, "not yet"};
+  for (int i = 0; i < 500 && !approved; ++i) {
+    auto now = t.n->lookup(plan::k_exec_agent);
+    if (now && !(*now == *old)) approved = t.control("survivor", v1::ExecControl::APPROVE, "review");
+    if (!approved) std::this_thread::sleep_for(10ms);
+  }
+  INFO((approved ? std::string{} : approved.error().to_string()));
+  REQUIRE(approved);
+  auto end = t.until("survivor", [](const v1::ExecutionInfo& i) {
+    return i.status() == v1::EXEC_COMPLETED;
+  });
+  CHECK(end.steps_completed() == 3);
+  CHECK(count_rows(db, "SELECT count(*) FROM ledger WHERE execution_id = 'survivor'") == 2);
 }
 
 TEST_CASE("exec: fsm and bt plans, tools and sub-plans run on a node", "[exec]") {
