@@ -291,25 +291,22 @@ struct exec_node {
     lo.level = af::log_level::warn;
     lo.format = "text";
     if (auto backend = af::make_log_backend(lo)) opt.log = *backend;
-    store::journal_options jo;
-    jo.open = [&si, r = rec]() -> af::expected<std::unique_ptr<store::backend>> {
-      std::shared_ptr<store::backend> db = si.open();
-      {
-        std::lock_guard g{r->mtx};
-        r->journal_db = db;
-      }
-      return std::unique_ptr<store::backend>{std::make_unique<recording_backend>(db, r)};
+    // Each service opens its own connection, kept in the recorder (`slot`) for the replay.
+    auto recorded_open = [&si, r = rec](std::shared_ptr<store::backend> recorder::*slot) {
+      return [&si, r, slot]() -> af::expected<std::unique_ptr<store::backend>> {
+        std::shared_ptr<store::backend> db = si.open();
+        {
+          std::lock_guard g{r->mtx};
+          (*r).*slot = db;
+        }
+        return std::unique_ptr<store::backend>{std::make_unique<recording_backend>(db, r)};
+      };
     };
+    store::journal_options jo;
+    jo.open = recorded_open(&recorder::journal_db);
     opt.system_services.push_back(store::journal_child(std::move(jo)));
     store::audit_options ao;
-    ao.open = [&si, r = rec]() -> af::expected<std::unique_ptr<store::backend>> {
-      std::shared_ptr<store::backend> db = si.open();
-      {
-        std::lock_guard g{r->mtx};
-        r->audit_db = db;
-      }
-      return std::unique_ptr<store::backend>{std::make_unique<recording_backend>(db, r)};
-    };
+    ao.open = recorded_open(&recorder::audit_db);
     opt.system_services.push_back(store::audit_child(std::move(ao)));
     auto agents = std::make_shared<plan::agent_types>();
     if (auto st = plan::add_std_agents(*agents, {}); !st)
