@@ -211,25 +211,9 @@ public:
                     if (!rd)
                       g->out.mutable_executions(at)->set_error("cannot read its stream: "
                                                                + rd.error().to_string());
-                    if (rd && rd->events_size() == 1) {
-                      const auto& se = rd->events(0);
-                      auto e = event_from(se.type(), se.payload());
-                      auto* i = g->out.mutable_executions(at);
-                      if (e && e->has_started()) {
-                        i->set_plan_name(e->started().plan().name());
-                        i->set_plan_hash(e->started().plan().hash());
-                        i->set_mode(e->started().mode());
-                        i->set_started_at_ns(e->started().started_at_ns());
-                      } else if (e && e->has_exec_completed()) {
-                        i->set_status(v1::EXEC_COMPLETED);
-                      } else if (e && e->has_exec_failed()) {
-                        i->set_status(v1::EXEC_FAILED);
-                        i->set_error(e->exec_failed().error_kind() + ": "
-                                     + e->exec_failed().message());
-                      } else if (e && e->has_canceled()) {
-                        i->set_status(v1::EXEC_CANCELED);
-                      }
-                    }
+                    if (rd && rd->events_size() == 1)
+                      if (auto e = event_from(rd->events(0).type(), rd->events(0).payload()))
+                        describe_from(*e, *g->out.mutable_executions(at));
                     if (--g->waiting == 0) g->r.reply(std::move(g->out));
                   });
             }
@@ -332,6 +316,23 @@ public:
   }
 
 private:
+  /// What a stream's first event (the plan) or last event (how it ended) says of an execution.
+  static void describe_from(const v1::ExecEvent& e, v1::ExecutionInfo& i) {
+    if (e.has_started()) {
+      i.set_plan_name(e.started().plan().name());
+      i.set_plan_hash(e.started().plan().hash());
+      i.set_mode(e.started().mode());
+      i.set_started_at_ns(e.started().started_at_ns());
+    } else if (e.has_exec_completed()) {
+      i.set_status(v1::EXEC_COMPLETED);
+    } else if (e.has_exec_failed()) {
+      i.set_status(v1::EXEC_FAILED);
+      i.set_error(e.exec_failed().error_kind() + ": " + e.exec_failed().message());
+    } else if (e.has_canceled()) {
+      i.set_status(v1::EXEC_CANCELED);
+    }
+  }
+
   /// A start request waiting for its execution, with the hash of the plan it asked to run.
   struct waiter {
     responder<v1::ExecutionInfo> r;
