@@ -2,7 +2,7 @@
 include(CMakePackageConfigHelpers)
 set(AF_INSTALLED_TARGETS af_proto af_runtime af_supervision af_cli)
 if(TARGET af_persistence)
-  list(APPEND AF_INSTALLED_TARGETS af_persistence af_actors)
+  list(APPEND AF_INSTALLED_TARGETS af_persistence af_actors af_sim)
 endif()
 install(TARGETS ${AF_INSTALLED_TARGETS} EXPORT agentflowTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}

@@ -1,0 +1,87 @@
+// Running a scenario: one CAF actor system on one thread under CAF's test coordinator, a seeded
+// choice of the next actor to run, virtual time that jumps to the next timer when nothing can
+// run, several simulated nodes and the simulated network between them (docs/simulation.md).
+#pragma once
+
+#include "af/error.hpp"
+#include "af/plan/agents.hpp"
+#include "af/sim/scenario.hpp"
+#include "af/tool/registry.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace af::sim {
+
+/// The outcome of one invariant.
+struct invariant_result {
+  std::string name;
+  bool ok = true;
+  std::string detail;   ///< what was found (counts; the first violation)
+  duration at{};        ///< virtual time of the first violation (or of the check)
+};
+
+/// What a run prints (`af sim run`): the trace hash identifies the run's whole schedule.
+struct report {
+  std::string scenario;
+  std::uint64_t seed = 0;
+  std::string trace_hash;     ///< hex SHA-256 over (receiver, envelope hash, virtual time)
+  duration virtual_time{};    ///< virtual time when the run ended
+  bool stopped_early = false; ///< --until was reached
+  std::uint64_t delivered = 0;   ///< envelopes handled by agents
+  std::uint64_t network_sent = 0;  ///< envelopes that entered the simulated network
+  std::uint64_t dropped = 0;     ///< lost on a link, to a partition or to a down node
+  std::uint64_t duplicated = 0;  ///< extra copies the network delivered
+  std::uint64_t crashes = 0;
+  std::uint64_t restarts = 0;
+  std::uint64_t agents = 0;      ///< agents spawned at the start (populations)
+  double wall_seconds = 0;
+  double deliveries_per_second = 0; ///< delivered / wall_seconds
+  std::vector<invariant_result> invariants;
+  std::vector<std::string> timeline; ///< faults as they happened: "12.500s crash n2"
+
+  [[nodiscard]] bool ok() const;
+  /// The first failing invariant, or nullptr.
+  [[nodiscard]] const invariant_result* first_failure() const;
+  [[nodiscard]] nlohmann::json to_json() const;
+  /// The human report `af sim run` prints.
+  [[nodiscard]] std::string to_text() const;
+};
+
+/// Progress of a long run, for a terminal line (called every few thousand deliveries).
+struct progress {
+  duration virtual_time{};
+  duration run_until{};
+  std::uint64_t delivered = 0;
+  double wall_seconds = 0;
+};
+
+struct run_options {
+  std::uint64_t seed = 1;
+  /// Stop at this virtual time (debugging): invariants that need the end are reported as
+  /// not checked.
+  std::optional<duration> until;
+  /// Write every delivered envelope as one JSON line here.
+  std::string trace_file;
+  /// Agent types beyond the built-in ones (std.*, sim.*): plugins, a user's own binary.
+  std::shared_ptr<const plan::agent_types> agents;
+  std::shared_ptr<const tool::registry> tools;
+  std::function<void(const progress&)> on_progress;
+  /// Where node logs go ("" = discarded): JSON lines of every simulated node.
+  std::string log_file;
+};
+
+/// Runs `sc` with `opts.seed`. An error means the scenario could not run (an unknown agent type,
+/// a plan that does not compile); a run whose invariant failed returns a report with !ok().
+[[nodiscard]] expected<report> run(const scenario& sc, const run_options& opts);
+
+/// The command line that replays a seed: `af sim run FILE --seed N`.
+[[nodiscard]] std::string replay_command(const scenario& sc, std::uint64_t seed);
+
+} // namespace af::sim
