@@ -12,6 +12,8 @@
 #include <caf/system_messages.hpp>
 #include <caf/type_erased_tuple.hpp>
 
+#include <stdexcept>
+
 #include <google/protobuf/empty.pb.h>
 
 namespace af::detail {
@@ -165,6 +167,9 @@ void agent_host::count(const std::string& tenant, const char* outcome) {
 }
 
 caf::result<envelope> agent_host::handle(const envelope& e) {
+  if (core_->observer != nullptr) core_->observer->delivered(addr_, e);
+  if (!injected_fault_.empty())
+    throw std::runtime_error{std::exchange(injected_fault_, std::string{})};
   lamport_ = std::max(lamport_, e.logical_ts()) + 1;
   const bool is_request = current_message_id().is_request();
   if (gateway && e.receiver().name != addr_.name && !e.receiver().name.empty()) return forward(e);
@@ -248,6 +253,7 @@ void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf
   request(to_actor(to), timeout, std::move(env))
       .then(
           [this, shared_cb, started](const envelope& reply) {
+            if (core_->observer != nullptr) core_->observer->delivered(addr_, reply);
             ask_duration_.observe(
                 std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
             lamport_ = std::max(lamport_, reply.logical_ts()) + 1;
@@ -294,7 +300,7 @@ expected<agent_ref> node_core::spawn(std::unique_ptr<agent> a, std::string name,
   address addr{node_name, name};
   auto seed = svc.random->next_u64();
   restart_info ri{opts.restarts, std::move(opts.last_exit)};
-  auto actor = opts.detached ? sys->spawn<agent_host, caf::detached>(
+  auto actor = opts.detached && !cooperative ? sys->spawn<agent_host, caf::detached>(
                    this, std::move(a), addr, std::move(opts.tenant), seed, std::move(ri))
                              : sys->spawn<agent_host>(this, std::move(a), addr,
                                                       std::move(opts.tenant), seed, std::move(ri));
@@ -364,6 +370,14 @@ const agent_metric_handles& node_core::handles(const std::string& tenant, const 
   std::unique_lock guard{handles_mtx_};
   auto [it, inserted] = handles_.try_emplace(std::move(key), std::move(h));
   return *it->second;
+}
+
+expected<agent_ref> node_core::lookup(const address& where) const {
+  if (where.node.empty() || where.node == node_name) return lookup(where.name);
+  if (!remote)
+    return not_found_error("no route from node '" + node_name + "' to node '" + where.node
+                           + "' (for agent '" + where.name + "')");
+  return remote(where);
 }
 
 expected<agent_ref> node_core::lookup(std::string_view name) const {
@@ -503,6 +517,10 @@ logger context::log() const {
 
 expected<agent_ref> context::lookup(std::string_view name) const {
   return host_->core().lookup(name);
+}
+
+expected<agent_ref> context::lookup(const address& where) const {
+  return host_->core().lookup(where);
 }
 
 void context::tell_erased(const agent_ref& to,

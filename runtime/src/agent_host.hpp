@@ -34,6 +34,9 @@ public:
   expected<agent_ref> spawn_child(std::function<std::unique_ptr<agent>()> factory, std::string name,
                                   agent_options opts);
   void stop_self(caf::error reason);
+  /// The simulator's "actor throws" fault: the next message this agent gets makes it throw
+  /// `what` before its handler runs (a crash like any handler's exception).
+  void inject_fault(std::string what) { injected_fault_ = std::move(what); }
 
   /// The node's control agent forwards envelopes addressed to other local agents.
   bool gateway = false;
@@ -54,6 +57,7 @@ private:
   const envelope* current_ = nullptr;
   restart_info restarted_;
   caf::strong_actor_ptr children_sup_;
+  std::string injected_fault_;
   // Metric handles for the agent's own tenant (the common case), fetched once.
   counter_handle handled_, rejected_, failed_, sent_;
   histogram_handle ask_duration_;

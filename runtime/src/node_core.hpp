@@ -11,6 +11,8 @@
 
 #include <caf/fwd.hpp>
 
+#include <functional>
+
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -36,6 +38,14 @@ struct spawn_options {
   bool detached = false; ///< a thread of its own (blocking I/O agents)
 };
 
+/// Sees every envelope an agent of the node handles, and every reply an agent's ask gets: the
+/// simulator's trace. Called on the agent's own thread, before the handler runs.
+class delivery_observer {
+public:
+  virtual ~delivery_observer() = default;
+  virtual void delivered(const address& receiver, const envelope& e) = 0;
+};
+
 /// The metric handles of one (tenant, kind): looked up once per node, not per spawn.
 struct agent_metric_handles {
   counter_handle handled, rejected, failed, sent;
@@ -52,7 +62,15 @@ struct node_core {
   duration ask_timeout = std::chrono::seconds(5);
   decode_options decode;
   caf::actor_system* sys = nullptr;
-  af::node* owner = nullptr;
+  af::node* owner = nullptr; ///< null for a node the simulator hosts
+  /// The simulator's trace hook (null on a real node).
+  delivery_observer* observer = nullptr;
+  /// Every agent runs on the shared scheduler, even those that ask for a thread of their own
+  /// (the simulator: one thread, deterministic; its stores never block).
+  bool cooperative = false;
+  /// Resolves an agent on another node (the simulator's network; null: remote addresses are
+  /// not reachable from this node).
+  std::function<expected<agent_ref>(const address&)> remote;
 
 private:
   std::mutex crash_log_mtx_;
@@ -83,6 +101,9 @@ public:
   /// The cached metric handles of (tenant, kind).
   const agent_metric_handles& handles(const std::string& tenant, const std::string& kind);
   [[nodiscard]] expected<agent_ref> lookup(std::string_view name) const;
+  /// An agent on this node (`where.node` empty or this node's name) or, through `remote`, on
+  /// another.
+  [[nodiscard]] expected<agent_ref> lookup(const address& where) const;
 
   /// A new envelope from `from` to `to`, continuing the trace of `cause` when there is one.
   envelope make_envelope(const address& from, const address& to,

@@ -2,6 +2,10 @@
 #pragma once
 
 #include "af/plan/agents.hpp"
+#include "plan/ledger_db.hpp"
+
+#include <functional>
+#include <memory>
 
 #include <cstdint>
 #include <optional>
@@ -13,6 +17,12 @@ namespace af::plan::detail {
 /// std.ledger writing to `ledger_url` (detached: its handlers block on SQL). Errors: a URL that
 /// is not sqlite:PATH, a path or postgresql://... (`validation`).
 [[nodiscard]] expected<agent_type> ledger_agent_type(const std::string& ledger_url);
+
+/// Opens the ledger std.ledger writes to (on start, and again after a transient failure).
+using ledger_opener = std::function<expected<std::unique_ptr<ledger_db>>()>;
+
+/// std.ledger over any ledger: the simulator's in-memory table, for one. Not detached.
+[[nodiscard]] agent_type ledger_agent_type(ledger_opener open, std::string shown);
 
 /// "250ms", "2s", "1.5s", "3m", "1h" or "0" as milliseconds (rounded); nullopt when malformed.
 [[nodiscard]] std::optional<std::int64_t> parse_duration_ms(std::string_view text);

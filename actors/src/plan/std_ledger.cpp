@@ -17,7 +17,8 @@ using nlohmann::json;
 
 class ledger_agent : public agent_base<ledger_agent> {
 public:
-  explicit ledger_agent(detail::ledger_target target) : target_(std::move(target)) {}
+  ledger_agent(detail::ledger_opener open, std::string shown)
+      : open_(std::move(open)), shown_(std::move(shown)) {}
 
   static void define(handlers<ledger_agent>& h) {
     h.kind("std.ledger").on(&ledger_agent::on_step).on(&ledger_agent::on_cancel);
@@ -30,10 +31,10 @@ public:
       duplicates_ = *c;
     // Connect early so that a wrong URL shows in the log at once; a failure is retried on the
     // first step.
-    if (auto db = detail::open_ledger(target_))
+    if (auto db = open_())
       db_ = std::move(*db);
     else
-      ctx.log().warn("ledger_unavailable", db.error().message(), {{"ledger", target_.shown}});
+      ctx.log().warn("ledger_unavailable", db.error().message(), {{"ledger", shown_}});
   }
 
   expected<v1::StepOutput> on_step(context& ctx, const v1::StepRequest& req) {
@@ -48,7 +49,7 @@ public:
       amount = *it;
     }
     if (!db_) {
-      auto db = detail::open_ledger(target_);
+      auto db = open_();
       if (!db) return std::move(db).error();
       db_ = std::move(*db);
     }
@@ -63,14 +64,15 @@ public:
     if (*applied) return detail::make_output(json{{"applied", true}, {"key", row.key}});
     duplicates_.inc();
     ctx.log().warn("ledger_duplicate", "idempotency key applied before: nothing written",
-                   {{"key", row.key}, {"step_id", row.step_id}, {"ledger", target_.shown}});
+                   {{"key", row.key}, {"step_id", row.step_id}, {"ledger", shown_}});
     return detail::make_output(json{{"applied", false}, {"duplicate", true}, {"key", row.key}});
   }
 
   void on_cancel(context&, const v1::StepCancel&) {} // an insert is never left in flight
 
 private:
-  detail::ledger_target target_;
+  detail::ledger_opener open_;
+  std::string shown_;
   std::unique_ptr<detail::ledger_db> db_;
   counter_handle duplicates_;
 };
@@ -82,9 +84,16 @@ namespace detail {
 expected<agent_type> ledger_agent_type(const std::string& ledger_url) {
   auto target = resolve_ledger_url(ledger_url);
   if (!target) return std::move(target).error();
-  agent_type t;
-  t.factory = sup::agent_factory<ledger_agent>(std::move(*target));
+  auto shown = target->shown;
+  auto t = ledger_agent_type([target = std::move(*target)] { return open_ledger(target); },
+                             std::move(shown));
   t.detached = true;
+  return t;
+}
+
+agent_type ledger_agent_type(ledger_opener open, std::string shown) {
+  agent_type t;
+  t.factory = sup::agent_factory<ledger_agent>(std::move(open), std::move(shown));
   t.description = "inserts (key, execution_id, step_id, amount, ts) into the ledger table once "
                   "per idempotency key";
   return t;

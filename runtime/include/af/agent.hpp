@@ -214,6 +214,9 @@ public:
 
   // --- messaging --------------------------------------------------------------------------
   [[nodiscard]] expected<agent_ref> lookup(std::string_view name) const;
+  /// An agent by node and name: on this node, or on another node the runtime can reach (under
+  /// the simulator, through its simulated network). `not_found` when there is no way there.
+  [[nodiscard]] expected<agent_ref> lookup(const address& where) const;
 
   /// Fire and forget. Fails only when the name is unknown.
   template <class Msg>

@@ -1,0 +1,149 @@
+// The invariants a scenario names (docs/simulation.md, "Invariants"), checked at the end of a
+// run against the oracle's books, the nodes' stores and the live actors.
+#include "af/node.hpp"
+#include "af/plan/executor.hpp"
+#include "af/v1/exec.pb.h"
+#include "sim_agents.hpp"
+#include "world.hpp"
+
+#include <caf/actor_registry.hpp>
+
+#include <map>
+
+namespace af::sim::detail {
+
+namespace {
+
+invariant_result tasks_answered_once(const sim_state& st, duration now) {
+  invariant_result r{"tasks_answered_once", true, {}, now};
+  const auto& b = st.tasks;
+  std::uint64_t pending = 0, twice = 0, wrong = 0;
+  std::string first_pending;
+  for (const auto& [id, t] : b.tasks) {
+    const auto ends = t.answers + t.failures;
+    if (ends == 0) {
+      ++pending;
+      if (first_pending.empty() || id < first_pending) first_pending = id;
+    }
+    if (ends > 1) ++twice;
+    if (t.wrong) ++wrong;
+  }
+  r.detail = std::to_string(b.tasks.size()) + " tasks: " + std::to_string(b.answered)
+             + " answered, " + std::to_string(b.failed) + " reported failed";
+  if (!b.first_problem.empty()) {
+    r.ok = false;
+    r.detail += "; " + b.first_problem + " (" + std::to_string(wrong) + " wrong, "
+                + std::to_string(twice) + " ended twice)";
+    r.at = b.first_problem_at;
+  } else if (pending > 0) {
+    r.ok = false;
+    r.detail += "; " + std::to_string(pending) + " never answered nor failed (first: "
+                + first_pending + ")";
+  }
+  return r;
+}
+
+} // namespace
+
+std::vector<invariant_result> world::check_invariants(bool complete) {
+  std::vector<invariant_result> out;
+  const auto now = elapsed();
+  for (const auto& name : sc_.invariants) {
+    if (!complete) {
+      out.push_back({name, true, "not checked: the run stopped at --until", now});
+      continue;
+    }
+    if (name == "tasks_answered_once") {
+      out.push_back(tasks_answered_once(*state_, now));
+    } else if (name == "tree_recovers") {
+      invariant_result r{name, true, {}, now};
+      std::size_t missing = 0;
+      std::string first;
+      for (auto& n : nodes_) {
+        if (!n->up()) {
+          ++missing;
+          if (first.empty()) first = "node " + n->name() + " is down";
+          continue;
+        }
+        auto& reg = n->core()->registry;
+        for (std::string_view must : {k_root_supervisor, k_system_supervisor, k_agents_supervisor})
+          if (!reg.find(must)) {
+            ++missing;
+            if (first.empty()) first = n->name() + "/" + std::string{must} + " is not running";
+          }
+        for (const auto& a : n->population_names())
+          if (!reg.find(a)) {
+            ++missing;
+            if (first.empty()) first = n->name() + "/" + a + " is not running";
+          }
+      }
+      r.ok = missing == 0;
+      r.detail = r.ok ? "every node up with its whole tree and population"
+                      : std::to_string(missing) + " missing; first: " + first;
+      out.push_back(std::move(r));
+    } else if (name == "no_actor_leak") {
+      invariant_result r{name, true, {}, now};
+      std::size_t registered = 0, zombies = 0;
+      for (auto& n : nodes_) {
+        zombies += n->zombies();
+        if (n->up()) registered += n->core()->registry.size();
+      }
+      // Besides the nodes' registered actors, only the network and the director run.
+      const auto running = sys_->registry().running();
+      const auto expected_running = registered + 2;
+      r.ok = zombies == 0 && running == expected_running;
+      r.detail = std::to_string(running) + " actors running, " + std::to_string(registered)
+                 + " registered on live nodes (+2 simulator actors), "
+                 + std::to_string(zombies) + " left from crashed incarnations";
+      out.push_back(std::move(r));
+    } else if (name == "executions_complete") {
+      invariant_result r{name, true, {}, now};
+      std::size_t done = 0;
+      std::string first;
+      for (const auto& [id, e] : state_->workflows.executions) {
+        auto* n = find_node(e.node);
+        auto events = n->disk()->read(plan::stream_of(id), 1, 1'000'000);
+        std::string last = events && !events->empty() ? events->back().type : std::string{};
+        if (last == v1::ExecutionCompleted::descriptor()->full_name()) {
+          ++done;
+        } else if (first.empty()) {
+          first = id + " on " + e.node + ": "
+                  + (last.empty() ? std::string{"never started"} : "last event " + last);
+        }
+      }
+      r.ok = done == state_->workflows.executions.size();
+      r.detail = std::to_string(done) + " of " + std::to_string(state_->workflows.executions.size())
+                 + " executions completed" + (r.ok ? "" : "; first not: " + first);
+      out.push_back(std::move(r));
+    } else if (name == "ledger_exactly_once") {
+      invariant_result r{name, true, {}, now};
+      std::map<std::pair<std::string, std::string>, std::size_t> rows;
+      for (const auto& [key, row] : state_->ledger->rows)
+        ++rows[{row.execution_id, row.step_id}];
+      std::size_t expected_rows = 0, bad = 0;
+      std::string first;
+      for (const auto& [id, e] : state_->workflows.executions)
+        for (const auto& step : e.ledger_steps) {
+          ++expected_rows;
+          auto it = rows.find({id, step});
+          const auto n = it == rows.end() ? 0 : it->second;
+          if (n != 1) {
+            ++bad;
+            if (first.empty())
+              first = id + "/" + step + " applied " + std::to_string(n) + " times";
+          }
+        }
+      r.ok = bad == 0 && rows.size() == expected_rows;
+      r.detail = std::to_string(state_->ledger->rows.size()) + " ledger rows for "
+                 + std::to_string(expected_rows) + " ledger steps, "
+                 + std::to_string(state_->ledger->duplicates) + " duplicate applications refused"
+                 + (bad ? "; first wrong: " + first : "");
+      out.push_back(std::move(r));
+    } else {
+      out.push_back({name, false, "unknown invariant", now});
+    }
+  }
+  return out;
+}
+
+} // namespace af::sim::detail

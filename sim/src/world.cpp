@@ -1,0 +1,498 @@
+// The engine of one run (world.hpp): builds the nodes and populations, drives the test
+// coordinator one message at a time in an order drawn from the seed, jumps virtual time to the
+// next timer when nothing can run, applies the faults, and reports.
+#include "world.hpp"
+
+#include "af/hash.hpp"
+#include "agent_host.hpp"
+#include "af/plan/compile.hpp"
+#include "af/plan/executor.hpp"
+#include "af/store/audit.hpp"
+#include "af/store/journal.hpp"
+#include "af/v1/exec.pb.h"
+#include "af/v1/plan.pb.h"
+#include "caf_glue.hpp"
+#include "shared_store.hpp"
+#include "sim_agents.hpp"
+
+#include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+
+namespace af::sim::detail {
+
+namespace {
+
+std::string fmt_time(duration d) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.3fs", std::chrono::duration<double>(d).count());
+  return buf;
+}
+
+/// Forwards envelopes for other nodes to the network, and the network's own timers.
+class network_actor : public caf::event_based_actor {
+public:
+  network_actor(caf::actor_config& cfg, network* net) : caf::event_based_actor(cfg), net_(net) {}
+  caf::behavior make_behavior() override {
+    return {
+        [this](envelope& e) { net_->on_send(this, std::move(e)); },
+        [this](deliver_atom, std::uint64_t id) { net_->on_deliver(this, id); },
+    };
+  }
+  const char* name() const override { return "sim.network"; }
+
+private:
+  network* net_;
+};
+
+/// Applies each scheduled fault when its timer fires: faults happen in virtual time, between
+/// two messages, like everything else.
+class director_actor : public caf::event_based_actor {
+public:
+  director_actor(caf::actor_config& cfg, world* w) : caf::event_based_actor(cfg), world_(w) {}
+  caf::behavior make_behavior() override {
+    return {[this](fault_atom, std::uint64_t i) { world_->apply_fault(i); }};
+  }
+  const char* name() const override { return "sim.director"; }
+
+private:
+  world* world_;
+};
+
+/// Draws the times of a Poisson process with `per_minute` events per minute in [0, until).
+std::vector<duration> poisson_times(af::rng& r, double per_minute, duration until) {
+  std::vector<duration> out;
+  if (per_minute <= 0) return out;
+  const double mean_ns = 60e9 / per_minute;
+  double t = 0;
+  for (;;) {
+    t += -std::log(1.0 - r.uniform01()) * mean_ns;
+    if (t >= static_cast<double>(until.count()) || out.size() >= 100'000) break;
+    out.emplace_back(static_cast<std::int64_t>(t));
+  }
+  return out;
+}
+
+} // namespace
+
+// --- tracer -------------------------------------------------------------------------------------
+
+tracer::tracer(const sim_clock& clock, const std::string& file)
+    : clock_(clock), ctx_(EVP_MD_CTX_new()) {
+  EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
+  if (!file.empty()) file_ = std::make_unique<std::ofstream>(file, std::ios::trunc);
+}
+
+tracer::~tracer() { EVP_MD_CTX_free(ctx_); }
+
+void tracer::delivered(const address& receiver, const envelope& e) {
+  ++count_;
+  const auto t = clock_.monotonic().count();
+  std::uint8_t tb[8];
+  for (int i = 0; i < 8; ++i)
+    tb[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(t) >> (8 * i));
+  const std::uint32_t lens[2] = {static_cast<std::uint32_t>(receiver.node.size()),
+                                 static_cast<std::uint32_t>(receiver.name.size())};
+  // Lengths first: ("ab","c") and ("a","bc") must not hash alike.
+  EVP_DigestUpdate(ctx_, lens, sizeof lens);
+  EVP_DigestUpdate(ctx_, receiver.node.data(), receiver.node.size());
+  EVP_DigestUpdate(ctx_, receiver.name.data(), receiver.name.size());
+  const auto& h = e.hash();
+  EVP_DigestUpdate(ctx_, h.data(), h.size());
+  EVP_DigestUpdate(ctx_, tb, sizeof tb);
+  if (file_) {
+    nlohmann::json line{{"t_ns", t},
+                        {"node", receiver.node},
+                        {"to", receiver.name},
+                        {"from", e.sender().to_string()},
+                        {"type", e.payload_type_name()},
+                        {"hash", e.hash_hex()}};
+    *file_ << line.dump() << '\n';
+  }
+}
+
+std::string tracer::hex() {
+  if (result_.empty()) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(ctx_, md, &n);
+    static constexpr char k_hex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < n; ++i) {
+      result_ += k_hex[md[i] >> 4];
+      result_ += k_hex[md[i] & 15];
+    }
+    if (file_) file_->flush();
+  }
+  return result_;
+}
+
+// --- world ---------------------------------------------------------------------------------------
+
+world::world(const scenario& sc, const run_options& opts)
+    : sc_(sc), opts_(opts), pick_(opts.seed ^ 0x9e3779b97f4a7c15ULL), seeds_(opts.seed),
+      state_(std::make_unique<sim_state>()) {}
+
+world::~world() {
+  // Kill everything left and let the coordinator finish the exits before the system goes.
+  for (auto& n : nodes_)
+    n->crash();
+  if (sys_) {
+    if (net_actor_) caf::anon_send_exit(net_actor_, caf::exit_reason::kill);
+    if (director_) caf::anon_send_exit(director_, caf::exit_reason::kill);
+    net_actor_ = nullptr;
+    director_ = nullptr;
+    while (sched_->try_run_once()) {
+    }
+  }
+  nodes_.clear();
+  // Timers left in the test clock refer to dead actors; the system's destructor drops them.
+  sys_.reset();
+}
+
+const caf::detail::test_actor_clock& world::caf_clock() const { return sched_->clock(); }
+
+duration world::elapsed() const { return clock_->monotonic(); }
+
+sim_node* world::find_node(std::string_view name) {
+  for (auto& n : nodes_)
+    if (n->name() == name) return n.get();
+  return nullptr;
+}
+
+void world::note(std::string what) { timeline_.push_back(fmt_time(elapsed()) + " " + what); }
+
+std::vector<sup::child_spec> world::system_services(sim_node& n) {
+  std::vector<sup::child_spec> out;
+  auto disk = n.disk();
+  store::journal_options jo;
+  jo.open = [disk]() -> expected<std::unique_ptr<store::backend>> {
+    return std::unique_ptr<store::backend>{std::make_unique<shared_store>(disk)};
+  };
+  out.push_back(store::journal_child(std::move(jo)));
+  store::audit_options ao;
+  ao.open = [disk]() -> expected<std::unique_ptr<store::backend>> {
+    return std::unique_ptr<store::backend>{std::make_unique<shared_store>(disk)};
+  };
+  out.push_back(store::audit_child(std::move(ao)));
+  plan::exec_options eo;
+  eo.agents = types_;
+  eo.tools = opts_.tools ? opts_.tools : std::make_shared<tool::registry>();
+  eo.journal_timeout = std::chrono::seconds(10);
+  out.push_back(plan::exec_child(std::move(eo)));
+  return out;
+}
+
+status world::build() {
+  cfg_ = std::make_unique<caf::actor_system_config>();
+  cfg_->set("scheduler.policy", caf::atom("testing"));
+  cfg_->set("logger.verbosity", caf::atom("quiet"));
+  cfg_->add_message_type<envelope>("af.envelope");
+  sys_ = std::make_unique<caf::actor_system>(*cfg_);
+  sched_ = &dynamic_cast<caf::scheduler::test_coordinator&>(sys_->scheduler());
+  clock_ = std::make_unique<sim_clock>(sched_->clock(), time_point{});
+  trace_ = std::make_unique<tracer>(*clock_, opts_.trace_file);
+  if (!trace_->file_ok())
+    return validation_error("--trace: cannot write '" + opts_.trace_file + "'");
+  if (!opts_.log_file.empty()) {
+    log_options lo;
+    lo.format = "json";
+    lo.file = opts_.log_file;
+    auto b = make_log_backend(lo);
+    if (!b) return b.error();
+    log_ = *b;
+  }
+  net_ = std::make_unique<network>(*this, sc_.network, draw_seed());
+  net_actor_ = sys_->spawn<network_actor>(net_.get());
+  director_ = sys_->spawn<director_actor>(this);
+  state_->elapsed = [this] { return elapsed(); };
+
+  // Agent types: std.* (std.ledger writes the run's in-memory ledger), then the caller's.
+  auto types = std::make_shared<plan::agent_types>();
+  if (auto s = plan::add_std_agents(*types, {}); !s) return s;
+  if (auto s = types->add("std.ledger", memory_ledger_type(state_->ledger)); !s) return s;
+  if (opts_.agents)
+    for (const auto& name : opts_.agents->names())
+      if (!types->find(name))
+        if (auto s = types->add(name, *opts_.agents->find(name)); !s) return s;
+  types_ = types;
+
+  if (sc_.nodes.empty()) return validation_error("scenario '" + sc_.name + "': no nodes");
+  for (std::size_t i = 0; i < sc_.nodes.size(); ++i)
+    nodes_.push_back(std::make_unique<sim_node>(*this, sc_.nodes[i], i));
+
+  // Populations: NAME-i on the i-th of its nodes, round-robin.
+  for (const auto& p : sc_.populations) {
+    auto& addrs = state_->populations[p.name];
+    const auto& on = p.nodes.empty() ? sc_.nodes : p.nodes;
+    for (std::size_t i = 0; i < p.count; ++i)
+      addrs.push_back(address{on[i % on.size()], p.name + "-" + std::to_string(i)});
+  }
+  for (const auto& p : sc_.populations) {
+    auto factory = population_factory(p, *state_, *types_);
+    if (!factory) return factory.error();
+    for (const auto& a : state_->populations[p.name]) {
+      sup::child_spec c;
+      c.id = a.name;
+      c.restart = sup::restart_policy::permanent;
+      c.make_agent = *factory;
+      find_node(a.node)->add_population_child(std::move(c));
+      ++agents_;
+    }
+  }
+
+  // Workflows: execution i of a workflow runs on node i mod N, started at i * interval.
+  std::map<std::string, std::vector<submission>> per_node;
+  for (const auto& w : sc_.workflows) {
+    auto ir = plan::compile_file(w.plan);
+    if (!ir) return error{ir.error().code(), w.where + ": workflow plan: " + ir.error().message()};
+    auto inputs = plan::resolve_inputs(*ir, w.inputs.dump());
+    if (!inputs)
+      return error{inputs.error().code(), w.where + ": workflow inputs: " + inputs.error().message()};
+    auto shared = std::make_shared<const v1::PlanIR>(std::move(*ir));
+    std::vector<std::string> ledger_steps;
+    for (const auto& s : shared->steps())
+      if (s.call().target() == "std.ledger" && s.for_each().empty()) ledger_steps.push_back(s.id());
+    for (std::size_t i = 0; i < w.count; ++i) {
+      const auto& node = sc_.nodes[i % sc_.nodes.size()];
+      submission sub;
+      sub.execution_id = "wf-" + std::to_string(state_->workflows.executions.size());
+      sub.plan = shared;
+      sub.inputs_json = *inputs;
+      sub.at = w.interval * static_cast<std::int64_t>(i);
+      state_->workflows.executions[sub.execution_id] = {node, shared->name(), ledger_steps};
+      per_node[node].push_back(std::move(sub));
+    }
+  }
+  for (auto& [node, subs] : per_node) {
+    sup::child_spec c;
+    c.id = "sim.submitter";
+    c.restart = sup::restart_policy::permanent;
+    c.make_agent = submitter_factory(std::move(subs));
+    find_node(node)->add_population_child(std::move(c));
+  }
+
+  for (auto& n : nodes_)
+    if (auto s = n->start(); !s) return s;
+  schedule_faults();
+  return {};
+}
+
+void world::schedule_faults() {
+  faults_ = sc_.faults;
+  const auto& rf = sc_.random_faults;
+  af::rng r{draw_seed()};
+  for (auto t : poisson_times(r, rf.crash_per_minute, sc_.run_for)) {
+    fault_spec f;
+    f.what = fault_spec::kind::crash;
+    f.at = t;
+    f.node = sc_.nodes[r.uniform(sc_.nodes.size())];
+    f.down_for = rf.down_for;
+    f.where = "random";
+    faults_.push_back(std::move(f));
+  }
+  for (auto t : poisson_times(r, rf.partition_per_minute, sc_.run_for)) {
+    fault_spec f;
+    f.what = fault_spec::kind::partition;
+    f.at = t;
+    // One node cut off from the rest.
+    const auto& lone = sc_.nodes[r.uniform(sc_.nodes.size())];
+    std::vector<std::string> rest;
+    for (const auto& n : sc_.nodes)
+      if (n != lone) rest.push_back(n);
+    f.groups = {{lone}, rest};
+    f.heal_after = rf.partition_for;
+    f.where = "random";
+    faults_.push_back(std::move(f));
+  }
+  for (auto t : poisson_times(r, rf.throw_per_minute, sc_.run_for)) {
+    if (agents_ == 0) break;
+    // A random population agent.
+    std::vector<const std::vector<address>*> pops;
+    for (const auto& [name, addrs] : state_->populations)
+      pops.push_back(&addrs);
+    const auto& addrs = *pops[r.uniform(pops.size())];
+    const auto& a = addrs[r.uniform(addrs.size())];
+    fault_spec f;
+    f.what = fault_spec::kind::throw_in;
+    f.at = t;
+    f.node = a.node;
+    f.agent = a.name;
+    f.where = "random";
+    faults_.push_back(std::move(f));
+  }
+  for (std::size_t i = 0; i < faults_.size(); ++i)
+    caf::delayed_anon_send(director_, std::chrono::duration_cast<caf::timespan>(faults_[i].at),
+                           fault_atom::value, static_cast<std::uint64_t>(i));
+}
+
+void world::apply_fault(std::size_t i) {
+  if (i >= faults_.size()) return;
+  const auto f = faults_[i]; // a copy: follow-up faults are appended below
+  if (draining_ && f.what != fault_spec::kind::restart && f.what != fault_spec::kind::heal) return;
+  auto* n = f.node.empty() ? nullptr : find_node(f.node);
+  auto follow_up = [this](fault_spec g) {
+    faults_.push_back(std::move(g));
+    caf::delayed_anon_send(director_, std::chrono::duration_cast<caf::timespan>(faults_.back().at - elapsed()),
+                           fault_atom::value, static_cast<std::uint64_t>(faults_.size() - 1));
+  };
+  switch (f.what) {
+    case fault_spec::kind::crash:
+      if (n == nullptr || !n->up()) return;
+      n->crash();
+      ++crashes_;
+      note("crash " + f.node);
+      if (f.down_for > duration::zero()) {
+        fault_spec g;
+        g.what = fault_spec::kind::restart;
+        g.at = elapsed() + f.down_for;
+        g.node = f.node;
+        g.where = f.where;
+        follow_up(std::move(g));
+      }
+      return;
+    case fault_spec::kind::restart:
+      if (n == nullptr || n->up()) return;
+      if (auto s = n->start(); !s) {
+        note("restart " + f.node + " failed: " + s.error().to_string());
+        return;
+      }
+      ++restarts_;
+      note("restart " + f.node);
+      return;
+    case fault_spec::kind::partition: {
+      net_->partition(f.groups);
+      std::string text;
+      for (const auto& g : f.groups) {
+        text += text.empty() ? "[" : " | [";
+        for (std::size_t k = 0; k < g.size(); ++k)
+          text += (k ? "," : "") + g[k];
+        text += "]";
+      }
+      note("partition " + text);
+      if (f.heal_after > duration::zero()) {
+        fault_spec g;
+        g.what = fault_spec::kind::heal;
+        g.at = elapsed() + f.heal_after;
+        follow_up(std::move(g));
+      }
+      return;
+    }
+    case fault_spec::kind::heal:
+      net_->heal();
+      note("heal");
+      return;
+    case fault_spec::kind::skew:
+      if (n == nullptr) return;
+      n->clock().set_skew(f.skew);
+      note("skew " + f.node + " " + fmt_time(f.skew));
+      return;
+    case fault_spec::kind::throw_in: {
+      if (n == nullptr || !n->up()) return;
+      auto ptr = n->core()->registry.find(f.agent);
+      if (!ptr) {
+        note("throw " + f.node + "/" + f.agent + " skipped: no such live agent");
+        return;
+      }
+      auto* host = dynamic_cast<af::detail::agent_host*>(caf::actor_cast<caf::abstract_actor*>(ptr));
+      if (host == nullptr) return;
+      host->inject_fault("injected fault (seed " + std::to_string(opts_.seed) + ")");
+      note("throw " + f.node + "/" + f.agent);
+      return;
+    }
+  }
+}
+
+bool world::run_until(duration limit) {
+  auto& s = *sched_;
+  const auto t_limit = clock_->monotonic() > limit ? clock_->monotonic() : limit;
+  const auto start = caf_clock().current_time - clock_->monotonic();
+  std::uint64_t since_progress = 0;
+  for (;;) {
+    if (opts_.until && clock_->monotonic() >= *opts_.until) return false;
+    if (!s.jobs.empty()) {
+      const auto n = s.jobs.size();
+      if (n > 1) std::swap(s.jobs.front(), s.jobs[pick_.uniform(n)]);
+      s.run_once();
+      if (opts_.on_progress && ++since_progress >= 20'000) {
+        since_progress = 0;
+        progress p;
+        p.virtual_time = clock_->monotonic();
+        p.run_until = sc_.run_for + sc_.drain;
+        p.delivered = trace_->count();
+        opts_.on_progress(p);
+      }
+      continue;
+    }
+    const auto& timers = caf_clock().schedule();
+    if (timers.empty()) return true;
+    auto due = std::chrono::duration_cast<duration>(timers.begin()->first - start);
+    if (opts_.until && due > *opts_.until) {
+      const_cast<caf::detail::test_actor_clock&>(caf_clock()).current_time =
+          start + std::chrono::duration_cast<caf::timespan>(*opts_.until);
+      return false;
+    }
+    if (due > t_limit) {
+      const_cast<caf::detail::test_actor_clock&>(caf_clock()).current_time =
+          start + std::chrono::duration_cast<caf::timespan>(t_limit);
+      return true;
+    }
+    s.trigger_timeout();
+  }
+}
+
+void world::start_drain() {
+  draining_ = true;
+  if (net_) net_->heal();
+  for (auto& n : nodes_)
+    if (!n->up()) {
+      if (auto s = n->start(); s) {
+        ++restarts_;
+        note("restart " + n->name() + " (drain)");
+      }
+    }
+  note("drain");
+}
+
+expected<report> world::run() {
+  const auto wall0 = std::chrono::steady_clock::now();
+  if (auto s = build(); !s) return s.error();
+  bool complete = run_until(sc_.run_for);
+  if (complete) {
+    start_drain();
+    complete = run_until(sc_.run_for + sc_.drain);
+  }
+  report r;
+  r.scenario = sc_.name;
+  r.seed = opts_.seed;
+  r.virtual_time = elapsed();
+  r.stopped_early = !complete;
+  r.delivered = trace_->count();
+  r.network_sent = net_->sent;
+  r.dropped = net_->dropped;
+  r.duplicated = net_->duplicated;
+  r.crashes = crashes_;
+  r.restarts = restarts_;
+  r.agents = agents_;
+  r.invariants = check_invariants(complete);
+  r.trace_hash = trace_->hex();
+  r.timeline = timeline_;
+  r.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  r.deliveries_per_second = r.wall_seconds > 0 ? static_cast<double>(r.delivered) / r.wall_seconds : 0;
+  return r;
+}
+
+} // namespace af::sim::detail
+
+namespace af::sim {
+
+expected<report> run(const scenario& sc, const run_options& opts) {
+  detail::world w{sc, opts};
+  return w.run();
+}
+
+} // namespace af::sim
