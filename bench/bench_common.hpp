@@ -210,6 +210,20 @@ inline void emit(const std::string& name, const std::string& title, const summar
   std::fflush(stdout);
 }
 
+/// Peak RSS since the last reset_peak_rss() (VmHWM of /proc/self/status), in bytes.
+inline std::size_t peak_rss_bytes() {
+  std::ifstream in{"/proc/self/status"};
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("VmHWM:")) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+/// Resets VmHWM to the current RSS (Linux >= 4.0).
+inline void reset_peak_rss() {
+  std::ofstream out{"/proc/self/clear_refs"};
+  out << "5";
+}
+
 /// Resident set size of this process in bytes (/proc/self/statm, second field).
 inline std::size_t rss_bytes() {
   std::ifstream in{"/proc/self/statm"};

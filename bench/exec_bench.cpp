@@ -107,20 +107,6 @@ void* operator new[](std::size_t n) { return ::operator new(n); }
 
 namespace {
 
-/// Peak RSS since the last reset_peak_rss() (VmHWM), in bytes.
-std::size_t peak_rss_bytes() {
-  std::ifstream in{"/proc/self/status"};
-  for (std::string line; std::getline(in, line);)
-    if (line.starts_with("VmHWM:")) return std::stoull(line.substr(6)) * 1024;
-  return 0;
-}
-
-/// Resets VmHWM to the current RSS (Linux >= 4.0).
-void reset_peak_rss() {
-  std::ofstream out{"/proc/self/clear_refs"};
-  out << "5";
-}
-
 // --- the store under test and the recording decorator -------------------------------------------
 
 /// "memory", or "sqlite" with a synchronous setting.
@@ -808,13 +794,13 @@ fanout_memory fanout_memory_once(std::size_t items) {
   std::this_thread::sleep_for(50ms);
   const auto inputs = items_json(items);
   const auto rss0 = bench::rss_bytes();
-  reset_peak_rss();
+  bench::reset_peak_rss();
   g_alloc_bytes = 0;
   g_alloc_calls = 0;
   g_count_allocs = true;
   en.run(p, inputs, items + 1);
   g_count_allocs = false;
-  const auto peak = peak_rss_bytes();
+  const auto peak = bench::peak_rss_bytes();
   fanout_memory m;
   m.peak_kib = static_cast<double>(peak > rss0 ? peak - rss0 : 0) / 1024.0;
   m.alloc_bytes = static_cast<double>(g_alloc_bytes.load());

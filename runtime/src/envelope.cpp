@@ -9,18 +9,49 @@
 
 #include <cassert>
 #include <cstring>
+#include <atomic>
 #include <mutex>
+#include <thread>
 
 namespace af {
 
 namespace detail {
 
+/// Runs a computation once, for whichever thread needs its result first. Not std::call_once:
+/// glibc's once ends with a futex wake system call every time, which cost an eighth of the
+/// simulator's time per message (docs/benchmarks.md, section 9).
+class lazy_once {
+public:
+  template <class F>
+  void call(F&& f) const {
+    if (state_.load(std::memory_order_acquire) == k_done) return;
+    std::uint8_t idle = k_idle;
+    if (state_.compare_exchange_strong(idle, k_running, std::memory_order_acquire)) {
+      try {
+        f();
+      } catch (...) {
+        state_.store(k_idle, std::memory_order_release);
+        throw;
+      }
+      state_.store(k_done, std::memory_order_release);
+      return;
+    }
+    // Another thread is computing it (rare: an envelope is built on one thread): wait.
+    while (state_.load(std::memory_order_acquire) != k_done)
+      std::this_thread::yield();
+  }
+
+private:
+  static constexpr std::uint8_t k_idle = 0, k_running = 1, k_done = 2;
+  mutable std::atomic<std::uint8_t> state_{k_idle};
+};
+
 struct envelope_rep {
   envelope_fields f;
   bool bytes_preset = false;
-  mutable std::once_flag bytes_once;
+  lazy_once bytes_once;
   mutable std::string bytes;
-  mutable std::once_flag hash_once;
+  lazy_once hash_once;
   mutable digest hash{};
 };
 
@@ -168,7 +199,7 @@ const std::string& envelope::payload_type_name() const { return payload_type()->
 const std::string& envelope::payload_bytes() const {
   const auto& rep = *rep_;
   if (!rep.bytes_preset)
-    std::call_once(rep.bytes_once, [&rep] { rep.bytes = serialize_deterministic(*rep.f.payload); });
+    rep.bytes_once.call([&rep] { rep.bytes = serialize_deterministic(*rep.f.payload); });
   return rep.bytes;
 }
 
@@ -182,7 +213,7 @@ std::string envelope::canonical() const {
 
 const digest& envelope::hash() const {
   const auto& rep = *rep_;
-  std::call_once(rep.hash_once, [this, &rep] {
+  rep.hash_once.call([this, &rep] {
     thread_local std::string buf;
     buf.clear();
     append_canonical(rep.f, payload_type_name(), payload_bytes(), buf);
