@@ -5,6 +5,7 @@
 #include "af/node.hpp"
 #include "af/sup/supervisor.hpp"
 #include "caf_glue.hpp"
+#include "exit_reason.hpp"
 #include "supervisor_actor.hpp"
 #include "world.hpp"
 
@@ -66,8 +67,7 @@ status sim_node::start() {
     c.system = true;
   sup::flags pop_flags;
   pop_flags.how = sup::strategy::one_for_one;
-  pop_flags.limits = {std::max<std::uint32_t>(100, static_cast<std::uint32_t>(population_.size())),
-                      std::chrono::seconds(1)};
+  pop_flags.limits = {50, std::chrono::seconds(1)};
   sup::supervisor_spec pop{"sim.population", pop_flags, population_};
   sup::flags dyn;
   dyn.how = sup::strategy::dynamic;
@@ -84,6 +84,12 @@ status sim_node::start() {
   if (!r) return r.error();
   root_ = *r;
   up_ = true;
+  // A root that gives up ends the node, as a node process exits; the simulator restarts it
+  // like a process supervisor (systemd) would.
+  to_actor(root_)->attach_functor(
+      [w = &world_, self = this, inc = incarnation_](const caf::error& reason) {
+        w->on_root_exit(*self, inc, sup::detail::classify(reason).text);
+      });
   return {};
 }
 

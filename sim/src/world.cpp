@@ -134,7 +134,7 @@ std::string tracer::hex() {
 
 world::world(const scenario& sc, const run_options& opts)
     : sc_(sc), opts_(opts), pick_(opts.seed ^ 0x9e3779b97f4a7c15ULL), seeds_(opts.seed),
-      state_(std::make_unique<sim_state>()) {}
+      fault_rng_(opts.seed ^ 0x5851f42d4c957f2dULL), state_(std::make_unique<sim_state>()) {}
 
 world::~world() {
   // Kill everything left and let the coordinator finish the exits before the system goes.
@@ -324,9 +324,10 @@ void world::schedule_faults() {
     f.where = "random";
     faults_.push_back(std::move(f));
   }
-  for (std::size_t i = 0; i < faults_.size(); ++i)
-    caf::delayed_anon_send(director_, std::chrono::duration_cast<caf::timespan>(faults_[i].at),
-                           fault_atom::value, static_cast<std::uint64_t>(i));
+  auto all = std::move(faults_);
+  faults_.clear();
+  for (auto& f : all)
+    add_fault(std::move(f));
 }
 
 void world::apply_fault(std::size_t i) {
@@ -334,11 +335,6 @@ void world::apply_fault(std::size_t i) {
   const auto f = faults_[i]; // a copy: follow-up faults are appended below
   if (draining_ && f.what != fault_spec::kind::restart && f.what != fault_spec::kind::heal) return;
   auto* n = f.node.empty() ? nullptr : find_node(f.node);
-  auto follow_up = [this](fault_spec g) {
-    faults_.push_back(std::move(g));
-    caf::delayed_anon_send(director_, std::chrono::duration_cast<caf::timespan>(faults_.back().at - elapsed()),
-                           fault_atom::value, static_cast<std::uint64_t>(faults_.size() - 1));
-  };
   switch (f.what) {
     case fault_spec::kind::crash:
       if (n == nullptr || !n->up()) return;
@@ -351,7 +347,7 @@ void world::apply_fault(std::size_t i) {
         g.at = elapsed() + f.down_for;
         g.node = f.node;
         g.where = f.where;
-        follow_up(std::move(g));
+        add_fault(std::move(g));
       }
       return;
     case fault_spec::kind::restart:
@@ -377,7 +373,7 @@ void world::apply_fault(std::size_t i) {
         fault_spec g;
         g.what = fault_spec::kind::heal;
         g.at = elapsed() + f.heal_after;
-        follow_up(std::move(g));
+        add_fault(std::move(g));
       }
       return;
     }
@@ -400,10 +396,36 @@ void world::apply_fault(std::size_t i) {
       auto* host = dynamic_cast<af::detail::agent_host*>(caf::actor_cast<caf::abstract_actor*>(ptr));
       if (host == nullptr) return;
       host->inject_fault("injected fault (seed " + std::to_string(opts_.seed) + ")");
+      // A message now, so the throw happens now (not whenever the agent next hears from anyone).
+      auto& core = *n->core();
+      auto env = core.make_envelope(address{f.node, "sim.director"}, address{f.node, f.agent},
+                                    af::detail::empty_payload(), nullptr, 0, core.default_tenant,
+                                    fault_rng_);
+      caf::anon_send(caf::actor_cast<caf::actor>(ptr), std::move(env));
       note("throw " + f.node + "/" + f.agent);
       return;
     }
   }
+}
+
+void world::on_root_exit(sim_node& n, std::uint64_t inc, const std::string& why) {
+  if (!n.up() || n.incarnation() != inc || !director_) return;
+  n.crash();
+  ++gave_up_;
+  note("gave up " + n.name() + " (" + why + "); restart in 1s");
+  fault_spec g;
+  g.what = fault_spec::kind::restart;
+  g.at = elapsed() + std::chrono::seconds(1);
+  g.node = n.name();
+  g.where = "node gave up";
+  add_fault(std::move(g));
+}
+
+void world::add_fault(fault_spec f) {
+  const auto in = std::max(f.at - elapsed(), duration::zero());
+  faults_.push_back(std::move(f));
+  caf::delayed_anon_send(director_, std::chrono::duration_cast<caf::timespan>(in),
+                         fault_atom::value, static_cast<std::uint64_t>(faults_.size() - 1));
 }
 
 bool world::run_until(duration limit) {
@@ -474,7 +496,7 @@ expected<report> world::run() {
   r.network_sent = net_->sent;
   r.dropped = net_->dropped;
   r.duplicated = net_->duplicated;
-  r.crashes = crashes_;
+  r.crashes = crashes_ + gave_up_;
   r.restarts = restarts_;
   r.agents = agents_;
   r.invariants = check_invariants(complete);

@@ -193,11 +193,16 @@ public:
   [[nodiscard]] const std::shared_ptr<log_backend>& log_sink() const { return log_; }
   /// Applies scheduled fault `i` (called by the director actor at its virtual time).
   void apply_fault(std::size_t i);
+  /// The root supervisor of `n`'s incarnation `inc` exited: unless the simulator crashed the
+  /// node itself, the node gave up; it is restarted a second later.
+  void on_root_exit(sim_node& n, std::uint64_t inc, const std::string& why);
   void note(std::string what);
 
 private:
   status build();
   void schedule_faults();
+  /// Schedules `f` at its virtual time (now, if that has passed).
+  void add_fault(fault_spec f);
   /// Runs until virtual time `limit` or until nothing is left to do; false when --until hit.
   bool run_until(duration limit);
   void start_drain();
@@ -210,6 +215,7 @@ private:
   caf::scheduler::test_coordinator* sched_ = nullptr;
   af::rng pick_;  ///< which runnable actor goes next
   af::rng seeds_; ///< seeds of everything else, drawn in a fixed order
+  af::rng fault_rng_; ///< ids of the messages that deliver injected throws
   std::unique_ptr<sim_clock> clock_;
   std::unique_ptr<tracer> trace_;
   std::unique_ptr<network> net_;
@@ -221,7 +227,7 @@ private:
   std::shared_ptr<const plan::agent_types> types_;
   std::shared_ptr<log_backend> log_;
   std::vector<std::string> timeline_;
-  std::uint64_t crashes_ = 0, restarts_ = 0, agents_ = 0;
+  std::uint64_t crashes_ = 0, restarts_ = 0, agents_ = 0, gave_up_ = 0;
   bool draining_ = false;
   std::size_t fault_generation_ = 0; ///< faults of an older generation are ignored (drain)
 };
