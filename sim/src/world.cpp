@@ -14,6 +14,7 @@
 #include "caf_glue.hpp"
 #include "shared_store.hpp"
 #include "sim_agents.hpp"
+#include "wall_clock.hpp"
 
 #include <caf/event_based_actor.hpp>
 #include <caf/send.hpp>
@@ -480,7 +481,7 @@ void world::start_drain() {
 }
 
 expected<report> world::run() {
-  const auto wall0 = std::chrono::steady_clock::now();
+  const stopwatch wall;
   if (auto s = build(); !s) return s.error();
   bool complete = run_until(sc_.run_for);
   if (complete) {
@@ -502,8 +503,7 @@ expected<report> world::run() {
   r.invariants = check_invariants(complete);
   r.trace_hash = trace_->hex();
   r.timeline = timeline_;
-  r.wall_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  r.wall_seconds = wall.seconds();
   r.deliveries_per_second = r.wall_seconds > 0 ? static_cast<double>(r.delivered) / r.wall_seconds : 0;
   return r;
 }
