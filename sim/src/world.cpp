@@ -93,18 +93,24 @@ tracer::~tracer() { EVP_MD_CTX_free(ctx_); }
 void tracer::delivered(const address& receiver, const envelope& e) {
   ++count_;
   const auto t = clock_.monotonic().count();
-  std::uint8_t tb[8];
-  for (int i = 0; i < 8; ++i)
-    tb[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(t) >> (8 * i));
-  const std::uint32_t lens[2] = {static_cast<std::uint32_t>(receiver.node.size()),
-                                 static_cast<std::uint32_t>(receiver.name.size())};
-  // Lengths first: ("ab","c") and ("a","bc") must not hash alike.
-  EVP_DigestUpdate(ctx_, lens, sizeof lens);
-  EVP_DigestUpdate(ctx_, receiver.node.data(), receiver.node.size());
-  EVP_DigestUpdate(ctx_, receiver.name.data(), receiver.name.size());
+  // One record: len(node), len(name) (4 bytes each, so ("ab","c") and ("a","bc") differ), node,
+  // name, the envelope hash, the virtual time in ns (8 bytes); all little-endian. Records are
+  // buffered and hashed in large chunks: the digest is the same as record by record.
+  auto put = [this](std::uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i)
+      buf_.push_back(static_cast<char>(v >> (8 * i)));
+  };
+  put(receiver.node.size(), 4);
+  put(receiver.name.size(), 4);
+  buf_ += receiver.node;
+  buf_ += receiver.name;
   const auto& h = e.hash();
-  EVP_DigestUpdate(ctx_, h.data(), h.size());
-  EVP_DigestUpdate(ctx_, tb, sizeof tb);
+  buf_.append(reinterpret_cast<const char*>(h.data()), h.size());
+  put(static_cast<std::uint64_t>(t), 8);
+  if (buf_.size() >= 16384) {
+    EVP_DigestUpdate(ctx_, buf_.data(), buf_.size());
+    buf_.clear();
+  }
   if (file_) {
     nlohmann::json line{{"t_ns", t},
                         {"node", receiver.node},
@@ -118,6 +124,8 @@ void tracer::delivered(const address& receiver, const envelope& e) {
 
 std::string tracer::hex() {
   if (result_.empty()) {
+    EVP_DigestUpdate(ctx_, buf_.data(), buf_.size());
+    buf_.clear();
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     EVP_DigestFinal_ex(ctx_, md, &n);

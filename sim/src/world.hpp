@@ -71,6 +71,7 @@ private:
   const sim_clock& clock_;
   EVP_MD_CTX* ctx_;
   std::uint64_t count_ = 0;
+  std::string buf_;
   std::unique_ptr<std::ofstream> file_;
   std::string result_;
 };
