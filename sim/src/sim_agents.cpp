@@ -1,5 +1,6 @@
 #include "sim_agents.hpp"
 
+#include "af/duration_text.hpp"
 #include "af/plan/executor.hpp"
 #include "af/v1/exec.pb.h"
 #include "plan/std_agents.hpp"
@@ -22,8 +23,8 @@ expected<duration> duration_param(const population_spec& p, const char* key, dur
   auto it = p.params.find(key);
   if (it == p.params.end()) return dflt;
   if (it->is_string())
-    if (auto ms = plan::detail::parse_duration_ms(it->get<std::string>()); ms && *ms >= 0)
-      return duration{std::chrono::milliseconds(*ms)};
+    if (auto d = af::parse_duration(it->get<std::string>()); d && *d >= duration::zero())
+      return *d;
   return validation_error(p.where + ": population '" + p.name + "': params." + key
                           + ": expected a duration such as \"250ms\", got " + it->dump());
 }

@@ -3,15 +3,13 @@
 // ignores af.v1.StepCancel unless it has something in flight to cancel (std.sleep).
 #include "plan/std_agents.hpp"
 
+#include "af/duration_text.hpp"
 #include "af/v1/exec.pb.h"
 #include "plan/step_io.hpp"
 
 #include <google/protobuf/wrappers.pb.h>
 
-#include <charconv>
 #include <chrono>
-#include <cmath>
-#include <limits>
 #include <map>
 
 namespace af::plan {
@@ -110,13 +108,13 @@ private:
       out = **ms;
     } else if (text->has_value()) {
       field = "input.duration";
-      auto parsed = detail::parse_duration_ms(**text);
+      auto parsed = af::parse_duration(**text);
       if (!parsed) {
         const json got = **text;
         return detail::field_error(who, field, "a duration such as \"250ms\", \"2s\" or \"1m\"",
                                    &got);
       }
-      out = *parsed;
+      out = std::chrono::round<std::chrono::milliseconds>(*parsed).count();
     } else {
       return validation_error("std.sleep: input.ms: required (or input.duration)");
     }
@@ -209,32 +207,6 @@ private:
 };
 
 } // namespace
-
-namespace detail {
-
-std::optional<std::int64_t> parse_duration_ms(std::string_view text) {
-  if (text == "0") return 0;
-  double n = 0;
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, n, std::chars_format::fixed);
-  if (ec != std::errc{} || p == text.data() || n < 0 || !std::isfinite(n)) return std::nullopt;
-  const std::string_view unit{p, static_cast<std::size_t>(end - p)};
-  double ms = 0;
-  if (unit == "ms")
-    ms = n;
-  else if (unit == "s")
-    ms = n * 1e3;
-  else if (unit == "m")
-    ms = n * 60e3;
-  else if (unit == "h")
-    ms = n * 3600e3;
-  else
-    return std::nullopt;
-  if (ms > static_cast<double>(std::numeric_limits<std::int32_t>::max()) * 1e3) return std::nullopt;
-  return static_cast<std::int64_t>(std::llround(ms));
-}
-
-} // namespace detail
 
 status add_std_agents(agent_types& types, const std_agent_options& opts) {
   struct entry {

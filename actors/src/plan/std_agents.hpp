@@ -7,10 +7,7 @@
 #include <functional>
 #include <memory>
 
-#include <cstdint>
-#include <optional>
 #include <string>
-#include <string_view>
 
 namespace af::plan::detail {
 
@@ -23,8 +20,5 @@ using ledger_opener = std::function<expected<std::unique_ptr<ledger_db>>()>;
 
 /// std.ledger over any ledger: the simulator's in-memory table, for one. Not detached.
 [[nodiscard]] agent_type ledger_agent_type(ledger_opener open, std::string shown);
-
-/// "250ms", "2s", "1.5s", "3m", "1h" or "0" as milliseconds (rounded); nullopt when malformed.
-[[nodiscard]] std::optional<std::int64_t> parse_duration_ms(std::string_view text);
 
 } // namespace af::plan::detail

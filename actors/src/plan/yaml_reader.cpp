@@ -2,6 +2,8 @@
 // and the conversion of `input` maps to canonical JSON.
 #include "plan/yaml_reader.hpp"
 
+#include "af/duration_text.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -246,34 +248,17 @@ expected<nlohmann::json> yaml_reader::json(const YAML::Node& node, const YAML::M
 
 std::optional<std::int64_t> parse_duration_ms(std::string_view text) {
   constexpr std::int64_t k_max = 1'000'000'000'000;
-  if (is_digits(text)) {
+  constexpr std::int64_t k_ns_per_ms = 1'000'000;
+  std::int64_t ms = 0;
+  if (is_digits(text)) { // a bare integer is milliseconds
     if (text.size() > 13) return std::nullopt;
-    auto v = std::stoll(std::string{text});
-    return v <= k_max ? std::optional{v} : std::nullopt;
+    ms = std::stoll(std::string{text});
+  } else {
+    auto d = af::parse_duration(text);
+    if (!d || d->count() < 0 || d->count() % k_ns_per_ms != 0) return std::nullopt;
+    ms = d->count() / k_ns_per_ms;
   }
-  std::int64_t unit = 0;
-  for (auto [suffix, ms] : {std::pair{std::string_view{"ms"}, std::int64_t{1}},
-                            std::pair{std::string_view{"s"}, std::int64_t{1000}},
-                            std::pair{std::string_view{"m"}, std::int64_t{60'000}},
-                            std::pair{std::string_view{"h"}, std::int64_t{3'600'000}}})
-    if (text.ends_with(suffix)) {
-      text.remove_suffix(suffix.size());
-      unit = ms;
-      break;
-    }
-  auto dot = text.find('.');
-  auto whole = text.substr(0, dot);
-  auto frac = dot == std::string_view::npos ? std::string_view{} : text.substr(dot + 1);
-  if (unit == 0 || !is_digits(whole) || whole.size() > 10
-      || (dot != std::string_view::npos && (!is_digits(frac) || frac.size() > 6)))
-    return std::nullopt;
-  std::int64_t scale = 1;
-  for (std::size_t i = 0; i < frac.size(); ++i)
-    scale *= 10;
-  auto frac_units = frac.empty() ? 0 : std::stoll(std::string{frac}) * unit;
-  if (frac_units % scale != 0) return std::nullopt; // not a whole number of milliseconds
-  auto v = std::stoll(std::string{whole}) * unit + frac_units / scale;
-  return v <= k_max ? std::optional{v} : std::nullopt;
+  return ms <= k_max ? std::optional{ms} : std::nullopt;
 }
 
 std::string canonical_json(const nlohmann::json& v) {

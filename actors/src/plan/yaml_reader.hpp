@@ -90,8 +90,9 @@ private:
 /// "map", "list", "string" or "null", for "expected a map, got a list".
 [[nodiscard]] std::string_view node_kind(const YAML::Node& node);
 
-/// Milliseconds of "250", "250ms", "1.5s", "2m" or "1h"; nullopt when malformed, negative, not a
-/// whole number of milliseconds or beyond 10^12 ms.
+/// Milliseconds of "250" (a bare integer is milliseconds) or of any af::parse_duration text
+/// ("250ms", "1.5s", "2m", "1h"); nullopt when malformed, negative, not a whole number of
+/// milliseconds or beyond 10^12 ms.
 [[nodiscard]] std::optional<std::int64_t> parse_duration_ms(std::string_view text);
 
 /// The canonical JSON text of the IR: compact, keys sorted (nlohmann's default object is a

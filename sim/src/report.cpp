@@ -1,0 +1,112 @@
+// The report of a run (af/sim/simulation.hpp): JSON for `af sim run --json` and `af sim fuzz`,
+// text for a terminal, and the command that replays a seed.
+#include "af/sim/simulation.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+namespace af::sim {
+
+namespace {
+
+/// Virtual time as seconds with milliseconds: "12.500s" (the timeline's format).
+std::string seconds_text(duration d) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.3fs", static_cast<double>(d.count()) / 1e9);
+  return buf;
+}
+
+/// `s` as one shell word: as is when it has only safe characters, else single-quoted.
+std::string shell_word(const std::string& s) {
+  const bool safe = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+           || std::string_view{"_./=:,+@%-"}.find(c) != std::string_view::npos;
+  });
+  if (safe) return s;
+  std::string out = "'";
+  for (char c : s)
+    out += c == '\'' ? std::string{"'\\''"} : std::string(1, c);
+  return out + "'";
+}
+
+constexpr std::size_t k_timeline_lines = 20;
+
+} // namespace
+
+bool report::ok() const { return first_failure() == nullptr; }
+
+const invariant_result* report::first_failure() const {
+  auto it = std::find_if(invariants.begin(), invariants.end(),
+                         [](const invariant_result& r) { return !r.ok; });
+  return it == invariants.end() ? nullptr : &*it;
+}
+
+nlohmann::json report::to_json() const {
+  auto inv = nlohmann::json::array();
+  for (const auto& r : invariants)
+    inv.push_back({{"name", r.name}, {"ok", r.ok}, {"detail", r.detail}, {"at_ns", r.at.count()}});
+  return {{"scenario", scenario},
+          {"seed", seed},
+          {"ok", ok()},
+          {"trace_hash", trace_hash},
+          {"virtual_time_ns", virtual_time.count()},
+          {"stopped_early", stopped_early},
+          {"delivered", delivered},
+          {"network_sent", network_sent},
+          {"dropped", dropped},
+          {"duplicated", duplicated},
+          {"crashes", crashes},
+          {"restarts", restarts},
+          {"agents", agents},
+          {"wall_seconds", wall_seconds},
+          {"deliveries_per_second", deliveries_per_second},
+          {"invariants", std::move(inv)},
+          {"timeline", timeline}};
+}
+
+std::string report::to_text() const {
+  std::ostringstream out;
+  char rate[64];
+  std::snprintf(rate, sizeof rate, "%.3f s wall, %.0f deliveries/s", wall_seconds,
+                deliveries_per_second);
+  out << "scenario    " << scenario << "  seed " << seed << "\n"
+      << "trace hash  " << trace_hash << "\n"
+      << "virtual     " << seconds_text(virtual_time)
+      << (stopped_early ? " (stopped early by --until)" : "") << "\n"
+      << "messages    " << delivered << " delivered; network: " << network_sent << " sent, "
+      << dropped << " dropped, " << duplicated << " duplicated\n"
+      << "faults      " << crashes << (crashes == 1 ? " crash, " : " crashes, ") << restarts
+      << (restarts == 1 ? " restart" : " restarts") << "\n"
+      << "agents      " << agents << "\n"
+      << "wall        " << rate << "\n";
+  for (std::size_t i = 0; i < timeline.size() && i < k_timeline_lines; ++i)
+    out << (i == 0 ? "timeline    " : "            ") << timeline[i] << "\n";
+  if (timeline.size() > k_timeline_lines)
+    out << "            ... " << timeline.size() - k_timeline_lines << " more (--json has all)\n";
+  out << "invariants" << (invariants.empty() ? "  none checked" : "") << "\n";
+  std::size_t width = 0;
+  for (const auto& r : invariants)
+    width = std::max(width, r.name.size());
+  for (const auto& r : invariants) {
+    out << "  " << (r.ok ? "OK      " : "FAILED  ") << r.name
+        << std::string(width - r.name.size(), ' ') << "  at " << seconds_text(r.at);
+    if (!r.detail.empty()) out << ": " << r.detail;
+    out << "\n";
+  }
+  if (const auto* f = first_failure())
+    out << "result      FAILED: invariant " << f->name << " at virtual time " << seconds_text(f->at)
+        << " with seed " << seed << "\n";
+  else
+    out << "result      OK: " << invariants.size()
+        << (invariants.size() == 1 ? " invariant holds" : " invariants hold") << "\n";
+  return out.str();
+}
+
+std::string replay_command(const scenario& sc, std::uint64_t seed) {
+  // A scenario built in code has no file: its name stands in for one.
+  return "af sim run " + shell_word(sc.file.empty() ? sc.name : sc.file) + " --seed "
+         + std::to_string(seed);
+}
+
+} // namespace af::sim
