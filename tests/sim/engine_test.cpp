@@ -146,7 +146,7 @@ TEST_CASE("durable workflows on crashing nodes complete with each ledger step ap
   sc.run_for = 6s;
   sc.drain = 20s;
   af::sim::workflow_spec w;
-  w.plan = std::string{AF_SOURCE_DIR} + "/examples/sim/transfer.yaml";
+  w.plan = std::string{AF_SOURCE_DIR} + "/examples/sim/plans/transfer.yaml";
   w.count = 12;
   w.interval = 150ms;
   sc.workflows = {w};
