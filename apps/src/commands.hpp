@@ -5,16 +5,20 @@
 
 #include "af/cli.hpp"
 #include "af/config.hpp"
+#include "af/plan/agents.hpp"
 #include "af/plan/plugin.hpp"
-#include "af/sup/spec.hpp"
 #include "af/store/journal.hpp"
+#include "af/sup/spec.hpp"
+#include "af/tool/registry.hpp"
 
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 namespace af::cli::detail {
 
@@ -69,6 +73,20 @@ runner add_db_commands(CLI::App& app, std::ostream& out, std::ostream& err);
 runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
                          const extensions& ext);
 
+/// `af sim run`, `af sim fuzz` (apps/src/sim_commands.cpp).
+runner add_sim_commands(CLI::App& app, std::ostream& out, std::ostream& err, const extensions& ext);
+
+/// The agent types and tools a command offers: the built-in ones `builtins` registers, then the
+/// user's extensions, then the plugins of --plugin (their code stays mapped while `plugins`
+/// lives: keep it beyond whatever runs the agents).
+struct agent_catalog {
+  std::shared_ptr<plan::agent_types> agents;
+  std::shared_ptr<tool::registry> tools;
+  std::shared_ptr<plan::plugin_set> plugins;
+};
+using builtin_agents = std::function<status(plan::agent_types&, tool::registry&)>;
+expected<agent_catalog> load_agents(const std::vector<std::string>& plugin_files,
+                                    const extensions& ext, const builtin_agents& builtins);
 /// The af.exec service of a node started by `af`: the std.* agents (std.ledger writing the
 /// node's store), the user's extensions, and the plugins (kept loaded in `plugins` until the
 /// node has stopped).

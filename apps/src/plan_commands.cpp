@@ -22,24 +22,34 @@
 
 namespace af::cli::detail {
 
+expected<agent_catalog> load_agents(const std::vector<std::string>& plugin_files,
+                                    const extensions& ext, const builtin_agents& builtins) {
+  agent_catalog out{std::make_shared<plan::agent_types>(), std::make_shared<tool::registry>(),
+                    std::make_shared<plan::plugin_set>()};
+  if (builtins)
+    if (auto st = builtins(*out.agents, *out.tools); !st) return st.error();
+  if (ext.add) ext.add(*out.agents, *out.tools);
+  for (const auto& f : plugin_files)
+    if (auto st = out.plugins->load(f, *out.agents, *out.tools); !st) return st.error();
+  return out;
+}
+
 expected<exec_service_parts> exec_service(const config& cfg,
                                           const std::vector<std::string>& plugin_files,
                                           const extensions& ext, bool resume) {
-  auto agents = std::make_shared<plan::agent_types>();
-  auto tools = std::make_shared<tool::registry>();
-  plan::std_agent_options so;
-  so.ledger_url = store::store_url(cfg);
-  if (auto st = plan::add_std_agents(*agents, so); !st) return st.error();
-  if (auto st = demo::add_demo_plan_agents(*agents, *tools); !st) return st.error();
-  if (ext.add) ext.add(*agents, *tools);
-  auto plugins = std::make_shared<plan::plugin_set>();
-  for (const auto& f : plugin_files)
-    if (auto st = plugins->load(f, *agents, *tools); !st) return st.error();
+  auto catalog = load_agents(plugin_files, ext,
+                             [&](plan::agent_types& agents, tool::registry& tools) -> status {
+                               plan::std_agent_options so;
+                               so.ledger_url = store::store_url(cfg);
+                               if (auto st = plan::add_std_agents(agents, so); !st) return st;
+                               return demo::add_demo_plan_agents(agents, tools);
+                             });
+  if (!catalog) return catalog.error();
   plan::exec_options o;
-  o.agents = agents;
-  o.tools = tools;
+  o.agents = catalog->agents;
+  o.tools = catalog->tools;
   o.resume = resume;
-  return exec_service_parts{plan::exec_child(std::move(o)), std::move(plugins)};
+  return exec_service_parts{plan::exec_child(std::move(o)), std::move(catalog->plugins)};
 }
 
 namespace {

@@ -218,6 +218,8 @@ TEST_CASE("af --help and every subcommand's --help exit 0 and show an example", 
       {{"demo", "--help"}, "af demo --workers 200 --json"},
       {{"config", "show", "--help"}, "af config show --config node.yaml --json"},
       {{"config", "keys", "--help"}, "af config keys"},
+      {{"sim", "run", "--help"}, "af sim run examples/sim/work-exchange.yaml --seed 7"},
+      {{"sim", "fuzz", "--help"}, "af sim fuzz examples/sim/planted-bug.yaml --seeds 1..1000"},
   };
   for (const auto& c : cases) {
     std::string cmd;
@@ -594,4 +596,99 @@ TEST_CASE("af node status --connect with a malformed address is a usage error", 
     CHECK_THAT(r.err, Contains("--connect"));
     CHECK_THAT(r.err, Contains(bad));
   }
+}
+
+// ---- af sim: usage errors (runs and fuzzing need the engine: tests/apps/sim_e2e.sh) ----------
+
+namespace {
+
+const std::string k_sim_scenario = "apiVersion: agentflow/v1\nkind: Scenario\nmetadata: {name: t}\n"
+                                   "spec:\n  nodes: 2\n  populations: [{type: sim.worker}]\n";
+
+} // namespace
+
+TEST_CASE("af sim: a missing or invalid scenario is a usage error naming file:line:col",
+          "[cli][sim]") {
+  scoped_env env;
+  af::test::temp_dir dir{"af-cli-sim"};
+  for (const char* cmd : {"run", "fuzz"}) {
+    INFO(cmd);
+    std::vector<std::string> extra;
+    if (std::string_view{cmd} == "fuzz") extra = {"--seeds", "1..3"};
+    auto with = [&](std::vector<std::string> args) {
+      args.insert(args.end(), extra.begin(), extra.end());
+      return run_af(std::move(args));
+    };
+    const auto missing = (dir.path() / "nope.yaml").string();
+    auto r = with({"sim", cmd, missing});
+    CHECK(r.code == af::cli::k_exit_usage);
+    CHECK(r.err == "af: not_found: scenario file '" + missing + "' not found\n");
+    CHECK(r.out.empty());
+
+    const auto bad =
+        dir.write("bad.yaml", k_sim_scenario + "  faults: {schedule: [{at: 1s, crash: n7}]}\n");
+    r = with({"sim", cmd, bad});
+    CHECK(r.code == af::cli::k_exit_usage);
+    CHECK(r.err
+          == "af: validation: " + bad
+                 + ":7:39: spec.faults.schedule[0].crash: unknown node 'n7' (nodes: n1, n2)\n");
+    CHECK(r.out.empty());
+  }
+}
+
+TEST_CASE("af sim fuzz: a bad --seeds or --jobs is a usage error", "[cli][sim]") {
+  scoped_env env;
+  af::test::temp_dir dir{"af-cli-sim"};
+  const auto file = dir.write("ok.yaml", k_sim_scenario);
+  for (const char* seeds : {"5..2", "1-10", "..4", "3..", "a..b", "1..2..3", "-1..4"}) {
+    INFO(seeds);
+    auto r = run_af({"sim", "fuzz", file, "--seeds", seeds});
+    CHECK(r.code == af::cli::k_exit_usage);
+    CHECK(r.err
+          == std::string{"af: validation: --seeds '"} + seeds
+                 + "': expected A..B, two seeds with A <= B (for example 1..1000)\n");
+    CHECK(r.out.empty());
+  }
+  auto r = run_af({"sim", "fuzz", file});
+  CHECK(r.code == af::cli::k_exit_usage);
+  CHECK_THAT(r.err, Contains("--seeds is required"));
+  r = run_af({"sim", "fuzz", file, "--seeds", "1..2", "--jobs", "0"});
+  CHECK(r.code == af::cli::k_exit_usage);
+  CHECK_THAT(r.err, Contains("--jobs"));
+  r = run_af({"sim", "fuzz", file, "--seeds", "1..2", "--stop-after", "0"});
+  CHECK(r.code == af::cli::k_exit_usage);
+  CHECK_THAT(r.err, Contains("--stop-after"));
+}
+
+TEST_CASE("af sim run: a bad --until, --seed or --plugin is a usage error naming it",
+          "[cli][sim]") {
+  scoped_env env;
+  af::test::temp_dir dir{"af-cli-sim"};
+  const auto file = dir.write("ok.yaml", k_sim_scenario);
+  auto r = run_af({"sim", "run", file, "--until", "soon"});
+  CHECK(r.code == af::cli::k_exit_usage);
+  CHECK(r.err
+        == "af: validation: --until 'soon': expected a duration: a number and a unit ns, "
+           "us, ms, s, m or h (250ms, 1.5s, 2m)\n");
+  r = run_af({"sim", "run", file, "--until", "-5s"});
+  CHECK(r.code == af::cli::k_exit_usage);
+  CHECK(r.err == "af: validation: --until '-5s': expected a duration > 0\n");
+  r = run_af({"sim", "run", file, "--seed", "x"});
+  CHECK(r.code == af::cli::k_exit_usage);
+  CHECK_THAT(r.err, Contains("--seed"));
+  const auto plugin = (dir.path() / "libnope.so").string();
+  for (const char* cmd : {"run", "fuzz"}) {
+    INFO(cmd);
+    std::vector<std::string> args{"sim", cmd, file, "--plugin", plugin};
+    if (std::string_view{cmd} == "fuzz") {
+      args.emplace_back("--seeds");
+      args.emplace_back("1..2");
+    }
+    r = run_af(args);
+    CHECK(r.code == af::cli::k_exit_usage);
+    CHECK_THAT(r.err, Contains(plugin));
+    CHECK(r.out.empty());
+  }
+  r = run_af({"sim"});
+  CHECK(r.code == af::cli::k_exit_usage);
 }

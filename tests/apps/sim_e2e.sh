@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# `af sim run` and `af sim fuzz` through the real binary (issue 6, "Tests"): the same seed gives
+# the same trace hash in two processes, another seed another hash; exit codes 0/1/2; --trace and
+# --until; fuzzing finds the bug planted in examples/sim/planted-bug.yaml (sim.buggy_worker) and
+# the replay command it prints reproduces it.
+# Usage: sim_e2e.sh PATH/TO/af SRC_DIR
+set -euo pipefail
+
+AF=${1:?usage: sim_e2e.sh AF SRC_DIR}
+SRC=${2:?usage: sim_e2e.sh AF SRC_DIR}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-sim-e2e.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cd "$SRC" # scenario paths and the printed replay commands are relative to the source tree
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+# json FILE EXPR: prints the Python expression EXPR evaluated on the JSON object in FILE (as j).
+json() {
+  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+WORK=examples/sim/work-exchange.yaml
+BUG=examples/sim/planted-bug.yaml
+
+echo "== same seed, two processes at once: the same trace hash"
+"$AF" sim run "$WORK" --seed 7 --json >"$tmp/a.json" 2>"$tmp/a.err" &
+pid_a=$!
+"$AF" sim run "$WORK" --seed 7 --json >"$tmp/b.json" 2>"$tmp/b.err" &
+pid_b=$!
+rc_a=0 rc_b=0
+wait "$pid_a" || rc_a=$?
+wait "$pid_b" || rc_b=$?
+((rc_a == 0)) || { cat "$tmp/a.err" "$tmp/a.json" >&2; fail "seed 7 exited $rc_a, not 0"; }
+((rc_b == 0)) || { cat "$tmp/b.err" "$tmp/b.json" >&2; fail "seed 7 (second process) exited $rc_b"; }
+hash_a=$(json "$tmp/a.json" 'j["trace_hash"]')
+hash_b=$(json "$tmp/b.json" 'j["trace_hash"]')
+[[ $hash_a =~ ^[0-9a-f]{64}$ ]] || fail "trace_hash '$hash_a' is not 64 hex digits"
+[[ $hash_a == "$hash_b" ]] || fail "seed 7 gave two trace hashes: $hash_a and $hash_b"
+[[ $(json "$tmp/a.json" 'j["ok"]') == True ]] || fail "seed 7 report is not ok"
+[[ $(json "$tmp/a.json" 'j["seed"]') == 7 ]] || fail "the report does not carry seed 7"
+[[ $(json "$tmp/a.json" 'j["agents"] >= 1000') == True ]] || fail "fewer than 1,000 agents"
+[[ $(json "$tmp/a.json" 'j["delivered"] > 0 and j["dropped"] > 0') == True ]] ||
+  fail "no deliveries or no drops despite 1% loss and a partition"
+[[ $(json "$tmp/a.json" 'j["replay"]') == "af sim run $WORK --seed 7" ]] ||
+  fail "the JSON replay command is not 'af sim run $WORK --seed 7'"
+# The two reports agree on everything but wall time.
+python3 - "$tmp/a.json" "$tmp/b.json" <<'PY' || fail "the two reports of seed 7 differ beyond wall time"
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+for k in ("wall_seconds", "deliveries_per_second"):
+    a.pop(k), b.pop(k)
+assert a == b, (a, b)
+PY
+
+echo "== another seed: another trace hash"
+"$AF" sim run "$WORK" --seed 8 --json >"$tmp/c.json" || fail "seed 8 exited $?"
+[[ $(json "$tmp/c.json" 'j["trace_hash"]') != "$hash_a" ]] || fail "seeds 7 and 8 gave the same hash"
+
+echo "== the text report carries the same hash"
+"$AF" sim run "$WORK" --seed 7 >"$tmp/text.out" || fail "text run of seed 7 failed"
+grep -q "^trace hash  $hash_a\$" "$tmp/text.out" || { cat "$tmp/text.out" >&2; fail "text hash differs"; }
+grep -q "^result      OK" "$tmp/text.out" || fail "the text report does not say OK"
+
+echo "== --trace writes one line per delivered envelope; the trace does not change the hash"
+"$AF" sim run "$WORK" --seed 7 --json --trace "$tmp/trace.jsonl" >"$tmp/t.json" ||
+  fail "run with --trace failed"
+[[ $(json "$tmp/t.json" 'j["trace_hash"]') == "$hash_a" ]] || fail "--trace changed the trace hash"
+lines=$(wc -l <"$tmp/trace.jsonl")
+[[ $lines == $(json "$tmp/t.json" 'j["delivered"]') ]] ||
+  fail "--trace wrote $lines lines for $(json "$tmp/t.json" 'j["delivered"]') deliveries"
+python3 - "$tmp/trace.jsonl" <<'PY' || fail "--trace lines are not JSON objects"
+import json, sys
+for line in open(sys.argv[1]):
+    assert isinstance(json.loads(line), dict), line
+PY
+
+echo "== --until stops early, at that virtual time"
+"$AF" sim run "$WORK" --seed 7 --json --until 5s >"$tmp/u.json" || true
+[[ $(json "$tmp/u.json" 'j["stopped_early"]') == True ]] || fail "--until 5s did not stop early"
+[[ $(json "$tmp/u.json" 'j["virtual_time_ns"] <= 5_000_000_000') == True ]] ||
+  fail "--until 5s ran to $(json "$tmp/u.json" 'j["virtual_time_ns"]') ns"
+
+echo "== an invalid scenario exits 2 naming file:line:col"
+cat >"$tmp/bad.yaml" <<'YAML'
+apiVersion: agentflow/v1
+kind: Scenario
+metadata: {name: bad}
+spec:
+  nodes: [n1, n2]
+  faults: {schedule: [{at: 1s, crash: n9}]}
+YAML
+rc=0
+"$AF" sim run "$tmp/bad.yaml" --seed 1 >"$tmp/bad.out" 2>"$tmp/bad.err" || rc=$?
+((rc == 2)) || fail "an invalid scenario exited $rc, not 2"
+grep -qF "$tmp/bad.yaml:6:39: spec.faults.schedule[0].crash: unknown node 'n9'" "$tmp/bad.err" ||
+  { cat "$tmp/bad.err" >&2; fail "the error does not name file:line:col"; }
+
+echo "== an unknown agent type exits 2 naming it"
+cat >"$tmp/notype.yaml" <<'YAML'
+apiVersion: agentflow/v1
+kind: Scenario
+metadata: {name: notype}
+spec:
+  populations: [{type: acme.nothing}]
+YAML
+rc=0
+"$AF" sim run "$tmp/notype.yaml" >/dev/null 2>"$tmp/notype.err" || rc=$?
+((rc == 2)) || fail "an unknown agent type exited $rc, not 2"
+grep -q "acme.nothing" "$tmp/notype.err" || fail "the error does not name acme.nothing"
+
+echo "== fuzz over seeds that pass: exit 0 and a summary"
+"$AF" sim fuzz "$WORK" --seeds 1..4 --jobs 2 >"$tmp/fuzz_ok.out" ||
+  { cat "$tmp/fuzz_ok.out" >&2; fail "fuzz over passing seeds exited $?"; }
+grep -q "^fuzz work-exchange: 4 seeds run (1..4), 0 failed" "$tmp/fuzz_ok.out" ||
+  { cat "$tmp/fuzz_ok.out" >&2; fail "no summary line"; }
+
+echo "== fuzz finds the planted bug within 1,000 seeds"
+rc=0
+"$AF" sim fuzz "$BUG" --seeds 1..1000 --jobs 2 --stop-after 1 --json >"$tmp/fuzz.json" || rc=$?
+((rc == 1)) || { cat "$tmp/fuzz.json" >&2; fail "fuzz of the planted bug exited $rc, not 1"; }
+[[ $(json "$tmp/fuzz.json" 'j["failed"] >= 1') == True ]] || fail "fuzz found no failing seed"
+seed=$(json "$tmp/fuzz.json" 'j["failures"][0]["seed"]')
+[[ $(json "$tmp/fuzz.json" 'j["failures"][0]["invariant"]') == tasks_answered_once ]] ||
+  fail "seed $seed did not fail tasks_answered_once"
+replay=$(json "$tmp/fuzz.json" 'j["failures"][0]["replay"]')
+[[ $replay == "af sim run $BUG --seed $seed" ]] || fail "replay command '$replay'"
+
+echo "== the printed replay command reproduces it (seed $seed)"
+rc=0
+"$AF" ${replay#af } >"$tmp/replay.out" || rc=$?
+((rc == 1)) || { cat "$tmp/replay.out" >&2; fail "the replay exited $rc, not 1"; }
+grep -q "^result      FAILED: invariant tasks_answered_once at virtual time .* with seed $seed\$" \
+  "$tmp/replay.out" || { cat "$tmp/replay.out" >&2; fail "the replay does not name the invariant"; }
+grep -qF "replay      af sim run $BUG --seed $seed" "$tmp/replay.out" ||
+  fail "the failing run does not print its replay command"
+"$AF" sim run "$BUG" --seed "$seed" --json >"$tmp/r1.json" || true
+"$AF" sim run "$BUG" --seed "$seed" --json >"$tmp/r2.json" || true
+[[ $(json "$tmp/r1.json" 'j["trace_hash"]') == $(json "$tmp/r2.json" 'j["trace_hash"]') ]] ||
+  fail "the failing seed is not deterministic"
+
+echo "== fuzz text output names the seed, the invariant and the replay command"
+rc=0
+"$AF" sim fuzz "$BUG" --seeds "$seed..$seed" >"$tmp/fuzz.out" || rc=$?
+((rc == 1)) || fail "fuzz of one failing seed exited $rc, not 1"
+grep -q "^seed $seed: FAILED invariant tasks_answered_once at virtual time" "$tmp/fuzz.out" ||
+  { cat "$tmp/fuzz.out" >&2; fail "no failure line"; }
+grep -qF "  replay: af sim run $BUG --seed $seed" "$tmp/fuzz.out" || fail "no replay line"
+grep -q "1 seeds run ($seed..$seed), 1 failed (seeds $seed)" "$tmp/fuzz.out" || fail "no summary"
+
+echo "== fuzz counts a worker that exits 2 as failed, with its stderr"
+rc=0
+cp "$tmp/notype.yaml" "$tmp/notype2.yaml"
+"$AF" sim fuzz "$tmp/notype2.yaml" --seeds 1..2 >"$tmp/fuzz2.out" 2>&1 || rc=$?
+((rc == 1)) || { cat "$tmp/fuzz2.out" >&2; fail "fuzz with failing workers exited $rc, not 1"; }
+grep -q "FAILED: the worker exited with 2" "$tmp/fuzz2.out" || fail "the worker's exit is not shown"
+grep -q "  | .*acme.nothing" "$tmp/fuzz2.out" || fail "the worker's stderr is not shown"
+
+echo "sim e2e: all checks passed"
