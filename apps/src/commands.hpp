@@ -80,9 +80,11 @@ runner add_sim_commands(CLI::App& app, std::ostream& out, std::ostream& err, con
 /// user's extensions, then the plugins of --plugin (their code stays mapped while `plugins`
 /// lives: keep it beyond whatever runs the agents).
 struct agent_catalog {
+  /// First, so destroyed last: the plugins' code must stay mapped while any factory or tool
+  /// they registered still exists.
+  std::shared_ptr<plan::plugin_set> plugins;
   std::shared_ptr<plan::agent_types> agents;
   std::shared_ptr<tool::registry> tools;
-  std::shared_ptr<plan::plugin_set> plugins;
 };
 using builtin_agents = std::function<status(plan::agent_types&, tool::registry&)>;
 expected<agent_catalog> load_agents(const std::vector<std::string>& plugin_files,

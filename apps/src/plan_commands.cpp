@@ -24,8 +24,8 @@ namespace af::cli::detail {
 
 expected<agent_catalog> load_agents(const std::vector<std::string>& plugin_files,
                                     const extensions& ext, const builtin_agents& builtins) {
-  agent_catalog out{std::make_shared<plan::agent_types>(), std::make_shared<tool::registry>(),
-                    std::make_shared<plan::plugin_set>()};
+  agent_catalog out{std::make_shared<plan::plugin_set>(), std::make_shared<plan::agent_types>(),
+                    std::make_shared<tool::registry>()};
   if (builtins)
     if (auto st = builtins(*out.agents, *out.tools); !st) return st.error();
   if (ext.add) ext.add(*out.agents, *out.tools);

@@ -110,6 +110,10 @@ std::string replay(const sim::scenario& sc, const sim_state& st, std::uint64_t s
 int sim_run(const sim_state& st, const extensions& ext, std::ostream& out, std::ostream& err) {
   auto sc = sim::load_scenario(st.file);
   if (!sc) return usage(err, sc.error());
+  // Declared before the options that share its agent types: destroyed after them, so the
+  // plugins' code stays mapped until the last factory is gone.
+  auto catalog = sim_agents(st, ext);
+  if (!catalog) return failed(err, catalog.error());
   sim::run_options opts;
   opts.seed = st.seed;
   if (!st.until.empty()) {
@@ -121,8 +125,6 @@ int sim_run(const sim_state& st, const extensions& ext, std::ostream& out, std::
   }
   opts.trace_file = st.trace_file;
   opts.log_file = st.log_file;
-  auto catalog = sim_agents(st, ext); // outlives the run: plugin code stays mapped
-  if (!catalog) return failed(err, catalog.error());
   opts.agents = catalog->agents;
   opts.tools = catalog->tools;
   status_line line{err, ::isatty(STDERR_FILENO) != 0};

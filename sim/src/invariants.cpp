@@ -50,7 +50,7 @@ std::vector<invariant_result> world::check_invariants(bool complete) {
   const auto now = elapsed();
   for (const auto& name : sc_.invariants) {
     if (!complete) {
-      out.push_back({name, true, "not checked: the run stopped at --until", now});
+      out.push_back({name, true, "not checked: the run stopped at --until", now, false});
       continue;
     }
     if (name == "tasks_answered_once") {

@@ -45,7 +45,11 @@ const invariant_result* report::first_failure() const {
 nlohmann::json report::to_json() const {
   auto inv = nlohmann::json::array();
   for (const auto& r : invariants)
-    inv.push_back({{"name", r.name}, {"ok", r.ok}, {"detail", r.detail}, {"at_ns", r.at.count()}});
+    inv.push_back({{"name", r.name},
+                   {"ok", r.ok},
+                   {"checked", r.checked},
+                   {"detail", r.detail},
+                   {"at_ns", r.at.count()}});
   return {{"scenario", scenario},
           {"seed", seed},
           {"ok", ok()},
@@ -89,7 +93,7 @@ std::string report::to_text() const {
   for (const auto& r : invariants)
     width = std::max(width, r.name.size());
   for (const auto& r : invariants) {
-    out << "  " << (r.ok ? "OK      " : "FAILED  ") << r.name
+    out << "  " << (!r.checked ? "SKIPPED " : r.ok ? "OK      " : "FAILED  ") << r.name
         << std::string(width - r.name.size(), ' ') << "  at " << seconds_text(r.at);
     if (!r.detail.empty()) out << ": " << r.detail;
     out << "\n";
@@ -97,6 +101,9 @@ std::string report::to_text() const {
   if (const auto* f = first_failure())
     out << "result      FAILED: invariant " << f->name << " at virtual time " << seconds_text(f->at)
         << " with seed " << seed << "\n";
+  else if (stopped_early)
+    out << "result      STOPPED at virtual time " << seconds_text(virtual_time)
+        << " (--until): invariants not checked\n";
   else
     out << "result      OK: " << invariants.size()
         << (invariants.size() == 1 ? " invariant holds" : " invariants hold") << "\n";

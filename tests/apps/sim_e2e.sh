@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # `af sim run` and `af sim fuzz` through the real binary (issue 6, "Tests"): the same seed gives
 # the same trace hash in two processes, another seed another hash; exit codes 0/1/2; --trace and
-# --until; fuzzing finds the bug planted in examples/sim/planted-bug.yaml (sim.buggy_worker) and
-# the replay command it prints reproduces it.
-# Usage: sim_e2e.sh PATH/TO/af SRC_DIR
+# --until; fuzzing finds the bug planted in examples/sim/planted-bug.yaml (test.buggy_worker, a
+# test plugin: tests/sim/plugins/buggy_worker.cpp) and the replay command it prints reproduces it.
+# Usage: sim_e2e.sh PATH/TO/af SRC_DIR PATH/TO/libaf_test_sim_buggy.so
 set -euo pipefail
 
 AF=${1:?usage: sim_e2e.sh AF SRC_DIR}
-SRC=${2:?usage: sim_e2e.sh AF SRC_DIR}
+SRC=${2:?usage: sim_e2e.sh AF SRC_DIR PLUGIN}
+PLUGIN=${3:?usage: sim_e2e.sh AF SRC_DIR PLUGIN}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-sim-e2e.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 cd "$SRC" # scenario paths and the printed replay commands are relative to the source tree
@@ -119,14 +120,14 @@ grep -q "^fuzz work-exchange: 4 seeds run (1..4), 0 failed" "$tmp/fuzz_ok.out" |
 
 echo "== fuzz finds the planted bug within 1,000 seeds"
 rc=0
-"$AF" sim fuzz "$BUG" --seeds 1..1000 --jobs 2 --stop-after 1 --json >"$tmp/fuzz.json" || rc=$?
+"$AF" sim fuzz "$BUG" --plugin "$PLUGIN" --seeds 1..1000 --jobs 2 --stop-after 1 --json >"$tmp/fuzz.json" || rc=$?
 ((rc == 1)) || { cat "$tmp/fuzz.json" >&2; fail "fuzz of the planted bug exited $rc, not 1"; }
 [[ $(json "$tmp/fuzz.json" 'j["failed"] >= 1') == True ]] || fail "fuzz found no failing seed"
 seed=$(json "$tmp/fuzz.json" 'j["failures"][0]["seed"]')
 [[ $(json "$tmp/fuzz.json" 'j["failures"][0]["invariant"]') == tasks_answered_once ]] ||
   fail "seed $seed did not fail tasks_answered_once"
 replay=$(json "$tmp/fuzz.json" 'j["failures"][0]["replay"]')
-[[ $replay == "af sim run $BUG --seed $seed" ]] || fail "replay command '$replay'"
+[[ $replay == "af sim run $BUG --seed $seed --plugin $PLUGIN" ]] || fail "replay command '$replay'"
 
 echo "== the printed replay command reproduces it (seed $seed)"
 rc=0
@@ -134,20 +135,20 @@ rc=0
 ((rc == 1)) || { cat "$tmp/replay.out" >&2; fail "the replay exited $rc, not 1"; }
 grep -q "^result      FAILED: invariant tasks_answered_once at virtual time .* with seed $seed\$" \
   "$tmp/replay.out" || { cat "$tmp/replay.out" >&2; fail "the replay does not name the invariant"; }
-grep -qF "replay      af sim run $BUG --seed $seed" "$tmp/replay.out" ||
+grep -qF "replay      af sim run $BUG --seed $seed --plugin $PLUGIN" "$tmp/replay.out" ||
   fail "the failing run does not print its replay command"
-"$AF" sim run "$BUG" --seed "$seed" --json >"$tmp/r1.json" || true
-"$AF" sim run "$BUG" --seed "$seed" --json >"$tmp/r2.json" || true
+"$AF" sim run "$BUG" --seed "$seed" --plugin "$PLUGIN" --json >"$tmp/r1.json" || true
+"$AF" sim run "$BUG" --seed "$seed" --plugin "$PLUGIN" --json >"$tmp/r2.json" || true
 [[ $(json "$tmp/r1.json" 'j["trace_hash"]') == $(json "$tmp/r2.json" 'j["trace_hash"]') ]] ||
   fail "the failing seed is not deterministic"
 
 echo "== fuzz text output names the seed, the invariant and the replay command"
 rc=0
-"$AF" sim fuzz "$BUG" --seeds "$seed..$seed" >"$tmp/fuzz.out" || rc=$?
+"$AF" sim fuzz "$BUG" --plugin "$PLUGIN" --seeds "$seed..$seed" >"$tmp/fuzz.out" || rc=$?
 ((rc == 1)) || fail "fuzz of one failing seed exited $rc, not 1"
 grep -q "^seed $seed: FAILED invariant tasks_answered_once at virtual time" "$tmp/fuzz.out" ||
   { cat "$tmp/fuzz.out" >&2; fail "no failure line"; }
-grep -qF "  replay: af sim run $BUG --seed $seed" "$tmp/fuzz.out" || fail "no replay line"
+grep -qF "  replay: af sim run $BUG --seed $seed --plugin $PLUGIN" "$tmp/fuzz.out" || fail "no replay line"
 grep -q "1 seeds run ($seed..$seed), 1 failed (seeds $seed)" "$tmp/fuzz.out" || fail "no summary"
 
 echo "== fuzz counts a worker that exits 2 as failed, with its stderr"

@@ -45,10 +45,10 @@ TEST_CASE("report: ok, first failure, JSON with every field, text", "[report]") 
     "crashes": 2, "restarts": 1, "agents": 1010,
     "wall_seconds": 0.5, "deliveries_per_second": 2000.0,
     "invariants": [
-      {"name": "no_actor_leak", "ok": true, "detail": "0 actors left", "at_ns": 90000000000},
-      {"name": "tasks_answered_once", "ok": false, "detail": "task 17 answered twice",
+      {"name": "no_actor_leak", "ok": true, "checked": true, "detail": "0 actors left", "at_ns": 90000000000},
+      {"name": "tasks_answered_once", "ok": false, "checked": true, "detail": "task 17 answered twice",
        "at_ns": 12500000000},
-      {"name": "tree_recovers", "ok": false, "detail": "n2 never came back", "at_ns": 80000000000}],
+      {"name": "tree_recovers", "ok": false, "checked": true, "detail": "n2 never came back", "at_ns": 80000000000}],
     "timeline": ["10.000s partition [n1] | [n2, n3]", "15.000s heal"]})"));
   // The JSON survives a round trip through text (what `af sim fuzz` reads from its workers).
   CHECK(nlohmann::json::parse(j.dump()) == j);
@@ -73,6 +73,14 @@ TEST_CASE("report: ok, first failure, JSON with every field, text", "[report]") 
   CHECK(r.ok());
   CHECK(r.first_failure() == nullptr);
   CHECK(r.to_json()["ok"] == true);
+  // Stopped by --until: the invariants were not checked, and the result says so.
+  CHECK_THAT(r.to_text(), Contains("result      STOPPED at virtual time 90.000s (--until): "
+                                   "invariants not checked\n"));
+  r.invariants[0].checked = false;
+  CHECK_THAT(r.to_text(), Contains("  SKIPPED no_actor_leak"));
+  CHECK(r.to_json()["invariants"][0]["checked"] == false);
+  r.invariants[0].checked = true;
+  r.stopped_early = false;
   CHECK_THAT(r.to_text(), Contains("result      OK: 3 invariants hold\n"));
   r.invariants.clear();
   CHECK(r.ok());

@@ -25,6 +25,7 @@ struct invariant_result {
   bool ok = true;
   std::string detail;   ///< what was found (counts; the first violation)
   duration at{};        ///< virtual time of the first violation (or of the check)
+  bool checked = true;  ///< false when the run stopped (--until) before it could be checked
 };
 
 /// What a run prints (`af sim run`): the trace hash identifies the run's whole schedule.
