@@ -33,9 +33,12 @@ bool all_digits(std::string_view s) {
 }
 
 error malformed(std::string_view text, std::string_view why = {}) {
-  return validation_error("'" + std::string{text} + "': " + std::string{why}
-                          + (why.empty() ? "" : "; ") + "expected "
-                          + std::string{duration_syntax()});
+  std::string msg;
+  msg.reserve(text.size() + why.size() + 96);
+  msg.append("'").append(text).append("': ").append(why);
+  if (!why.empty()) msg.append("; ");
+  msg.append("expected ").append(duration_syntax());
+  return validation_error(std::move(msg));
 }
 
 } // namespace
