@@ -430,8 +430,9 @@ TEST_CASE("exec: timed-out steps are told to stop, sub-plans are canceled with t
   const auto db = (dir.path() / "af.db").string();
   auto log = std::make_shared<agent_log>();
   test_node t{db, nullptr, true, [log](plan::agent_types& a) {
-                REQUIRE(a.add("test.hang", plan::agent_type{
-                                               [log] { return std::make_unique<hang>(log); }}));
+                plan::agent_type hang_type;
+                hang_type.factory = [log] { return std::make_unique<hang>(log); };
+                REQUIRE(a.add("test.hang", std::move(hang_type)));
               }};
 
   SECTION("a step that times out: the agent gets a StepCancel for each attempt") {
