@@ -56,6 +56,21 @@ for k in ("wall_seconds", "deliveries_per_second"):
 assert a == b, (a, b)
 PY
 
+echo "== the other built-in scenarios: two processes, one hash; invariants hold"
+for scen in examples/sim/crash-storm.yaml examples/sim/durable-workflows.yaml; do
+  "$AF" sim run "$scen" --seed 3 --json >"$tmp/s1.json" 2>"$tmp/s1.err" &
+  p1=$!
+  "$AF" sim run "$scen" --seed 3 --json >"$tmp/s2.json" 2>"$tmp/s2.err" &
+  p2=$!
+  r1=0 r2=0
+  wait "$p1" || r1=$?
+  wait "$p2" || r2=$?
+  ((r1 == 0 && r2 == 0)) || { cat "$tmp/s1.err" "$tmp/s1.json" >&2; fail "$scen seed 3 exited $r1/$r2"; }
+  [[ $(json "$tmp/s1.json" 'j["trace_hash"]') == $(json "$tmp/s2.json" 'j["trace_hash"]') ]] ||
+    fail "$scen: two processes, seed 3, two trace hashes"
+  [[ $(json "$tmp/s1.json" 'j["crashes"] > 0') == True ]] || fail "$scen: no node crashed"
+done
+
 echo "== another seed: another trace hash"
 "$AF" sim run "$WORK" --seed 8 --json >"$tmp/c.json" || fail "seed 8 exited $?"
 [[ $(json "$tmp/c.json" 'j["trace_hash"]') != "$hash_a" ]] || fail "seeds 7 and 8 gave the same hash"

@@ -195,3 +195,19 @@ TEST_CASE("a crash storm: the trees recover, nothing leaks, every task still end
     throws += line.find(" throw ") != std::string::npos ? 1 : 0;
   CHECK(throws > 300);
 }
+
+TEST_CASE("every built-in scenario runs twice in one process with one trace hash", "[sim]") {
+  // planted-bug needs its test plugin: the two-process e2e test (apps: sim e2e) covers it.
+  for (const char* name : {"work-exchange", "crash-storm", "durable-workflows"}) {
+    INFO(name);
+    auto sc = af::sim::load_scenario(std::string{AF_SOURCE_DIR} + "/examples/sim/" + name + ".yaml");
+    REQUIRE(sc);
+    auto a = run_ok(*sc, 5);
+    auto b = run_ok(*sc, 5);
+    require_all_ok(a);
+    CHECK(a.trace_hash == b.trace_hash);
+    CHECK(a.delivered == b.delivered);
+    CHECK(a.timeline == b.timeline);
+    CHECK(run_ok(*sc, 6).trace_hash != a.trace_hash);
+  }
+}
