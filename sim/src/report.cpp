@@ -61,6 +61,7 @@ nlohmann::json report::to_json() const {
           {"dropped", dropped},
           {"duplicated", duplicated},
           {"crashes", crashes},
+          {"supervisor_restarts", supervisor_restarts},
           {"restarts", restarts},
           {"agents", agents},
           {"wall_seconds", wall_seconds},
@@ -82,6 +83,9 @@ std::string report::to_text() const {
       << dropped << " dropped, " << duplicated << " duplicated\n"
       << "faults      " << crashes << (crashes == 1 ? " crash, " : " crashes, ") << restarts
       << (restarts == 1 ? " restart" : " restarts") << "\n"
+      << (supervisor_restarts > 0
+              ? "restarts    " + std::to_string(supervisor_restarts) + " by supervisors\n"
+              : std::string{})
       << "agents      " << agents << "\n"
       << "wall        " << rate << "\n";
   for (std::size_t i = 0; i < timeline.size() && i < k_timeline_lines; ++i)

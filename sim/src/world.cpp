@@ -23,6 +23,8 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <sstream>
 
 namespace af::sim::detail {
 
@@ -507,6 +509,17 @@ expected<report> world::run() {
   r.duplicated = net_->duplicated;
   r.crashes = crashes_ + gave_up_;
   r.restarts = restarts_;
+  for (const auto& n : nodes_) {
+    // Sum the node's af_supervisor_restarts_total series from its exposition text (one line
+    // per series: NAME{labels} VALUE; comment lines start with '#').
+    std::istringstream text{n->metrics().serialize_text()};
+    constexpr std::string_view family = "af_supervisor_restarts_total";
+    for (std::string line; std::getline(text, line);)
+      if (line.starts_with(family) && line.size() > family.size()
+          && (line[family.size()] == '{' || line[family.size()] == ' '))
+        r.supervisor_restarts +=
+            static_cast<std::uint64_t>(std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr));
+  }
   r.agents = agents_;
   r.invariants = check_invariants(complete);
   r.trace_hash = trace_->hex();

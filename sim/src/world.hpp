@@ -149,6 +149,8 @@ public:
   /// Live actors of every past incarnation (must reach zero: a crash leaves nothing behind).
   [[nodiscard]] std::size_t zombies() const;
   [[nodiscard]] std::uint64_t incarnation() const { return incarnation_; }
+  /// The node's metrics (kept across incarnations, as a scrape history would be).
+  [[nodiscard]] const af::metrics& metrics() const { return *metrics_; }
 
 private:
   world& world_;

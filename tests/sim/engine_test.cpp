@@ -194,6 +194,9 @@ TEST_CASE("a crash storm: the trees recover, nothing leaks, every task still end
   for (const auto& line : a.timeline)
     throws += line.find(" throw ") != std::string::npos ? 1 : 0;
   CHECK(throws > 300);
+  // The throws that landed were restarts the population supervisors made.
+  CHECK(a.supervisor_restarts > 100);
+  CHECK(a.supervisor_restarts == b.supervisor_restarts);
 }
 
 TEST_CASE("every built-in scenario runs twice in one process with one trace hash", "[sim]") {

@@ -42,7 +42,7 @@ TEST_CASE("report: ok, first failure, JSON with every field, text", "[report]") 
     "trace_hash": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     "virtual_time_ns": 90000000000, "stopped_early": true,
     "delivered": 1000, "network_sent": 900, "dropped": 9, "duplicated": 1,
-    "crashes": 2, "restarts": 1, "agents": 1010,
+    "crashes": 2, "restarts": 1, "supervisor_restarts": 0, "agents": 1010,
     "wall_seconds": 0.5, "deliveries_per_second": 2000.0,
     "invariants": [
       {"name": "no_actor_leak", "ok": true, "checked": true, "detail": "0 actors left", "at_ns": 90000000000},

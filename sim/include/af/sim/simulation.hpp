@@ -41,6 +41,9 @@ struct report {
   std::uint64_t duplicated = 0;  ///< extra copies the network delivered
   std::uint64_t crashes = 0;
   std::uint64_t restarts = 0;
+  /// Children the nodes' supervisors restarted (af_supervisor_restarts_total, all nodes and
+  /// incarnations): how much a crash storm made the trees work.
+  std::uint64_t supervisor_restarts = 0;
   std::uint64_t agents = 0;      ///< agents spawned at the start (populations)
   double wall_seconds = 0;
   double deliveries_per_second = 0; ///< delivered / wall_seconds
