@@ -53,17 +53,24 @@ private:
   std::size_t n_;
 };
 
-bench::run agentflow_deliveries(std::size_t agents, std::uint64_t seed) {
+/// One simulated node with `count` agents of `type` named NAME-i, run for `run_for`, no drain.
+af::sim::scenario one_node(std::string name, std::string type, std::size_t count,
+                           af::duration run_for) {
   af::sim::scenario sc;
-  sc.name = "bench-deliveries";
+  sc.name = "bench-" + name;
   sc.nodes = {"n1"};
-  sc.run_for = 1h;
+  sc.run_for = run_for;
   sc.drain = 0s;
   af::sim::population_spec p;
-  p.name = "relay";
-  p.type = "bench.relay";
-  p.count = agents;
+  p.name = std::move(name);
+  p.type = std::move(type);
+  p.count = count;
   sc.populations = {p};
+  return sc;
+}
+
+bench::run agentflow_deliveries(std::size_t agents, std::uint64_t seed) {
+  const auto sc = one_node("relay", "bench.relay", agents, 1h);
   auto types = std::make_shared<af::plan::agent_types>();
   if (auto s = types->add<relay_agent>("bench.relay", agents); !s) die(s.error().to_string());
   af::sim::run_options o;
@@ -152,16 +159,7 @@ struct population_figures {
 };
 
 population_figures population_once(std::size_t agents) {
-  af::sim::scenario sc;
-  sc.name = "bench-population";
-  sc.nodes = {"n1"};
-  sc.run_for = 1s;
-  sc.drain = 0s;
-  af::sim::population_spec p;
-  p.name = "worker";
-  p.type = "sim.worker";
-  p.count = agents;
-  sc.populations = {p};
+  const auto sc = one_node("worker", "sim.worker", agents, 1s);
   af::sim::run_options o;
   o.seed = 1;
   const auto rss0 = bench::rss_bytes();

@@ -24,18 +24,24 @@ json() {
 }
 
 WORK=examples/sim/work-exchange.yaml
+
+# twice SCENARIO SEED A B: runs the seed in two processes at once, reports in $tmp/A.json and
+# $tmp/B.json; fails unless both exit 0.
+twice() {
+  local pa pb ra=0 rb=0
+  "$AF" sim run "$1" --seed "$2" --json >"$tmp/$3.json" 2>"$tmp/$3.err" &
+  pa=$!
+  "$AF" sim run "$1" --seed "$2" --json >"$tmp/$4.json" 2>"$tmp/$4.err" &
+  pb=$!
+  wait "$pa" || ra=$?
+  wait "$pb" || rb=$?
+  ((ra == 0)) || { cat "$tmp/$3.err" "$tmp/$3.json" >&2; fail "$1 seed $2 exited $ra, not 0"; }
+  ((rb == 0)) || { cat "$tmp/$4.err" "$tmp/$4.json" >&2; fail "$1 seed $2 (second process) exited $rb"; }
+}
 BUG=examples/sim/planted-bug.yaml
 
 echo "== same seed, two processes at once: the same trace hash"
-"$AF" sim run "$WORK" --seed 7 --json >"$tmp/a.json" 2>"$tmp/a.err" &
-pid_a=$!
-"$AF" sim run "$WORK" --seed 7 --json >"$tmp/b.json" 2>"$tmp/b.err" &
-pid_b=$!
-rc_a=0 rc_b=0
-wait "$pid_a" || rc_a=$?
-wait "$pid_b" || rc_b=$?
-((rc_a == 0)) || { cat "$tmp/a.err" "$tmp/a.json" >&2; fail "seed 7 exited $rc_a, not 0"; }
-((rc_b == 0)) || { cat "$tmp/b.err" "$tmp/b.json" >&2; fail "seed 7 (second process) exited $rc_b"; }
+twice "$WORK" 7 a b
 hash_a=$(json "$tmp/a.json" 'j["trace_hash"]')
 hash_b=$(json "$tmp/b.json" 'j["trace_hash"]')
 [[ $hash_a =~ ^[0-9a-f]{64}$ ]] || fail "trace_hash '$hash_a' is not 64 hex digits"
@@ -58,14 +64,7 @@ PY
 
 echo "== the other built-in scenarios: two processes, one hash; invariants hold"
 for scen in examples/sim/crash-storm.yaml examples/sim/durable-workflows.yaml; do
-  "$AF" sim run "$scen" --seed 3 --json >"$tmp/s1.json" 2>"$tmp/s1.err" &
-  p1=$!
-  "$AF" sim run "$scen" --seed 3 --json >"$tmp/s2.json" 2>"$tmp/s2.err" &
-  p2=$!
-  r1=0 r2=0
-  wait "$p1" || r1=$?
-  wait "$p2" || r2=$?
-  ((r1 == 0 && r2 == 0)) || { cat "$tmp/s1.err" "$tmp/s1.json" >&2; fail "$scen seed 3 exited $r1/$r2"; }
+  twice "$scen" 3 s1 s2
   [[ $(json "$tmp/s1.json" 'j["trace_hash"]') == $(json "$tmp/s2.json" 'j["trace_hash"]') ]] ||
     fail "$scen: two processes, seed 3, two trace hashes"
   [[ $(json "$tmp/s1.json" 'j["crashes"] > 0') == True ]] || fail "$scen: no node crashed"
