@@ -291,7 +291,7 @@ public:
     start.set_execution_id(s.execution_id);
     start.set_by("sim");
     ctx.ask<v1::ExecutionInfo>(plan::k_exec_agent, std::move(start), std::chrono::seconds(10),
-                               [this, &ctx, i](expected<v1::ExecutionInfo> r) {
+                               [&ctx, i](expected<v1::ExecutionInfo> r) {
                                  if (r) return;
                                  // af.exec restarting, the journal busy: try again shortly.
                                  google::protobuf::UInt64Value again;

@@ -20,8 +20,8 @@ namespace {
 constexpr auto k_epoch = time_point{std::chrono::seconds{1'767'225'600}};
 } // namespace
 
-sim_node::sim_node(world& w, std::string name, std::size_t index)
-    : world_(w), name_(std::move(name)), index_(index),
+sim_node::sim_node(world& w, std::string name)
+    : world_(w), name_(std::move(name)),
       clock_(std::make_shared<sim_clock>(w.caf_clock(), k_epoch)),
       metrics_(std::make_unique<af::metrics>(name_, AF_VERSION)),
       disk_(store::make_memory_backend({})) {}

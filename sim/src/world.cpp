@@ -232,8 +232,8 @@ status world::build() {
   types_ = types;
 
   if (sc_.nodes.empty()) return validation_error("scenario '" + sc_.name + "': no nodes");
-  for (std::size_t i = 0; i < sc_.nodes.size(); ++i)
-    nodes_.push_back(std::make_unique<sim_node>(*this, sc_.nodes[i], i));
+  for (const auto& name : sc_.nodes)
+    nodes_.push_back(std::make_unique<sim_node>(*this, name));
 
   // Populations: NAME-i on the i-th of its nodes, round-robin.
   for (const auto& p : sc_.populations) {

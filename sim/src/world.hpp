@@ -132,7 +132,7 @@ private:
 /// that recovers from the store.
 class sim_node {
 public:
-  sim_node(world& w, std::string name, std::size_t index);
+  sim_node(world& w, std::string name);
   ~sim_node();
 
   [[nodiscard]] const std::string& name() const { return name_; }
@@ -155,7 +155,6 @@ public:
 private:
   world& world_;
   std::string name_;
-  std::size_t index_;
   std::shared_ptr<sim_clock> clock_;
   std::unique_ptr<af::metrics> metrics_;
   std::shared_ptr<store::memory_backend> disk_;

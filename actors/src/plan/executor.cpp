@@ -193,11 +193,11 @@ void executor::resume_from(context& ctx, std::vector<v1::ExecEvent> events) {
     next_.decisions.push_back(std::move(d));
   }
   for (const auto& [id, s] : engine_->in_flight())
-    if (!fresh.contains(id)) next_.decisions.push_back([&] {
+    if (!fresh.contains(id)) {
       v1::ExecEvent e;
       *e.mutable_scheduled() = s;
-      return e;
-    }());
+      next_.decisions.push_back(std::move(e));
+    }
   notify(ctx);
   if (next_.events.empty()) {
     batch b = std::move(next_);
