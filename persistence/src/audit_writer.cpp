@@ -211,16 +211,19 @@ private:
 } // namespace
 
 sup::child_spec audit_child(audit_options opts) {
+  const bool blocking = opts.blocking;
   auto c = sup::agent_child<audit_writer>(std::string{k_audit_agent}, std::move(opts));
   c.system = true;
-  c.detached = true;
+  c.detached = blocking;
   c.shutdown = std::chrono::seconds(10);
   return c;
 }
 
 audit_options audit_options_from(const config& cfg) {
   audit_options ao;
-  ao.open = journal_options_from(cfg).open;
+  auto jo = journal_options_from(cfg);
+  ao.open = std::move(jo.open);
+  ao.blocking = jo.blocking;
   return ao;
 }
 
