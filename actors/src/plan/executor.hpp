@@ -28,7 +28,7 @@ public:
   /// `start` is set for a new execution; a restarted executor (or one resumed at node start)
   /// has none and recovers from its stream (a start whose stream exists recovers too).
   executor(std::shared_ptr<const exec_shared> shared, std::string execution_id,
-           std::optional<v1::StartExecution> start);
+           std::shared_ptr<const v1::StartExecution> start);
 
   static void define(handlers<executor>& h);
 
@@ -49,8 +49,12 @@ public:
 private:
   struct batch {
     std::vector<v1::ExecEvent> events;
-    std::vector<v1::ExecEvent> decisions; ///< to act on after the commit
+    std::vector<std::size_t> acts;        ///< decisions in `events` to act on after the commit
+    std::vector<v1::ExecEvent> decisions; ///< to act on after them (not journaled again)
     std::vector<std::function<void(context&, const error*)>> on_commit;
+    /// The journal payload of the ExecutionStarted in `events`, which carries only the plan's
+    /// name and hash there (the plan can be megabytes: serialized once, never copied).
+    std::string started_payload;
   };
 
   void begin(context& ctx);
@@ -84,7 +88,7 @@ private:
   std::shared_ptr<const exec_shared> shared_;
   std::string id_;
   std::string stream_;
-  std::optional<v1::StartExecution> start_;
+  std::shared_ptr<const v1::StartExecution> start_; ///< shared with the restart factory
   std::unique_ptr<engine> engine_;
   std::uint64_t version_ = 0;
   bool ready_ = false;      ///< the state is loaded (inputs before that wait)
