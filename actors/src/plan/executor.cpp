@@ -314,6 +314,9 @@ void executor::flush(context& ctx) {
 }
 
 void executor::committed(context& ctx, batch b) {
+  // The records of one commit (its step outcomes) go to af.audit in one message, chained in
+  // this order, before anything of the commit takes effect (as one message each did).
+  audit_held_ = true;
   for (const auto& e : b.events) {
     if (e.has_exec_completed() || e.has_exec_failed() || e.has_canceled()) end_committed_ = true;
     switch (e.event_case()) {
@@ -352,6 +355,8 @@ void executor::committed(context& ctx, batch b) {
       break;
     }
   }
+  audit_held_ = false;
+  send_audit(ctx);
   for (auto& f : b.on_commit)
     f(ctx, nullptr);
   for (auto i : b.acts)
@@ -674,17 +679,21 @@ void executor::on_control(context& ctx, const v1::ExecControl& m,
 
 void executor::audit(context& ctx, std::string action, std::string actor,
                      std::map<std::string, std::string> details) {
-  v1::AuditAppend a;
-  auto& rec = *a.mutable_record();
+  auto& rec = audit_.has_record() ? *audit_.add_more() : *audit_.mutable_record();
   rec.set_actor(std::move(actor));
   rec.set_action(std::move(action));
   rec.set_subject(id_);
   for (auto& [k, v] : details)
     (*rec.mutable_details())[k] = std::move(v);
+  if (!audit_held_) send_audit(ctx);
+}
+
+void executor::send_audit(context& ctx) {
+  if (!audit_.has_record()) return;
   // A tell: nothing here waits for the commit, and the writer logs every record it cannot
   // write (audit_record_dropped), so an ask would only add a reply and a timeout per record.
   // A node without an audit writer (tests, benchmarks) has nothing to tell.
-  (void)ctx.tell(store::k_audit_agent, std::move(a));
+  (void)ctx.tell(store::k_audit_agent, std::exchange(audit_, {}));
 }
 
 v1::ExecutionInfo executor::info(bool with_steps) const {

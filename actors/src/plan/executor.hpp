@@ -6,6 +6,7 @@
 
 #include "af/agent.hpp"
 #include "af/plan/executor.hpp"
+#include "af/v1/audit.pb.h"
 #include "af/v1/exec.pb.h"
 #include "plan/engine.hpp"
 
@@ -80,8 +81,10 @@ private:
   void cancel_child(context& ctx, const v1::StepScheduled& s, std::string reason);
   void step_failed_at(context& ctx, const v1::StepScheduled& s, const std::string& agent, error e);
   void step_result(context& ctx, const v1::StepScheduled& s, expected<std::string> output);
+  /// Queues an audit record; records queued while a commit is handled go in one message.
   void audit(context& ctx, std::string action, std::string actor,
              std::map<std::string, std::string> details);
+  void send_audit(context& ctx);
   void ended(context& ctx);
   void notify(context& ctx);
 
@@ -104,6 +107,8 @@ private:
   bool ended_before_ = false;
   bool end_committed_ = false; ///< the event that ended the execution is durable  ///< the stream had already ended when this executor loaded it
   std::int64_t last_commit_ns_ = 0; ///< commit time of the last event loaded from the journal
+  v1::AuditAppend audit_;            ///< records not yet sent (see audit)
+  bool audit_held_ = false;          ///< committed() is running: its records go together
 };
 
 } // namespace af::plan
