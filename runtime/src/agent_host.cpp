@@ -346,8 +346,8 @@ void agent_host::sweep() {
   for (auto id : expired) {
     auto it = asks_.find(id);
     if (it == asks_.end()) continue; // settled by a callback of an earlier one
-    auto e = ask_error(caf::sec::request_timeout, it->second.target.to_string(),
-                       it->second.timeout);
+    auto e =
+        ask_error(caf::sec::request_timeout, it->second.target.to_string(), it->second.timeout);
     settle(id, std::move(e));
   }
 }

@@ -98,7 +98,8 @@ public:
   void probe(context& ctx, const StringValue&, responder<StringValue> reply) {
     auto order = std::make_shared<std::string>();
     ctx.ask<StringValue>("sink", StringValue{}, 30s, [order](expected<StringValue> r) {
-      *order += std::string{"long: "} + (r ? "reply" : std::string{to_string(r.error().code())}) + "; ";
+      *order +=
+          std::string{"long: "} + (r ? "reply" : std::string{to_string(r.error().code())}) + "; ";
     });
     StringValue who;
     who.set_value("p");

@@ -107,8 +107,8 @@ private:
   bool ended_before_ = false;
   bool end_committed_ = false; ///< the event that ended the execution is durable  ///< the stream had already ended when this executor loaded it
   std::int64_t last_commit_ns_ = 0; ///< commit time of the last event loaded from the journal
-  v1::AuditAppend audit_;            ///< records not yet sent (see audit)
-  bool audit_held_ = false;          ///< committed() is running: its records go together
+  v1::AuditAppend audit_;           ///< records not yet sent (see audit)
+  bool audit_held_ = false;         ///< committed() is running: its records go together
 };
 
 } // namespace af::plan
