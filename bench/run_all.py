@@ -110,7 +110,8 @@ GROUPS = [
      "on the same store, and `backend->read` vs a raw sqlite3 `SELECT` of the same pages."),
     ("exec", "8. Durable execution (issue 5)",
      "`bench/exec_bench.cpp`. Each run starts a fresh node built as `af run` builds it: "
-     "`af.journal` and `af.audit` (detached) over one store, `af.exec` with the std agents, every "
+     "`af.journal` and `af.audit` (detached on SQLite, on the scheduler on the memory store, "
+     "whose calls never block) over one store, `af.exec` with the std agents, every "
      "step outcome audited (`exec_options` defaults), work stealing with 2 threads, log level "
      "`warn`; plans compiled with `plan::compile_text`, started with a `StartExecution` ask to "
      "`af.exec` (`wait = true`) after a small warm-up execution. **Chain** (`exec.chain.*`): a "
@@ -134,9 +135,9 @@ GROUPS = [
      "connection), back to back from one thread, so the ratio is execution time over store "
      "time; the decorator also times the live `append_batch` calls (notes); **bare CAF** "
      "(`.vs_caf`), "
-     "the messages a step needs at the least (a round trip to a detached actor standing for the "
-     "journal, then one to an event-based actor standing for `std.echo`, 60 s request "
-     "timeouts). For scale, the issue quotes a JavaScript agent-graph library at 2 ms per step, "
+     "the messages a step needs at the least (a round trip to an event-based actor standing for "
+     "the journal, as af.journal runs on the memory store, then one to an event-based actor "
+     "standing for `std.echo`, 60 s request timeouts). For scale, the issue quotes a JavaScript agent-graph library at 2 ms per step, "
      "2 s for a 1,000-way fan-out and 10 ms per checkpointed step: those figures were not "
      "measured here."),
     ("sim", "9. Deterministic simulation (issue 6)",

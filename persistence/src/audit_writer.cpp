@@ -40,10 +40,19 @@ public:
   void on_append(context& ctx, const v1::AuditAppend& r, responder<v1::AuditAppended> reply) {
     if (r.record().action().empty())
       return reply.fail(validation_error("audit append: record.action must not be empty"));
-    waiting w{r.record(), std::move(reply)};
-    w.record.set_tenant(ctx.tenant());
+    for (const auto& m : r.more())
+      if (m.action().empty())
+        return reply.fail(validation_error("audit append: more.action must not be empty"));
     retry_->on_first_attempt();
-    pending_.push_back(std::move(w));
+    // The reply goes with the last record: it is committed last.
+    auto take = [&](const v1::AuditRecord& rec, bool last) {
+      waiting w{rec, last ? std::optional{std::move(reply)} : std::nullopt};
+      w.record.set_tenant(ctx.tenant());
+      pending_.push_back(std::move(w));
+    };
+    take(r.record(), r.more().empty());
+    for (int i = 0; i < r.more_size(); ++i)
+      take(r.more(i), i + 1 == r.more_size());
     // The flush arrives after every message already in the mailbox: all of them join the batch.
     if (!flush_scheduled_) {
       flush_scheduled_ = true;
@@ -132,7 +141,7 @@ public:
       const auto& rec = pending_[i].record;
       ctx.log().error("audit_record_dropped", "audit record not written: " + e.to_string(),
                       {{"action", rec.action()}, {"subject", rec.subject()}, {"actor", rec.actor()}});
-      pending_[i].reply.fail(e);
+      if (pending_[i].reply) pending_[i].reply->fail(e);
     }
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
   }
@@ -140,7 +149,7 @@ public:
 private:
   struct waiting {
     v1::AuditRecord record;
-    responder<v1::AuditAppended> reply;
+    std::optional<responder<v1::AuditAppended>> reply; ///< the last record of an append only
     std::uint32_t attempt = 1;
   };
 
@@ -165,7 +174,7 @@ private:
       v1::AuditAppended out;
       out.set_seq(rows[i].seq);
       out.set_hash(std::string{rows[i].hash.begin(), rows[i].hash.end()});
-      pending_[i].reply.reply(std::move(out));
+      if (pending_[i].reply) pending_[i].reply->reply(std::move(out));
     }
   }
 
@@ -211,16 +220,19 @@ private:
 } // namespace
 
 sup::child_spec audit_child(audit_options opts) {
+  const bool blocking = opts.blocking;
   auto c = sup::agent_child<audit_writer>(std::string{k_audit_agent}, std::move(opts));
   c.system = true;
-  c.detached = true;
+  c.detached = blocking;
   c.shutdown = std::chrono::seconds(10);
   return c;
 }
 
 audit_options audit_options_from(const config& cfg) {
   audit_options ao;
-  ao.open = journal_options_from(cfg).open;
+  auto jo = journal_options_from(cfg);
+  ao.open = std::move(jo.open);
+  ao.blocking = jo.blocking;
   return ao;
 }
 

@@ -328,12 +328,15 @@ private:
 } // namespace
 
 sup::child_spec journal_child(journal_options opts) {
+  const bool blocking = opts.blocking;
   auto c = sup::agent_child<journal_agent>(std::string{k_journal_agent}, std::move(opts));
   c.system = true;
-  c.detached = true;
+  c.detached = blocking;
   c.shutdown = std::chrono::seconds(10);
   return c;
 }
+
+bool url_blocks(const std::string& url) { return url != "memory:"; }
 
 std::string store_url(const config& cfg) {
   auto url = cfg.get_string("store.url");
@@ -358,6 +361,7 @@ journal_options journal_options_from(const config& cfg) {
   } else {
     jo.open = [url]() { return open_url(url); };
   }
+  jo.blocking = url_blocks(url);
   jo.retention = std::chrono::milliseconds(cfg.get_int("store.retention.period_ms"));
   jo.compact_interval = std::chrono::milliseconds(cfg.get_int("store.retention.interval_ms"));
   return jo;

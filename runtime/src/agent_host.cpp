@@ -6,12 +6,14 @@
 #include "supervisor_actor.hpp"
 
 #include <caf/actor_system.hpp>
+#include <caf/behavior.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/message_view.hpp>
 #include <caf/send.hpp>
 #include <caf/system_messages.hpp>
 #include <caf/type_erased_tuple.hpp>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include <google/protobuf/empty.pb.h>
@@ -140,6 +142,10 @@ agent_host::behavior_type agent_host::make_behavior() {
 
 void agent_host::on_exit() {
   current_ = nullptr;
+  // The callbacks of asks still waiting may hold references to this actor (CAF drops its own
+  // response handlers at exit the same way): nobody answers them now.
+  asks_.clear();
+  sweep_at_.reset();
   if (agent_) {
     agent_->on_stop(ctx_);
     agent_.reset();
@@ -249,22 +255,101 @@ void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf
       core_->make_envelope(addr_, to.addr(), std::move(msg), current_, ++lamport_, tenant, rng_);
   count(tenant, k_sent);
   auto started = core_->svc.clk->monotonic();
-  auto shared_cb = std::make_shared<reply_callback>(std::move(cb));
-  request(to_actor(to), timeout, std::move(env))
-      .then(
-          [this, shared_cb, started](const envelope& reply) {
-            if (core_->observer != nullptr) core_->observer->delivered(addr_, reply);
-            ask_duration_.observe(
-                std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
-            lamport_ = std::max(lamport_, reply.logical_ts()) + 1;
-            auto prev = current_;
-            current_ = &reply;
-            (*shared_cb)(reply);
-            current_ = prev;
-          },
-          [shared_cb, timeout, target = to.addr()](caf::error& err) {
-            (*shared_cb)(ask_error(err, target.to_string(), timeout));
-          });
+  auto target = to_actor(to);
+  if (target && target->node() != home_system().node()) {
+    // A remote ask keeps a CAF timeout of its own: a reply the middleman loses must not leave a
+    // response handler behind until this agent stops.
+    auto shared_cb = std::make_shared<reply_callback>(std::move(cb));
+    request(target, timeout, std::move(env))
+        .then(
+            [this, shared_cb, started](const envelope& reply) {
+              if (core_->observer != nullptr) core_->observer->delivered(addr_, reply);
+              ask_duration_.observe(
+                  std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
+              lamport_ = std::max(lamport_, reply.logical_ts()) + 1;
+              auto prev = current_;
+              current_ = &reply;
+              (*shared_cb)(reply);
+              current_ = prev;
+            },
+            [shared_cb, timeout, target = to.addr()](caf::error& err) {
+              (*shared_cb)(ask_error(err, target.to_string(), timeout));
+            });
+    return;
+  }
+  // Local: the ask's deadline is kept here and checked by the agent's one armed sweep; a reply
+  // that comes after its ask timed out finds no pending ask and is dropped, as CAF drops it.
+  const auto now = clock().now();
+  constexpr auto k_far = std::chrono::hours{24 * 365};
+  const auto deadline = timeout >= k_far ? caf::actor_clock::time_point::max()
+                                         : now + std::max(timeout, duration::zero());
+  const auto id = ++next_ask_;
+  asks_.emplace(id, pending_ask{deadline, timeout, started, std::move(cb), to.addr()});
+  if (deadline != caf::actor_clock::time_point::max() && (!sweep_at_ || deadline < *sweep_at_))
+    arm_sweep(deadline);
+  request(target, caf::infinite, std::move(env))
+      .then([this, id](const envelope& reply) { settle(id, reply); },
+            [this, id](caf::error& err) {
+              auto it = asks_.find(id);
+              if (it == asks_.end()) return;
+              auto e = ask_error(err, it->second.target.to_string(), it->second.timeout);
+              settle(id, std::move(e));
+            });
+}
+
+void agent_host::settle(std::uint64_t id, expected<envelope> r) {
+  auto it = asks_.find(id);
+  if (it == asks_.end()) return; // it timed out before
+  auto cb = std::move(it->second.cb);
+  const auto started = it->second.started;
+  asks_.erase(it);
+  if (!r) {
+    cb(std::move(r));
+    return;
+  }
+  const envelope reply = *r; // current_ while the callback runs (r is moved into it)
+  if (core_->observer != nullptr) core_->observer->delivered(addr_, reply);
+  ask_duration_.observe(
+      std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
+  lamport_ = std::max(lamport_, reply.logical_ts()) + 1;
+  auto prev = current_;
+  current_ = &reply;
+  cb(std::move(r));
+  current_ = prev;
+}
+
+void agent_host::arm_sweep(caf::actor_clock::time_point at) {
+  sweep_at_ = at;
+  // A request to nobody whose only answer is its timeout, at `at`: CAF cancels it when this
+  // actor stops (a delayed message would keep the stopped actor alive until it fires).
+  auto mid = new_request_id(caf::message_priority::normal).response_id();
+  clock().set_request_timeout(at, this, mid);
+  add_multiplexed_response_handler(mid, caf::behavior{[this, at](caf::error&) {
+                                     if (sweep_at_ == at) sweep_at_.reset();
+                                     sweep();
+                                   }});
+}
+
+void agent_host::sweep() {
+  const auto now = clock().now();
+  std::vector<std::uint64_t> expired;
+  auto next = caf::actor_clock::time_point::max();
+  for (const auto& [id, p] : asks_) {
+    if (p.deadline <= now)
+      expired.push_back(id);
+    else
+      next = std::min(next, p.deadline);
+  }
+  if (next != caf::actor_clock::time_point::max() && (!sweep_at_ || next < *sweep_at_))
+    arm_sweep(next);
+  std::sort(expired.begin(), expired.end()); // in the order they were asked
+  for (auto id : expired) {
+    auto it = asks_.find(id);
+    if (it == asks_.end()) continue; // settled by a callback of an earlier one
+    auto e =
+        ask_error(caf::sec::request_timeout, it->second.target.to_string(), it->second.timeout);
+    settle(id, std::move(e));
+  }
 }
 
 void agent_host::stop_self(caf::error reason) { quit(std::move(reason)); }

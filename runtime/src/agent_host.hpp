@@ -6,6 +6,11 @@
 #include "caf_glue.hpp"
 #include "node_core.hpp"
 
+#include <caf/actor_clock.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <unordered_map>
 #include <vector>
 
 namespace af::detail {
@@ -45,6 +50,20 @@ private:
   caf::result<envelope> handle(const envelope& e);
   caf::result<envelope> forward(const envelope& e);
   void count(const std::string& tenant, const char* outcome);
+  /// Local asks share one CAF request timeout per agent (the earliest deadline) instead of one
+  /// each: every CAF timeout is a push to the clock thread and a wake-up of it, per ask.
+  void arm_sweep(caf::actor_clock::time_point at);
+  /// Fails the asks whose deadline has passed with a timeout; arms the next sweep.
+  void sweep();
+  void settle(std::uint64_t id, expected<envelope> r);
+
+  struct pending_ask {
+    caf::actor_clock::time_point deadline;
+    duration timeout;
+    duration started;
+    reply_callback cb;
+    af::address target;
+  };
 
   node_core* core_;
   std::unique_ptr<agent> agent_;
@@ -61,6 +80,9 @@ private:
   // Metric handles for the agent's own tenant (the common case), fetched once.
   counter_handle handled_, rejected_, failed_, sent_;
   histogram_handle ask_duration_;
+  std::unordered_map<std::uint64_t, pending_ask> asks_; ///< local asks without a reply yet
+  std::uint64_t next_ask_ = 0;
+  std::optional<caf::actor_clock::time_point> sweep_at_; ///< when the armed sweep fires
 };
 
 } // namespace af::detail

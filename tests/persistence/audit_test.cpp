@@ -86,6 +86,42 @@ std::vector<store::audit_row> read_all(store::backend& db) {
 
 } // namespace
 
+TEST_CASE("audit writer: one append of several records chains them in order, replies with the "
+          "last",
+          "[audit]") {
+  test::temp_dir dir;
+  const auto path = (dir.path() / "agentflow.db").string();
+  auto nd = node::start(with_audit(path));
+  REQUIRE(nd);
+  auto& n = **nd;
+  REQUIRE(n.ask<v1::AuditAppended>(store::k_audit_agent, append("a", "first", 0), 5s));
+  auto many = append("b", "one", 1);
+  *many.add_more() = append("b", "two", 2).record();
+  *many.add_more() = append("b", "three", 3).record();
+  auto bad = many;
+  bad.add_more(); // no action
+  auto refused = n.ask<v1::AuditAppended>(store::k_audit_agent, bad, 5s);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code() == errc::validation);
+  auto r = n.ask<v1::AuditAppended>(store::k_audit_agent, many, 5s);
+  REQUIRE(r);
+  CHECK(r->seq() == 4);
+  n.shutdown();
+  auto db = store::open_url("sqlite:" + path);
+  REQUIRE(db);
+  const auto rows = read_all(**db);
+  REQUIRE(rows.size() == 4);
+  check_chain_independently(rows);
+  std::vector<std::string> actions;
+  for (const auto& row : rows) {
+    v1::AuditRecord rec;
+    REQUIRE(rec.ParseFromString(row.record));
+    actions.push_back(rec.action());
+  }
+  CHECK(actions == std::vector<std::string>{"first", "one", "two", "three"});
+  CHECK(to_hex(r->hash()) == to_hex(std::string{rows.back().hash.begin(), rows.back().hash.end()}));
+}
+
 TEST_CASE("audit writer: chains records, replies after commit, continues after a restart",
           "[audit]") {
   test::temp_dir dir;

@@ -90,6 +90,33 @@ private:
   std::vector<responder<StringValue>> held_;
 };
 
+/// Asks the sink twice, a long ask then a short one, and greets once between them: reports the
+/// order in which the answers came ("greet", "short: timeout", ...), once the short one ended.
+class prober : public agent_base<prober> {
+public:
+  static void define(handlers<prober>& h) { h.kind("test.prober").on(&prober::probe); }
+  void probe(context& ctx, const StringValue&, responder<StringValue> reply) {
+    auto order = std::make_shared<std::string>();
+    ctx.ask<StringValue>("sink", StringValue{}, 30s, [order](expected<StringValue> r) {
+      *order +=
+          std::string{"long: "} + (r ? "reply" : std::string{to_string(r.error().code())}) + "; ";
+    });
+    StringValue who;
+    who.set_value("p");
+    ctx.ask<StringValue>("greeter", who, 30s, [order](expected<StringValue> r) {
+      *order += std::string{"greet: "} + (r ? "reply" : "error") + "; ";
+    });
+    ctx.ask<StringValue>("sink", StringValue{}, 50ms,
+                         [order, reply](expected<StringValue> r) mutable {
+                           *order += std::string{"short: "}
+                                     + (r ? "reply" : std::string{to_string(r.error().code())});
+                           StringValue out;
+                           out.set_value(*order);
+                           reply.reply(out);
+                         });
+  }
+};
+
 /// Throws on demand.
 class crasher : public agent_base<crasher> {
 public:
@@ -215,6 +242,24 @@ TEST_CASE("asks time out, and a dropped responder answers with an error", "[agen
   REQUIRE_FALSE(d);
   REQUIRE(d.error().code() == errc::internal);
   REQUIRE(d.error().message().find("without replying") != std::string::npos);
+}
+
+TEST_CASE("an agent's asks time out at their own deadlines, answered ones never", "[agent]") {
+  auto n = make_node();
+  REQUIRE(n->spawn<sink>("sink"));
+  REQUIRE(n->spawn<greeter>("greeter"));
+  auto p = n->spawn<prober>("prober");
+  REQUIRE(p);
+  // The 50 ms ask, made after a 30 s one, times out first; the greeting in between is answered.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = n->ask<StringValue>(*p, StringValue{}, 5s);
+  REQUIRE(r);
+  REQUIRE(std::chrono::steady_clock::now() - t0 < 5s);
+  REQUIRE(r->value() == "greet: reply; short: timeout");
+  // Again: the agent's armed deadline (the first run's 30 s ask) does not delay a later one.
+  r = n->ask<StringValue>(*p, StringValue{}, 5s);
+  REQUIRE(r);
+  REQUIRE(r->value() == "greet: reply; short: timeout");
 }
 
 TEST_CASE("an agent that throws answers with an error and stops", "[agent]") {

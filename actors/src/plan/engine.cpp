@@ -11,9 +11,10 @@
 
 namespace af::plan {
 
-std::unique_ptr<engine> make_dag_engine(const v1::ExecutionStarted& s, error& err);
-std::unique_ptr<engine> make_fsm_engine(const v1::ExecutionStarted& s, error& err);
-std::unique_ptr<engine> make_bt_engine(const v1::ExecutionStarted& s, error& err);
+using started_ptr = std::shared_ptr<const v1::ExecutionStarted>;
+std::unique_ptr<engine> make_dag_engine(started_ptr s, error& err);
+std::unique_ptr<engine> make_fsm_engine(started_ptr s, error& err);
+std::unique_ptr<engine> make_bt_engine(started_ptr s, error& err);
 
 namespace {
 
@@ -26,27 +27,31 @@ nlohmann::json parse_or_string(const std::string& text) {
 
 } // namespace
 
-engine::engine(const v1::ExecutionStarted& started)
-    : started_(started), inputs_(parse_or_string(started.inputs_json())) {
+engine::engine(std::shared_ptr<const v1::ExecutionStarted> started)
+    : started_(std::move(started)), inputs_(parse_or_string(started_->inputs_json())) {
   if (!inputs_.is_object()) inputs_ = nlohmann::json::object();
 }
 
 expected<std::unique_ptr<engine>> engine::make(const v1::ExecutionStarted& started) {
+  return make(std::make_shared<const v1::ExecutionStarted>(started));
+}
+
+expected<std::unique_ptr<engine>> engine::make(started_ptr started) {
   error err{errc::internal, {}};
   std::unique_ptr<engine> e;
-  switch (started.plan().type()) {
+  switch (started->plan().type()) {
   case v1::PLAN_DAG:
-    e = make_dag_engine(started, err);
+    e = make_dag_engine(std::move(started), err);
     break;
   case v1::PLAN_FSM:
-    e = make_fsm_engine(started, err);
+    e = make_fsm_engine(std::move(started), err);
     break;
   case v1::PLAN_BT:
-    e = make_bt_engine(started, err);
+    e = make_bt_engine(std::move(started), err);
     break;
   default:
-    return validation_error("execution " + started.execution_id() + ": plan '"
-                            + started.plan().name() + "' has no type (dag, fsm or bt)");
+    return validation_error("execution " + started->execution_id() + ": plan '"
+                            + started->plan().name() + "' has no type (dag, fsm or bt)");
   }
   if (!e) return err;
   return e;
@@ -159,7 +164,7 @@ std::vector<v1::ExecEvent> engine::decide() {
     auto& n = *out.emplace_back().mutable_scheduled();
     n = s;
     n.set_attempt(s.attempt() + 1);
-    n.set_idempotency_key(key_of(started_.execution_id(), s.step_id(), n.attempt()));
+    n.set_idempotency_key(key_of(started_->execution_id(), s.step_id(), n.attempt()));
     n.set_delay_ms(delay);
     in_flight_[n.step_id()] = n;
     view(n.step_id(), "scheduled", n.attempt());
@@ -182,7 +187,7 @@ void engine::schedule(std::vector<v1::ExecEvent>& out, const std::string& step_i
   auto& s = *out.emplace_back().mutable_scheduled();
   s.set_step_id(step_id);
   s.set_attempt(attempt);
-  s.set_idempotency_key(key_of(started_.execution_id(), step_id, attempt));
+  s.set_idempotency_key(key_of(started_->execution_id(), step_id, attempt));
   s.set_input_json(input.dump());
   *s.mutable_call() = call;
   if (item != nullptr) s.set_item_json(item->dump());
@@ -194,11 +199,16 @@ void engine::schedule(std::vector<v1::ExecEvent>& out, const std::string& step_i
 
 expected<nlohmann::json> engine::render_input(const v1::Call& call, const std::string& step_id,
                                               const nlohmann::json* item) const {
-  auto tmpl = call.input_json().empty() ? nlohmann::json::object()
-                                        : nlohmann::json::parse(call.input_json(), nullptr, false);
-  if (tmpl.is_discarded())
+  auto it = templates_.find(&call);
+  if (it == templates_.end())
+    it = templates_
+             .emplace(&call, call.input_json().empty()
+                                 ? nlohmann::json::object()
+                                 : nlohmann::json::parse(call.input_json(), nullptr, false))
+             .first;
+  if (it->second.is_discarded())
     return validation_error("step '" + step_id + "': the input template is not JSON");
-  auto r = render(tmpl, scope(item));
+  auto r = render(it->second, scope(item));
   if (!r) return validation_error("step '" + step_id + "': input: " + r.error().message());
   return r;
 }
@@ -208,7 +218,7 @@ void engine::fail_step(std::vector<v1::ExecEvent>& out, const std::string& step_
   v1::StepScheduled s;
   s.set_step_id(step_id);
   s.set_attempt(1);
-  s.set_idempotency_key(key_of(started_.execution_id(), step_id, 1));
+  s.set_idempotency_key(key_of(started_->execution_id(), step_id, 1));
   *s.mutable_call() = call;
   s.set_parent_step(parent);
   auto& f = *out.emplace_back().mutable_failed();

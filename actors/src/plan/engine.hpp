@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace af::plan {
@@ -36,7 +37,11 @@ public:
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
 
-  /// The engine for the plan an execution started with.
+  /// The engine for the plan an execution started with. The engine shares it, immutable: the
+  /// plan IR of a large execution is megabytes, so it is neither copied nor scanned per step.
+  [[nodiscard]] static expected<std::unique_ptr<engine>>
+  make(std::shared_ptr<const v1::ExecutionStarted> started);
+  /// The same from a copy of `started`.
   [[nodiscard]] static expected<std::unique_ptr<engine>> make(const v1::ExecutionStarted& started);
 
   /// Takes an input. Returns false when it is ignored (a duplicate or late step result, a pause
@@ -60,7 +65,7 @@ public:
     return status_ == v1::EXEC_COMPLETED || status_ == v1::EXEC_FAILED
            || status_ == v1::EXEC_CANCELED;
   }
-  [[nodiscard]] const v1::ExecutionStarted& started() const noexcept { return started_; }
+  [[nodiscard]] const v1::ExecutionStarted& started() const noexcept { return *started_; }
   /// Dispatched steps without a result yet, by step id.
   [[nodiscard]] const std::map<std::string, v1::StepScheduled>& in_flight() const noexcept {
     return in_flight_;
@@ -76,7 +81,7 @@ public:
                                           std::uint32_t attempt);
 
 protected:
-  explicit engine(const v1::ExecutionStarted& started);
+  explicit engine(std::shared_ptr<const v1::ExecutionStarted> started);
 
   // --- what each plan type implements -----------------------------------------------------
   /// Appends the decisions due now (called by decide() when running and not paused).
@@ -92,7 +97,8 @@ protected:
                 std::uint32_t attempt, const v1::Call& call, const nlohmann::json& input,
                 const std::string& parent, const nlohmann::json* item = nullptr,
                 std::int64_t delay_ms = 0);
-  /// Renders a call's input template; a failure is a validation error naming the step.
+  /// Renders a call's input template (a call of the plan: its template is parsed once); a
+  /// failure is a validation error naming the step.
   [[nodiscard]] expected<nlohmann::json> render_input(const v1::Call& call,
                                                       const std::string& step_id,
                                                       const nlohmann::json* item) const;
@@ -105,11 +111,11 @@ protected:
   void abandon(const std::string& step_id);
   [[nodiscard]] expr_scope scope(const nlohmann::json* item = nullptr) const;
   [[nodiscard]] const nlohmann::json& inputs() const noexcept { return inputs_; }
-  [[nodiscard]] bool strict() const noexcept { return started_.mode() == v1::EXEC_STRICT; }
+  [[nodiscard]] bool strict() const noexcept { return started_->mode() == v1::EXEC_STRICT; }
   /// Sets the output `${steps.ID.output}` reads.
   void set_output(const std::string& id, nlohmann::json v) { outputs_[id] = std::move(v); }
   [[nodiscard]] const nlohmann::json* output_of(std::string_view id) const;
-  [[nodiscard]] const v1::PlanIR& ir() const noexcept { return started_.plan(); }
+  [[nodiscard]] const v1::PlanIR& ir() const noexcept { return started_->plan(); }
   void view(const std::string& step_id, std::string state, std::uint32_t attempt,
             std::string output_json = {}, std::string error = {});
 
@@ -125,8 +131,10 @@ private:
   std::optional<error> strict_failure_;
   std::string strict_step_;
 
-  v1::ExecutionStarted started_;
+  std::shared_ptr<const v1::ExecutionStarted> started_;
   nlohmann::json inputs_;
+  /// Parsed input templates by call (calls of started_'s plan, which outlives the engine's use).
+  mutable std::unordered_map<const v1::Call*, nlohmann::json> templates_;
   v1::ExecStatus status_ = v1::EXEC_RUNNING;
   bool paused_ = false;
   std::map<std::string, v1::StepScheduled> in_flight_;

@@ -26,7 +26,7 @@ struct bt_slot {
 
 class bt_engine final : public engine {
 public:
-  bt_engine(const v1::ExecutionStarted& s, error& err) : engine(s) {
+  bt_engine(std::shared_ptr<const v1::ExecutionStarted> s, error& err) : engine(std::move(s)) {
     if (ir().root().type() == v1::BT_TYPE_UNSPECIFIED) {
       err = validation_error("plan '" + ir().name() + "': the behavior tree has no root");
       ok_ = false;
@@ -240,8 +240,9 @@ private:
 
 } // namespace
 
-std::unique_ptr<engine> make_bt_engine(const v1::ExecutionStarted& s, error& err) {
-  auto e = std::make_unique<bt_engine>(s, err);
+std::unique_ptr<engine> make_bt_engine(std::shared_ptr<const v1::ExecutionStarted> s,
+                                         error& err) {
+  auto e = std::make_unique<bt_engine>(std::move(s), err);
   if (!e->ok_) return nullptr;
   return e;
 }

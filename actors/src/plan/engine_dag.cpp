@@ -27,7 +27,7 @@ struct dag_node {
 
 class dag_engine final : public engine {
 public:
-  dag_engine(const v1::ExecutionStarted& s, error& err) : engine(s) {
+  dag_engine(std::shared_ptr<const v1::ExecutionStarted> s, error& err) : engine(std::move(s)) {
     const auto& steps = ir().steps();
     nodes_.resize(static_cast<std::size_t>(steps.size()));
     for (int i = 0; i < steps.size(); ++i) {
@@ -207,8 +207,9 @@ private:
 
 } // namespace
 
-std::unique_ptr<engine> make_dag_engine(const v1::ExecutionStarted& s, error& err) {
-  auto e = std::make_unique<dag_engine>(s, err);
+std::unique_ptr<engine> make_dag_engine(std::shared_ptr<const v1::ExecutionStarted> s,
+                                         error& err) {
+  auto e = std::make_unique<dag_engine>(std::move(s), err);
   if (!e->ok_) return nullptr;
   return e;
 }

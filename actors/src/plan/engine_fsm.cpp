@@ -12,7 +12,7 @@ namespace {
 
 class fsm_engine final : public engine {
 public:
-  fsm_engine(const v1::ExecutionStarted& s, error& err) : engine(s) {
+  fsm_engine(std::shared_ptr<const v1::ExecutionStarted> s, error& err) : engine(std::move(s)) {
     const auto& f = ir().fsm();
     for (const auto& st : f.states())
       states_.emplace(st.name(), &st);
@@ -152,8 +152,9 @@ private:
 
 } // namespace
 
-std::unique_ptr<engine> make_fsm_engine(const v1::ExecutionStarted& s, error& err) {
-  auto e = std::make_unique<fsm_engine>(s, err);
+std::unique_ptr<engine> make_fsm_engine(std::shared_ptr<const v1::ExecutionStarted> s,
+                                         error& err) {
+  auto e = std::make_unique<fsm_engine>(std::move(s), err);
   if (!e->ok_) return nullptr;
   return e;
 }

@@ -101,7 +101,7 @@ public:
       if (!m.wait()) resolve_start(id);
       return;
     }
-    spawn(ctx, id, std::move(start));
+    spawn(ctx, id, std::make_shared<const v1::StartExecution>(std::move(start)));
   }
 
   void on_update(context&, const v1::ExecutorUpdate& u) {
@@ -360,13 +360,15 @@ private:
     return " (registered: " + s + ")";
   }
 
-  void spawn(context& ctx, const std::string& id, std::optional<v1::StartExecution> start) {
+  /// `start` is shared by every instance the executor's restarts create (null: a resume).
+  void spawn(context& ctx, const std::string& id, std::shared_ptr<const v1::StartExecution> start) {
     agent_options o;
     o.restart = sup::restart_policy::transient;
+    const bool resume = !start;
     auto ref = ctx.spawn_erased(sup::agent_factory<executor>(shared_, id, std::move(start)),
                                 stream_of(id), o);
     if (!ref) {
-      if (!start && ref.error().code() == errc::conflict) {
+      if (resume && ref.error().code() == errc::conflict) {
         // A resume while the executor of a previous af.exec instance still stops (its name is
         // still bound): list again shortly; the stream is resumed once the name is free.
         ctx.log().warn("exec_resume_later", {}, nlohmann::json{{"execution_id", id},
@@ -425,7 +427,7 @@ private:
             if (s.finished_at_ns() != 0) continue;
             const std::string id = s.stream().substr(5);
             if (live_.contains(id)) continue;
-            spawn(ctx, id, std::nullopt);
+            spawn(ctx, id, nullptr);
             ++resumed;
           }
           if (resumed > 0)

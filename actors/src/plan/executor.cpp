@@ -55,7 +55,7 @@ std::string status_name(v1::ExecStatus s) {
 } // namespace
 
 executor::executor(std::shared_ptr<const exec_shared> shared, std::string execution_id,
-                   std::optional<v1::StartExecution> start)
+                   std::shared_ptr<const v1::StartExecution> start)
     : shared_(std::move(shared)), id_(std::move(execution_id)), stream_(stream_of(id_)),
       start_(std::move(start)) {}
 
@@ -82,8 +82,8 @@ void executor::on_start(context& ctx) {
 }
 
 void executor::begin(context& ctx) {
-  v1::ExecEvent first;
-  auto& st = *first.mutable_started();
+  auto started = std::make_shared<v1::ExecutionStarted>();
+  auto& st = *started;
   st.set_execution_id(id_);
   *st.mutable_plan() = start_->plan();
   st.set_inputs_json(start_->inputs_json().empty() ? "{}" : start_->inputs_json());
@@ -94,7 +94,7 @@ void executor::begin(context& ctx) {
   if (start_->by().starts_with("exec:") && dot != std::string::npos) {
     st.set_parent_execution(start_->by().substr(5));
   }
-  auto eng = engine::make(st);
+  auto eng = engine::make(std::shared_ptr<const v1::ExecutionStarted>(started));
   if (!eng) {
     ctx.log().error("exec_invalid", {}, nlohmann::json{{"execution_id", id_}, {"error", eng.error().to_string()}});
     ctx.fail(eng.error());
@@ -103,7 +103,14 @@ void executor::begin(context& ctx) {
   engine_ = std::move(eng).value();
   started_at_ns_ = st.started_at_ns();
   ready_ = true;
-  next_.events.push_back(first);
+  v1::ExecEvent first; // what committed() reads of it; the journal gets started_payload
+  auto& head = *first.mutable_started();
+  head.set_execution_id(id_);
+  head.set_started_by(st.started_by());
+  head.mutable_plan()->set_name(st.plan().name());
+  head.mutable_plan()->set_hash(st.plan().hash());
+  next_.started_payload = st.SerializeAsString();
+  next_.events.push_back(std::move(first));
   decide(ctx);
   creating_ = true;
   flush(ctx);
@@ -189,8 +196,8 @@ void executor::resume_from(context& ctx, std::vector<v1::ExecEvent> events) {
   std::set<std::string> fresh;
   for (auto& d : r->pending) {
     if (d.has_scheduled()) fresh.insert(d.scheduled().step_id());
-    next_.events.push_back(d);
-    next_.decisions.push_back(std::move(d));
+    next_.acts.push_back(next_.events.size());
+    next_.events.push_back(std::move(d));
   }
   for (const auto& [id, s] : engine_->in_flight())
     if (!fresh.contains(id)) {
@@ -238,16 +245,17 @@ bool executor::take(context& ctx, v1::ExecEvent e) {
 
 void executor::decide(context& ctx) {
   for (auto& d : engine_->decide()) {
-    next_.events.push_back(d);
-    if (d.has_scheduled() && dispatched_at_once(d.scheduled())) {
-      v1::ExecEvent s;
+    const bool at_once = d.has_scheduled() && dispatched_at_once(d.scheduled());
+    v1::ExecEvent s;
+    if (at_once) {
       auto& ss = *s.mutable_step_started();
       ss.set_step_id(d.scheduled().step_id());
       ss.set_attempt(d.scheduled().attempt());
       ss.set_at_ns(ns_of(ctx.now()));
-      next_.events.push_back(std::move(s));
     }
-    next_.decisions.push_back(std::move(d));
+    next_.acts.push_back(next_.events.size());
+    next_.events.push_back(std::move(d));
+    if (at_once) next_.events.push_back(std::move(s));
   }
 }
 
@@ -261,7 +269,10 @@ void executor::flush(context& ctx) {
   for (const auto& e : b.events) {
     auto* ne = req.add_events();
     ne->set_type(event_type(e));
-    ne->set_payload(event_payload(e));
+    if (e.has_started() && !b.started_payload.empty())
+      ne->set_payload(std::move(b.started_payload));
+    else
+      ne->set_payload(event_payload(e));
   }
   req.set_finish(engine_->finished());
   appending_ = true;
@@ -303,6 +314,9 @@ void executor::flush(context& ctx) {
 }
 
 void executor::committed(context& ctx, batch b) {
+  // The records of one commit (its step outcomes) go to af.audit in one message, chained in
+  // this order, before anything of the commit takes effect (as one message each did).
+  audit_held_ = true;
   for (const auto& e : b.events) {
     if (e.has_exec_completed() || e.has_exec_failed() || e.has_canceled()) end_committed_ = true;
     switch (e.event_case()) {
@@ -341,8 +355,12 @@ void executor::committed(context& ctx, batch b) {
       break;
     }
   }
+  audit_held_ = false;
+  send_audit(ctx);
   for (auto& f : b.on_commit)
     f(ctx, nullptr);
+  for (auto i : b.acts)
+    act(ctx, b.events[i]);
   for (const auto& d : b.decisions)
     act(ctx, d);
   for (const auto& s : engine_->take_abandoned()) {
@@ -661,17 +679,21 @@ void executor::on_control(context& ctx, const v1::ExecControl& m,
 
 void executor::audit(context& ctx, std::string action, std::string actor,
                      std::map<std::string, std::string> details) {
-  v1::AuditAppend a;
-  auto& rec = *a.mutable_record();
+  auto& rec = audit_.has_record() ? *audit_.add_more() : *audit_.mutable_record();
   rec.set_actor(std::move(actor));
   rec.set_action(std::move(action));
   rec.set_subject(id_);
   for (auto& [k, v] : details)
     (*rec.mutable_details())[k] = std::move(v);
+  if (!audit_held_) send_audit(ctx);
+}
+
+void executor::send_audit(context& ctx) {
+  if (!audit_.has_record()) return;
   // A tell: nothing here waits for the commit, and the writer logs every record it cannot
   // write (audit_record_dropped), so an ask would only add a reply and a timeout per record.
   // A node without an audit writer (tests, benchmarks) has nothing to tell.
-  (void)ctx.tell(store::k_audit_agent, std::move(a));
+  (void)ctx.tell(store::k_audit_agent, std::exchange(audit_, {}));
 }
 
 v1::ExecutionInfo executor::info(bool with_steps) const {

@@ -6,6 +6,7 @@
 
 #include "af/agent.hpp"
 #include "af/plan/executor.hpp"
+#include "af/v1/audit.pb.h"
 #include "af/v1/exec.pb.h"
 #include "plan/engine.hpp"
 
@@ -28,7 +29,7 @@ public:
   /// `start` is set for a new execution; a restarted executor (or one resumed at node start)
   /// has none and recovers from its stream (a start whose stream exists recovers too).
   executor(std::shared_ptr<const exec_shared> shared, std::string execution_id,
-           std::optional<v1::StartExecution> start);
+           std::shared_ptr<const v1::StartExecution> start);
 
   static void define(handlers<executor>& h);
 
@@ -49,8 +50,12 @@ public:
 private:
   struct batch {
     std::vector<v1::ExecEvent> events;
-    std::vector<v1::ExecEvent> decisions; ///< to act on after the commit
+    std::vector<std::size_t> acts;        ///< decisions in `events` to act on after the commit
+    std::vector<v1::ExecEvent> decisions; ///< to act on after them (not journaled again)
     std::vector<std::function<void(context&, const error*)>> on_commit;
+    /// The journal payload of the ExecutionStarted in `events`, which carries only the plan's
+    /// name and hash there (the plan can be megabytes: serialized once, never copied).
+    std::string started_payload;
   };
 
   void begin(context& ctx);
@@ -76,15 +81,17 @@ private:
   void cancel_child(context& ctx, const v1::StepScheduled& s, std::string reason);
   void step_failed_at(context& ctx, const v1::StepScheduled& s, const std::string& agent, error e);
   void step_result(context& ctx, const v1::StepScheduled& s, expected<std::string> output);
+  /// Queues an audit record; records queued while a commit is handled go in one message.
   void audit(context& ctx, std::string action, std::string actor,
              std::map<std::string, std::string> details);
+  void send_audit(context& ctx);
   void ended(context& ctx);
   void notify(context& ctx);
 
   std::shared_ptr<const exec_shared> shared_;
   std::string id_;
   std::string stream_;
-  std::optional<v1::StartExecution> start_;
+  std::shared_ptr<const v1::StartExecution> start_; ///< shared with the restart factory
   std::unique_ptr<engine> engine_;
   std::uint64_t version_ = 0;
   bool ready_ = false;      ///< the state is loaded (inputs before that wait)
@@ -100,6 +107,8 @@ private:
   bool ended_before_ = false;
   bool end_committed_ = false; ///< the event that ended the execution is durable  ///< the stream had already ended when this executor loaded it
   std::int64_t last_commit_ns_ = 0; ///< commit time of the last event loaded from the journal
+  v1::AuditAppend audit_;           ///< records not yet sent (see audit)
+  bool audit_held_ = false;         ///< committed() is running: its records go together
 };
 
 } // namespace af::plan

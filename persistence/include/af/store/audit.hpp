@@ -34,9 +34,12 @@ struct audit_options {
   /// reads the chain's head again and, if the failed commit did land after all (its last hash
   /// is the head), acknowledges it instead of chaining the records twice.
   sup::retry_options retry{};
+  /// The backend's calls block: the writer runs detached (see journal_options::blocking).
+  bool blocking = true;
 };
 
-/// The child spec to pass in node::options::system_services (detached, under af.sup.system).
+/// The child spec to pass in node::options::system_services (under af.sup.system; detached when
+/// the backend blocks).
 [[nodiscard]] sup::child_spec audit_child(audit_options opts);
 
 /// Audit options from a node's configuration: the same store as the journal (store_url).

@@ -1,6 +1,6 @@
 // The node's journal agent (af.journal): event streams and snapshots over a storage backend,
-// used by other agents through af.v1 requests (proto/af/v1/store.proto). It runs detached (its
-// backend calls block) under af.sup.system, and group-commits concurrent appends: one
+// used by other agents through af.v1 requests (proto/af/v1/store.proto). It runs under
+// af.sup.system, detached when its backend calls block, and group-commits concurrent appends: one
 // transaction and one sync for every append waiting in its mailbox, replies after the commit.
 #pragma once
 
@@ -36,7 +36,14 @@ struct journal_options {
   duration retention{};
   duration compact_interval = std::chrono::seconds(60);
   std::size_t compact_batch = 500;
+  /// The backend's calls block (SQLite, PostgreSQL): the agent runs on a thread of its own.
+  /// False for one that never blocks (memory:): it runs on the scheduler then, because every
+  /// message to a detached agent wakes its thread, and a thread wakes the sender's worker back.
+  bool blocking = true;
 };
+
+/// Whether the backend of a store URL blocks (everything but memory:).
+[[nodiscard]] bool url_blocks(const std::string& url);
 
 /// The child spec to pass in node::options::system_services.
 [[nodiscard]] sup::child_spec journal_child(journal_options opts);
