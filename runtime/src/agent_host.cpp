@@ -263,14 +263,7 @@ void agent_host::ask(const agent_ref& to, std::shared_ptr<const google::protobuf
     request(target, timeout, std::move(env))
         .then(
             [this, shared_cb, started](const envelope& reply) {
-              if (core_->observer != nullptr) core_->observer->delivered(addr_, reply);
-              ask_duration_.observe(
-                  std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
-              lamport_ = std::max(lamport_, reply.logical_ts()) + 1;
-              auto prev = current_;
-              current_ = &reply;
-              (*shared_cb)(reply);
-              current_ = prev;
+              with_reply(reply, started, [&] { (*shared_cb)(reply); });
             },
             [shared_cb, timeout, target = to.addr()](caf::error& err) {
               (*shared_cb)(ask_error(err, target.to_string(), timeout));
@@ -308,13 +301,18 @@ void agent_host::settle(std::uint64_t id, expected<envelope> r) {
     return;
   }
   const envelope reply = *r; // current_ while the callback runs (r is moved into it)
+  with_reply(reply, started, [&] { cb(std::move(r)); });
+}
+
+template <class F>
+void agent_host::with_reply(const envelope& reply, duration started, F&& call) {
   if (core_->observer != nullptr) core_->observer->delivered(addr_, reply);
   ask_duration_.observe(
       std::chrono::duration<double>(core_->svc.clk->monotonic() - started).count());
   lamport_ = std::max(lamport_, reply.logical_ts()) + 1;
   auto prev = current_;
   current_ = &reply;
-  cb(std::move(r));
+  call();
   current_ = prev;
 }
 

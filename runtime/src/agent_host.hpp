@@ -50,6 +50,10 @@ private:
   caf::result<envelope> handle(const envelope& e);
   caf::result<envelope> forward(const envelope& e);
   void count(const std::string& tenant, const char* outcome);
+  /// Runs an ask's callback for `reply`: traced, timed, Lamport clock advanced, and `reply` as
+  /// the current message while `call` runs.
+  template <class F>
+  void with_reply(const envelope& reply, duration started, F&& call);
   /// Local asks share one CAF request timeout per agent (the earliest deadline) instead of one
   /// each: every CAF timeout is a push to the clock thread and a wake-up of it, per ask.
   void arm_sweep(caf::actor_clock::time_point at);
