@@ -425,6 +425,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
   auto run_db = detail::add_db_commands(app, out, err);
   auto run_plans = detail::add_plan_commands(app, out, err, ext);
   auto run_sim = detail::add_sim_commands(app, out, err, ext);
+  auto run_cluster = detail::add_cluster_commands(app, out, err);
 
   try {
     app.parse(argc, argv);
@@ -471,6 +472,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
     if (auto rc = run_db()) return *rc;
     if (auto rc = run_plans()) return *rc;
     if (auto rc = run_sim()) return *rc;
+    if (auto rc = run_cluster()) return *rc;
   } catch (const std::exception& ex) {
     err << "af: internal error: " << ex.what() << "\n";
     return k_exit_failure;

@@ -75,6 +75,8 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
 
 /// `af sim run`, `af sim fuzz` (apps/src/sim_commands.cpp).
 runner add_sim_commands(CLI::App& app, std::ostream& out, std::ostream& err, const extensions& ext);
+/// `af cluster members`, `af ask` (apps/src/cluster_commands.cpp).
+runner add_cluster_commands(CLI::App& app, std::ostream& out, std::ostream& err);
 
 /// The agent types and tools a command offers: the built-in ones `builtins` registers, then the
 /// user's extensions, then the plugins of --plugin (their code stays mapped while `plugins`

@@ -122,6 +122,30 @@ EOF
 grep -q '^node  *e2e-node$' "$tmp/status_text.out" || fail "text status lacks the node name"
 grep -q '^feature  *fast_path = false$' "$tmp/status_text.out" || fail "text status lacks fast_path"
 
+# ---- af ask ----------------------------------------------------------------------------------
+step="af ask"
+"$AF" ask --connect "127.0.0.1:$port" af.control af.v1.NodeStatusRequest --json >"$tmp/ask.out"
+python3 - "$tmp/ask.out" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["type"] == "af.v1.NodeStatus", j
+assert j["from"] == "e2e-node/af.control", j
+assert j["payload"]["name"] == "e2e-node", j
+EOF
+rc=0
+"$AF" ask --connect "127.0.0.1:$port" af.control af.v1.NoSuchType 2>"$tmp/ask_bad.err" || rc=$?
+((rc == 2)) || fail "af ask with an unknown type exited $rc, expected 2"
+grep -q "unknown message type 'af.v1.NoSuchType'" "$tmp/ask_bad.err" || fail "no clear unknown-type error"
+rc=0
+"$AF" ask --connect "127.0.0.1:$port" af.control af.v1.DemoRequest '{"workers": "x"}' \
+  2>"$tmp/ask_bad.err" || rc=$?
+((rc == 2)) || fail "af ask with a malformed payload exited $rc, expected 2"
+grep -q "not a valid af.v1.DemoRequest" "$tmp/ask_bad.err" || fail "no clear payload error"
+rc=0
+"$AF" ask --connect "127.0.0.1:$port" nobody af.v1.NodeStatusRequest 2>"$tmp/ask_bad.err" || rc=$?
+((rc == 1)) || fail "af ask to a missing agent exited $rc, expected 1"
+grep -q "no agent named 'nobody'" "$tmp/ask_bad.err" || fail "no clear missing-agent error"
+
 # ---- af demo --connect ---------------------------------------------------------------------
 step="af demo --connect"
 "$AF" demo --connect "127.0.0.1:$port" --workers 50 --tasks 200 --limit 100000 --json \
