@@ -154,7 +154,7 @@ runner add_cluster_commands(CLI::App& app, std::ostream& out, std::ostream& err)
   st->ask = app.add_subcommand(
       "ask", "ask an agent of a running node (or a virtual agent Kind/id, wherever the cluster\n"
              "places it) with a Protobuf message given as JSON; prints the reply\n\nExample:\n"
-             "  af ask --connect 127.0.0.1:7400 af.counter/42 af.v1.CounterAdd '{\"delta\": 1}'\n"
+             "  af ask --connect 127.0.0.1:7400 counter/42 af.v1.CounterAdd '{\"amount\": 1}'\n"
              "  af ask --connect 127.0.0.1:7400 af.control af.v1.NodeStatusRequest --json");
   st->ask->add_option("--connect", st->connect, "a node's control endpoint HOST:PORT")
       ->required();

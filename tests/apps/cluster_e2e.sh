@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# End-to-end test of a 3-node cluster of real `af node start` processes on 127.0.0.1 (ephemeral
+# ports, one shared PostgreSQL store from with_postgres.sh): the nodes join through a seed and
+# converge, virtual agents (counter/ID) are placed across them and answer through any node,
+# an outsider with the wrong secret is refused, kill -9 of an owner moves its agents (state
+# reloaded from the shared journal) within 3 protocol periods, every survivor declares the killed
+# node dead, and the node restarts and rejoins.
+# Usage: with_postgres.sh cluster_e2e.sh PATH/TO/af   (needs AF_TEST_PG_URL)
+set -euo pipefail
+
+AF=${1:?usage: cluster_e2e.sh PATH/TO/af}
+[[ -x $AF ]] || { echo "FAIL: '$AF' is not executable" >&2; exit 1; }
+[[ -n ${AF_TEST_PG_URL:-} ]] || { echo "FAIL: AF_TEST_PG_URL is not set (run under with_postgres.sh)" >&2; exit 1; }
+
+PERIOD_MS=500   # SWIM protocol period of every node
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-cluster-e2e.XXXXXX")
+declare -A pids=()
+step="setup"
+
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -KILL "$p" 2>/dev/null || true
+      wait "$p" 2>/dev/null || true
+    fi
+  done
+  if ((rc != 0)); then
+    echo "FAIL during: $step (exit $rc)" >&2
+    for f in "$tmp"/*.out "$tmp"/*.err; do
+      [[ -f $f ]] || continue
+      echo "----- $(basename "$f") -----" >&2
+      tail -n 30 "$f" >&2
+    done
+  fi
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+json_get() { # json_get FILE EXPR: EXPR evaluated on the JSON object `j` in FILE
+  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+wait_until() { # wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s
+  local limit=$1
+  shift
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+now_ms() { date +%s%3N; }
+
+head -c 32 /dev/urandom | base64 >"$tmp/secret"
+head -c 32 /dev/urandom | base64 >"$tmp/wrong-secret"
+
+# start_node NAME [SEED]: starts node NAME (joining through SEED host:port when given) and waits
+# for its port file.
+start_node() {
+  local name=$1 seed=${2:-}
+  rm -f "$tmp/$name.json"
+  local -a join=()
+  [[ -n $seed ]] && join=(--join "$seed")
+  "$AF" node start --name "$name" --data-dir "$tmp/$name" --store "$AF_TEST_PG_URL" \
+    --listen 127.0.0.1:0 --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/secret" \
+    "${join[@]}" --set "cluster.swim.period_ms=$PERIOD_MS" --no-demo-service \
+    --log-format json --port-file "$tmp/$name.json" >>"$tmp/$name.out" 2>>"$tmp/$name.err" &
+  pids[$name]=$!
+  local deadline=$((SECONDS + 30))
+  until [[ -s $tmp/$name.json ]]; do
+    kill -0 "${pids[$name]}" 2>/dev/null || fail "node $name exited before writing its port file"
+    ((SECONDS < deadline)) || fail "node $name wrote no port file within 30 s"
+    sleep 0.1
+  done
+}
+
+ctl() { json_get "$tmp/$1.json" 'j["listen_port"]'; }
+cport() { json_get "$tmp/$1.json" 'j["cluster_port"]'; }
+
+# alive_set NODE: the sorted alive members NODE sees, comma-separated ("" when it cannot answer).
+alive_set() {
+  "$AF" cluster members --connect "127.0.0.1:$(ctl "$1")" --json --timeout-ms 2000 2>/dev/null |
+    python3 -c 'import json, sys; j = json.load(sys.stdin); print(",".join(sorted(m["node"] for m in j["members"] if m["state"] == "alive")))' ||
+    true
+}
+sees() { [[ $(alive_set "$1") == "$2" ]]; } # sees NODE "a,b,c"
+state_of() { # state_of OBSERVER MEMBER: MEMBER's state in OBSERVER's view ("absent" if unknown)
+  "$AF" cluster members --connect "127.0.0.1:$(ctl "$1")" --json --timeout-ms 2000 2>/dev/null |
+    python3 -c 'import json, sys; j = json.load(sys.stdin); s = [m["state"] for m in j["members"] if m["node"] == sys.argv[1]]; print(s[0] if s else "absent")' "$2" ||
+    true
+}
+dead_or_gone() { local s; s=$(state_of "$1" "$2"); [[ $s == dead || $s == absent ]]; }
+
+# add VIA ID OP: adds 1 to counter/ID through node VIA with idempotency key OP; prints the
+# reply JSON into $tmp/reply.json.
+add() {
+  "$AF" ask --connect "127.0.0.1:$(ctl "$1")" --timeout-ms "${4:-5000}" --json "counter/$2" \
+    af.v1.CounterAdd "{\"op_id\": \"$3\", \"amount\": 1}" >"$tmp/reply.json" 2>"$tmp/ask.err"
+}
+
+# ---- three nodes join ------------------------------------------------------------------------
+step="start n1, n2, n3"
+start_node n1
+seed="127.0.0.1:$(cport n1)"
+[[ $seed =~ ^127\.0\.0\.1:[0-9]+$ ]] || fail "bad cluster_port in n1's port file: '$seed'"
+start_node n2 "$seed"
+start_node n3 "$seed"
+
+step="membership converges"
+for n in n1 n2 n3; do
+  wait_until 20 sees "$n" "n1,n2,n3" || fail "$n sees '$(alive_set "$n")', not n1,n2,n3, after 20 s"
+done
+"$AF" cluster members --connect "127.0.0.1:$(ctl n2)" >"$tmp/members.out"
+grep -q '^n1 .* alive' "$tmp/members.out" || fail "text members output lacks 'n1 ... alive'"
+
+# ---- an outsider with the wrong secret is refused ------------------------------------------------
+step="outsider refused"
+"$AF" node start --name intruder --data-dir "$tmp/intruder" --store "memory:" \
+  --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/wrong-secret" --join "$seed" \
+  --set "cluster.swim.period_ms=$PERIOD_MS" --no-demo-service --log-format json \
+  >"$tmp/intruder.out" 2>"$tmp/intruder.err" &
+pids[intruder]=$!
+sleep $((PERIOD_MS * 6 / 1000 + 1))
+for n in n1 n2 n3; do
+  [[ $(state_of "$n" intruder) == absent ]] || fail "$n lists the intruder as a member"
+done
+grep -q '"event":"peer_refused"' "$tmp/n1.err" || fail "n1 did not log peer_refused for the intruder"
+kill -TERM "${pids[intruder]}" && wait "${pids[intruder]}" || true
+unset 'pids[intruder]'
+
+# ---- virtual agents are placed across the nodes --------------------------------------------------
+step="virtual agents placed across nodes"
+declare -A owner=()
+for id in $(seq 1 12); do
+  add n1 "$id" "first-$id" || fail "counter/$id via n1: $(cat "$tmp/ask.err")"
+  [[ $(json_get "$tmp/reply.json" 'j["payload"]["value"]') == 1 ]] || fail "counter/$id: $(cat "$tmp/reply.json")"
+  owner[$id]=$(json_get "$tmp/reply.json" 'j["payload"]["node"]')
+  # The same id through another node reaches the same activation (and the same value).
+  "$AF" ask --connect "127.0.0.1:$(ctl n3)" --json "counter/$id" af.v1.CounterGet >"$tmp/get.json" ||
+    fail "CounterGet counter/$id via n3"
+  [[ $(json_get "$tmp/get.json" 'j["payload"]["node"]') == "${owner[$id]}" ]] ||
+    fail "counter/$id answered by ${owner[$id]} via n1 but by $(json_get "$tmp/get.json" 'j["payload"]["node"]') via n3"
+  [[ $(json_get "$tmp/get.json" 'j["payload"]["value"]') == 1 ]] || fail "CounterGet counter/$id: $(cat "$tmp/get.json")"
+done
+owners=$(printf '%s\n' "${owner[@]}" | sort -u | tr '\n' ' ')
+(($(printf '%s\n' "${owner[@]}" | sort -u | wc -l) >= 2)) || fail "all 12 ids placed on one node: $owners"
+# A repeated op is not applied twice.
+add n2 1 first-1 || fail "repeated op"
+[[ $(json_get "$tmp/reply.json" 'j["payload"]["duplicate"]') == True ]] || fail "a repeated op_id was applied again: $(cat "$tmp/reply.json")"
+
+# ---- kill -9 an owner: its agents answer from another node within 3 periods --------------------
+step="kill -9 an owner"
+victim=""
+for id in $(seq 1 12); do
+  if [[ ${owner[$id]} != n1 ]]; then victim=${owner[$id]}; vid=$id; break; fi
+done
+[[ -n $victim ]] || fail "no id owned by a node other than n1"
+kill -KILL "${pids[$victim]}"
+wait "${pids[$victim]}" 2>/dev/null || true
+unset "pids[$victim]"
+t0=$(now_ms)
+until add n1 "$vid" "second-$vid" 1000; do
+  (($(now_ms) - t0 < 20000)) || fail "counter/$vid did not answer within 20 s of killing $victim: $(cat "$tmp/ask.err")"
+  sleep 0.05
+done
+elapsed=$(($(now_ms) - t0))
+new_owner=$(json_get "$tmp/reply.json" 'j["payload"]["node"]')
+[[ $new_owner != "$victim" ]] || fail "counter/$vid answered by the killed node"
+[[ $(json_get "$tmp/reply.json" 'j["payload"]["value"]') == 2 ]] ||
+  fail "counter/$vid lost its state moving from $victim to $new_owner: $(cat "$tmp/reply.json")"
+echo "counter/$vid answered again from $new_owner ${elapsed} ms after kill -9 of $victim (period ${PERIOD_MS} ms)"
+((elapsed <= 3 * PERIOD_MS)) || fail "took ${elapsed} ms, more than 3 protocol periods (${PERIOD_MS} ms each)"
+
+step="survivors declare the killed node dead"
+for n in n1 n2 n3; do
+  [[ $n == "$victim" ]] && continue
+  wait_until 30 dead_or_gone "$n" "$victim" || fail "$n still sees $victim as $(state_of "$n" "$victim")"
+done
+
+# ---- the killed node restarts and rejoins ---------------------------------------------------
+step="restart and rejoin"
+start_node "$victim" "$seed"
+[[ $victim == n1 ]] && fail "unreachable: n1 is never the victim"
+for n in n1 n2 n3; do
+  wait_until 30 sees "$n" "n1,n2,n3" || fail "$n sees '$(alive_set "$n")' after $victim restarted"
+done
+# Every counter still answers, from its owner under the new view, with its value intact.
+for id in $(seq 1 12); do
+  "$AF" ask --connect "127.0.0.1:$(ctl n2)" --json "counter/$id" af.v1.CounterGet >"$tmp/get.json" ||
+    fail "CounterGet counter/$id after the rejoin"
+  want=1
+  [[ $id == "$vid" ]] && want=2
+  [[ $(json_get "$tmp/get.json" 'j["payload"]["value"]') == "$want" ]] ||
+    fail "counter/$id after the rejoin: $(cat "$tmp/get.json"), expected value $want"
+done
+
+# ---- clean stop -------------------------------------------------------------------------------
+step="SIGTERM"
+for n in n1 n2 n3; do
+  kill -TERM "${pids[$n]}"
+done
+for n in n1 n2 n3; do
+  rc=0
+  wait "${pids[$n]}" || rc=$?
+  unset "pids[$n]"
+  ((rc == 0)) || fail "node $n exited $rc on SIGTERM"
+done
+step="done"
+echo "cluster e2e: ok"
