@@ -51,11 +51,16 @@ enum class dial_state { idle, connecting, handshaking, up, backoff };
 
 std::string_view to_string(link_state s) {
   switch (s) {
-    case link_state::hello_sent: return "hello_sent";
-    case link_state::awaiting_proof: return "awaiting_proof";
-    case link_state::awaiting_welcome: return "awaiting_welcome";
-    case link_state::up: return "up";
-    case link_state::refused: return "refused";
+  case link_state::hello_sent:
+    return "hello_sent";
+  case link_state::awaiting_proof:
+    return "awaiting_proof";
+  case link_state::awaiting_welcome:
+    return "awaiting_welcome";
+  case link_state::up:
+    return "up";
+  case link_state::refused:
+    return "refused";
   }
   return "?";
 }
@@ -139,10 +144,11 @@ public:
       }
       quit(m.reason);
     });
-    set_default_handler([this](caf::scheduled_actor*, caf::message_view&) -> caf::result<caf::message> {
-      refuse_sender(refusal::malformed, "a message of an unexpected type");
-      return caf::make_error(caf::sec::unexpected_message);
-    });
+    set_default_handler(
+        [this](caf::scheduled_actor*, caf::message_view&) -> caf::result<caf::message> {
+          refuse_sender(refusal::malformed, "a message of an unexpected type");
+          return caf::make_error(caf::sec::unexpected_message);
+        });
     publish();
     delayed_send(this, k_sweep_period, sweep_atom::value);
     return {
@@ -448,6 +454,10 @@ private:
     std::string endpoint;
     if (node.starts_with('@')) {
       endpoint = node.substr(1);
+      if (endpoint == advertise_ || endpoint == local_endpoint()) {
+        deliver_here(std::move(q)); // a seed list that names this node itself
+        return;
+      }
     } else if (auto r = routes_.find(node); r != routes_.end()) {
       endpoint = r->second.endpoint;
     } else {
@@ -464,43 +474,73 @@ private:
     }
     auto& d = dialer_for(endpoint);
     switch (d.state) {
-      case dial_state::up:
-        if (auto* l = find_link(d.link); l != nullptr && l->state == link_state::up) {
-          send_item(*l, std::move(q));
-          return;
-        }
-        d.state = dial_state::idle;
-        [[fallthrough]];
-      case dial_state::idle:
-        d.queue.push_back(std::move(q));
-        dial(d);
+    case dial_state::up:
+      if (auto* l = find_link(d.link); l != nullptr && l->state == link_state::up) {
+        send_item(*l, std::move(q));
         return;
-      case dial_state::connecting:
-      case dial_state::handshaking:
-        if (d.queue.size() >= opts_.queue_limit) {
-          fail_fast(q, errc::transient,
-                    "node '" + node + "' is still connecting and " + std::to_string(d.queue.size())
-                        + " envelopes wait for it (cluster.queue_limit)",
-                    "queue_full");
-          return;
-        }
-        d.queue.push_back(std::move(q));
-        return;
-      case dial_state::backoff:
+      }
+      d.state = dial_state::idle;
+      [[fallthrough]];
+    case dial_state::idle:
+      d.queue.push_back(std::move(q));
+      dial(d);
+      return;
+    case dial_state::connecting:
+    case dial_state::handshaking:
+      if (d.queue.size() >= opts_.queue_limit) {
         fail_fast(q, errc::transient,
-                  "node '" + node + "' at " + endpoint + " is unreachable (reconnecting with "
-                      "backoff after " + std::to_string(d.failures) + " failed attempts)",
-                  "unreachable");
+                  "node '" + node + "' is still connecting and " + std::to_string(d.queue.size())
+                      + " envelopes wait for it (cluster.queue_limit)",
+                  "queue_full");
         return;
+      }
+      d.queue.push_back(std::move(q));
+      return;
+    case dial_state::backoff:
+      fail_fast(q, errc::transient,
+                "node '" + node + "' at " + endpoint
+                    + " is unreachable (reconnecting with "
+                      "backoff after "
+                    + std::to_string(d.failures) + " failed attempts)",
+                "unreachable");
+      return;
     }
+  }
+
+  std::string local_endpoint() const { return opts_.listen.host + ":" + std::to_string(port_); }
+
+  /// An envelope for "@<this node's endpoint>": delivered by name here, as a peer would.
+  void deliver_here(queued q) {
+    const auto name = q.env.receiver().name;
+    if (name == k_cluster_transport) {
+      on_control(std::move(q.env), std::move(q.rp), q.ask);
+      return;
+    }
+    auto target = core_->lookup(name);
+    if (!target) {
+      fail_fast(q, errc::not_found, target.error().message(), "not_found");
+      return;
+    }
+    if (!q.ask) {
+      send(to_actor(*target), std::move(q.env));
+      return;
+    }
+    auto rp = std::move(q.rp);
+    auto req = q.env;
+    request(to_actor(*target), caf::infinite, std::move(q.env))
+        .then([rp](envelope& reply) mutable { rp.deliver(std::move(reply)); },
+              [this, rp, req](caf::error& err) mutable {
+                rp.deliver(
+                    error_reply(req, ask_error(err, req.receiver().to_string(), duration::max())));
+              });
   }
 
   void send_item(link& l, queued q) {
     const std::string& bytes = q.env.encode();
     if (bytes.size() + k_item_overhead + 1 > opts_.max_frame_bytes) {
       fail_fast(q, errc::validation,
-                "envelope to " + q.env.receiver().to_string() + " is " + std::to_string(bytes.size())
-                    + " bytes, more than cluster.max_frame_bytes ("
+                "envelope to " + q.env.receiver().to_string() + " is "
+                    + std::to_string(bytes.size()) + " bytes, more than cluster.max_frame_bytes ("
                     + std::to_string(opts_.max_frame_bytes) + ")",
                 "oversized");
       return;
@@ -571,6 +611,10 @@ private:
   }
 
   void on_connected(dialer& d, caf::strong_actor_ptr peer) {
+    if (peer->node() == home_system().node()) {
+      dial_failed(d, "it is this node's own endpoint");
+      return;
+    }
     d.state = dial_state::handshaking;
     auto addr = caf::actor_cast<caf::actor_addr>(peer);
     if (auto it = by_addr_.find(addr); it != by_addr_.end()) {
@@ -620,10 +664,9 @@ private:
       step *= 2;
     step = std::min(step, opts_.reconnect_cap);
     const auto half = step / 2;
-    return half + duration{static_cast<std::int64_t>(
-                      rng_.uniform(static_cast<std::uint64_t>(std::max<std::int64_t>(
-                                       half.count(), 0))
-                                   + 1))};
+    return half
+           + duration{static_cast<std::int64_t>(rng_.uniform(
+               static_cast<std::uint64_t>(std::max<std::int64_t>(half.count(), 0)) + 1))};
   }
 
   void fail_queue(dialer& d, const std::string& why) {
@@ -701,30 +744,30 @@ private:
     const auto type = static_cast<frame_type>(bytes[0]);
     const std::string_view body{bytes.data() + 1, bytes.size() - 1};
     switch (type) {
-      case frame_type::hello:
-        on_hello(l, body);
+    case frame_type::hello:
+      on_hello(l, body);
+      return;
+    case frame_type::challenge:
+      on_challenge(l, body);
+      return;
+    case frame_type::proof:
+      on_proof(l, body);
+      return;
+    case frame_type::welcome:
+      on_welcome(l);
+      return;
+    case frame_type::refused:
+      on_refused(l, body);
+      return;
+    case frame_type::batch:
+      if (l == nullptr || l->state != link_state::up) {
+        if (l == nullptr) l = &new_link(s, false);
+        refuse(l, refusal::unauthenticated,
+               "an envelope batch from a peer that has not authenticated", false);
         return;
-      case frame_type::challenge:
-        on_challenge(l, body);
-        return;
-      case frame_type::proof:
-        on_proof(l, body);
-        return;
-      case frame_type::welcome:
-        on_welcome(l);
-        return;
-      case frame_type::refused:
-        on_refused(l, body);
-        return;
-      case frame_type::batch:
-        if (l == nullptr || l->state != link_state::up) {
-          if (l == nullptr) l = &new_link(s, false);
-          refuse(l, refusal::unauthenticated,
-                 "an envelope batch from a peer that has not authenticated", false);
-          return;
-        }
-        on_batch(*l, body);
-        return;
+      }
+      on_batch(*l, body);
+      return;
     }
     if (l == nullptr) l = &new_link(s, false);
     refuse(l, refusal::malformed,
@@ -747,8 +790,7 @@ private:
     l->node = h.node();
     l->peer_nonce = h.nonce();
     if (h.node() == core_->node_name) {
-      refuse(l, refusal::wrong_node, "a peer claims this node's own name '" + h.node() + "'",
-             true);
+      refuse(l, refusal::wrong_node, "a peer claims this node's own name '" + h.node() + "'", true);
       return;
     }
     if (!h.target().empty() && h.target() != core_->node_name) {
@@ -926,8 +968,9 @@ private:
     if (was_up) {
       count_event("disconnected");
       if (log_it)
-        core_->log.warn("peer_disconnected", "cluster peer '" + l.node + "' disconnected: " + why,
-                        {{"peer", l.node}, {"remote", remote_of(l)}, {"failed_asks", failed.size()}});
+        core_->log.warn(
+            "peer_disconnected", "cluster peer '" + l.node + "' disconnected: " + why,
+            {{"peer", l.node}, {"remote", remote_of(l)}, {"failed_asks", failed.size()}});
     }
     l.state = link_state::refused;
     for (auto& [ep, d] : dialers_) {
@@ -940,8 +983,7 @@ private:
           d.state = dial_state::backoff;
           const auto gen = ++d.generation;
           d.failures = std::max<std::uint32_t>(d.failures, 1);
-          delayed_send(this,
-                       std::chrono::duration_cast<caf::timespan>(backoff_delay(d.failures)),
+          delayed_send(this, std::chrono::duration_cast<caf::timespan>(backoff_delay(d.failures)),
                        redial_atom::value, d.endpoint, gen);
         }
       }
@@ -973,8 +1015,8 @@ private:
     if (it == by_addr_.end()) return;
     const auto id = it->second;
     if (auto* l = find_link(id)) {
-      const bool handshaking = l->state == link_state::hello_sent
-                               || l->state == link_state::awaiting_welcome;
+      const bool handshaking =
+          l->state == link_state::hello_sent || l->state == link_state::awaiting_welcome;
       link_lost(*l, "connection closed (" + home_system().render(dm.reason) + ")", true);
       if (handshaking) handshake_failed(*l, "connection closed during the handshake");
     }
@@ -1005,14 +1047,14 @@ private:
       auto* lk = find_link(id);
       if (lk == nullptr || lk->state != link_state::up) return;
       switch (it.kind) {
-        case item_kind::tell:
-        case item_kind::ask:
-          deliver_in(*lk, it);
-          break;
-        case item_kind::reply:
-        case item_kind::fail:
-          settle_ask(*lk, it);
-          break;
+      case item_kind::tell:
+      case item_kind::ask:
+        deliver_in(*lk, it);
+        break;
+      case item_kind::reply:
+      case item_kind::fail:
+        settle_ask(*lk, it);
+        break;
       }
     }
   }
@@ -1052,8 +1094,8 @@ private:
       count_dropped("wrong_node");
       if (ask)
         fail_back(l, it.ask_id,
-                  {errc::not_found, "envelope for node '" + to.node + "' reached node '"
-                                        + core_->node_name + "'"});
+                  {errc::not_found,
+                   "envelope for node '" + to.node + "' reached node '" + core_->node_name + "'"});
       return;
     }
     if (to.name == k_cluster_transport) {
@@ -1137,9 +1179,9 @@ private:
       const bool outbound = l->outbound;
       refuse(l, refusal::handshake_timeout,
              "handshake with " + remote_of(*l) + " did not complete within "
-                 + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      opts_.handshake_timeout)
-                                      .count())
+                 + std::to_string(
+                     std::chrono::duration_cast<std::chrono::milliseconds>(opts_.handshake_timeout)
+                         .count())
                  + " ms",
              true);
       if (outbound) handshake_failed(*l, "handshake timed out");

@@ -49,13 +49,14 @@ expected<std::string> read_cluster_secret(const std::string& path) {
                             + "': " + std::strerror(errno));
   std::string s{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   if (in.bad()) return validation_error("cluster.secret_file: error reading '" + path + "'");
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t'))
+  while (!s.empty()
+         && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t'))
     s.pop_back();
   if (s.empty()) return validation_error("cluster.secret_file: '" + path + "' is empty");
   if (s.size() < k_min_secret_bytes)
-    return validation_error("cluster.secret_file: '" + path + "' holds "
-                            + std::to_string(s.size()) + " bytes; at least "
-                            + std::to_string(k_min_secret_bytes) + " are required");
+    return validation_error("cluster.secret_file: '" + path + "' holds " + std::to_string(s.size())
+                            + " bytes; at least " + std::to_string(k_min_secret_bytes)
+                            + " are required");
   return s;
 }
 
@@ -70,7 +71,8 @@ std::string handshake_proof(std::string_view secret, proof_role role, std::strin
                             std::string_view server_node, std::string_view client_nonce,
                             std::string_view server_nonce) {
   std::string msg;
-  append_field(msg, role == proof_role::server ? "af.transport.v1/server" : "af.transport.v1/client");
+  append_field(msg,
+               role == proof_role::server ? "af.transport.v1/server" : "af.transport.v1/client");
   append_field(msg, client_node);
   append_field(msg, server_node);
   append_field(msg, client_nonce);
