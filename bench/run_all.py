@@ -154,6 +154,21 @@ GROUPS = [
      "each run in a fresh process (`--scenario population_once`): peak RSS (VmHWM) of the process; "
      "`bytes_per_agent` = (peak RSS - RSS before the run) / N. Targets: 100,000 agents < 512 MiB, "
      "1,000,000 agents < 4 GiB."),
+    ("cluster", "10. Cluster transport (issue 7)",
+     "`bench/cluster_bench.cpp`, two processes on loopback (the server is the bench binary "
+     "exec'd in server mode, one fresh server per run and variant), both nodes on the default "
+     "scheduler (work stealing, 2 threads) with the cluster transport (`cluster.listen`, HMAC "
+     "handshake done before timing, no TLS). **Remote ask**: an agent asks an agent on the other "
+     "node by address (`ctx.lookup(address{\"srv\", \"echo\"})`, `Int64Value`), one at a time; "
+     "20,000 timed round trips after 2,000 warm-up; p50/p99 over round trips. **Throughput**: "
+     "the same with 64 asks in flight (asks/s over 40,000 replies; p50/p99 over runs). **One-way**: "
+     "one agent tells a remote agent `Int64Value`s in batches of 1,000, each followed by an ask "
+     "the remote agent answers with its count, at most 2 batches unacknowledged; the transport "
+     "packs the envelopes into frames (one CAF message per frame); envelopes/s over 400,000 "
+     "after 20,000 warm-up, p50/p99 over 1,000-envelope batches. Baseline: bare CAF actors "
+     "published with `middleman().publish` and reached with `remote_actor` (BASP), `int64_t` "
+     "request/response and one-way `send` (one BASP message each), same protocol. Targets from "
+     "issue 7: remote ask p50 < 100 us, one-way >= 350,000 envelopes/s."),
 ]
 
 SKELETON = f"""# Benchmarks

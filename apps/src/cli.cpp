@@ -32,6 +32,7 @@ namespace {
 struct node_flags {
   std::string config_file;
   std::string name, data_dir, listen, metrics, log_level, log_format;
+  std::string cluster_listen, cluster_secret_file, tls_cert, tls_key, tls_ca;
   std::vector<std::string> sets;
 
   void add_to(CLI::App& app, bool with_endpoints) {
@@ -43,6 +44,16 @@ struct node_flags {
                      "publish the control endpoint on HOST:PORT (node.listen; port 0: any)");
       app.add_option("--metrics", metrics,
                      "serve Prometheus /metrics on HOST:PORT (metrics.listen; port 0: any)");
+      app.add_option("--cluster-listen", cluster_listen,
+                     "listen for cluster peers on HOST:PORT (cluster.listen; port 0: any; needs "
+                     "--cluster-secret-file)");
+      app.add_option("--cluster-secret-file", cluster_secret_file,
+                     "file holding the cluster secret, at least 16 bytes (cluster.secret_file)");
+      app.add_option("--tls-cert", tls_cert,
+                     "PEM certificate for cluster TLS (cluster.tls_cert; with --tls-key, --tls-ca)");
+      app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert (cluster.tls_key)");
+      app.add_option("--tls-ca", tls_ca,
+                     "PEM CA certificates trusted for peers' certificates (cluster.tls_ca)");
     }
     app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (log.level)");
     app.add_option("--log-format", log_format, "auto|json|text (log.format)");
@@ -60,6 +71,11 @@ struct node_flags {
     add(data_dir, "node.data_dir", "--data-dir");
     add(listen, "node.listen", "--listen");
     add(metrics, "metrics.listen", "--metrics");
+    add(cluster_listen, "cluster.listen", "--cluster-listen");
+    add(cluster_secret_file, "cluster.secret_file", "--cluster-secret-file");
+    add(tls_cert, "cluster.tls_cert", "--tls-cert");
+    add(tls_key, "cluster.tls_key", "--tls-key");
+    add(tls_ca, "cluster.tls_ca", "--tls-ca");
     add(log_level, "log.level", "--log-level");
     add(log_format, "log.format", "--log-format");
     for (const auto& s : sets) {
@@ -170,6 +186,7 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
     if (auto r = demo::spawn_service(nd); !r) return fail(err, r.error());
   nlohmann::json ports{{"name", nd.name()},
                        {"listen_port", nd.listen_port()},
+                       {"cluster_port", nd.cluster_port()},
                        {"metrics_port", nd.metrics().exposer_port()},
                        {"pid", ::getpid()}};
   if (!port_file.empty()) {

@@ -9,12 +9,14 @@
 #include "caf_glue.hpp"
 #include "exit_reason.hpp"
 #include "supervisor_actor.hpp"
+#include "transport.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/atom.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
@@ -122,6 +124,7 @@ struct node::impl {
   agent_ref control;
   agent_ref root;
   std::uint16_t listen_port = 0;
+  std::shared_ptr<detail::transport_status> transport;
   duration started{};
   bool stopped = false;
   // Set by the root supervisor's exit (on a CAF thread), read by wait_stopped/failure.
@@ -186,6 +189,9 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   core.ask_timeout = std::chrono::milliseconds(cfg.get_int("agent.ask_timeout_ms"));
   core.decode.max_payload_bytes =
       static_cast<std::size_t>(cfg.get_int("envelope.max_payload_bytes"));
+  // The cluster transport: options checked (secret read, TLS files loaded) before anything runs.
+  auto transport_opts = detail::transport_options_from(cfg);
+  if (!transport_opts) return transport_opts.error();
 
   auto backend = opt.log;
   if (!backend) {
@@ -205,6 +211,14 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   cc.set("scheduler.max-threads", static_cast<std::size_t>(cfg.get_int("scheduler.threads")));
   cc.set("middleman.workers", static_cast<std::size_t>(0));
   cc.load<caf::io::middleman>();
+  if (*transport_opts && (*transport_opts)->tls) {
+    // Mutual TLS: with certificate, key and CA set, CAF's OpenSSL module requires and verifies
+    // the peer's certificate and refuses anonymous cipher suites (docs/cluster.md).
+    cc.load<caf::openssl::manager>();
+    cc.openssl_certificate = cfg.get_string("cluster.tls_cert");
+    cc.openssl_key = cfg.get_string("cluster.tls_key");
+    cc.openssl_cafile = cfg.get_string("cluster.tls_ca");
+  }
   cc.add_message_type<envelope>("af.envelope");
   p->sys = std::make_unique<caf::actor_system>(cc);
   core.sys = p->sys.get();
@@ -213,6 +227,20 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   auto self = std::unique_ptr<node>(new node(std::move(p)));
   auto* im = self->impl_.get();
   im->core.owner = self.get();
+  if (*transport_opts) {
+    im->transport = std::make_shared<detail::transport_status>();
+    opt.system_services.push_back(
+        detail::transport_child(im->core, std::move(**transport_opts), im->transport));
+    // Other nodes' agents are reached through the transport (whichever instance runs now).
+    auto* core_ptr = &im->core;
+    im->core.remote = [core_ptr](const address& where) -> expected<agent_ref> {
+      auto t = core_ptr->registry.find(k_cluster_transport);
+      if (!t)
+        return error{errc::transient, "node '" + core_ptr->node_name
+                                          + "': the cluster transport is restarting or stopped"};
+      return agent_ref{t.get(), where};
+    };
+  }
   auto root = sup::detail::spawn_supervisor(
       im->core, node_tree_spec(cfg, std::move(opt.system_services)), true);
   if (!root) return root.error();
@@ -238,6 +266,16 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   auto ctl = im->core.lookup(k_control_agent);
   if (!ctl) return ctl.error();
   im->control = *ctl;
+  if (im->transport) {
+    std::unique_lock g{im->transport->mtx};
+    im->transport->cv.wait_for(g, std::chrono::seconds(30), [im] {
+      return im->transport->published || im->transport->failed.has_value();
+    });
+    if (im->transport->failed) return *im->transport->failed;
+    if (!im->transport->published)
+      return error{errc::internal, "node '" + im->core.node_name
+                                       + "': the cluster transport did not start listening"};
+  }
 
   if (auto listen = cfg.get_string("node.listen"); !listen.empty())
     if (auto r = self->listen(listen); !r) return r.error();
@@ -262,6 +300,12 @@ const af::services& node::svc() const { return impl_->core.svc; }
 const logger& node::log() const { return impl_->core.log; }
 af::metrics& node::metrics() { return *impl_->metrics; }
 std::uint16_t node::listen_port() const { return impl_->listen_port; }
+
+std::uint16_t node::cluster_port() const {
+  if (!impl_->transport) return 0;
+  std::lock_guard g{impl_->transport->mtx};
+  return impl_->transport->port;
+}
 
 duration node::uptime() const { return impl_->core.svc.clk->monotonic() - impl_->started; }
 
@@ -350,6 +394,14 @@ void node::tell_erased(const agent_ref& to, std::shared_ptr<const google::protob
   af::rng r{core.svc.random->next_u64()};
   auto env = core.make_envelope(edge_address(core.node_name), to.addr(), std::move(msg), nullptr, 0,
                                 core.default_tenant, r);
+  if ((!to.addr().node.empty() && to.addr().node != core.node_name)
+      || to.addr().name == k_cluster_transport) {
+    // The cluster transport refuses envelopes without a local sender (it is published, and an
+    // anonymous message may come from a peer that never authenticated).
+    caf::scoped_actor self{*impl_->sys};
+    self->send(to_actor(to), std::move(env));
+    return;
+  }
   caf::anon_send(to_actor(to), std::move(env));
 }
 

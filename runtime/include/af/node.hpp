@@ -28,6 +28,8 @@ struct node_core;
 
 /// The name the node's control agent is registered under.
 inline constexpr std::string_view k_control_agent = "af.control";
+/// The name of the node's cluster transport (when cluster.listen is set).
+inline constexpr std::string_view k_cluster_transport = "af.cluster.transport";
 /// The node's supervisors: the root, the system services (rest_for_one) and the agents (dynamic).
 inline constexpr std::string_view k_root_supervisor = "af.sup.root";
 inline constexpr std::string_view k_system_supervisor = "af.sup.system";
@@ -118,6 +120,8 @@ public:
   /// Publishes the control agent on "host:port" (port 0: ephemeral); returns the bound port.
   expected<std::uint16_t> listen(const std::string& host_port);
   [[nodiscard]] std::uint16_t listen_port() const;
+  /// The port the cluster transport listens on (cluster.listen), or 0 without one.
+  [[nodiscard]] std::uint16_t cluster_port() const;
   /// Serves Prometheus metrics on "host:port"; returns the bound port.
   expected<std::uint16_t> serve_metrics(const std::string& host_port);
   /// Re-reads the feature flags from the configuration file (SIGHUP, or a control message).

@@ -1,0 +1,1266 @@
+// The cluster transport (af.cluster.transport): one actor per node, published on cluster.listen
+// through CAF's middleman (BASP over TCP, or TLS through caf::openssl). Local agents reach other
+// nodes through it (node_core::remote hands out agent_refs whose actor is this one); it batches
+// envelopes into frames, authenticates peers with a mutual HMAC challenge before accepting any
+// envelope, limits frame size and per-peer rate, and reconnects with backoff.
+//
+// One link per remote transport actor, whoever dialled: the dialling side sends Hello, the other
+// Challenge (with its proof), the dialler Proof, the listener Welcome. Only then are batches
+// accepted, in both directions. CAF 0.17 gives no way to close one BASP connection, so a peer
+// that breaks the rules is refused: its link drops to `refused`, everything it sends is counted
+// and dropped until it authenticates again (a well-behaved peer does so when told Refused).
+#include "transport.hpp"
+
+#include "af/node.hpp"
+#include "af/v1/cluster.pb.h"
+#include "af/v1/transport.pb.h"
+#include "caf_glue.hpp"
+#include "node_core.hpp"
+#include "transport_auth.hpp"
+#include "transport_frame.hpp"
+
+#include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
+#include <caf/openssl/manager.hpp>
+#include <caf/send.hpp>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+namespace af::detail {
+
+namespace {
+
+using flush_atom = caf::atom_constant<caf::atom("afflush")>;
+using redial_atom = caf::atom_constant<caf::atom("afredial")>;
+using sweep_atom = caf::atom_constant<caf::atom("afsweep")>;
+
+constexpr std::uint32_t k_protocol_version = 1;
+constexpr auto k_sweep_period = std::chrono::milliseconds(250);
+/// An ask whose reply never comes (the remote agent dropped it) is forgotten after this long;
+/// the asking agent's own timeout has answered it long before.
+constexpr auto k_pending_ask_ttl = std::chrono::minutes(10);
+
+enum class link_state { hello_sent, awaiting_proof, awaiting_welcome, up, refused };
+enum class dial_state { idle, connecting, handshaking, up, backoff };
+
+std::string_view to_string(link_state s) {
+  switch (s) {
+  case link_state::hello_sent:
+    return "hello_sent";
+  case link_state::awaiting_proof:
+    return "awaiting_proof";
+  case link_state::awaiting_welcome:
+    return "awaiting_welcome";
+  case link_state::up:
+    return "up";
+  case link_state::refused:
+    return "refused";
+  }
+  return "?";
+}
+
+/// Refusal reasons (label values of af_cluster_peer_refused_total).
+namespace refusal {
+constexpr std::string_view unauthenticated = "unauthenticated";
+constexpr std::string_view bad_proof = "bad_proof";
+constexpr std::string_view handshake_failed = "handshake_failed";
+constexpr std::string_view handshake_timeout = "handshake_timeout";
+constexpr std::string_view oversized = "oversized";
+constexpr std::string_view malformed = "malformed";
+constexpr std::string_view wrong_node = "wrong_node";
+} // namespace refusal
+
+struct link {
+  std::uint64_t id = 0;
+  caf::strong_actor_ptr peer;
+  link_state state = link_state::refused;
+  bool outbound = false;
+  std::string node;     ///< the peer's node name (known after Hello / Challenge)
+  std::string remote;   ///< "host:port" of the peer, when known
+  std::string endpoint; ///< where the peer's transport listens
+  std::string expected; ///< the node name the dialler expects ("" for "@host:port")
+  std::string my_nonce, peer_nonce;
+  std::string out; ///< the batch frame being filled
+  std::size_t out_items = 0;
+  bool flush_pending = false;
+  duration since{};
+  double tokens = 0;
+  duration refilled{};
+  std::uint64_t refusals = 0;
+  std::uint64_t rate_drops = 0;
+};
+
+struct queued {
+  envelope env;
+  caf::response_promise rp;
+  bool ask = false;
+};
+
+struct dialer {
+  std::string endpoint;
+  host_port hp;
+  dial_state state = dial_state::idle;
+  std::uint32_t failures = 0;
+  std::deque<queued> queue;
+  std::uint64_t link = 0;
+  bool persistent = false; ///< a member's route: keep reconnecting while the route is known
+  bool ever_up = false;
+  std::uint64_t generation = 0; ///< stale redial timers and connect replies are ignored
+};
+
+struct pending_ask {
+  caf::response_promise rp;
+  envelope request;
+  std::uint64_t link = 0;
+  duration at{};
+};
+
+struct route {
+  std::string endpoint;
+  bool persistent = false;
+};
+
+class transport_actor : public caf::event_based_actor {
+public:
+  transport_actor(caf::actor_config& cfg, node_core* core, transport_options opts,
+                  std::shared_ptr<transport_status> status)
+      : caf::event_based_actor(cfg), core_(core), opts_(std::move(opts)),
+        status_(std::move(status)), rng_(core->svc.random->next_u64()) {}
+
+  const char* name() const override { return "af.cluster.transport"; }
+
+  caf::behavior make_behavior() override {
+    set_down_handler([this](caf::down_msg& dm) { on_down(dm); });
+    set_exit_handler([this](caf::exit_msg& m) {
+      if (m.source && m.source.node() != home_system().node()) {
+        refuse_sender(refusal::unauthenticated, "an exit message from another node");
+        return;
+      }
+      quit(m.reason);
+    });
+    set_default_handler(
+        [this](caf::scheduled_actor*, caf::message_view&) -> caf::result<caf::message> {
+          refuse_sender(refusal::malformed, "a message of an unexpected type");
+          return caf::make_error(caf::sec::unexpected_message);
+        });
+    publish();
+    delayed_send(this, k_sweep_period, sweep_atom::value);
+    return {
+        [this](envelope& e) { on_local(std::move(e)); },
+        [this](transport_frame_atom, std::string& bytes) { on_frame(bytes); },
+        [this](flush_atom, std::uint64_t id) {
+          auto it = links_.find(id);
+          if (it != links_.end()) flush(it->second);
+        },
+        [this](redial_atom, const std::string& endpoint, std::uint64_t gen) {
+          on_redial(endpoint, gen);
+        },
+        [this](sweep_atom) {
+          sweep();
+          delayed_send(this, k_sweep_period, sweep_atom::value);
+        },
+    };
+  }
+
+  void on_exit() override {
+    // Fail what waits here: the asking agents hear `transient` rather than their timeout.
+    for (auto& [id, p] : asks_)
+      p.rp.deliver(error_reply(p.request, {errc::transient, "the cluster transport stopped"}));
+    asks_.clear();
+    for (auto& [ep, d] : dialers_)
+      fail_queue(d, "the cluster transport stopped");
+    links_.clear();
+    by_addr_.clear();
+    dialers_.clear();
+    if (port_ != 0) caf::anon_send(mm_, caf::close_atom::value, port_);
+    // The published actor object outlives its exit (the middleman keeps a reference), so it
+    // must not keep the (detached) middleman actor alive: the actor system would wait forever.
+    mm_ = caf::io::middleman_actor{};
+  }
+
+private:
+  // --- setup ----------------------------------------------------------------------------------
+
+  void publish() {
+    mm_ = opts_.tls ? home_system().openssl_manager().actor_handle()
+                    : home_system().middleman().actor_handle();
+    std::uint16_t want = opts_.listen.port;
+    {
+      std::lock_guard g{status_->mtx};
+      if (status_->port != 0) want = status_->port; // a restart listens where the first did
+    }
+    request(mm_, caf::infinite, caf::publish_atom::value, want,
+            caf::actor_cast<caf::strong_actor_ptr>(this), std::set<std::string>{},
+            opts_.listen.host, true)
+        .then(
+            [this](std::uint16_t port) {
+              port_ = port;
+              if (opts_.advertise.empty())
+                advertise_ = opts_.listen.host + ":" + std::to_string(port);
+              else
+                advertise_ = opts_.advertise;
+              core_->log.info("cluster_listening", "cluster transport listening",
+                              {{"address", opts_.listen.host + ":" + std::to_string(port)},
+                               {"advertise", advertise_},
+                               {"tls", opts_.tls}});
+              std::lock_guard g{status_->mtx};
+              status_->port = port;
+              status_->published = true;
+              status_->cv.notify_all();
+            },
+            [this](caf::error& err) {
+              error e{errc::transient, "cluster.listen: cannot listen on "
+                                           + opts_.listen.to_string() + ": "
+                                           + home_system().render(err)};
+              core_->log.error("cluster_listen_failed", e.message());
+              {
+                std::lock_guard g{status_->mtx};
+                status_->failed = e;
+                status_->cv.notify_all();
+              }
+              quit(caf::make_error(caf::sec::cannot_open_port));
+            });
+  }
+
+  // --- metrics --------------------------------------------------------------------------------
+
+  counter_handle counter(std::string_view name, std::string_view help, std::string_view label,
+                         std::string_view value) {
+    const auto key = std::string{name} + "|" + std::string{value};
+    auto it = counters_.find(key);
+    if (it != counters_.end()) return it->second;
+    auto h = core_->metrics->counter(name, help, {{std::string{label}, std::string{value}}});
+    auto handle = h ? *h : counter_handle{};
+    counters_.emplace(key, handle);
+    return handle;
+  }
+  void count_refused(std::string_view reason) {
+    counter("af_cluster_peer_refused_total",
+            "Frames and handshakes refused from cluster peers, by reason", "reason", reason)
+        .inc();
+  }
+  void count_dropped(std::string_view reason, double n = 1) {
+    counter("af_cluster_envelopes_dropped_total",
+            "Envelopes the cluster transport could not deliver or send, by reason", "reason",
+            reason)
+        .inc(n);
+  }
+  void count_event(std::string_view event) {
+    counter("af_cluster_peer_events_total",
+            "Cluster peer connection events (connected, disconnected, dial_failed, reconnected)",
+            "event", event)
+        .inc();
+  }
+  void count_envelopes(std::string_view direction, double n) {
+    counter("af_cluster_envelopes_total", "Envelopes through the cluster transport", "direction",
+            direction)
+        .inc(n);
+  }
+  void count_frames(std::string_view direction) {
+    counter("af_cluster_frames_total", "Frames (envelope batches) through the cluster transport",
+            "direction", direction)
+        .inc();
+  }
+  void update_peers_gauge() {
+    if (!peers_gauge_) {
+      auto g = core_->metrics->gauge("af_cluster_peers_connected",
+                                     "Authenticated cluster peers connected now");
+      if (g) peers_gauge_ = *g;
+    }
+    peers_gauge_.set(static_cast<double>(by_node_.size()));
+  }
+
+  // --- helpers --------------------------------------------------------------------------------
+
+  duration now() const { return core_->svc.clk->monotonic(); }
+
+  envelope error_reply(const envelope& request, const error& e) {
+    return core_->make_reply(request.receiver(), request, error_payload(e), rng_);
+  }
+
+  link* find_link(std::uint64_t id) {
+    auto it = links_.find(id);
+    return it == links_.end() ? nullptr : &it->second;
+  }
+
+  link* link_of_sender() {
+    const auto& s = current_sender();
+    if (s == nullptr) return nullptr;
+    auto it = by_addr_.find(caf::actor_cast<caf::actor_addr>(s));
+    return it == by_addr_.end() ? nullptr : find_link(it->second);
+  }
+
+  /// A new link for the current sender (a remote transport), monitored; its address is looked up.
+  link& new_link(caf::strong_actor_ptr peer, bool outbound) {
+    auto id = ++next_link_;
+    auto& l = links_[id];
+    l.id = id;
+    l.peer = peer;
+    l.outbound = outbound;
+    l.since = now();
+    l.refilled = l.since;
+    l.tokens = opts_.peer_rate;
+    by_addr_[caf::actor_cast<caf::actor_addr>(peer)] = id;
+    monitor(peer);
+    if (!outbound) {
+      request(mm_, std::chrono::seconds(5), caf::get_atom::value, peer->node())
+          .then(
+              [this, id](const caf::node_id&, const std::string& host, std::uint16_t port) {
+                if (auto* lk = find_link(id)) lk->remote = host + ":" + std::to_string(port);
+              },
+              [](caf::error&) {});
+    }
+    return l;
+  }
+
+  std::string remote_of(const link& l) const {
+    if (!l.remote.empty()) return l.remote;
+    return l.peer ? "caf:" + to_string(l.peer->node()) : "unknown";
+  }
+
+  void send_frame(link& l, std::string frame) {
+    count_frames("out");
+    send(caf::actor_cast<caf::actor>(l.peer), transport_frame_atom::value, std::move(frame));
+  }
+
+  template <class Msg>
+  void send_control(link& l, frame_type t, const Msg& m) {
+    std::string f;
+    begin_frame(f, t);
+    m.AppendToString(&f);
+    send_frame(l, std::move(f));
+  }
+
+  /// Logs (first ten per link, then every hundredth) and counts a refusal; with `l`, the link
+  /// drops to `refused` (pending asks through it fail) and the peer is told when `tell_peer`.
+  void refuse(link* l, std::string_view reason, const std::string& detail, bool tell_peer) {
+    count_refused(reason);
+    const std::uint64_t n = l != nullptr ? ++l->refusals : 1;
+    if (n <= 10 || n % 100 == 0) {
+      nlohmann::json extra{{"reason", std::string{reason}}, {"refusals", n}};
+      if (l != nullptr) {
+        extra["remote"] = remote_of(*l);
+        if (!l->node.empty()) extra["peer"] = l->node;
+        extra["state"] = std::string{to_string(l->state)};
+      } else if (const auto& s = current_sender()) {
+        extra["remote"] = "caf:" + to_string(s->node());
+      }
+      core_->log.warn("peer_refused", detail, extra);
+    }
+    if (l == nullptr) return;
+    const bool was_refused = l->state == link_state::refused;
+    if (!was_refused) {
+      if (tell_peer) {
+        v1::TransportRefused r;
+        r.set_reason(std::string{reason});
+        r.set_message(detail);
+        send_control(*l, frame_type::refused, r);
+      }
+      link_lost(*l, "refused: " + std::string{reason}, true);
+      l->state = link_state::refused;
+    }
+  }
+
+  void refuse_sender(std::string_view reason, const std::string& detail) {
+    auto* l = link_of_sender();
+    if (l == nullptr && current_sender() != nullptr
+        && current_sender()->node() != home_system().node())
+      l = &new_link(current_sender(), false);
+    refuse(l, reason, detail, false);
+  }
+
+  // --- local side: envelopes from this node's agents -------------------------------------------
+
+  void on_local(envelope e) {
+    const bool ask = current_message_id().is_request();
+    const auto& s = current_sender();
+    // The transport is published: anything without a local sender may come from a peer that
+    // never authenticated (node::tell_erased sends to remote refs with a sender for this reason).
+    if (s == nullptr || s->node() != home_system().node()) {
+      refuse_sender(refusal::unauthenticated, "an envelope sent straight to the transport actor");
+      if (ask) return; // no promise: the request is answered with unexpected_message below
+      return;
+    }
+    caf::response_promise rp;
+    if (ask) rp = make_response_promise();
+    const auto& to = e.receiver();
+    if (to.node.empty() || to.node == core_->node_name) {
+      on_control(std::move(e), std::move(rp), ask);
+      return;
+    }
+    route_out(queued{std::move(e), std::move(rp), ask});
+  }
+
+  /// Envelopes addressed to the transport itself: PeerRoutes from membership.
+  void on_control(envelope e, caf::response_promise rp, bool ask) {
+    if (const auto* pr = e.payload_as<v1::PeerRoutes>()) {
+      apply_routes(*pr);
+      if (ask) rp.deliver(core_->make_reply(e.receiver(), e, empty_payload(), rng_));
+      return;
+    }
+    error err{errc::validation, "af.cluster.transport accepts PeerRoutes, not '"
+                                    + e.payload_type_name() + "' (to " + e.receiver().to_string()
+                                    + ")"};
+    core_->log.warn("transport_message_refused", err.message());
+    if (ask) rp.deliver(error_reply(e, err));
+  }
+
+  void apply_routes(const v1::PeerRoutes& pr) {
+    for (const auto& m : pr.members()) {
+      if (m.node() == core_->node_name || m.node().empty()) continue;
+      if (m.state() == v1::MEMBER_DEAD || m.state() == v1::MEMBER_LEFT) {
+        auto it = routes_.find(m.node());
+        if (it != routes_.end()) {
+          if (auto d = dialers_.find(it->second.endpoint); d != dialers_.end())
+            d->second.persistent = false;
+          routes_.erase(it);
+        }
+        continue;
+      }
+      if (m.endpoint().empty() || !parse_host_port(m.endpoint(), "endpoint")) continue;
+      auto& r = routes_[m.node()];
+      r.endpoint = m.endpoint();
+      r.persistent = true;
+      auto& d = dialer_for(r.endpoint);
+      d.persistent = true;
+      // Connect ahead of the first message, unless this node already has a link to it.
+      if (!by_node_.contains(m.node()) && d.state == dial_state::idle) dial(d);
+    }
+  }
+
+  void fail_fast(queued& q, errc code, const std::string& why, std::string_view reason) {
+    count_dropped(reason);
+    if (q.ask)
+      q.rp.deliver(error_reply(q.env, {code, why}));
+    else
+      core_->log.debug("envelope_dropped", why,
+                       {{"reason", std::string{reason}}, {"to", q.env.receiver().to_string()}});
+  }
+
+  void route_out(queued q) {
+    const auto& node = q.env.receiver().node;
+    if (auto it = by_node_.find(node); it != by_node_.end()) {
+      if (auto* l = find_link(it->second); l != nullptr && l->state == link_state::up) {
+        send_item(*l, std::move(q));
+        return;
+      }
+    }
+    std::string endpoint;
+    if (node.starts_with('@')) {
+      endpoint = node.substr(1);
+      if (endpoint == advertise_ || endpoint == local_endpoint()) {
+        deliver_here(std::move(q)); // a seed list that names this node itself
+        return;
+      }
+    } else if (auto r = routes_.find(node); r != routes_.end()) {
+      endpoint = r->second.endpoint;
+    } else {
+      fail_fast(q, errc::transient,
+                "no route from node '" + core_->node_name + "' to node '" + node
+                    + "' (not connected, and no endpoint known for it)",
+                "no_route");
+      return;
+    }
+    if (!parse_host_port(endpoint, "endpoint")) {
+      fail_fast(q, errc::validation, "'" + node + "' is not a valid \"@host:port\" address",
+                "no_route");
+      return;
+    }
+    auto& d = dialer_for(endpoint);
+    switch (d.state) {
+    case dial_state::up:
+      if (auto* l = find_link(d.link); l != nullptr && l->state == link_state::up) {
+        send_item(*l, std::move(q));
+        return;
+      }
+      d.state = dial_state::idle;
+      [[fallthrough]];
+    case dial_state::idle:
+      d.queue.push_back(std::move(q));
+      dial(d);
+      return;
+    case dial_state::connecting:
+    case dial_state::handshaking:
+      if (d.queue.size() >= opts_.queue_limit) {
+        fail_fast(q, errc::transient,
+                  "node '" + node + "' is still connecting and " + std::to_string(d.queue.size())
+                      + " envelopes wait for it (cluster.queue_limit)",
+                  "queue_full");
+        return;
+      }
+      d.queue.push_back(std::move(q));
+      return;
+    case dial_state::backoff:
+      fail_fast(q, errc::transient,
+                "node '" + node + "' at " + endpoint
+                    + " is unreachable (reconnecting with "
+                      "backoff after "
+                    + std::to_string(d.failures) + " failed attempts)",
+                "unreachable");
+      return;
+    }
+  }
+
+  std::string local_endpoint() const { return opts_.listen.host + ":" + std::to_string(port_); }
+
+  /// An envelope for "@<this node's endpoint>": delivered by name here, as a peer would.
+  void deliver_here(queued q) {
+    const auto name = q.env.receiver().name;
+    if (name == k_cluster_transport) {
+      on_control(std::move(q.env), std::move(q.rp), q.ask);
+      return;
+    }
+    auto target = core_->lookup(name);
+    if (!target) {
+      fail_fast(q, errc::not_found, target.error().message(), "not_found");
+      return;
+    }
+    if (!q.ask) {
+      send(to_actor(*target), std::move(q.env));
+      return;
+    }
+    auto rp = std::move(q.rp);
+    auto req = q.env;
+    request(to_actor(*target), caf::infinite, std::move(q.env))
+        .then([rp](envelope& reply) mutable { rp.deliver(std::move(reply)); },
+              [this, rp, req](caf::error& err) mutable {
+                rp.deliver(
+                    error_reply(req, ask_error(err, req.receiver().to_string(), duration::max())));
+              });
+  }
+
+  void send_item(link& l, queued q) {
+    const std::string& bytes = q.env.encode();
+    if (bytes.size() + k_item_overhead + 1 > opts_.max_frame_bytes) {
+      fail_fast(q, errc::validation,
+                "envelope to " + q.env.receiver().to_string() + " is "
+                    + std::to_string(bytes.size()) + " bytes, more than cluster.max_frame_bytes ("
+                    + std::to_string(opts_.max_frame_bytes) + ")",
+                "oversized");
+      return;
+    }
+    std::uint64_t ask_id = 0;
+    if (q.ask) {
+      ask_id = ++next_ask_;
+      asks_.emplace(ask_id, pending_ask{std::move(q.rp), q.env, l.id, now()});
+    }
+    append(l, q.ask ? item_kind::ask : item_kind::tell, ask_id, bytes);
+  }
+
+  void append(link& l, item_kind k, std::uint64_t ask_id, std::string_view body) {
+    if (!l.out.empty() && l.out.size() + body.size() + k_item_overhead > opts_.max_frame_bytes)
+      flush(l);
+    if (l.out.empty()) begin_frame(l.out, frame_type::batch);
+    append_item(l.out, k, ask_id, body);
+    ++l.out_items;
+    // Flush after what is already in the mailbox: under load, many envelopes share one frame.
+    if (!l.flush_pending) {
+      l.flush_pending = true;
+      send(this, flush_atom::value, l.id);
+    }
+  }
+
+  void flush(link& l) {
+    l.flush_pending = false;
+    if (l.out.size() <= 1) return;
+    count_envelopes("out", static_cast<double>(l.out_items));
+    l.out_items = 0;
+    std::string frame;
+    frame.swap(l.out);
+    send_frame(l, std::move(frame));
+  }
+
+  // --- dialling -------------------------------------------------------------------------------
+
+  dialer& dialer_for(const std::string& endpoint) {
+    auto [it, inserted] = dialers_.try_emplace(endpoint);
+    if (inserted) {
+      it->second.endpoint = endpoint;
+      if (auto hp = parse_host_port(endpoint, "endpoint")) it->second.hp = *hp;
+    }
+    return it->second;
+  }
+
+  void dial(dialer& d) {
+    d.state = dial_state::connecting;
+    const auto gen = ++d.generation;
+    const auto endpoint = d.endpoint;
+    request(mm_, opts_.handshake_timeout, caf::connect_atom::value, d.hp.host, d.hp.port)
+        .then(
+            [this, endpoint, gen](caf::node_id&, caf::strong_actor_ptr& peer,
+                                  std::set<std::string>&) {
+              auto it = dialers_.find(endpoint);
+              if (it == dialers_.end() || it->second.generation != gen) return;
+              if (!peer) {
+                dial_failed(it->second, "the endpoint published no actor");
+                return;
+              }
+              on_connected(it->second, std::move(peer));
+            },
+            [this, endpoint, gen](caf::error& err) {
+              auto it = dialers_.find(endpoint);
+              if (it == dialers_.end() || it->second.generation != gen) return;
+              dial_failed(it->second, "cannot connect: " + home_system().render(err));
+            });
+  }
+
+  void on_connected(dialer& d, caf::strong_actor_ptr peer) {
+    if (peer->node() == home_system().node()) {
+      dial_failed(d, "it is this node's own endpoint");
+      return;
+    }
+    d.state = dial_state::handshaking;
+    auto addr = caf::actor_cast<caf::actor_addr>(peer);
+    if (auto it = by_addr_.find(addr); it != by_addr_.end()) {
+      auto* l = find_link(it->second);
+      if (l != nullptr && l->state == link_state::up) {
+        d.link = l->id;
+        dialer_up(d, *l);
+        return;
+      }
+      if (l != nullptr && l->state != link_state::refused) {
+        d.link = l->id; // a handshake with this peer is under way; it settles the dialer
+        return;
+      }
+      if (l != nullptr) forget_link(l->id);
+    }
+    auto& l = new_link(std::move(peer), true);
+    l.remote = d.endpoint;
+    l.endpoint = d.endpoint;
+    d.link = l.id;
+    start_hello(l);
+  }
+
+  void start_hello(link& l) {
+    auto nonce = make_nonce();
+    if (!nonce) {
+      core_->log.error("transport_nonce_failed", nonce.error().to_string());
+      return;
+    }
+    l.state = link_state::hello_sent;
+    l.since = now();
+    l.my_nonce = *nonce;
+    v1::TransportHello h;
+    h.set_version(k_protocol_version);
+    h.set_node(core_->node_name);
+    h.set_nonce(l.my_nonce);
+    h.set_endpoint(advertise_);
+    for (const auto& [node, r] : routes_)
+      if (r.endpoint == l.endpoint) h.set_target(node);
+    l.expected = h.target();
+    send_control(l, frame_type::hello, h);
+  }
+
+  duration backoff_delay(std::uint32_t failures) {
+    // Exponential with "equal jitter": half the step fixed, half random, never zero.
+    auto step = opts_.reconnect_base;
+    for (std::uint32_t i = 1; i < failures && step < opts_.reconnect_cap; ++i)
+      step *= 2;
+    step = std::min(step, opts_.reconnect_cap);
+    const auto half = step / 2;
+    return half
+           + duration{static_cast<std::int64_t>(rng_.uniform(
+               static_cast<std::uint64_t>(std::max<std::int64_t>(half.count(), 0)) + 1))};
+  }
+
+  void fail_queue(dialer& d, const std::string& why) {
+    while (!d.queue.empty()) {
+      auto q = std::move(d.queue.front());
+      d.queue.pop_front();
+      fail_fast(q, errc::transient, why, "unreachable");
+    }
+  }
+
+  void dial_failed(dialer& d, const std::string& why) {
+    ++d.failures;
+    count_event("dial_failed");
+    const auto delay = backoff_delay(d.failures);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(delay).count();
+    core_->log.warn("peer_dial_failed", "cannot reach " + d.endpoint + ": " + why,
+                    {{"endpoint", d.endpoint}, {"attempt", d.failures}, {"retry_in_ms", ms}});
+    fail_queue(d, "node at " + d.endpoint + " is unreachable: " + why);
+    d.link = 0;
+    // A member's route redials when the timer fires; a seed ("@host:port") only if envelopes
+    // wait for it then. Until then asks fail fast.
+    d.state = dial_state::backoff;
+    const auto gen = ++d.generation;
+    delayed_send(this, std::chrono::duration_cast<caf::timespan>(delay), redial_atom::value,
+                 d.endpoint, gen);
+  }
+
+  void on_redial(const std::string& endpoint, std::uint64_t gen) {
+    auto it = dialers_.find(endpoint);
+    if (it == dialers_.end() || it->second.generation != gen) return;
+    auto& d = it->second;
+    if (d.state != dial_state::backoff) return;
+    if (d.persistent || !d.queue.empty()) {
+      count_event("reconnect_attempt");
+      dial(d);
+    } else {
+      d.state = dial_state::idle;
+    }
+  }
+
+  void dialer_up(dialer& d, link& l) {
+    d.state = dial_state::up;
+    d.failures = 0;
+    d.ever_up = true;
+    while (!d.queue.empty()) {
+      auto q = std::move(d.queue.front());
+      d.queue.pop_front();
+      send_item(l, std::move(q));
+    }
+  }
+
+  // --- remote side: frames from peers ---------------------------------------------------------
+
+  void on_frame(const std::string& bytes) {
+    const auto& s = current_sender();
+    if (s == nullptr || s->node() == home_system().node()) {
+      refuse(nullptr, refusal::malformed, "a frame without a remote sender", false);
+      return;
+    }
+    count_frames("in");
+    auto* l = link_of_sender();
+    if (bytes.size() > opts_.max_frame_bytes) {
+      if (l == nullptr) l = &new_link(s, false);
+      refuse(l, refusal::oversized,
+             "frame of " + std::to_string(bytes.size()) + " bytes exceeds cluster.max_frame_bytes ("
+                 + std::to_string(opts_.max_frame_bytes) + ")",
+             true);
+      return;
+    }
+    if (bytes.empty()) {
+      if (l == nullptr) l = &new_link(s, false);
+      refuse(l, refusal::malformed, "empty frame", true);
+      return;
+    }
+    const auto type = static_cast<frame_type>(bytes[0]);
+    const std::string_view body{bytes.data() + 1, bytes.size() - 1};
+    switch (type) {
+    case frame_type::hello:
+      on_hello(l, body);
+      return;
+    case frame_type::challenge:
+      on_challenge(l, body);
+      return;
+    case frame_type::proof:
+      on_proof(l, body);
+      return;
+    case frame_type::welcome:
+      on_welcome(l);
+      return;
+    case frame_type::refused:
+      on_refused(l, body);
+      return;
+    case frame_type::batch:
+      if (l == nullptr || l->state != link_state::up) {
+        if (l == nullptr) l = &new_link(s, false);
+        refuse(l, refusal::unauthenticated,
+               "an envelope batch from a peer that has not authenticated", false);
+        return;
+      }
+      on_batch(*l, body);
+      return;
+    }
+    if (l == nullptr) l = &new_link(s, false);
+    refuse(l, refusal::malformed,
+           "unknown frame type " + std::to_string(static_cast<unsigned>(bytes[0])), true);
+  }
+
+  void on_hello(link* l, std::string_view body) {
+    v1::TransportHello h;
+    if (!h.ParseFromArray(body.data(), static_cast<int>(body.size())) || h.node().empty()
+        || h.nonce().size() != k_nonce_bytes || h.version() != k_protocol_version) {
+      if (l == nullptr) l = &new_link(current_sender(), false);
+      refuse(l, refusal::malformed, "malformed hello", true);
+      return;
+    }
+    if (l != nullptr && l->state == link_state::hello_sent && core_->node_name < h.node())
+      return; // both dialled at once: the node with the smaller name stays the dialler
+    if (l == nullptr) l = &new_link(current_sender(), false);
+    if (l->state == link_state::up) link_lost(*l, "re-authenticating", false);
+    l->outbound = false;
+    l->node = h.node();
+    l->peer_nonce = h.nonce();
+    if (h.node() == core_->node_name) {
+      refuse(l, refusal::wrong_node, "a peer claims this node's own name '" + h.node() + "'", true);
+      return;
+    }
+    if (!h.target().empty() && h.target() != core_->node_name) {
+      refuse(l, refusal::wrong_node,
+             "peer '" + h.node() + "' expected node '" + h.target() + "' at this endpoint", true);
+      return;
+    }
+    auto nonce = make_nonce();
+    if (!nonce) return;
+    l->my_nonce = *nonce;
+    l->state = link_state::awaiting_proof;
+    l->since = now();
+    if (!h.endpoint().empty()) {
+      l->endpoint = h.endpoint();
+      if (!routes_.contains(h.node())) routes_[h.node()] = route{h.endpoint(), false};
+    }
+    v1::TransportChallenge c;
+    c.set_node(core_->node_name);
+    c.set_nonce(l->my_nonce);
+    c.set_proof(handshake_proof(opts_.secret, proof_role::server, l->node, core_->node_name,
+                                l->peer_nonce, l->my_nonce));
+    c.set_endpoint(advertise_);
+    send_control(*l, frame_type::challenge, c);
+  }
+
+  void on_challenge(link* l, std::string_view body) {
+    if (l == nullptr || l->state != link_state::hello_sent) {
+      if (l == nullptr) l = &new_link(current_sender(), false);
+      refuse(l, refusal::malformed, "a challenge without a hello", false);
+      return;
+    }
+    v1::TransportChallenge c;
+    if (!c.ParseFromArray(body.data(), static_cast<int>(body.size())) || c.node().empty()
+        || c.nonce().size() != k_nonce_bytes) {
+      refuse(l, refusal::malformed, "malformed challenge", true);
+      handshake_failed(*l, "malformed challenge");
+      return;
+    }
+    l->node = c.node();
+    l->peer_nonce = c.nonce();
+    const auto expected = handshake_proof(opts_.secret, proof_role::server, core_->node_name,
+                                          c.node(), l->my_nonce, l->peer_nonce);
+    if (!proofs_equal(expected, c.proof())) {
+      refuse(l, refusal::bad_proof,
+             "peer '" + c.node() + "' at " + remote_of(*l)
+                 + " failed the handshake: it does not know the cluster secret",
+             true);
+      handshake_failed(*l, "the peer failed the handshake (wrong cluster secret?)");
+      return;
+    }
+    if (!l->expected.empty() && l->expected != c.node()) {
+      refuse(l, refusal::wrong_node,
+             "expected node '" + l->expected + "' at " + l->endpoint + ", found '" + c.node() + "'",
+             true);
+      handshake_failed(*l, "another node listens there");
+      return;
+    }
+    if (!c.endpoint().empty() && !routes_.contains(c.node()))
+      routes_[c.node()] = route{c.endpoint(), false};
+    v1::TransportProof p;
+    p.set_proof(handshake_proof(opts_.secret, proof_role::client, core_->node_name, c.node(),
+                                l->my_nonce, l->peer_nonce));
+    l->state = link_state::awaiting_welcome;
+    l->since = now();
+    send_control(*l, frame_type::proof, p);
+  }
+
+  void on_proof(link* l, std::string_view body) {
+    if (l == nullptr || l->state != link_state::awaiting_proof) {
+      if (l == nullptr) l = &new_link(current_sender(), false);
+      refuse(l, refusal::malformed, "a proof without a challenge", false);
+      return;
+    }
+    v1::TransportProof p;
+    const auto expected = handshake_proof(opts_.secret, proof_role::client, l->node,
+                                          core_->node_name, l->peer_nonce, l->my_nonce);
+    if (!p.ParseFromArray(body.data(), static_cast<int>(body.size()))
+        || !proofs_equal(expected, p.proof())) {
+      refuse(l, refusal::bad_proof,
+             "peer '" + l->node + "' at " + remote_of(*l)
+                 + " failed the handshake: it does not know the cluster secret",
+             true);
+      return;
+    }
+    send_control(*l, frame_type::welcome, v1::TransportWelcome{});
+    link_up(*l);
+  }
+
+  void on_welcome(link* l) {
+    if (l == nullptr || l->state != link_state::awaiting_welcome) {
+      if (l == nullptr) l = &new_link(current_sender(), false);
+      refuse(l, refusal::malformed, "a welcome without a proof", false);
+      return;
+    }
+    link_up(*l);
+  }
+
+  void on_refused(link* l, std::string_view body) {
+    v1::TransportRefused r;
+    (void)r.ParseFromArray(body.data(), static_cast<int>(body.size()));
+    if (l == nullptr) return;
+    const bool handshaking = l->state == link_state::hello_sent
+                             || l->state == link_state::awaiting_welcome
+                             || l->state == link_state::awaiting_proof;
+    core_->log.warn("peer_refused_us", "peer refused this node: " + r.message(),
+                    {{"reason", r.reason()}, {"remote", remote_of(*l)}, {"peer", l->node}});
+    if (handshaking && l->state == link_state::awaiting_proof) {
+      // The dialler found this node's proof wrong: it holds another secret.
+      count_refused(refusal::handshake_failed);
+      core_->log.warn("peer_refused",
+                      "peer '" + l->node + "' at " + remote_of(*l)
+                          + " abandoned the handshake: " + r.message(),
+                      {{"reason", std::string{refusal::handshake_failed}},
+                       {"remote", remote_of(*l)},
+                       {"peer", l->node}});
+    }
+    const auto outbound = l->outbound;
+    link_lost(*l, "the peer refused this node: " + r.reason(), true);
+    l->state = link_state::refused;
+    if (outbound && handshaking) handshake_failed(*l, "refused by the peer: " + r.message());
+  }
+
+  /// The dialler's side of a handshake that failed: its dialer backs off.
+  void handshake_failed(link& l, const std::string& why) {
+    for (auto& [ep, d] : dialers_)
+      if (d.link == l.id && d.state != dial_state::up) dial_failed(d, why);
+  }
+
+  void link_up(link& l) {
+    l.state = link_state::up;
+    l.since = now();
+    l.tokens = opts_.peer_rate;
+    l.refilled = l.since;
+    if (auto old = by_node_.find(l.node); old != by_node_.end() && old->second != l.id) {
+      if (auto* ol = find_link(old->second)) link_lost(*ol, "replaced by a new connection", false);
+    }
+    by_node_[l.node] = l.id;
+    const bool again = seen_.contains(l.node);
+    seen_.insert(l.node);
+    count_event(again ? "reconnected" : "connected");
+    core_->log.info(again ? "peer_reconnected" : "peer_connected",
+                    "authenticated cluster peer '" + l.node + "'",
+                    {{"peer", l.node},
+                     {"remote", remote_of(l)},
+                     {"direction", l.outbound ? "out" : "in"},
+                     {"endpoint", l.endpoint}});
+    update_peers_gauge();
+    for (auto& [ep, d] : dialers_) {
+      const bool mine = d.link == l.id || (!l.endpoint.empty() && ep == l.endpoint);
+      if (mine && d.state != dial_state::up) {
+        d.link = l.id;
+        dialer_up(d, l);
+      }
+    }
+  }
+
+  /// The link stops carrying envelopes: asks through it fail, dialers back off or redial.
+  void link_lost(link& l, const std::string& why, bool log_it) {
+    const bool was_up = l.state == link_state::up;
+    l.out.clear();
+    l.out_items = 0;
+    if (auto it = by_node_.find(l.node); it != by_node_.end() && it->second == l.id) {
+      by_node_.erase(it);
+      update_peers_gauge();
+    }
+    std::vector<std::uint64_t> failed;
+    for (auto& [id, p] : asks_)
+      if (p.link == l.id) failed.push_back(id);
+    for (auto id : failed) {
+      auto& p = asks_.at(id);
+      p.rp.deliver(error_reply(
+          p.request, {errc::transient, "connection to node '" + l.node + "' lost: " + why}));
+      asks_.erase(id);
+    }
+    if (was_up) {
+      count_event("disconnected");
+      if (log_it)
+        core_->log.warn(
+            "peer_disconnected", "cluster peer '" + l.node + "' disconnected: " + why,
+            {{"peer", l.node}, {"remote", remote_of(l)}, {"failed_asks", failed.size()}});
+    }
+    l.state = link_state::refused;
+    for (auto& [ep, d] : dialers_) {
+      // Dialers still handshaking keep the link: handshake_failed settles them.
+      if (d.link != l.id || d.state != dial_state::up) continue;
+      d.link = 0;
+      {
+        d.state = dial_state::idle;
+        if (d.persistent) {
+          d.state = dial_state::backoff;
+          const auto gen = ++d.generation;
+          d.failures = std::max<std::uint32_t>(d.failures, 1);
+          delayed_send(this, std::chrono::duration_cast<caf::timespan>(backoff_delay(d.failures)),
+                       redial_atom::value, d.endpoint, gen);
+        }
+      }
+    }
+    // An inbound-only peer with a member route: dial it back.
+    if (was_up && !l.node.empty()) {
+      if (auto r = routes_.find(l.node); r != routes_.end() && r->second.persistent) {
+        auto& d = dialer_for(r->second.endpoint);
+        if (d.state == dial_state::idle) {
+          d.state = dial_state::backoff;
+          const auto gen = ++d.generation;
+          delayed_send(this, std::chrono::duration_cast<caf::timespan>(backoff_delay(1)),
+                       redial_atom::value, d.endpoint, gen);
+        }
+      }
+    }
+  }
+
+  void forget_link(std::uint64_t id) {
+    auto it = links_.find(id);
+    if (it == links_.end()) return;
+    by_addr_.erase(caf::actor_cast<caf::actor_addr>(it->second.peer));
+    if (it->second.peer) demonitor(caf::actor_cast<caf::actor_addr>(it->second.peer));
+    links_.erase(it);
+  }
+
+  void on_down(const caf::down_msg& dm) {
+    auto it = by_addr_.find(dm.source);
+    if (it == by_addr_.end()) return;
+    const auto id = it->second;
+    if (auto* l = find_link(id)) {
+      const bool handshaking =
+          l->state == link_state::hello_sent || l->state == link_state::awaiting_welcome;
+      link_lost(*l, "connection closed (" + home_system().render(dm.reason) + ")", true);
+      if (handshaking) handshake_failed(*l, "connection closed during the handshake");
+    }
+    by_addr_.erase(it);
+    links_.erase(id);
+  }
+
+  bool take_token(link& l) {
+    if (opts_.peer_rate <= 0) return true;
+    const auto t = now();
+    const double secs = std::chrono::duration<double>(t - l.refilled).count();
+    l.refilled = t;
+    l.tokens = std::min(opts_.peer_rate, l.tokens + secs * opts_.peer_rate);
+    if (l.tokens < 1) return false;
+    l.tokens -= 1;
+    return true;
+  }
+
+  void on_batch(link& l, std::string_view body) {
+    auto items = parse_batch(body);
+    if (!items) {
+      refuse(&l, refusal::malformed, "garbage batch: " + items.error().message(), true);
+      return;
+    }
+    const auto id = l.id;
+    count_envelopes("in", static_cast<double>(items->size()));
+    for (const auto& it : *items) {
+      auto* lk = find_link(id);
+      if (lk == nullptr || lk->state != link_state::up) return;
+      switch (it.kind) {
+      case item_kind::tell:
+      case item_kind::ask:
+        deliver_in(*lk, it);
+        break;
+      case item_kind::reply:
+      case item_kind::fail:
+        settle_ask(*lk, it);
+        break;
+      }
+    }
+  }
+
+  void fail_back(link& l, std::uint64_t ask_id, const error& e) {
+    std::string body{to_string(e.code())};
+    body += '\n';
+    body += e.message();
+    append(l, item_kind::fail, ask_id, body);
+  }
+
+  void deliver_in(link& l, const batch_item& it) {
+    const bool ask = it.kind == item_kind::ask;
+    if (!take_token(l)) {
+      count_dropped("rate_limited");
+      if (++l.rate_drops <= 10 || l.rate_drops % 1000 == 0)
+        core_->log.warn("peer_rate_limited",
+                        "peer '" + l.node + "' exceeds cluster.peer_rate; envelope dropped",
+                        {{"peer", l.node}, {"dropped", l.rate_drops}});
+      if (ask)
+        fail_back(l, it.ask_id,
+                  {errc::quota, "node '" + core_->node_name + "' limits peer '" + l.node + "' to "
+                                    + std::to_string(static_cast<std::uint64_t>(opts_.peer_rate))
+                                    + " envelopes/s (cluster.peer_rate)"});
+      return;
+    }
+    auto env = envelope::decode(it.body, core_->decode);
+    if (!env) {
+      core_->metrics->envelope_rejected(reject_reason::malformed).inc();
+      core_->log.warn("envelope_rejected", env.error().to_string(),
+                      {{"reason", "malformed"}, {"peer", l.node}});
+      if (ask) fail_back(l, it.ask_id, env.error());
+      return;
+    }
+    const auto& to = env->receiver();
+    if (!to.node.empty() && to.node != core_->node_name && !to.node.starts_with('@')) {
+      count_dropped("wrong_node");
+      if (ask)
+        fail_back(l, it.ask_id,
+                  {errc::not_found,
+                   "envelope for node '" + to.node + "' reached node '" + core_->node_name + "'"});
+      return;
+    }
+    if (to.name == k_cluster_transport) {
+      if (const auto* pr = env->payload_as<v1::PeerRoutes>()) apply_routes(*pr);
+      if (ask) {
+        auto reply = core_->make_reply({core_->node_name, to.name}, *env, empty_payload(), rng_);
+        append(l, item_kind::reply, it.ask_id, reply.encode());
+      }
+      return;
+    }
+    auto target = core_->lookup(to.name);
+    if (!target) {
+      count_dropped("not_found");
+      if (ask)
+        fail_back(l, it.ask_id, target.error());
+      else
+        core_->log.debug("envelope_dropped", target.error().message(),
+                         {{"reason", "not_found"}, {"peer", l.node}});
+      return;
+    }
+    auto actor = to_actor(*target);
+    if (!ask) {
+      send(actor, std::move(*env));
+      return;
+    }
+    const auto link_id = l.id;
+    const auto ask_id = it.ask_id;
+    const auto target_name = to.to_string();
+    request(actor, caf::infinite, std::move(*env))
+        .then(
+            [this, link_id, ask_id](envelope& reply) {
+              auto* lk = find_link(link_id);
+              if (lk == nullptr || lk->state != link_state::up) return;
+              append(*lk, item_kind::reply, ask_id, reply.encode());
+            },
+            [this, link_id, ask_id, target_name](caf::error& err) {
+              auto* lk = find_link(link_id);
+              if (lk == nullptr || lk->state != link_state::up) return;
+              fail_back(*lk, ask_id, ask_error(err, target_name, duration::max()));
+            });
+  }
+
+  void settle_ask(link& l, const batch_item& it) {
+    auto p = asks_.find(it.ask_id);
+    if (p == asks_.end() || p->second.link != l.id) return; // forgotten, or not this peer's
+    auto rp = std::move(p->second.rp);
+    auto request_env = std::move(p->second.request);
+    asks_.erase(p);
+    if (it.kind == item_kind::reply) {
+      auto env = envelope::decode(it.body, core_->decode);
+      if (!env) {
+        core_->metrics->envelope_rejected(reject_reason::malformed).inc();
+        rp.deliver(error_reply(request_env, env.error()));
+        return;
+      }
+      rp.deliver(std::move(*env));
+      return;
+    }
+    const auto nl = it.body.find('\n');
+    errc code = errc::internal;
+    std::string msg{it.body};
+    if (nl != std::string_view::npos) {
+      if (!from_string(std::string{it.body.substr(0, nl)}, code)) code = errc::internal;
+      msg = std::string{it.body.substr(nl + 1)};
+    }
+    rp.deliver(error_reply(request_env, {code, msg}));
+  }
+
+  void sweep() {
+    const auto t = now();
+    std::vector<std::uint64_t> late;
+    for (auto& [id, l] : links_) {
+      const bool handshaking = l.state == link_state::hello_sent
+                               || l.state == link_state::awaiting_proof
+                               || l.state == link_state::awaiting_welcome;
+      if (handshaking && t - l.since > opts_.handshake_timeout) late.push_back(id);
+    }
+    for (auto id : late) {
+      auto* l = find_link(id);
+      if (l == nullptr) continue;
+      const bool outbound = l->outbound;
+      refuse(l, refusal::handshake_timeout,
+             "handshake with " + remote_of(*l) + " did not complete within "
+                 + std::to_string(
+                     std::chrono::duration_cast<std::chrono::milliseconds>(opts_.handshake_timeout)
+                         .count())
+                 + " ms",
+             true);
+      if (outbound) handshake_failed(*l, "handshake timed out");
+    }
+    std::vector<std::uint64_t> stale;
+    for (auto& [id, p] : asks_)
+      if (t - p.at > k_pending_ask_ttl) stale.push_back(id);
+    for (auto id : stale) {
+      auto& p = asks_.at(id);
+      p.rp.deliver(error_reply(p.request, {errc::timeout, "no reply from the remote node"}));
+      asks_.erase(id);
+    }
+  }
+
+  node_core* core_;
+  transport_options opts_;
+  std::shared_ptr<transport_status> status_;
+  af::rng rng_;
+  caf::io::middleman_actor mm_;
+  std::uint16_t port_ = 0;
+  std::string advertise_;
+  std::unordered_map<std::uint64_t, link> links_;
+  std::map<caf::actor_addr, std::uint64_t> by_addr_;
+  std::unordered_map<std::string, std::uint64_t> by_node_;
+  std::unordered_map<std::string, dialer> dialers_;
+  std::unordered_map<std::string, route> routes_;
+  std::unordered_map<std::uint64_t, pending_ask> asks_;
+  std::set<std::string> seen_;
+  std::uint64_t next_link_ = 0;
+  std::uint64_t next_ask_ = 0;
+  std::unordered_map<std::string, counter_handle> counters_;
+  gauge_handle peers_gauge_;
+};
+
+} // namespace
+
+expected<std::optional<transport_options>> transport_options_from(const config& cfg) {
+  const auto listen = cfg.get_string("cluster.listen");
+  if (listen.empty()) return std::optional<transport_options>{};
+  transport_options o;
+  auto hp = parse_host_port(listen, "cluster.listen");
+  if (!hp) return hp.error();
+  o.listen = *hp;
+  o.advertise = cfg.get_string("cluster.advertise");
+  auto secret = read_cluster_secret(cfg.get_string("cluster.secret_file"));
+  if (!secret) return secret.error();
+  o.secret = std::move(*secret);
+  const auto cert = cfg.get_string("cluster.tls_cert");
+  const auto key = cfg.get_string("cluster.tls_key");
+  const auto ca = cfg.get_string("cluster.tls_ca");
+  if (auto r = check_tls_files(cert, key, ca); !r) return r.error();
+  o.tls = !cert.empty();
+  o.max_frame_bytes = static_cast<std::size_t>(cfg.get_int("cluster.max_frame_bytes"));
+  o.peer_rate = static_cast<double>(cfg.get_int("cluster.peer_rate"));
+  o.queue_limit = static_cast<std::size_t>(cfg.get_int("cluster.queue_limit"));
+  o.reconnect_base = std::chrono::milliseconds(cfg.get_int("cluster.reconnect_base_ms"));
+  o.reconnect_cap = std::chrono::milliseconds(cfg.get_int("cluster.reconnect_cap_ms"));
+  o.handshake_timeout = std::chrono::milliseconds(cfg.get_int("cluster.handshake_timeout_ms"));
+  return std::optional<transport_options>{std::move(o)};
+}
+
+sup::child_spec transport_child(node_core& core, transport_options opts,
+                                std::shared_ptr<transport_status> status) {
+  auto* c = &core;
+  auto make = [c, opts = std::move(opts),
+               status = std::move(status)](caf::actor_system& sys) -> expected<caf::actor> {
+    const std::string name{k_cluster_transport};
+    if (auto r = c->registry.reserve(name, name); !r) return r.error();
+    auto a = sys.spawn<transport_actor>(c, opts, status);
+    c->registry.bind(name, caf::actor_cast<caf::strong_actor_ptr>(a));
+    a->attach_functor([c, name, ptr = caf::actor_cast<caf::actor_control_block*>(a)] {
+      c->registry.erase(name, ptr);
+    });
+    return a;
+  };
+  auto spec = sup::actor_child(std::string{k_cluster_transport}, std::move(make),
+                               std::string{k_cluster_transport});
+  spec.system = true;
+  return spec;
+}
+
+} // namespace af::detail
