@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -187,7 +188,7 @@ TEST_CASE("swim: a partition and heal re-converge", "[sim][swim]") {
   // During the partition each side declared the other dead...
   std::size_t cross_dead = 0, n1_back = 0;
   for (const auto& e : state_changes(log)) {
-    const auto node = e.value("node", "");
+    const auto node = e.value("member", "");
     if (e.value("to", "") == "dead" && (node == "n1" || node == "n10")) ++cross_dead;
     if (node == "n1" && e.value("from", "") == "dead" && e.value("to", "") == "alive") ++n1_back;
   }
@@ -198,7 +199,7 @@ TEST_CASE("swim: a partition and heal re-converge", "[sim][swim]") {
   CHECK(r.restarts == 0);
   CHECK(r.membership->converged_at_end);
   CHECK(r.membership->false_dead == 0);
-  std::filesystem::remove(log);
+  if (!std::getenv("AF_SWIM_KEEP_LOGS")) std::filesystem::remove(log);
 }
 
 TEST_CASE("swim: a falsely suspected live member refutes and stays alive", "[sim][swim]") {
@@ -218,7 +219,7 @@ TEST_CASE("swim: a falsely suspected live member refutes and stays alive", "[sim
   require_all_ok(r);
   std::size_t suspected = 0, refuted = 0, dead = 0;
   for (const auto& e : state_changes(log)) {
-    if (e.value("node", "") != "n4") continue;
+    if (e.value("member", "") != "n4") continue;
     const auto to = e.value("to", "");
     if (to == "suspect") ++suspected;
     if (to == "dead") ++dead;
@@ -229,7 +230,7 @@ TEST_CASE("swim: a falsely suspected live member refutes and stays alive", "[sim
   CHECK(refuted > 0);
   CHECK(dead == 0);
   CHECK(r.membership->converged_at_end);
-  std::filesystem::remove(log);
+  if (!std::getenv("AF_SWIM_KEEP_LOGS")) std::filesystem::remove(log);
 }
 
 TEST_CASE("swim: a killed and restarted member rejoins", "[sim][swim]") {
@@ -250,12 +251,12 @@ TEST_CASE("swim: a killed and restarted member rejoins", "[sim][swim]") {
   // Back alive in the others' views at a higher incarnation, before the drain.
   std::size_t n5_back = 0;
   for (const auto& e : state_changes(log))
-    if (e.value("node", "") == "n5" && e.value("from", "") == "dead" && e.value("to", "") == "alive"
+    if (e.value("member", "") == "n5" && e.value("from", "") == "dead" && e.value("to", "") == "alive"
         && e.value("incarnation", 0) >= 1)
       ++n5_back;
-  CHECK(n5_back >= 19);
+  CHECK(n5_back >= 18); // every member but n1, which is down itself then
   CHECK(m.converged_at_end);
-  std::filesystem::remove(log);
+  if (!std::getenv("AF_SWIM_KEEP_LOGS")) std::filesystem::remove(log);
 }
 
 TEST_CASE("swim: the same seed gives the same trace hash", "[sim][swim]") {

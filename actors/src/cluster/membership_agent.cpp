@@ -103,9 +103,9 @@ public:
     }
   }
 
-  void on_stop(context& ctx) override {
-    if (state_ && !state_->left() && joined_) leave(ctx);
-  }
+  // No leave in on_stop: the hook also runs when a supervisor restarts the agent and when the
+  // simulator kills a node, neither of which is a departure. A node shutting down asks
+  // SwimLeave first (and waits about a period for the gossip to go out).
 
 private:
   // --- incoming protocol messages -------------------------------------------------------------
@@ -485,7 +485,7 @@ private:
     if (e.state != c.previous) {
       if (ctx.log().enabled(log_level::info))
         ctx.log().info("member_state_changed", {},
-                       {{"node", e.node},
+                       {{"member", e.node},
                         {"from", std::string{to_string(c.previous)}},
                         {"to", std::string{to_string(e.state)}},
                         {"incarnation", e.incarnation},
