@@ -75,7 +75,8 @@ sup::child_spec cluster_book::service(const std::string& name) {
   return cluster::membership_child(std::move(o));
 }
 
-// --- the incremental views -------------------------------------------------------------------------
+// --- the incremental views
+// -------------------------------------------------------------------------
 
 bool cluster_book::good(std::size_t v) const {
   return active_[v] && live_up_[v] == n_up_ && live_down_[v] == 0;
@@ -84,8 +85,10 @@ bool cluster_book::good(std::size_t v) const {
 void cluster_book::refresh_good(std::size_t v, bool before) {
   const bool after = good(v);
   if (before != after) {
-    if (after) ++n_good_;
-    else --n_good_;
+    if (after)
+      ++n_good_;
+    else
+      --n_good_;
   }
 }
 
@@ -153,12 +156,10 @@ void cluster_book::changed(const std::string& self, const v1::Member& member, in
   const bool was_live = previous == k_alive || previous == k_suspect;
   if ((s == k_dead && was_live) || (s == k_suspect && previous == k_alive)) {
     const auto window = spec_.swim.suspicion_max + 3 * spec_.swim.period;
-    const bool settled = up_[m] && up_[v] && now - up_since_[m] > window
-                         && !partitioned_
-                         && (last_partition_change_ < duration::zero()
-                             || now - last_partition_change_ > window)
-                         && !world_.net().cut(names_[v], names_[m])
-                         && !world_.net().cut(names_[m], names_[v]);
+    const bool settled =
+        up_[m] && up_[v] && now - up_since_[m] > window && !partitioned_
+        && (last_partition_change_ < duration::zero() || now - last_partition_change_ > window)
+        && !world_.net().cut(names_[v], names_[m]) && !world_.net().cut(names_[m], names_[v]);
     if (settled) ++(s == k_dead ? false_dead_ : false_suspect_);
   }
   check_converged();
@@ -231,7 +232,8 @@ membership_figures cluster_book::figures() const {
     crash_detection d;
     d.node = names_[c.node];
     d.at = c.at;
-    if (c.first_detect >= duration::zero()) d.first_detect_periods = periods(c.first_detect, period);
+    if (c.first_detect >= duration::zero())
+      d.first_detect_periods = periods(c.first_detect, period);
     if (c.all_dead >= duration::zero()) d.all_dead_periods = periods(c.all_dead, period);
     d.restarted = c.restarted;
     f.crashes.push_back(std::move(d));
@@ -260,8 +262,8 @@ invariant_result cluster_book::members_agree(duration now) const {
     if (first.empty())
       for (std::size_t m = 0; m < names_.size(); ++m)
         if (live(views_[v][m]) != up_[m]) {
-          first = names_[v] + " sees " + names_[m] + (up_[m] ? " not alive" : " alive")
-                  + " (it is " + (up_[m] ? "up" : "down") + ")";
+          first = names_[v] + " sees " + names_[m] + (up_[m] ? " not alive" : " alive") + " (it is "
+                  + (up_[m] ? "up" : "down") + ")";
           break;
         }
   }
@@ -291,10 +293,10 @@ invariant_result cluster_book::crashed_members_dead(duration now) const {
       }
   }
   r.ok = bad == 0;
-  r.detail = r.ok ? std::to_string(down)
-                        + " down nodes dead (or forgotten) in every live view when the drain began"
-                  : std::to_string(bad) + " live views still list a down node alive; first: "
-                        + first;
+  r.detail =
+      r.ok ? std::to_string(down)
+                 + " down nodes dead (or forgotten) in every live view when the drain began"
+           : std::to_string(bad) + " live views still list a down node alive; first: " + first;
   return r;
 }
 

@@ -45,7 +45,7 @@ TEST_CASE("swim: precedence follows incarnation, then alive < suspect < dead < l
   const auto d1 = entry("x", member_state::dead, 1);
   const auto a2 = entry("x", member_state::alive, 2);
   const auto s0 = entry("x", member_state::suspect, 0);
-  CHECK(supersedes(s1, a1));  // suspect i overrides alive j when i >= j
+  CHECK(supersedes(s1, a1));       // suspect i overrides alive j when i >= j
   CHECK_FALSE(supersedes(a1, s1)); // alive i overrides suspect j only when i > j
   CHECK(supersedes(a2, s1));
   CHECK_FALSE(supersedes(s0, a1));

@@ -251,8 +251,8 @@ TEST_CASE("swim: a killed and restarted member rejoins", "[sim][swim]") {
   // Back alive in the others' views at a higher incarnation, before the drain.
   std::size_t n5_back = 0;
   for (const auto& e : state_changes(log))
-    if (e.value("member", "") == "n5" && e.value("from", "") == "dead" && e.value("to", "") == "alive"
-        && e.value("incarnation", 0) >= 1)
+    if (e.value("member", "") == "n5" && e.value("from", "") == "dead"
+        && e.value("to", "") == "alive" && e.value("incarnation", 0) >= 1)
       ++n5_back;
   CHECK(n5_back >= 18); // every member but n1, which is down itself then
   CHECK(m.converged_at_end);

@@ -31,7 +31,8 @@ v1::Member to_proto(const member_entry& e) {
 
 /// A Member from the wire, or an error naming what is wrong with it.
 expected<member_entry> from_proto(const v1::Member& m, std::string_view where) {
-  if (m.node().empty()) return validation_error(std::string{where} + ": member without a node name");
+  if (m.node().empty())
+    return validation_error(std::string{where} + ": member without a node name");
   if (m.node().size() > 255)
     return validation_error(std::string{where} + ": member node name longer than 255 bytes");
   const auto s = static_cast<int>(m.state());
@@ -91,8 +92,8 @@ public:
     }
     update_gauges();
     // Nodes start at different moments; a random phase keeps their probes from bunching up.
-    const auto phase = duration{static_cast<std::int64_t>(
-        ctx.rng().uniform(static_cast<std::uint64_t>(std::max<std::int64_t>(opts_.period.count(), 1))))};
+    const auto phase = duration{static_cast<std::int64_t>(ctx.rng().uniform(
+        static_cast<std::uint64_t>(std::max<std::int64_t>(opts_.period.count(), 1))))};
     ctx.schedule(phase, v1::SwimTick{});
     if (!opts_.seeds.empty()) {
       v1::SwimJoinTick t;
@@ -323,7 +324,8 @@ private:
       if (s == self_) continue;
       const auto* e = state_->find(s);
       const bool host_port = !s.empty() && s.front() == '@';
-      if ((host_port && state_->live_count() == 1) || (!host_port && (e == nullptr || !is_live(e->state))))
+      if ((host_port && state_->live_count() == 1)
+          || (!host_port && (e == nullptr || !is_live(e->state))))
         if (std::find(candidates.begin(), candidates.end(), s) == candidates.end())
           candidates.push_back(s);
     }
@@ -350,7 +352,8 @@ private:
   void sync(context& ctx) {
     const auto others = state_->live_others();
     if (others.empty()) return;
-    send_join(ctx, others[ctx.rng().uniform(others.size())], [](bool) {}, true);
+    send_join(
+        ctx, others[ctx.rng().uniform(others.size())], [](bool) {}, true);
   }
 
   template <class F>
@@ -541,10 +544,11 @@ private:
     probes_ack_ = probes("ack");
     probes_indirect_ = probes("indirect_ack");
     probes_failed_ = probes("failed");
-    if (auto c = m.counter("af_swim_rejected_total", "SWIM messages or updates refused as malformed"))
+    if (auto c =
+            m.counter("af_swim_rejected_total", "SWIM messages or updates refused as malformed"))
       rejected_ = *c;
-    for (auto s : {member_state::alive, member_state::suspect, member_state::dead,
-                   member_state::left})
+    for (auto s :
+         {member_state::alive, member_state::suspect, member_state::dead, member_state::left})
       if (auto g = m.gauge("af_cluster_members", "Members in this node's view by state",
                            {{"state", std::string{to_string(s)}}}))
         gauges_[static_cast<int>(s)] = *g;

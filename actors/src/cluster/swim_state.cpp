@@ -11,11 +11,16 @@ namespace {
 /// At one incarnation, later states win: alive < suspect < dead < left.
 int rank(member_state s) noexcept {
   switch (s) {
-    case member_state::alive: return 0;
-    case member_state::suspect: return 1;
-    case member_state::dead: return 2;
-    case member_state::left: return 3;
-    case member_state::unknown: break;
+  case member_state::alive:
+    return 0;
+  case member_state::suspect:
+    return 1;
+  case member_state::dead:
+    return 2;
+  case member_state::left:
+    return 3;
+  case member_state::unknown:
+    break;
   }
   return -1;
 }
@@ -26,11 +31,16 @@ double log_size(std::size_t n) { return std::log10(static_cast<double>(n) + 1.0)
 
 std::string_view to_string(member_state s) noexcept {
   switch (s) {
-    case member_state::alive: return "alive";
-    case member_state::suspect: return "suspect";
-    case member_state::dead: return "dead";
-    case member_state::left: return "left";
-    case member_state::unknown: break;
+  case member_state::alive:
+    return "alive";
+  case member_state::suspect:
+    return "suspect";
+  case member_state::dead:
+    return "dead";
+  case member_state::left:
+    return "left";
+  case member_state::unknown:
+    break;
   }
   return "unknown";
 }
@@ -81,16 +91,20 @@ state_change swim_state::set(member_entry e, time_point now) {
       --live_;
     else
       --gone_;
-    if (e.state != c.previous) e.since = now;
-    else e.since = it->second.since;
+    if (e.state != c.previous)
+      e.since = now;
+    else
+      e.since = it->second.since;
     if (e.endpoint.empty()) e.endpoint = it->second.endpoint;
     it->second = e;
   } else {
     e.since = now;
     members_.emplace(e.node, e);
   }
-  if (is_live(e.state)) ++live_;
-  else ++gone_;
+  if (is_live(e.state))
+    ++live_;
+  else
+    ++gone_;
   ++version_;
   enqueue(e);
   c.now = std::move(e);
@@ -194,8 +208,8 @@ std::vector<state_change> swim_state::expire(time_point now) {
 
 duration swim_state::suspicion_timeout() const {
   const double periods = opts_.suspicion_mult * log_size(live_);
-  auto t = std::chrono::duration_cast<duration>(
-      std::chrono::duration<double, std::nano>(periods * static_cast<double>(opts_.period.count())));
+  auto t = std::chrono::duration_cast<duration>(std::chrono::duration<double, std::nano>(
+      periods * static_cast<double>(opts_.period.count())));
   return std::clamp(t, opts_.suspicion_min, std::max(opts_.suspicion_min, opts_.suspicion_max));
 }
 
