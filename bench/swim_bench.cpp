@@ -6,6 +6,7 @@
 #include "bench_common.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -13,17 +14,27 @@ namespace {
 
 using namespace std::chrono_literals;
 
+/// "n" + i, built by append (GCC 12 warns falsely about "literal" + std::string&&).
+std::string node(std::size_t i) {
+  std::string s{"n"};
+  s += std::to_string(i);
+  return s;
+}
+
 /// n members with the membership-only profile and 5% loss: n-1 join from 0.5s (staggered), the
 /// last one joins alone once the others have settled, then `crashes` members crash for good,
 /// 10 s apart.
+double g_loss = 0.05; // --loss
+
 af::sim::scenario scenario_for(std::size_t n, std::size_t crashes, std::uint64_t seed) {
   af::sim::scenario sc;
-  sc.name = "bench-swim-" + std::to_string(n);
+  sc.name = "bench-swim-";
+  sc.name += std::to_string(n);
   sc.nodes.clear();
   for (std::size_t i = 1; i <= n; ++i)
-    sc.nodes.push_back("n" + std::to_string(i));
+    sc.nodes.push_back(node(i));
   sc.network.defaults.latency = {af::sim::latency_spec::kind::uniform, 1ms, 10ms, 5ms};
-  sc.network.defaults.loss = 0.05;
+  sc.network.defaults.loss = g_loss;
   sc.cluster.enabled = true;
   sc.cluster.membership_only = true;
   const auto stagger = n > 200 ? 5ms : 20ms;
@@ -34,16 +45,16 @@ af::sim::scenario scenario_for(std::size_t n, std::size_t crashes, std::uint64_t
   rest.every = stagger;
   rest.seeds = {"n1", "n2"};
   for (std::size_t i = 2; i < n; ++i)
-    rest.nodes.push_back("n" + std::to_string(i));
+    rest.nodes.push_back(node(i));
   late.at = settled;
-  late.nodes = {"n" + std::to_string(n)};
+  late.nodes = {node(n)};
   late.seeds = {"n1", "n2"};
   sc.cluster.joins = {first, rest, late};
   // Crash victims drawn from the seed (never the seeds or the late joiner).
   af::rng r{seed * 7919 + n};
   std::vector<std::string> victims;
   while (victims.size() < crashes) {
-    const auto v = "n" + std::to_string(3 + r.uniform(n - 3));
+    const auto v = node(3 + r.uniform(n - 3));
     if (std::find(victims.begin(), victims.end(), v) == victims.end()) victims.push_back(v);
   }
   for (std::size_t i = 0; i < crashes; ++i) {
@@ -75,6 +86,9 @@ void one_run(std::size_t n, std::size_t seeds, std::size_t crashes, std::uint64_
     auto r = af::sim::run(sc, o);
     t.wall += bench::seconds_between(start, bench::clock::now());
     if (!r) bench::die("swim run failed: " + r.error().to_string());
+    if (std::getenv("AF_SWIM_BENCH_VERBOSE") != nullptr)
+      std::fprintf(stderr, "seed %llu\n%s", static_cast<unsigned long long>(seed),
+                   r->to_text().c_str());
     const auto& m = *r->membership;
     if (m.join_converge_periods < 0) {
       t.all_converged = false;
@@ -165,6 +179,7 @@ int main(int argc, char** argv) {
   const auto seeds100 = static_cast<std::size_t>(bench::int_option(argc, argv, "--seeds", 20));
   const auto seeds1000 = static_cast<std::size_t>(bench::int_option(argc, argv, "--seeds-1000", 3));
   const auto scenario = bench::string_option(argc, argv, "--scenario", "all");
+  g_loss = std::stod(bench::string_option(argc, argv, "--loss", "0.05"));
   if (scenario == "all" || scenario == "100") bench_members(runs, 100, seeds100, 5);
   if (scenario == "all" || scenario == "1000") bench_members(runs, 1000, seeds1000, 5);
   return 0;

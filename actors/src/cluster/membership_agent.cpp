@@ -100,7 +100,7 @@ public:
       t.set_attempt(0);
       ctx.schedule(opts_.join_delay, t);
     } else {
-      joined_ = true; // the first node of a cluster: others join it
+      joined_ = join_due_ = true; // the first node of a cluster: others join it
     }
   }
 
@@ -205,12 +205,15 @@ private:
     probe_.active = false;
     for (auto& c : state_->expire(ctx.now()))
       changed(ctx, c);
-    if (opts_.reconnect_every > 0 && period_ % opts_.reconnect_every == 0) reconnect(ctx);
+    // Not before the join plan says so: reconnect also contacts seeds.
+    if (opts_.reconnect_every > 0 && period_ % opts_.reconnect_every == 0 && join_due_)
+      reconnect(ctx);
     if (opts_.sync_every > 0 && joined_ && period_ % opts_.sync_every == 0) sync(ctx);
     if (auto target = next_target(ctx)) probe(ctx, *target);
   }
 
   void on_join_tick(context& ctx, const v1::SwimJoinTick& t) {
+    join_due_ = true;
     if (joined_ || state_->left() || opts_.seeds.empty()) return;
     // One seed per attempt, in turn; this node's own name is not a seed.
     std::string seed;
@@ -263,6 +266,15 @@ private:
       if (order_.empty()) return std::nullopt;
     }
     return std::nullopt;
+  }
+
+  /// A member that became live goes to a random place in what is left of this cycle (SWIM's
+  /// random insertion): waiting for the next cycle would leave newcomers under-probed and their
+  /// failures slow to detect.
+  void add_to_probe_order(context& ctx, const std::string& node) {
+    order_.push_back(node);
+    const auto left = order_.size() - order_pos_;
+    std::swap(order_.back(), order_[order_pos_ + ctx.rng().uniform(left)]);
   }
 
   void probe(context& ctx, const std::string& target) {
@@ -496,6 +508,7 @@ private:
       update_gauges();
       if (is_live(e.state) != is_live(c.previous)) {
         shared_->last_live = state_->live_others();
+        if (is_live(e.state) && e.node != self_) add_to_probe_order(ctx, e.node);
       }
     }
     const auto m = to_proto(e);
@@ -586,6 +599,7 @@ private:
   std::unique_ptr<swim_state> state_;
   bool joined_ = false;
   bool resync_ = false;
+  bool join_due_ = false; ///< the join delay has passed
   std::uint64_t period_ = 0;
   std::uint64_t seq_ = 0;
   probe_state probe_;
