@@ -149,7 +149,7 @@ inline summary summarize(const std::vector<run>& rs, kind k, std::string unit) {
 
 /// A target on the ratio (agent / baseline) or on the median itself.
 struct target {
-  std::string metric; // "ratio" or "median"
+  std::string metric; // "ratio", "median" or "p99"
   std::string op;     // "<=", ">=", "<", ">"
   double value = 0;
   [[nodiscard]] bool met(double x) const {
@@ -200,7 +200,7 @@ inline void emit(const std::string& name, const std::string& title, const summar
       << "},\"ratio\":" << num(*ratio);
   }
   if (t) {
-    double x = t->metric == "ratio" && ratio ? *ratio : s.median;
+    double x = t->metric == "ratio" && ratio ? *ratio : t->metric == "p99" ? s.p99 : s.median;
     o << ",\"target\":{\"metric\":\"" << t->metric << "\",\"op\":\"" << json_escape(t->op)
       << "\",\"value\":" << num(t->value) << "},\"met\":" << (t->met(x) ? "true" : "false");
   }

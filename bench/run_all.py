@@ -169,6 +169,21 @@ GROUPS = [
      "published with `middleman().publish` and reached with `remote_actor` (BASP), `int64_t` "
      "request/response and one-way `send` (one BASP message each), same protocol. Targets from "
      "issue 7: remote ask p50 < 100 us, one-way >= 350,000 envelopes/s."),
+    ("swim", "11. SWIM membership in the simulator (issue 7)",
+     "`bench/swim_bench.cpp`, one thread, virtual time (figures count protocol periods, so they "
+     "do not depend on the machine). Each run simulates several seeds of one scenario: N members "
+     "with the membership-only node profile (`cluster.profile: membership`), links of 1-10 ms "
+     "with **5% message loss**, period 1 s, ping timeout 300 ms, k = 3 indirect probes, "
+     "suspicion timeout 3·log10(n+1) periods (at least 2 s), λ = 4, 20 piggy-backed updates at "
+     "most, push-pull sync every 10 periods. N-1 members join staggered from 0.5 s through two "
+     "seeds; once they have settled, the last member joins alone (**join**: periods from that "
+     "join until every live member sees exactly the live members alive); then 5 members crash "
+     "for good, 10 s apart (**detect**: periods from the crash to the first suspicion anywhere, "
+     "SWIM's detection time; **dead**: until every live member's view has it dead). **False "
+     "dead**: live members declared dead by a member that could reach them (no partition "
+     "within the suspicion window), per member-period; **messages**: SWIM messages sent (pings, "
+     "acks, ping-reqs, joins, syncs) per member per period. Targets (issue 7): detection within "
+     "5 periods at p99, false positives < 0.1% of member-periods, load constant in n."),
 ]
 
 SKELETON = f"""# Benchmarks
@@ -314,6 +329,8 @@ def target_text(row: dict) -> tuple[str, str]:
     what = "ratio" if t["metric"] == "ratio" else UNIT_TEXT.get(row["unit"], row["unit"])
     if t["metric"] == "ratio":
         text = f"ratio {op} {fmt(t['value'])}"
+    elif t["metric"] == "p99":
+        text = f"p99 {op} {fmt(t['value'])} {what}"
     else:
         text = f"{op} {fmt(t['value'])} {what}"
     return text, ("**yes**" if row.get("met") else "**no**")
@@ -451,7 +468,7 @@ def main() -> int:
     ap.add_argument("--build", required=True, help="CMake build directory (e.g. build/release)")
     ap.add_argument("--update", metavar="DOC", help="rewrite the tables of this Markdown file")
     ap.add_argument("--only", action="append", default=[],
-                    help="run only these benches (roundtrip, throughput, hash, spawn, scheduler, restart, store, exec, sim); with --update only their sections are replaced, the others are kept as they are")
+                    help="run only these benches (roundtrip, throughput, hash, spawn, scheduler, restart, store, exec, sim, swim); with --update only their sections are replaced, the others are kept as they are")
     ap.add_argument("--no-postgres", action="store_true",
                     help="run the storage bench on SQLite only (default: also on a throwaway "
                          "PostgreSQL server, tests/persistence/with_postgres.sh, when installed)")

@@ -3,6 +3,7 @@
 #include "af/node.hpp"
 #include "af/plan/executor.hpp"
 #include "af/v1/exec.pb.h"
+#include "cluster_book.hpp"
 #include "sim_agents.hpp"
 #include "world.hpp"
 
@@ -139,6 +140,13 @@ std::vector<invariant_result> world::check_invariants(bool complete) {
                  + std::to_string(state_->ledger->duplicates) + " duplicate applications refused"
                  + (bad ? "; first wrong: " + first : "");
       out.push_back(std::move(r));
+    } else if (name == "members_agree" || name == "crashed_members_dead") {
+      if (!cluster_) {
+        out.push_back({name, false, "the scenario has no cluster: section", now});
+      } else {
+        out.push_back(name == "members_agree" ? cluster_->members_agree(now)
+                                              : cluster_->crashed_members_dead(now));
+      }
     } else {
       out.push_back({name, false, "unknown invariant", now});
     }

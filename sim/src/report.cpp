@@ -34,6 +34,36 @@ constexpr std::size_t k_timeline_lines = 20;
 
 } // namespace
 
+double membership_figures::messages_per_member_period() const {
+  return member_periods ? static_cast<double>(messages) / static_cast<double>(member_periods) : 0;
+}
+
+double membership_figures::false_dead_rate() const {
+  return member_periods ? static_cast<double>(false_dead) / static_cast<double>(member_periods) : 0;
+}
+
+nlohmann::json membership_figures::to_json() const {
+  auto cr = nlohmann::json::array();
+  for (const auto& c : crashes)
+    cr.push_back({{"node", c.node},
+                  {"at_ns", c.at.count()},
+                  {"first_detect_periods", c.first_detect_periods},
+                  {"all_dead_periods", c.all_dead_periods},
+                  {"restarted", c.restarted}});
+  return {{"members", members},
+          {"period_seconds", period_seconds},
+          {"join_converge_periods", join_converge_periods},
+          {"converged_at_end", converged_at_end},
+          {"crashes", std::move(cr)},
+          {"false_dead", false_dead},
+          {"false_suspect", false_suspect},
+          {"member_periods", member_periods},
+          {"messages", messages},
+          {"state_changes", state_changes},
+          {"messages_per_member_period", messages_per_member_period()},
+          {"false_dead_rate", false_dead_rate()}};
+}
+
 bool report::ok() const { return first_failure() == nullptr; }
 
 const invariant_result* report::first_failure() const {
@@ -50,7 +80,7 @@ nlohmann::json report::to_json() const {
                    {"checked", r.checked},
                    {"detail", r.detail},
                    {"at_ns", r.at.count()}});
-  return {{"scenario", scenario},
+  nlohmann::json out{{"scenario", scenario},
           {"seed", seed},
           {"ok", ok()},
           {"trace_hash", trace_hash},
@@ -68,6 +98,8 @@ nlohmann::json report::to_json() const {
           {"deliveries_per_second", deliveries_per_second},
           {"invariants", std::move(inv)},
           {"timeline", timeline}};
+  if (membership) out["membership"] = membership->to_json();
+  return out;
 }
 
 std::string report::to_text() const {
@@ -88,6 +120,30 @@ std::string report::to_text() const {
               : std::string{})
       << "agents      " << agents << "\n"
       << "wall        " << rate << "\n";
+  if (membership) {
+    const auto& m = *membership;
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "membership  %llu members, period %.3fs; join converged in %.1f periods%s\n",
+                  static_cast<unsigned long long>(m.members), m.period_seconds,
+                  m.join_converge_periods, m.converged_at_end ? "" : "; NOT converged at the end");
+    out << line;
+    std::snprintf(line, sizeof line,
+                  "            %.2f messages per member per period; %llu false dead, %llu false "
+                  "suspect in %llu member-periods\n",
+                  m.messages_per_member_period(), static_cast<unsigned long long>(m.false_dead),
+                  static_cast<unsigned long long>(m.false_suspect),
+                  static_cast<unsigned long long>(m.member_periods));
+    out << line;
+    for (const auto& c : m.crashes) {
+      std::snprintf(line, sizeof line,
+                    "            crash %s at %s: first detected after %.1f periods, dead in every "
+                    "view after %.1f%s\n",
+                    c.node.c_str(), seconds_text(c.at).c_str(), c.first_detect_periods,
+                    c.all_dead_periods, c.restarted ? " (restarted)" : "");
+      out << line;
+    }
+  }
   for (std::size_t i = 0; i < timeline.size() && i < k_timeline_lines; ++i)
     out << (i == 0 ? "timeline    " : "            ") << timeline[i] << "\n";
   if (timeline.size() > k_timeline_lines)

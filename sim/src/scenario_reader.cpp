@@ -26,9 +26,9 @@ using plan::yaml_map;
 
 constexpr std::string_view k_api_version = "agentflow/v1";
 constexpr std::string_view k_kind = "Scenario";
-constexpr std::array<std::string_view, 5> k_invariants{"tasks_answered_once", "tree_recovers",
-                                                       "no_actor_leak", "executions_complete",
-                                                       "ledger_exactly_once"};
+constexpr std::array<std::string_view, 7> k_invariants{
+    "tasks_answered_once", "tree_recovers", "no_actor_leak", "executions_complete",
+    "ledger_exactly_once", "members_agree", "crashed_members_dead"};
 constexpr std::int64_t k_max_nodes = 1000;
 constexpr std::int64_t k_max_population = 10'000'000;
 constexpr std::int64_t k_max_workflows = 1'000'000;
@@ -456,6 +456,122 @@ private:
     return {};
   }
 
+  // ---- cluster (SWIM membership) ---------------------------------------------------------------
+
+  status read_swim(const yaml_field& f) {
+    const std::string path = "spec.cluster.swim";
+    auto m = map(f, path,
+                 {"period", "ping_timeout", "indirect_probes", "suspicion_mult", "suspicion_min",
+                  "suspicion_max", "retransmit_mult", "max_piggyback", "reconnect_every", "sync_every",
+                  "dead_retention", "join_timeout", "join_backoff_min", "join_backoff_max",
+                  "leave_fanout"});
+    if (!m) return m.error();
+    auto& o = sc_.cluster.swim;
+    for (const auto& field : m->fields) {
+      const auto p = member(path, field.name);
+      const auto& k = field.name;
+      if (k == "suspicion_mult" || k == "retransmit_mult") {
+        auto v = number(field, p, 0.01, 1000.0);
+        if (!v) return v.error();
+        (k == "suspicion_mult" ? o.suspicion_mult : o.retransmit_mult) = *v;
+      } else if (k == "indirect_probes" || k == "max_piggyback" || k == "reconnect_every"
+                 || k == "leave_fanout" || k == "sync_every") {
+        auto v = integer(field, p, k == "max_piggyback" ? 1 : 0, 10'000);
+        if (!v) return v.error();
+        (k == "indirect_probes"   ? o.indirect_probes
+         : k == "max_piggyback"   ? o.max_piggyback
+         : k == "reconnect_every" ? o.reconnect_every
+         : k == "sync_every"      ? o.sync_every
+                                  : o.leave_fanout) = static_cast<std::uint32_t>(*v);
+      } else {
+        auto v = duration_of(field, p, sign::positive);
+        if (!v) return v.error();
+        (k == "period"             ? o.period
+         : k == "ping_timeout"     ? o.ping_timeout
+         : k == "suspicion_min"    ? o.suspicion_min
+         : k == "suspicion_max"    ? o.suspicion_max
+         : k == "dead_retention"   ? o.dead_retention
+         : k == "join_timeout"     ? o.join_timeout
+         : k == "join_backoff_min" ? o.join_backoff_min
+                                   : o.join_backoff_max) = *v;
+      }
+    }
+    if (auto st = cluster::validate(o); !st)
+      return yaml_.fail(f.mark(), path, st.error().message());
+    return {};
+  }
+
+  status read_joins(const yaml_field& f) {
+    const std::string path = "spec.cluster.joins";
+    auto items = list(f, path, "joins ({at: 1s, nodes: [n2, n3], seeds: [n1]})");
+    if (!items) return items.error();
+    std::set<std::string> named;
+    std::vector<std::size_t> rest; // entries with `nodes: all`
+    for (std::size_t i = 0; i < items->size(); ++i) {
+      const auto p = indexed(path, i);
+      auto m = yaml_.map((*items)[i], f.mark(), p, {"at", "every", "nodes", "seeds"});
+      if (!m) return m.error();
+      cluster_join_spec j;
+      j.where = yaml_.at(m->mark);
+      if (const auto* at = m->find("at")) {
+        auto v = duration_of(*at, member(p, "at"));
+        if (!v) return v.error();
+        j.at = *v;
+      }
+      if (const auto* ev = m->find("every")) {
+        auto v = duration_of(*ev, member(p, "every"));
+        if (!v) return v.error();
+        j.every = *v;
+      }
+      const auto* nodes = m->find("nodes");
+      if (!nodes) return missing(*m, p, "nodes", "a list of node names, or all");
+      if (nodes->value.IsScalar() && nodes->value.Scalar() == "all") {
+        rest.push_back(sc_.cluster.joins.size());
+      } else {
+        auto v = node_list(*nodes, member(p, "nodes"));
+        if (!v) return v.error();
+        for (const auto& n : *v)
+          if (!named.insert(n).second)
+            return yaml_.fail(nodes->mark(), member(p, "nodes"),
+                              "node '" + n + "' joins twice (in an earlier entry)");
+        j.nodes = std::move(*v);
+      }
+      if (const auto* seeds = m->find("seeds")) {
+        auto v = node_list(*seeds, member(p, "seeds"));
+        if (!v) return v.error();
+        j.seeds = std::move(*v);
+      }
+      sc_.cluster.joins.push_back(std::move(j));
+    }
+    if (rest.size() > 1)
+      return yaml_.fail(f.mark(), path, "only one entry may say `nodes: all`");
+    if (!rest.empty())
+      for (const auto& n : sc_.nodes)
+        if (!named.contains(n)) sc_.cluster.joins[rest.front()].nodes.push_back(n);
+    return {};
+  }
+
+  status read_cluster(const yaml_field& f) {
+    const std::string path = "spec.cluster";
+    auto m = map(f, path, {"profile", "swim", "joins"});
+    if (!m) return m.error();
+    sc_.cluster.enabled = true;
+    if (const auto* pr = m->find("profile")) {
+      auto v = string(*pr, member(path, "profile"));
+      if (!v) return v.error();
+      if (*v != "full" && *v != "membership")
+        return yaml_.fail(pr->mark(), member(path, "profile"),
+                          "'" + *v + "'; expected full (journal, audit, executions and "
+                                     "membership on every node) or membership (membership only)");
+      sc_.cluster.membership_only = *v == "membership";
+    }
+    if (const auto* s = m->find("swim"))
+      if (auto st = read_swim(*s); !st) return st;
+    if (const auto* j = m->find("joins"))
+      if (auto st = read_joins(*j); !st) return st;
+    return {};
+  }
+
   // ---- faults --------------------------------------------------------------------------------
 
   /// A partition's groups: lists of distinct declared nodes, no node in two groups; the nodes
@@ -713,7 +829,7 @@ private:
     if (!f) return missing(top, {}, "spec", "spec: {duration: 60s, nodes: [...], ...}");
     auto spec = map(*f, "spec",
                     {"duration", "drain", "nodes", "network", "populations", "workflows", "faults",
-                     "invariants"});
+                     "invariants", "cluster"});
     if (!spec) return spec.error();
     // Nodes and the duration first: the other sections refer to them.
     if (const auto* n = spec->find("nodes"))
@@ -737,6 +853,8 @@ private:
       if (auto st = read_workflows(*w); !st) return st;
     if (const auto* fl = spec->find("faults"))
       if (auto st = read_faults(*fl); !st) return st;
+    if (const auto* c = spec->find("cluster"))
+      if (auto st = read_cluster(*c); !st) return st;
     if (const auto* i = spec->find("invariants"))
       if (auto st = read_invariants(*i); !st) return st;
     return {};

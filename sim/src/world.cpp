@@ -12,6 +12,7 @@
 #include "af/v1/exec.pb.h"
 #include "af/v1/plan.pb.h"
 #include "caf_glue.hpp"
+#include "cluster_book.hpp"
 #include "shared_store.hpp"
 #include "sim_agents.hpp"
 #include "wall_clock.hpp"
@@ -178,6 +179,11 @@ void world::note(std::string what) { timeline_.push_back(fmt_time(elapsed()) + "
 
 std::vector<sup::child_spec> world::system_services(sim_node& n) {
   std::vector<sup::child_spec> out;
+  // Cluster membership (scenario `cluster:`): the `membership` profile runs nothing else.
+  if (cluster_ && sc_.cluster.membership_only) {
+    out.push_back(cluster_->service(n.name()));
+    return out;
+  }
   auto disk = n.disk();
   store::journal_options jo;
   jo.open = [disk]() -> expected<std::unique_ptr<store::backend>> {
@@ -194,6 +200,7 @@ std::vector<sup::child_spec> world::system_services(sim_node& n) {
   eo.tools = opts_.tools ? opts_.tools : std::make_shared<tool::registry>();
   eo.journal_timeout = std::chrono::seconds(10);
   out.push_back(plan::exec_child(std::move(eo)));
+  if (cluster_) out.push_back(cluster_->service(n.name()));
   return out;
 }
 
@@ -232,6 +239,10 @@ status world::build() {
   types_ = types;
 
   if (sc_.nodes.empty()) return validation_error("scenario '" + sc_.name + "': no nodes");
+  if (sc_.cluster.enabled) {
+    if (auto s = cluster::validate(sc_.cluster.swim); !s) return s.error();
+    cluster_ = std::make_shared<cluster_book>(*this, sc_);
+  }
   for (const auto& name : sc_.nodes)
     nodes_.push_back(std::make_unique<sim_node>(*this, name));
 
@@ -372,6 +383,7 @@ void world::apply_fault(std::size_t i) {
       return;
     case fault_spec::kind::partition: {
       net_->partition(f.groups);
+      if (cluster_) cluster_->partition_changed(true);
       std::string text;
       for (const auto& g : f.groups) {
         text += text.empty() ? "[" : " | [";
@@ -390,6 +402,7 @@ void world::apply_fault(std::size_t i) {
     }
     case fault_spec::kind::heal:
       net_->heal();
+      if (cluster_) cluster_->partition_changed(false);
       note("heal");
       return;
     case fault_spec::kind::skew:
@@ -479,7 +492,9 @@ bool world::run_until(duration limit) {
 
 void world::start_drain() {
   draining_ = true;
+  if (cluster_) cluster_->drain_begins(elapsed());
   if (net_) net_->heal();
+  if (cluster_ && cluster_->partitioned()) cluster_->partition_changed(false);
   for (auto& n : nodes_)
     if (!n->up()) {
       if (auto s = n->start(); s) {
@@ -524,6 +539,7 @@ expected<report> world::run() {
   r.invariants = check_invariants(complete);
   r.trace_hash = trace_->hex();
   r.timeline = timeline_;
+  if (cluster_) r.membership = cluster_->figures();
   r.wall_seconds = wall.seconds();
   r.deliveries_per_second = r.wall_seconds > 0 ? static_cast<double>(r.delivered) / r.wall_seconds : 0;
   return r;

@@ -30,6 +30,7 @@ namespace af::sim::detail {
 
 class world;
 struct sim_state;
+class cluster_book;
 
 using fault_atom = caf::atom_constant<caf::atom("sim_fault")>;
 using deliver_atom = caf::atom_constant<caf::atom("sim_dlv")>;
@@ -193,6 +194,8 @@ public:
   /// The node's system services (journal, audit writer, executions) over its disk.
   [[nodiscard]] std::vector<sup::child_spec> system_services(sim_node& n);
   [[nodiscard]] const std::shared_ptr<log_backend>& log_sink() const { return log_; }
+  /// Cluster membership bookkeeping (scenario `cluster:`), or null.
+  [[nodiscard]] cluster_book* cluster() const { return cluster_.get(); }
   /// Applies scheduled fault `i` (called by the director actor at its virtual time).
   void apply_fault(std::size_t i);
   /// The root supervisor of `n`'s incarnation `inc` exited: unless the simulator crashed the
@@ -230,6 +233,7 @@ private:
   std::shared_ptr<log_backend> log_;
   std::vector<std::string> timeline_;
   std::uint64_t crashes_ = 0, restarts_ = 0, agents_ = 0, gave_up_ = 0;
+  std::shared_ptr<cluster_book> cluster_;
   bool draining_ = false;
   std::size_t fault_generation_ = 0; ///< faults of an older generation are ignored (drain)
 };

@@ -4,6 +4,7 @@
 // stay small.
 #pragma once
 
+#include "af/cluster/membership.hpp"
 #include "af/error.hpp"
 #include "af/services.hpp"
 
@@ -104,6 +105,28 @@ struct workflow_spec {
   std::string where;
 };
 
+// --- cluster membership (SWIM) ---------------------------------------------------------------
+
+/// Nodes that join the cluster at `at` (the i-th of them at at + i * every) through `seeds`.
+struct cluster_join_spec {
+  duration at{};
+  duration every{};
+  std::vector<std::string> nodes; ///< filled from `nodes: all` with the nodes no entry names
+  std::vector<std::string> seeds; ///< empty: the node starts the cluster (or waits to be joined)
+  std::string where;
+};
+
+/// `cluster:`: the membership agent (af.cluster.members) on every node, with these options and
+/// this join plan. Nodes no join entry names join at 0 through the first node.
+struct cluster_spec {
+  bool enabled = false;
+  /// `profile: membership`: nodes run only the membership agent as a system service (no
+  /// journal, audit or executions), so 1,000-member scenarios stay cheap.
+  bool membership_only = false;
+  cluster::swim_options swim;
+  std::vector<cluster_join_spec> joins;
+};
+
 struct scenario {
   std::string name;
   std::string file;             ///< where it was loaded from ("" when built in code)
@@ -115,8 +138,10 @@ struct scenario {
   std::vector<fault_spec> faults;
   random_faults_spec random_faults;
   std::vector<workflow_spec> workflows;
+  cluster_spec cluster;
   /// Names of the checks to run at the end (see invariants.hpp): tasks_answered_once,
-  /// tree_recovers, no_actor_leak, executions_complete, ledger_exactly_once.
+  /// tree_recovers, no_actor_leak, executions_complete, ledger_exactly_once, members_agree,
+  /// crashed_members_dead.
   std::vector<std::string> invariants;
 };
 

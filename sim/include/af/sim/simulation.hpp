@@ -28,6 +28,36 @@ struct invariant_result {
   bool checked = true;  ///< false when the run stopped (--until) before it could be checked
 };
 
+/// One crash of a cluster member and how long membership took to notice it, in protocol periods
+/// after the crash (-1: never).
+struct crash_detection {
+  std::string node;
+  duration at{};
+  double first_detect_periods = -1; ///< until the first member suspected (or declared) it dead
+  double all_dead_periods = -1;     ///< until every live member's view had it dead (or forgot it)
+  bool restarted = false;           ///< the node came back before every view had it dead
+};
+
+/// Cluster membership figures (scenarios with `cluster:`).
+struct membership_figures {
+  std::uint64_t members = 0;
+  double period_seconds = 0;
+  /// From the last planned join until every live member saw exactly the live members alive.
+  double join_converge_periods = -1;
+  bool converged_at_end = false;
+  std::vector<crash_detection> crashes;
+  /// Declarations of a live member reachable from the declaring member (no partition within
+  /// the suspicion window): dead, and (less severe) suspect.
+  std::uint64_t false_dead = 0;
+  std::uint64_t false_suspect = 0;
+  std::uint64_t member_periods = 0; ///< protocol periods run, summed over members
+  std::uint64_t messages = 0;       ///< SWIM messages sent (pings, acks, ping-reqs, joins, ...)
+  std::uint64_t state_changes = 0;  ///< view changes, summed over members
+  [[nodiscard]] double messages_per_member_period() const;
+  [[nodiscard]] double false_dead_rate() const; ///< false_dead / member_periods
+  [[nodiscard]] nlohmann::json to_json() const;
+};
+
 /// What a run prints (`af sim run`): the trace hash identifies the run's whole schedule.
 struct report {
   std::string scenario;
@@ -49,6 +79,7 @@ struct report {
   double deliveries_per_second = 0; ///< delivered / wall_seconds
   std::vector<invariant_result> invariants;
   std::vector<std::string> timeline; ///< faults as they happened: "12.500s crash n2"
+  std::optional<membership_figures> membership; ///< scenarios with `cluster:`
 
   [[nodiscard]] bool ok() const;
   /// The first failing invariant, or nullptr.
