@@ -4,6 +4,7 @@
 #include "af/plan/executor.hpp"
 #include "af/v1/exec.pb.h"
 #include "sim_agents.hpp"
+#include "virtual_agents.hpp"
 #include "world.hpp"
 
 #include <caf/actor_registry.hpp>
@@ -51,6 +52,13 @@ std::vector<invariant_result> world::check_invariants(bool complete) {
   for (const auto& name : sc_.invariants) {
     if (!complete) {
       out.push_back({name, true, "not checked: the run stopped at --until", now, false});
+      continue;
+    }
+    if (name == "virtual_exactly_once") {
+      if (virtual_)
+        out.push_back(virtual_exactly_once(*virtual_, now));
+      else
+        out.push_back({name, false, "the scenario has no virtual_agents section", now});
       continue;
     }
     if (name == "tasks_answered_once") {

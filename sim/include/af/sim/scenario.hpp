@@ -6,6 +6,7 @@
 
 #include "af/error.hpp"
 #include "af/services.hpp"
+#include "af/sim/virtual_agents.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -118,6 +119,8 @@ struct scenario {
   /// Names of the checks to run at the end (see invariants.hpp): tasks_answered_once,
   /// tree_recovers, no_actor_leak, executions_complete, ledger_exactly_once.
   std::vector<std::string> invariants;
+  /// Virtual agents placed across the nodes (virtual_agents.hpp); off when it lists no kinds.
+  virtual_agents_spec virtual_agents;
 };
 
 /// Reads and validates a scenario file. Errors name file:line:column and what was expected;

@@ -49,6 +49,8 @@ struct report {
   double deliveries_per_second = 0; ///< delivered / wall_seconds
   std::vector<invariant_result> invariants;
   std::vector<std::string> timeline; ///< faults as they happened: "12.500s crash n2"
+  /// Set when the scenario has a virtual_agents section.
+  std::optional<virtual_agents_report> virtual_agents;
 
   [[nodiscard]] bool ok() const;
   /// The first failing invariant, or nullptr.
