@@ -221,17 +221,14 @@ caf::result<envelope> agent_host::handle(const envelope& e) {
 }
 
 caf::result<envelope> agent_host::forward(const envelope& e) {
-  auto target = core_->registry.find(e.receiver().name);
+  // Through the node's lookup: a virtual name (`Kind/id`) reaches the virtual router.
+  auto target = core_->lookup(e.receiver().name);
   if (!target) {
     count(e.tenant(), k_rejected);
-    return core_->make_reply(
-        addr_, e,
-        error_payload(not_found_error("no agent named '" + e.receiver().name + "' on node '"
-                                      + core_->node_name + "'")),
-        rng_);
+    return core_->make_reply(addr_, e, error_payload(target.error()), rng_);
   }
   count(e.tenant(), k_handled);
-  return delegate(caf::actor_cast<envelope_actor>(target), e);
+  return delegate(to_actor(*target), e);
 }
 
 caf::result<envelope> agent_host::route(const envelope& e, bool is_request) {
@@ -271,6 +268,8 @@ caf::result<envelope> agent_host::route(const envelope& e, bool is_request) {
   // Readdressed, so that a relay to another node sends it to the agent the router chose.
   envelope_fields f = e.fields();
   f.receiver = target->addr();
+  if (!f.receiver.node.empty() && f.receiver.node != core_->node_name)
+    f.headers[std::string{k_routed_by_header}] = core_->node_name;
   return delegate(to_actor(*target), envelope::make(std::move(f)));
 }
 

@@ -78,8 +78,8 @@ struct node_core {
   /// the placement agent), replaced as a whole so that lookups on other threads read a
   /// consistent value.
   struct virtual_routing {
-    std::string router;           ///< its registered name
-    caf::strong_actor_ptr actor;  ///< the router's actor
+    std::string router;          ///< its registered name
+    caf::strong_actor_ptr actor; ///< the router's actor
     std::vector<std::string> kinds;
   };
   /// Claims the virtual kinds for `router` (see context::route_kinds).

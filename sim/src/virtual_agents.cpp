@@ -72,6 +72,7 @@ public:
     for (const auto& d : spec_->declarations)
       if (d.at <= now && !applied_.contains(&d)) {
         applied_.insert(&d);
+        if (d.node == self) continue; // a node's own view keeps itself (so views disagree)
         scripted_.insert(d.node);
         set(ctx, d.node, state_of(d.state));
       }
@@ -85,8 +86,8 @@ public:
         if (fresh) {
           const auto span = static_cast<std::uint64_t>(
               std::max<std::int64_t>((spec_->detect_max - spec_->detect_min).count(), 0));
-          delay_[name] = spec_->detect_min
-                         + duration{static_cast<std::int64_t>(ctx.rng().uniform(span + 1))};
+          delay_[name] =
+              spec_->detect_min + duration{static_cast<std::int64_t>(ctx.rng().uniform(span + 1))};
         }
         if (now - it->second >= delay_[name]) set(ctx, name, v1::MEMBER_DEAD);
       } else if (up) {
@@ -167,23 +168,23 @@ private:
     v1::CounterAdd add;
     add.set_op_id(op);
     add.set_amount(1);
-    ctx.ask<v1::CounterValue>(
-        name, std::move(add), w_->scen().virtual_agents.client_timeout,
-        [this, &ctx, name, op, attempt](expected<v1::CounterValue> r) {
-          if (r) {
-            book_->acked[op] = name;
-            ++book_->counts.adds_acked;
-            // Every add is 1, so a counter whose state was reloaded has value == version.
-            if (r->value() != static_cast<std::int64_t>(r->version()))
-              ++book_->counts.stale_replies;
-            return;
-          }
-          if (attempt < 2 && r.error().code() != errc::validation) {
-            send(ctx, name, op, attempt + 1);
-            return;
-          }
-          ++book_->counts.adds_failed;
-        });
+    ctx.ask<v1::CounterValue>(name, std::move(add), w_->scen().virtual_agents.client_timeout,
+                              [this, &ctx, name, op, attempt](expected<v1::CounterValue> r) {
+                                if (r) {
+                                  book_->acked[op] = name;
+                                  ++book_->counts.adds_acked;
+                                  // Every add is 1, so a counter whose state was reloaded has value
+                                  // == version.
+                                  if (r->value() != static_cast<std::int64_t>(r->version()))
+                                    ++book_->counts.stale_replies;
+                                  return;
+                                }
+                                if (attempt < 2 && r.error().code() != errc::validation) {
+                                  send(ctx, name, op, attempt + 1);
+                                  return;
+                                }
+                                ++book_->counts.adds_failed;
+                              });
   }
 
   world* w_;
@@ -214,8 +215,8 @@ std::vector<sup::child_spec> virtual_agent_services(world& w, sim_node& n, virtu
   j.id = std::string{k_cluster_journal};
   out.push_back(std::move(j));
 
-  auto members = sup::agent_child<scripted_members>(std::string{cluster::k_members_agent}, &w,
-                                                    &spec);
+  auto members =
+      sup::agent_child<scripted_members>(std::string{cluster::k_members_agent}, &w, &spec);
   out.push_back(std::move(members));
 
   cluster::placement_options po;
@@ -293,9 +294,10 @@ void finish_virtual_report(world& w, virtual_book& book) {
 invariant_result virtual_exactly_once(const virtual_book& book, duration now) {
   const auto& c = book.counts;
   invariant_result r{"virtual_exactly_once", true, {}, now};
-  r.detail = std::to_string(c.adds_acked) + " adds acknowledged, " + std::to_string(c.events_in_journal)
-             + " events in the journal, " + std::to_string(c.duplicate_activations)
-             + " duplicate activations, " + std::to_string(c.fenced_appends) + " fenced appends";
+  r.detail = std::to_string(c.adds_acked) + " adds acknowledged, "
+             + std::to_string(c.events_in_journal) + " events in the journal, "
+             + std::to_string(c.duplicate_activations) + " duplicate activations, "
+             + std::to_string(c.fenced_appends) + " fenced appends";
   if (c.ops_written_twice > 0 || c.acked_ops_missing > 0 || c.stale_replies > 0) {
     r.ok = false;
     r.detail += "; " + std::to_string(c.ops_written_twice) + " ops written twice, "

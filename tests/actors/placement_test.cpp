@@ -75,8 +75,8 @@ struct placement_node {
     return n->ask<v1::CounterValue>(name, a, 10s);
   }
   v1::PlacementStatus status() {
-    auto s = n->ask<v1::PlacementStatus>(cluster::k_placement_agent, v1::PlacementStatusRequest{},
-                                         10s);
+    auto s =
+        n->ask<v1::PlacementStatus>(cluster::k_placement_agent, v1::PlacementStatusRequest{}, 10s);
     REQUIRE(s);
     return *s;
   }
@@ -101,8 +101,7 @@ std::vector<std::string> op_ids(const std::vector<store::event_record>& evs) {
 
 } // namespace
 
-TEST_CASE("owner_of: rendezvous scores are SHA-256 based and identical everywhere",
-          "[placement]") {
+TEST_CASE("owner_of: rendezvous scores are SHA-256 based and identical everywhere", "[placement]") {
   // Expected values computed independently: python3 hashlib.sha256(member + b"\0" + key),
   // first 8 bytes big-endian.
   CHECK(cluster::placement_score("n1", "counter/42") == 0x2ca9b9c841c47c1aULL);
@@ -140,8 +139,8 @@ TEST_CASE("owner_of: balanced, and a leaving member moves only its own ids", "[p
       if (before != "node-2") ++moved_elsewhere;
     }
   }
-  CHECK(moved_elsewhere == 0);     // only node-2's ids moved
-  CHECK(moved == load["node-2"]);  // and all of them
+  CHECK(moved_elsewhere == 0);       // only node-2's ids moved
+  CHECK(moved == load["node-2"]);    // and all of them
   CHECK(moved > k_ids / 5 * 8 / 10); // ~1/n of the ids (within 20%)
   CHECK(moved < k_ids / 5 * 12 / 10);
   for (const auto& [m, n] : load) {
@@ -157,8 +156,8 @@ TEST_CASE("parse_virtual_name checks both parts", "[placement]") {
   CHECK(ok->kind == "researcher");
   CHECK(ok->id == "42");
   CHECK(cluster::parse_virtual_name("a.b-c/x/y")->id == "x/y");
-  for (const char* bad : {"noslash", "/42", "kind/", "af.kind/1", "bad kind/1", "k/has space",
-                          "k/tab\tid"}) {
+  for (const char* bad :
+       {"noslash", "/42", "kind/", "af.kind/1", "bad kind/1", "k/has space", "k/tab\tid"}) {
     INFO(bad);
     auto r = cluster::parse_virtual_name(bad);
     REQUIRE(!r);
@@ -166,8 +165,7 @@ TEST_CASE("parse_virtual_name checks both parts", "[placement]") {
   }
 }
 
-TEST_CASE("placement on one node: activation, refusals, idle deactivation, reload",
-          "[placement]") {
+TEST_CASE("placement on one node: activation, refusals, idle deactivation, reload", "[placement]") {
   test::temp_dir dir;
   placement_node pn{(dir.path() / "af.db").string(), 300ms};
   auto& n = *pn.n;
@@ -226,8 +224,7 @@ TEST_CASE("placement on one node: activation, refusals, idle deactivation, reloa
   CHECK(logged_idle);
 }
 
-TEST_CASE("a stale duplicate activation cannot land its writes (journal fencing)",
-          "[placement]") {
+TEST_CASE("a stale duplicate activation cannot land its writes (journal fencing)", "[placement]") {
   test::temp_dir dir;
   placement_node pn{(dir.path() / "af.db").string(), 0ms};
   auto& n = *pn.n;

@@ -60,7 +60,7 @@ TEST_CASE("virtual agents: one activation per id across three nodes, asks cross 
   // only (30 ids, at most 30 first activations; re-activations only after idling).
   CHECK(v.activations >= 25);
   CHECK(v.activations <= 30 + v.deactivations);
-  CHECK(v.forwards > 0);      // asks made on a non-owner went to the owner
+  CHECK(v.forwards > 0);                   // asks made on a non-owner went to the owner
   CHECK(v.deactivations == v.activations); // idle after the load stopped: all of them
   auto again = run_ok(sc, 3);
   CHECK(again.trace_hash == r.trace_hash);
@@ -137,4 +137,61 @@ TEST_CASE("virtual agents: crash churn keeps every write exactly once", "[sim][p
     fenced += v.fenced_appends;
   }
   WARN("duplicate activations over 3 seeds: " << duplicates << ", fenced appends: " << fenced);
+}
+
+TEST_CASE("virtual_agents: the scenario section is read and checked", "[scenario][placement]") {
+  const std::string head = "apiVersion: agentflow/v1\nkind: Scenario\nmetadata: {name: t}\n"
+                           "spec:\n  nodes: [n1, n2]\n";
+  auto sc = af::sim::parse_scenario(
+      head
+          + "  virtual_agents:\n    kinds: [counter, ledger]\n    ids: 7\n"
+            "    client_interval: 5ms\n    client_nodes: [n2]\n    idle_timeout: 0s\n"
+            "    detect_min: 1s\n    detect_max: 2s\n"
+            "    declare: [{at: 3s, node: n1, state: dead}]\n"
+            "  invariants: [virtual_exactly_once]\n",
+      "s.yaml");
+  REQUIRE(sc);
+  const auto& va = sc->virtual_agents;
+  CHECK(va.kinds == std::vector<std::string>{"counter", "ledger"});
+  CHECK(va.ids == 7);
+  CHECK(va.client_interval == 5ms);
+  CHECK(va.client_nodes == std::vector<std::string>{"n2"});
+  CHECK(va.idle_timeout == 0s);
+  CHECK(va.detect_min == 1s);
+  CHECK(va.detect_max == 2s);
+  REQUIRE(va.declarations.size() == 1);
+  CHECK(va.declarations[0].node == "n1");
+  CHECK(va.declarations[0].state == "dead");
+  CHECK(va.declarations[0].at == 3s);
+  auto bad = [&](const std::string& body) {
+    auto r = af::sim::parse_scenario(head + body, "s.yaml");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code() == af::errc::validation);
+    return r.error().message();
+  };
+  CHECK(bad("  virtual_agents: {ids: 3}\n").find("missing 'kinds'") != std::string::npos);
+  CHECK(bad("  virtual_agents: {kinds: [af.x]}\n").find("not starting with 'af.'")
+        != std::string::npos);
+  CHECK(bad("  virtual_agents: {kinds: [c], declare: [{at: 1s, node: n9, state: dead}]}\n")
+            .find("unknown node 'n9'")
+        != std::string::npos);
+  CHECK(bad("  virtual_agents: {kinds: [c], declare: [{at: 1s, node: n1, state: gone}]}\n")
+            .find("expected alive, suspect, dead or left")
+        != std::string::npos);
+  CHECK(bad("  virtual_agents: {kinds: [c], oops: 1}\n").find("oops") != std::string::npos);
+}
+
+TEST_CASE("the built-in virtual-agents scenario holds and replays", "[sim][placement]") {
+  auto sc =
+      af::sim::load_scenario(std::string{AF_SOURCE_DIR} + "/examples/sim/virtual-agents.yaml");
+  REQUIRE(sc);
+  auto a = run_ok(*sc, 3);
+  INFO(a.to_text());
+  const auto& v = *a.virtual_agents;
+  CHECK(v.adds_acked > 1000);
+  CHECK(v.duplicate_activations > 0); // n4 declared dead while it runs
+  CHECK(v.ops_written_twice == 0);
+  auto b = run_ok(*sc, 3);
+  CHECK(a.trace_hash == b.trace_hash);
+  CHECK(a.virtual_agents->duplicate_activations == b.virtual_agents->duplicate_activations);
 }

@@ -71,26 +71,26 @@ private:
     rq.set_stream(stream_);
     rq.set_from_version(version_ + 1);
     rq.set_max(1000);
-    ctx.ask<v1::ReadResult>(opts_.journal, std::move(rq), opts_.journal_timeout,
-                            [this, &ctx](expected<v1::ReadResult> r) {
-                              loading_ = false;
-                              if (!r) {
-                                ctx.log().warn("counter_load_failed", r.error().message(),
-                                               {{"stream", stream_}});
-                                fail_all(error{errc::transient, "counter '" + ctx.name()
-                                                                    + "': loading its state failed: "
-                                                                    + r.error().message()});
-                                return;
-                              }
-                              for (const auto& ev : r->events())
-                                apply(ev);
-                              if (static_cast<std::size_t>(r->events_size()) >= 1000) {
-                                load(ctx); // more pages
-                                return;
-                              }
-                              loaded_ = true;
-                              pump(ctx);
-                            });
+    ctx.ask<v1::ReadResult>(
+        opts_.journal, std::move(rq), opts_.journal_timeout,
+        [this, &ctx](expected<v1::ReadResult> r) {
+          loading_ = false;
+          if (!r) {
+            ctx.log().warn("counter_load_failed", r.error().message(), {{"stream", stream_}});
+            fail_all(error{errc::transient,
+                           "counter '" + ctx.name()
+                               + "': loading its state failed: " + r.error().message()});
+            return;
+          }
+          for (const auto& ev : r->events())
+            apply(ev);
+          if (static_cast<std::size_t>(r->events_size()) >= 1000) {
+            load(ctx); // more pages
+            return;
+          }
+          loaded_ = true;
+          pump(ctx);
+        });
   }
 
   void apply(const v1::StoredEvent& ev) {

@@ -51,20 +51,21 @@ public:
     disputed_ = c("af_placement_disputed_activations_total",
                   "Activations for an envelope forwarded by a peer although this node's view "
                   "names another owner (views in disagreement: a possible duplicate)");
-    forwards_ = c("af_placement_forwards_total", "Envelopes forwarded to the owner on another node");
+    forwards_ =
+        c("af_placement_forwards_total", "Envelopes forwarded to the owner on another node");
     idle_ = c("af_placement_deactivations_total", "Activations stopped", {{"reason", "idle"}});
     moved_ = c("af_placement_deactivations_total", "Activations stopped", {{"reason", "moved"}});
     view_changes_ = c("af_placement_view_changes_total", "Membership views that changed owners");
     for (const char* r : {"validation", "not_found", "transient", "internal"})
-      refused_[r] = c("af_placement_refused_total", "Envelopes for virtual names refused",
-                      {{"reason", r}});
+      refused_[r] =
+          c("af_placement_refused_total", "Envelopes for virtual names refused", {{"reason", r}});
     if (auto g = m.gauge("af_placement_active", "Virtual agents active here")) active_ = *g;
 
     std::vector<std::string> kinds;
     for (const auto& [k, f] : opts_->kinds) {
       if (auto ok = parse_virtual_name(k + "/x"); !ok || !f) {
-        auto e = validation_error("placement: kind '" + k + "': "
-                                  + (f ? ok.error().message() : std::string{"no factory"}));
+        auto e = validation_error("placement: kind '" + k
+                                  + "': " + (f ? ok.error().message() : std::string{"no factory"}));
         ctx.log().error("placement_unavailable", e.message());
         ctx.fail(e);
         return;
@@ -78,11 +79,11 @@ public:
     }
     subscribe(ctx);
     ctx.schedule(opts_->tick, v1::PlacementTick{});
-    ctx.log().info("placement_started", "routing virtual agents",
-                   {{"kinds", kinds},
-                    {"idle_timeout_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            opts_->idle_timeout)
-                                            .count()}});
+    ctx.log().info(
+        "placement_started", "routing virtual agents",
+        {{"kinds", kinds},
+         {"idle_timeout_ms",
+          std::chrono::duration_cast<std::chrono::milliseconds>(opts_->idle_timeout).count()}});
   }
 
   void on_stop(context&) override { active_.set(0); }
@@ -95,18 +96,21 @@ public:
     if (!vn) return refuse(ctx, std::move(vn).error(), "validation");
     auto kind = opts_->kinds.find(vn->kind);
     if (kind == opts_->kinds.end())
-      return refuse(ctx, not_found_error("no virtual agent kind '" + vn->kind + "' on node '"
-                                         + self_node_ + "'"),
-                    "not_found");
+      return refuse(
+          ctx,
+          not_found_error("no virtual agent kind '" + vn->kind + "' on node '" + self_node_ + "'"),
+          "not_found");
     // Placing with a view of this node alone while the membership agent is about to answer
     // would activate ids that other members own.
     if (subscribing_ && !view_known_)
-      return refuse(ctx, error{errc::transient, "placement on node '" + self_node_
-                                                    + "' is waiting for its membership view; retry"},
+      return refuse(ctx,
+                    error{errc::transient, "placement on node '" + self_node_
+                                               + "' is waiting for its membership view; retry"},
                     "transient");
-    // One hop: an envelope a peer forwarded is activated here whatever this node's view says,
-    // so views in disagreement can never bounce it around.
-    const bool from_peer = !e.sender().node.empty() && e.sender().node != self_node_;
+    // One hop: an envelope another node's router forwarded (it carries k_routed_by_header) is
+    // activated here whatever this node's view says, so views in disagreement can never
+    // bounce it around.
+    const bool from_peer = e.headers().contains(std::string{k_routed_by_header});
     const auto owner = owner_of(name, members_);
     if (!from_peer && !owner.empty() && owner != self_node_) {
       auto ref = ctx.lookup(address{owner, name});
@@ -115,9 +119,9 @@ public:
       return ref;
     }
     if (stopping_.contains(name))
-      return refuse(ctx, error{errc::transient, "virtual agent '" + name + "' on node '"
-                                                    + self_node_
-                                                    + "' is being deactivated; retry"},
+      return refuse(ctx,
+                    error{errc::transient, "virtual agent '" + name + "' on node '" + self_node_
+                                               + "' is being deactivated; retry"},
                     "transient");
     if (auto it = active_names_.find(name); it != active_names_.end()) {
       if (auto ref = ctx.lookup_registered(name)) {
@@ -149,7 +153,9 @@ public:
     if (disputed) disputed_.inc();
     active_.set(static_cast<double>(active_names_.size()));
     ctx.log().info("virtual_agent_activated", "activated",
-                   {{"name", name}, {"kind", vn.kind}, {"disputed", disputed},
+                   {{"name", name},
+                    {"kind", vn.kind},
+                    {"disputed", disputed},
                     {"view_version", view_version_}});
     if (opts_->on_activate) opts_->on_activate(self_node_, name);
     return ref;
@@ -190,8 +196,7 @@ public:
                               [this, &ctx, target](expected<v1::MembersReply> r) {
                                 subscribing_ = false;
                                 if (!r) {
-                                  ctx.log().warn("placement_subscribe_failed",
-                                                 r.error().message(),
+                                  ctx.log().warn("placement_subscribe_failed", r.error().message(),
                                                  {{"members_agent", opts_->members_agent}});
                                   return; // tried again on the next tick
                                 }
@@ -246,13 +251,13 @@ public:
     v1::ChildCommand cmd;
     cmd.set_op(v1::ChildCommand::TERMINATE);
     cmd.set_id(name);
-    ctx.ask<v1::ChildCommandResult>(*sup, std::move(cmd), opts_->ask_timeout,
-                                    [this, &ctx, name](expected<v1::ChildCommandResult> r) {
-                                      stopping_.erase(name);
-                                      if (!r && r.error().code() != errc::not_found)
-                                        ctx.log().warn("virtual_agent_stop_failed",
-                                                       r.error().message(), {{"name", name}});
-                                    });
+    ctx.ask<v1::ChildCommandResult>(
+        *sup, std::move(cmd), opts_->ask_timeout,
+        [this, &ctx, name](expected<v1::ChildCommandResult> r) {
+          stopping_.erase(name);
+          if (!r && r.error().code() != errc::not_found)
+            ctx.log().warn("virtual_agent_stop_failed", r.error().message(), {{"name", name}});
+        });
   }
 
   expected<v1::PlacementStatus> on_status(context&, const v1::PlacementStatusRequest&) {
@@ -269,7 +274,7 @@ public:
 private:
   std::shared_ptr<const placement_options> opts_;
   std::string self_node_;
-  std::vector<std::string> members_;          ///< live members, sorted
+  std::vector<std::string> members_;              ///< live members, sorted
   std::map<std::string, v1::MemberState> states_; ///< the membership view by node
   std::uint64_t view_version_ = 0;
   agent_ref subscribed_to_;

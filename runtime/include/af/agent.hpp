@@ -108,6 +108,10 @@ expected<Reply> unpack_reply(expected<envelope>&& r);
 
 } // namespace detail
 
+/// The header a router's host adds to an envelope it readdresses to another node: the name of
+/// the routing node (so that the router there knows the envelope was routed once already).
+inline constexpr std::string_view k_routed_by_header = "af-routed-by";
+
 /// Declares an agent class's handlers: `h.kind("demo.worker").on(&worker::on_task);`.
 /// A handler is a member function of one of these shapes:
 ///   void          f(context&, const Msg&)                      -- tell; an ask gets Empty back

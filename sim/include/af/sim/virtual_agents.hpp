@@ -22,7 +22,7 @@ struct membership_declaration {
 struct virtual_agents_spec {
   /// Kinds of the counter type registered on every node ("" list: the section is off).
   std::vector<std::string> kinds;
-  std::size_t ids = 20;              ///< the client load picks ids 0 .. ids-1
+  std::size_t ids = 20; ///< the client load picks ids 0 .. ids-1
   duration client_interval = std::chrono::milliseconds(50); ///< one add per client per interval
   duration client_timeout = std::chrono::seconds(2);
   std::vector<std::string> client_nodes; ///< one client on each (empty: every node)
@@ -46,9 +46,9 @@ struct virtual_agents_report {
   std::uint64_t fenced_appends = 0; ///< counter appends the journal refused (stale version)
   std::uint64_t adds_sent = 0, adds_acked = 0, adds_failed = 0;
   std::uint64_t events_in_journal = 0;
-  std::uint64_t ops_written_twice = 0;   ///< op ids found more than once in a stream (must be 0)
-  std::uint64_t acked_ops_missing = 0;   ///< acknowledged adds not in the journal (must be 0)
-  std::uint64_t stale_replies = 0;       ///< replies whose value != version (state not reloaded)
+  std::uint64_t ops_written_twice = 0; ///< op ids found more than once in a stream (must be 0)
+  std::uint64_t acked_ops_missing = 0; ///< acknowledged adds not in the journal (must be 0)
+  std::uint64_t stale_replies = 0;     ///< replies whose value != version (state not reloaded)
 };
 
 } // namespace af::sim
