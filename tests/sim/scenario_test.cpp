@@ -215,7 +215,7 @@ TEST_CASE("scenario errors name file:line:col, the path and what was expected", 
           == "s.yaml:6:1: invalid YAML: end of sequence flow not found");
     CHECK(error_of("  seeds: 3\n")
           == "s.yaml:5:3: spec: unknown key 'seeds' (expected one of: duration, drain, nodes, "
-             "network, populations, workflows, faults, invariants)");
+             "network, populations, workflows, faults, invariants, virtual_agents)");
   }
   SECTION("unknown keys") {
     CHECK(error_of("  network: {latency: 5ms, jitter: 1ms}\n")
