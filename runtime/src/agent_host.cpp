@@ -155,6 +155,7 @@ void agent_host::on_exit() {
   if (children_sup_) caf::anon_send_exit(children_sup_, caf::exit_reason::user_shutdown);
   children_sup_ = nullptr;
   core_->registry.erase(addr_.name, ctrl());
+  if (table_->router) core_->clear_virtual_router(ctrl());
 }
 
 void agent_host::count(const std::string& tenant, const char* outcome) {
@@ -179,6 +180,8 @@ caf::result<envelope> agent_host::handle(const envelope& e) {
   lamport_ = std::max(lamport_, e.logical_ts()) + 1;
   const bool is_request = current_message_id().is_request();
   if (gateway && e.receiver().name != addr_.name && !e.receiver().name.empty()) return forward(e);
+  if (table_->router && e.receiver().name != addr_.name && !e.receiver().name.empty())
+    return route(e, is_request);
 
   auto it = table_->by_type.find(e.payload_type());
   if (it == table_->by_type.end()) {
@@ -218,17 +221,56 @@ caf::result<envelope> agent_host::handle(const envelope& e) {
 }
 
 caf::result<envelope> agent_host::forward(const envelope& e) {
-  auto target = core_->registry.find(e.receiver().name);
+  // Through the node's lookup: a virtual name (`Kind/id`) reaches the virtual router.
+  auto target = core_->lookup(e.receiver().name);
   if (!target) {
     count(e.tenant(), k_rejected);
-    return core_->make_reply(
-        addr_, e,
-        error_payload(not_found_error("no agent named '" + e.receiver().name + "' on node '"
-                                      + core_->node_name + "'")),
-        rng_);
+    return core_->make_reply(addr_, e, error_payload(target.error()), rng_);
   }
   count(e.tenant(), k_handled);
-  return delegate(caf::actor_cast<envelope_actor>(target), e);
+  return delegate(to_actor(*target), e);
+}
+
+caf::result<envelope> agent_host::route(const envelope& e, bool is_request) {
+  current_ = &e;
+  expected<agent_ref> target = error{errc::internal, "no route"};
+  try {
+    target = table_->router(*agent_, ctx_, e);
+  } catch (const std::exception& ex) {
+    current_ = nullptr;
+    count(e.tenant(), k_failed);
+    if (is_request)
+      make_response_promise<envelope>().deliver(core_->make_reply(
+          addr_, e,
+          error_payload(error{errc::internal, "router '" + addr_.name + "' failed routing '"
+                                                  + e.receiver().to_string() + "': " + ex.what()}),
+          rng_));
+    throw;
+  }
+  current_ = nullptr;
+  if (!target || !target->valid()) {
+    error err = target ? error{errc::not_found, "router '" + addr_.name + "' found no agent for '"
+                                                    + e.receiver().to_string() + "'"}
+                       : std::move(target).error();
+    count(e.tenant(), k_rejected);
+    core_->log.warn("route_refused", err.message(),
+                    {{"agent", addr_.name},
+                     {"receiver", e.receiver().to_string()},
+                     {"kind", std::string{to_string(err.code())}},
+                     {"payload_type", e.payload_type_name()},
+                     {"from", e.sender().to_string()},
+                     {"ask", is_request}});
+    if (is_request) return core_->make_reply(addr_, e, error_payload(err), rng_);
+    return caf::delegated<envelope>{};
+  }
+  count(e.tenant(), k_handled);
+  if (target->addr() == e.receiver()) return delegate(to_actor(*target), e);
+  // Readdressed, so that a relay to another node sends it to the agent the router chose.
+  envelope_fields f = e.fields();
+  f.receiver = target->addr();
+  if (!f.receiver.node.empty() && f.receiver.node != core_->node_name)
+    f.headers[std::string{k_routed_by_header}] = core_->node_name;
+  return delegate(to_actor(*target), envelope::make(std::move(f)));
 }
 
 void agent_host::tell(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg) {
@@ -463,7 +505,58 @@ expected<agent_ref> node_core::lookup(const address& where) const {
   return remote(where);
 }
 
+namespace {
+/// The kind of a virtual name `Kind/id` (both parts non-empty), or "" for any other name.
+std::string_view virtual_kind(std::string_view name) {
+  auto slash = name.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 == name.size()) return {};
+  return name.substr(0, slash);
+}
+} // namespace
+
+status node_core::set_virtual_router(virtual_routing r) {
+  for (const auto& k : r.kinds)
+    if (k.empty() || k.find('/') != std::string::npos)
+      return validation_error("virtual kind '" + k + "' (router '" + r.router
+                              + "'): must be non-empty and hold no '/'");
+  std::unique_lock guard{routing_mtx_};
+  if (routing_ && routing_->router != r.router && registry.find(routing_->router) == routing_->actor)
+    return error{errc::conflict, "node '" + node_name + "': agent '" + routing_->router
+                                     + "' routes virtual names already"};
+  routing_ = std::make_shared<const virtual_routing>(std::move(r));
+  return {};
+}
+
+void node_core::clear_virtual_router(const caf::actor_control_block* actor) {
+  std::unique_lock guard{routing_mtx_};
+  if (routing_ && routing_->actor.get() == actor) routing_.reset();
+}
+
+std::string node_core::virtual_router() const {
+  std::shared_lock guard{routing_mtx_};
+  return routing_ ? routing_->router : std::string{};
+}
+
 expected<agent_ref> node_core::lookup(std::string_view name) const {
+  if (auto kind = virtual_kind(name); !kind.empty()) {
+    std::shared_ptr<const virtual_routing> r;
+    {
+      std::shared_lock guard{routing_mtx_};
+      r = routing_;
+    }
+    if (r && std::find(r->kinds.begin(), r->kinds.end(), kind) != r->kinds.end())
+      return agent_ref{r->actor.get(), address{node_name, std::string{name}}};
+    if (r) {
+      auto found = lookup_registered(name);
+      if (found) return found;
+      return not_found_error("no virtual agent kind '" + std::string{kind} + "' on node '"
+                             + node_name + "' (and no agent named '" + std::string{name} + "')");
+    }
+  }
+  return lookup_registered(name);
+}
+
+expected<agent_ref> node_core::lookup_registered(std::string_view name) const {
   auto ptr = registry.find(name);
   if (!ptr)
     return not_found_error("no agent named '" + std::string{name} + "' on node '" + node_name
@@ -604,6 +697,21 @@ expected<agent_ref> context::lookup(std::string_view name) const {
 
 expected<agent_ref> context::lookup(const address& where) const {
   return host_->core().lookup(where);
+}
+
+expected<agent_ref> context::lookup_registered(std::string_view name) const {
+  return host_->core().lookup_registered(name);
+}
+
+status context::route_kinds(std::vector<std::string> kinds) {
+  if (!host_->handler_table_router())
+    return validation_error("agent '" + self().name
+                            + "' declares no router (handlers::route): it cannot route kinds");
+  detail::node_core::virtual_routing r;
+  r.router = self().name;
+  r.actor = caf::strong_actor_ptr{host_->ctrl()};
+  r.kinds = std::move(kinds);
+  return host_->core().set_virtual_router(std::move(r));
 }
 
 void context::tell_erased(const agent_ref& to,

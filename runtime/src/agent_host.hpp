@@ -28,6 +28,7 @@ public:
   node_core& core() { return *core_; }
   const af::address& addr() const { return addr_; }
   const std::string& kind() const { return table_->kind; }
+  bool handler_table_router() const { return static_cast<bool>(table_->router); }
   const std::string& own_tenant() const { return tenant_; }
   af::rng& agent_rng() { return rng_; }
   const envelope* current() const { return current_; }
@@ -49,6 +50,8 @@ public:
 private:
   caf::result<envelope> handle(const envelope& e);
   caf::result<envelope> forward(const envelope& e);
+  /// Hands `e` (for another name) to the agent's router and delegates it where that says.
+  caf::result<envelope> route(const envelope& e, bool is_request);
   void count(const std::string& tenant, const char* outcome);
   /// Runs an ask's callback for `reply`: traced, timed, Lamport clock advanced, and `reply` as
   /// the current message while `call` runs.

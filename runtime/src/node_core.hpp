@@ -9,6 +9,7 @@
 #include "af/services.hpp"
 #include "registry.hpp"
 
+#include <caf/actor_control_block.hpp>
 #include <caf/fwd.hpp>
 
 #include <functional>
@@ -19,6 +20,7 @@
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace af {
 class node;
@@ -72,7 +74,26 @@ struct node_core {
   /// not reachable from this node).
   std::function<expected<agent_ref>(const address&)> remote;
 
+  /// The agent that receives envelopes for virtual names (`Kind/id` of the kinds it claimed:
+  /// the placement agent), replaced as a whole so that lookups on other threads read a
+  /// consistent value.
+  struct virtual_routing {
+    std::string router;          ///< its registered name
+    caf::strong_actor_ptr actor; ///< the router's actor
+    std::vector<std::string> kinds;
+  };
+  /// Claims the virtual kinds for `router` (see context::route_kinds).
+  status set_virtual_router(virtual_routing r);
+  /// Drops the claim when `actor` still holds it (the router stopped).
+  void clear_virtual_router(const caf::actor_control_block* actor);
+  /// The router's name, or "" when no agent routes virtual names on this node.
+  [[nodiscard]] std::string virtual_router() const;
+  /// The agent registered under `name` here, bypassing the virtual router.
+  [[nodiscard]] expected<agent_ref> lookup_registered(std::string_view name) const;
+
 private:
+  mutable std::shared_mutex routing_mtx_;
+  std::shared_ptr<const virtual_routing> routing_;
   std::mutex crash_log_mtx_;
   double crash_log_tokens_ = 50;
   duration crash_log_refill_{};
@@ -100,6 +121,8 @@ public:
 
   /// The cached metric handles of (tenant, kind).
   const agent_metric_handles& handles(const std::string& tenant, const std::string& kind);
+  /// The agent registered under `name`; for a virtual name (`Kind/id` of a kind the node's
+  /// virtual router claimed) the router, with the address name kept.
   [[nodiscard]] expected<agent_ref> lookup(std::string_view name) const;
   /// An agent on this node (`where.node` empty or this node's name) or, through `remote`, on
   /// another.

@@ -5,6 +5,7 @@
 #include "af/v1/exec.pb.h"
 #include "cluster_book.hpp"
 #include "sim_agents.hpp"
+#include "virtual_agents.hpp"
 #include "world.hpp"
 
 #include <caf/actor_registry.hpp>
@@ -52,6 +53,13 @@ std::vector<invariant_result> world::check_invariants(bool complete) {
   for (const auto& name : sc_.invariants) {
     if (!complete) {
       out.push_back({name, true, "not checked: the run stopped at --until", now, false});
+      continue;
+    }
+    if (name == "virtual_exactly_once") {
+      if (virtual_)
+        out.push_back(virtual_exactly_once(*virtual_, now));
+      else
+        out.push_back({name, false, "the scenario has no virtual_agents section", now});
       continue;
     }
     if (name == "tasks_answered_once") {

@@ -130,8 +130,11 @@ void network::arrive(caf::event_based_actor* self, flight f) {
       rp.deliver(std::move(f.answer));
     return;
   }
-  auto target = dst->core()->registry.find(f.env.receiver().name);
-  if (!target) {
+  // By name through the node's lookup, as a real node's transport does: a virtual name
+  // (`Kind/id`) reaches the node's virtual router.
+  auto found = dst->core()->lookup(f.env.receiver().name);
+  caf::actor_control_block* target = found ? found->ctrl() : nullptr;
+  if (target == nullptr) {
     ++dropped;
     if (f.ask != 0 && asks_.contains(f.ask)) {
       // The asker hears "the agent has stopped" back over the reverse link.

@@ -99,6 +99,22 @@ nlohmann::json report::to_json() const {
           {"invariants", std::move(inv)},
           {"timeline", timeline}};
   if (membership) out["membership"] = membership->to_json();
+  // --- virtual agents (placement) ---
+  if (virtual_agents) {
+    const auto& v = *virtual_agents;
+    out["virtual_agents"] = {{"activations", v.activations},
+                             {"duplicate_activations", v.duplicate_activations},
+                             {"deactivations", v.deactivations},
+                             {"forwards", v.forwards},
+                             {"fenced_appends", v.fenced_appends},
+                             {"adds_sent", v.adds_sent},
+                             {"adds_acked", v.adds_acked},
+                             {"adds_failed", v.adds_failed},
+                             {"events_in_journal", v.events_in_journal},
+                             {"ops_written_twice", v.ops_written_twice},
+                             {"acked_ops_missing", v.acked_ops_missing},
+                             {"stale_replies", v.stale_replies}};
+  }
   return out;
 }
 
@@ -143,6 +159,15 @@ std::string report::to_text() const {
                     c.all_dead_periods, c.restarted ? " (restarted)" : "");
       out << line;
     }
+  // --- virtual agents (placement) ---
+  if (virtual_agents) {
+    const auto& v = *virtual_agents;
+    out << "virtual     " << v.activations << " activations (" << v.duplicate_activations
+        << " duplicate), " << v.deactivations << " deactivations, " << v.forwards
+        << " forwards, " << v.fenced_appends << " fenced appends\n"
+        << "            adds: " << v.adds_sent << " sent, " << v.adds_acked << " acked, "
+        << v.adds_failed << " failed; " << v.events_in_journal << " in the journal, "
+        << v.ops_written_twice << " written twice\n";
   }
   for (std::size_t i = 0; i < timeline.size() && i < k_timeline_lines; ++i)
     out << (i == 0 ? "timeline    " : "            ") << timeline[i] << "\n";

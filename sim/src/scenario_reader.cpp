@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <utility>
 
 namespace af::sim {
@@ -26,9 +27,9 @@ using plan::yaml_map;
 
 constexpr std::string_view k_api_version = "agentflow/v1";
 constexpr std::string_view k_kind = "Scenario";
-constexpr std::array<std::string_view, 7> k_invariants{
+constexpr std::array<std::string_view, 8> k_invariants{
     "tasks_answered_once", "tree_recovers", "no_actor_leak", "executions_complete",
-    "ledger_exactly_once", "members_agree", "crashed_members_dead"};
+    "ledger_exactly_once", "members_agree", "crashed_members_dead", "virtual_exactly_once"};
 constexpr std::int64_t k_max_nodes = 1000;
 constexpr std::int64_t k_max_population = 10'000'000;
 constexpr std::int64_t k_max_workflows = 1'000'000;
@@ -829,7 +830,7 @@ private:
     if (!f) return missing(top, {}, "spec", "spec: {duration: 60s, nodes: [...], ...}");
     auto spec = map(*f, "spec",
                     {"duration", "drain", "nodes", "network", "populations", "workflows", "faults",
-                     "invariants", "cluster"});
+                     "invariants", "cluster", "virtual_agents"});
     if (!spec) return spec.error();
     // Nodes and the duration first: the other sections refer to them.
     if (const auto* n = spec->find("nodes"))
@@ -857,6 +858,83 @@ private:
       if (auto st = read_cluster(*c); !st) return st;
     if (const auto* i = spec->find("invariants"))
       if (auto st = read_invariants(*i); !st) return st;
+    if (const auto* v = spec->find("virtual_agents"))
+      if (auto st = read_virtual_agents(*v); !st) return st;
+    return {};
+  }
+
+  // ---- virtual agents (placement; af/sim/virtual_agents.hpp) ---------------------------------
+
+  status read_virtual_agents(const yaml_field& f) {
+    const std::string path = "spec.virtual_agents";
+    auto m = map(f, path,
+                 {"kinds", "ids", "client_interval", "client_timeout", "client_nodes",
+                  "idle_timeout", "detect_min", "detect_max", "declare"});
+    if (!m) return m.error();
+    auto& va = sc_.virtual_agents;
+    const auto* kinds = m->find("kinds");
+    if (!kinds) return missing(*m, path, "kinds", "a list of counter kinds ([counter])");
+    auto items = list(*kinds, member(path, "kinds"), "kind names");
+    if (!items) return items.error();
+    for (std::size_t i = 0; i < items->size(); ++i) {
+      const auto p = indexed(member(path, "kinds"), i);
+      auto k = string(item((*items)[i], p), p);
+      if (!k) return k.error();
+      if (!valid_name(*k, true) || k->starts_with("af."))
+        return yaml_.fail((*items)[i].Mark(), p,
+                          "'" + *k + "'; expected [A-Za-z0-9_.-], not starting with 'af.'");
+      va.kinds.push_back(std::move(*k));
+    }
+    if (va.kinds.empty()) return yaml_.fail(kinds->mark(), member(path, "kinds"), "empty list");
+    if (const auto* v = m->find("ids")) {
+      auto n = integer(*v, member(path, "ids"), 1, 10'000'000);
+      if (!n) return n.error();
+      va.ids = static_cast<std::size_t>(*n);
+    }
+    for (auto [key, out, sg] :
+         {std::tuple{"client_interval", &va.client_interval, sign::positive},
+          std::tuple{"client_timeout", &va.client_timeout, sign::positive},
+          std::tuple{"idle_timeout", &va.idle_timeout, sign::non_negative},
+          std::tuple{"detect_min", &va.detect_min, sign::non_negative},
+          std::tuple{"detect_max", &va.detect_max, sign::non_negative}})
+      if (const auto* v = m->find(key)) {
+        auto d = duration_of(*v, member(path, key), sg);
+        if (!d) return d.error();
+        *out = *d;
+      }
+    if (va.detect_max < va.detect_min)
+      return yaml_.fail(m->mark, member(path, "detect_max"), "must not be below detect_min");
+    if (const auto* v = m->find("client_nodes")) {
+      auto nodes = node_list(*v, member(path, "client_nodes"));
+      if (!nodes) return nodes.error();
+      va.client_nodes = std::move(*nodes);
+    }
+    if (const auto* v = m->find("declare")) {
+      const auto dp = member(path, "declare");
+      auto decl = list(*v, dp, "declarations ({at, node, state})");
+      if (!decl) return decl.error();
+      for (std::size_t i = 0; i < decl->size(); ++i) {
+        const auto p = indexed(dp, i);
+        auto dm = yaml_.map((*decl)[i], v->mark(), p, {"at", "node", "state"});
+        if (!dm) return dm.error();
+        membership_declaration d;
+        for (const char* key : {"at", "node", "state"})
+          if (!dm->find(key)) return missing(*dm, p, key, "at, node and state");
+        auto at = duration_of(*dm->find("at"), member(p, "at"));
+        if (!at) return at.error();
+        d.at = *at;
+        auto node = node_ref(*dm->find("node"), member(p, "node"));
+        if (!node) return node.error();
+        d.node = std::move(*node);
+        auto st = string(*dm->find("state"), member(p, "state"));
+        if (!st) return st.error();
+        if (*st != "alive" && *st != "suspect" && *st != "dead" && *st != "left")
+          return yaml_.fail(dm->find("state")->mark(), member(p, "state"),
+                            "'" + *st + "'; expected alive, suspect, dead or left");
+        d.state = std::move(*st);
+        va.declarations.push_back(std::move(d));
+      }
+    }
     return {};
   }
 

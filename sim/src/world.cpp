@@ -14,6 +14,7 @@
 #include "caf_glue.hpp"
 #include "cluster_book.hpp"
 #include "shared_store.hpp"
+#include "virtual_agents.hpp"
 #include "sim_agents.hpp"
 #include "wall_clock.hpp"
 
@@ -201,6 +202,9 @@ std::vector<sup::child_spec> world::system_services(sim_node& n) {
   eo.journal_timeout = std::chrono::seconds(10);
   out.push_back(plan::exec_child(std::move(eo)));
   if (cluster_) out.push_back(cluster_->service(n.name()));
+  if (virtual_)
+    for (auto& c : virtual_agent_services(*this, n, *virtual_))
+      out.push_back(std::move(c));
   return out;
 }
 
@@ -295,6 +299,20 @@ status world::build() {
     c.restart = sup::restart_policy::permanent;
     c.make_agent = submitter_factory(std::move(subs));
     find_node(node)->add_population_child(std::move(c));
+  }
+
+  // Virtual agents: placement on every node, a client on each client node.
+  if (!sc_.virtual_agents.kinds.empty()) {
+    virtual_ = std::make_unique<virtual_book>();
+    virtual_->cluster_disk = store::make_memory_backend({});
+    const auto& va = sc_.virtual_agents;
+    for (const auto& node : va.client_nodes.empty() ? sc_.nodes : va.client_nodes) {
+      sup::child_spec c;
+      c.id = "sim.virtual_client";
+      c.restart = sup::restart_policy::permanent;
+      c.make_agent = virtual_client_factory(*this, *virtual_);
+      find_node(node)->add_population_child(std::move(c));
+    }
   }
 
   for (auto& n : nodes_)
@@ -536,6 +554,10 @@ expected<report> world::run() {
             static_cast<std::uint64_t>(std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr));
   }
   r.agents = agents_;
+  if (virtual_) {
+    finish_virtual_report(*this, *virtual_);
+    r.virtual_agents = virtual_->counts;
+  }
   r.invariants = check_invariants(complete);
   r.trace_hash = trace_->hex();
   r.timeline = timeline_;

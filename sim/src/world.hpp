@@ -31,6 +31,7 @@ namespace af::sim::detail {
 class world;
 struct sim_state;
 class cluster_book;
+struct virtual_book;
 
 using fault_atom = caf::atom_constant<caf::atom("sim_fault")>;
 using deliver_atom = caf::atom_constant<caf::atom("sim_dlv")>;
@@ -229,6 +230,7 @@ private:
   std::vector<std::unique_ptr<sim_node>> nodes_;
   std::vector<fault_spec> faults_;
   std::unique_ptr<sim_state> state_;
+  std::unique_ptr<virtual_book> virtual_; ///< spec.virtual_agents (virtual_agents.hpp), or null
   std::shared_ptr<const plan::agent_types> types_;
   std::shared_ptr<log_backend> log_;
   std::vector<std::string> timeline_;

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 namespace caf {
 class actor_control_block;
@@ -89,10 +90,14 @@ public:
 using erased_handler =
     std::function<void(agent&, context&, const envelope&, const std::shared_ptr<reply_state>&)>;
 
+/// Chooses where an envelope addressed to another name goes (see handlers::route).
+using erased_router = std::function<expected<agent_ref>(agent&, context&, const envelope&)>;
+
 /// One table per agent class, built once from the class's `define`.
 struct handler_table {
   std::string kind;
   std::unordered_map<const google::protobuf::Descriptor*, erased_handler> by_type;
+  erased_router router; ///< empty: envelopes for other names are refused
 };
 
 /// The type-erased reply callback of an ask.
@@ -102,6 +107,10 @@ template <class Reply>
 expected<Reply> unpack_reply(expected<envelope>&& r);
 
 } // namespace detail
+
+/// The header a router's host adds to an envelope it readdresses to another node: the name of
+/// the routing node (so that the router there knows the envelope was routed once already).
+inline constexpr std::string_view k_routed_by_header = "af-routed-by";
 
 /// Declares an agent class's handlers: `h.kind("demo.worker").on(&worker::on_task);`.
 /// A handler is a member function of one of these shapes:
@@ -124,6 +133,18 @@ public:
   handlers& on(expected<R> (Self::*fn)(context&, const Msg&));
   template <class Msg, class R>
   handlers& on(void (Self::*fn)(context&, const Msg&, responder<R>));
+
+  /// Declares this agent a router: an envelope it receives whose receiver name is not its own
+  /// (the node hands it the virtual names it claimed with context::route_kinds) is passed to
+  /// `fn`, and delegated to the agent it returns (local, or remote through
+  /// `ctx.lookup(address)`), readdressed to that agent: the reply goes straight back to the
+  /// asker. An error is the reply of an ask, and a logged, counted refusal for a tell.
+  handlers& route(expected<agent_ref> (Self::*fn)(context&, const envelope&)) {
+    t_.router = [fn](agent& a, context& ctx, const envelope& e) {
+      return (static_cast<Self&>(a).*fn)(ctx, e);
+    };
+    return *this;
+  }
 
 private:
   template <class Msg>
@@ -217,6 +238,14 @@ public:
   /// An agent by node and name: on this node, or on another node the runtime can reach (under
   /// the simulator, through its simulated network). `not_found` when there is no way there.
   [[nodiscard]] expected<agent_ref> lookup(const address& where) const;
+  /// The agent registered under `name` on this node, never the virtual router: for the router
+  /// itself, which would otherwise be handed its own names back.
+  [[nodiscard]] expected<agent_ref> lookup_registered(std::string_view name) const;
+  /// Makes this agent (which must declare a router, see handlers::route) the node's router for
+  /// virtual names `Kind/id` of these kinds: lookups of such names on this node (local asks and
+  /// envelopes arriving from other nodes) reach it, until it stops. `conflict` when another
+  /// live agent routes them already; `validation` for a kind that is empty or holds a '/'.
+  status route_kinds(std::vector<std::string> kinds);
 
   /// Fire and forget. Fails only when the name is unknown.
   template <class Msg>

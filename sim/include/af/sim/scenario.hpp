@@ -7,6 +7,7 @@
 #include "af/cluster/membership.hpp"
 #include "af/error.hpp"
 #include "af/services.hpp"
+#include "af/sim/virtual_agents.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -143,6 +144,8 @@ struct scenario {
   /// tree_recovers, no_actor_leak, executions_complete, ledger_exactly_once, members_agree,
   /// crashed_members_dead.
   std::vector<std::string> invariants;
+  /// Virtual agents placed across the nodes (virtual_agents.hpp); off when it lists no kinds.
+  virtual_agents_spec virtual_agents;
 };
 
 /// Reads and validates a scenario file. Errors name file:line:column and what was expected;

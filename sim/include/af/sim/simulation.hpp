@@ -80,6 +80,8 @@ struct report {
   std::vector<invariant_result> invariants;
   std::vector<std::string> timeline; ///< faults as they happened: "12.500s crash n2"
   std::optional<membership_figures> membership; ///< scenarios with `cluster:`
+  /// Set when the scenario has a virtual_agents section.
+  std::optional<virtual_agents_report> virtual_agents;
 
   [[nodiscard]] bool ok() const;
   /// The first failing invariant, or nullptr.
