@@ -159,6 +159,7 @@ std::string report::to_text() const {
                     c.all_dead_periods, c.restarted ? " (restarted)" : "");
       out << line;
     }
+  }
   // --- virtual agents (placement) ---
   if (virtual_agents) {
     const auto& v = *virtual_agents;
