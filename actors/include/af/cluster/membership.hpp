@@ -2,6 +2,7 @@
 // child `af.cluster.members`, and the child spec that starts it (docs/cluster.md, "Membership").
 #pragma once
 
+#include "af/cluster/names.hpp"
 #include "af/services.hpp"
 #include "af/sup/spec.hpp"
 
@@ -18,10 +19,6 @@ class Member;
 
 namespace af::cluster {
 
-/// The registered name of the membership agent on every node.
-inline constexpr std::string_view k_members_agent = "af.cluster.members";
-/// The node's cluster transport, told PeerRoutes when membership learns endpoints.
-inline constexpr std::string_view k_transport_agent = "af.cluster.transport";
 
 /// Sees every change of a membership agent's view (the simulator measures convergence and
 /// detection times with it). Called inside the agent's handlers: keep it cheap, never block.

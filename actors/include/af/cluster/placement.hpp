@@ -4,6 +4,7 @@
 #pragma once
 
 #include "af/agent.hpp"
+#include "af/cluster/names.hpp"
 #include "af/error.hpp"
 #include "af/sup/spec.hpp"
 
@@ -18,10 +19,6 @@
 
 namespace af::cluster {
 
-/// The name the placement agent is registered under on every node.
-inline constexpr std::string_view k_placement_agent = "af.cluster.placement";
-/// The membership agent it subscribes to when it exists (SWIM, af/cluster/membership).
-inline constexpr std::string_view k_members_agent = "af.cluster.members";
 
 /// Makes the agent of one virtual id, on the node that activates it. Called for every activation
 /// (a fresh object each time: an event-sourced agent reloads its state in on_start).
