@@ -6,6 +6,8 @@
 #include "af/store/audit.hpp"
 #include "af/store/journal.hpp"
 #include "af/sup/supervisor.hpp"
+#include "af/v1/cluster.pb.h"
+#include "af/v1/gossip.pb.h"
 #include "af/v1/runtime.pb.h"
 #include "af/v1/supervision.pb.h"
 #include "commands.hpp"
@@ -22,6 +24,8 @@
 #include <iomanip>
 #include <iostream>
 #include <pthread.h>
+#include <thread>
+
 #include <unistd.h>
 
 namespace af::cli {
@@ -32,7 +36,7 @@ namespace {
 struct node_flags {
   std::string config_file;
   std::string name, data_dir, listen, metrics, log_level, log_format;
-  std::string cluster_listen, cluster_secret_file, tls_cert, tls_key, tls_ca;
+  std::string cluster_listen, cluster_secret_file, tls_cert, tls_key, tls_ca, join;
   std::vector<std::string> sets;
 
   void add_to(CLI::App& app, bool with_endpoints) {
@@ -54,6 +58,9 @@ struct node_flags {
       app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert (cluster.tls_key)");
       app.add_option("--tls-ca", tls_ca,
                      "PEM CA certificates trusted for peers' certificates (cluster.tls_ca)");
+      app.add_option("--join", join,
+                     "join the cluster through these seeds: HOST:PORT[,HOST:PORT...] of other "
+                     "nodes' --cluster-listen (cluster.join)");
     }
     app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (log.level)");
     app.add_option("--log-format", log_format, "auto|json|text (log.format)");
@@ -76,6 +83,7 @@ struct node_flags {
     add(tls_cert, "cluster.tls_cert", "--tls-cert");
     add(tls_key, "cluster.tls_key", "--tls-key");
     add(tls_ca, "cluster.tls_ca", "--tls-ca");
+    add(join, "cluster.join", "--join");
     add(log_level, "log.level", "--log-level");
     add(log_format, "log.format", "--log-format");
     for (const auto& s : sets) {
@@ -178,6 +186,11 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   auto exec = detail::exec_service(*cfg, plugins, ext, true);
   if (!exec) return fail(err, exec.error());
   opt.system_services.push_back(std::move(exec->spec));
+  // With cluster.listen: SWIM membership, then the virtual-agent router (it subscribes to it).
+  auto cluster = detail::cluster_services(*cfg);
+  if (!cluster) return fail(err, cluster.error());
+  for (auto& c : *cluster)
+    opt.system_services.push_back(std::move(c));
   opt.cfg = std::move(*cfg);
   auto n = node::start(std::move(opt));
   if (!n) return fail(err, n.error());
@@ -218,6 +231,16 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
     }
     nd.log().info("signal_received", sig == SIGINT ? "SIGINT" : "SIGTERM");
     break;
+  }
+  // A graceful leave: a few members are told at once and gossip spreads it, so this node's
+  // virtual agents move without waiting for failure detection.
+  if (nd.lookup("af.cluster.members")) {
+    auto left = nd.ask<v1::MembersReply>("af.cluster.members", v1::SwimLeave{},
+                                         std::chrono::seconds(2));
+    if (left)
+      std::this_thread::sleep_for(std::chrono::milliseconds(300)); // the tells leave the transport
+    else
+      nd.log().warn("cluster_leave_failed", left.error().to_string());
   }
   nd.shutdown();
   out << "af node " << nd.name() << " stopped" << std::endl;
@@ -377,7 +400,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
                "127.0.0.1:9400");
   start_flags.add_to(*start, true);
   start->add_option("--port-file", port_file,
-                    "write {\"listen_port\",\"metrics_port\",\"pid\"} as JSON once listening");
+                    "write {\"name\",\"listen_port\",\"metrics_port\",\"cluster_port\",\"pid\"} as JSON once listening");
   start->add_flag("--no-demo-service", no_demo, "do not register demo.service");
   std::vector<std::string> start_plugins;
   start->add_option("--plugin", start_plugins,

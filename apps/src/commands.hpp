@@ -77,6 +77,9 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
 runner add_sim_commands(CLI::App& app, std::ostream& out, std::ostream& err, const extensions& ext);
 /// `af cluster members`, `af ask` (apps/src/cluster_commands.cpp).
 runner add_cluster_commands(CLI::App& app, std::ostream& out, std::ostream& err);
+/// The cluster's system services (membership, placement) of a node started with
+/// cluster.listen; none without it (apps/src/cluster_services.cpp).
+expected<std::vector<sup::child_spec>> cluster_services(const config& cfg);
 
 /// The agent types and tools a command offers: the built-in ones `builtins` registers, then the
 /// user's extensions, then the plugins of --plugin (their code stays mapped while `plugins`

@@ -254,6 +254,58 @@ constexpr std::array k_schema{
              .description = "Time a peer has to connect and complete the authentication handshake",
              .min = 1,
              .max = 3600000},
+    // --- cluster membership and placement (apps/src/cluster_services.cpp) ---
+    key_spec{.key = "cluster.join",
+             .default_value = "",
+             .description = "Seed nodes to join through: comma-separated host:port of their "
+                            "cluster.listen; empty: start a cluster of its own and wait to be joined"},
+    key_spec{.key = "cluster.swim.period_ms",
+             .type = kind::integer,
+             .default_value = "1000",
+             .description = "SWIM protocol period: one probe per period; detection and "
+                            "dissemination times are counted in periods",
+             .min = 10,
+             .max = 600000},
+    key_spec{.key = "cluster.swim.ping_timeout_ms",
+             .type = kind::integer,
+             .default_value = "0",
+             .description = "How long a direct ping may take before indirect probes start (less "
+                            "than the period); 0: 30% of cluster.swim.period_ms",
+             .min = 0,
+             .max = 600000},
+    key_spec{.key = "cluster.swim.indirect_probes",
+             .type = kind::integer,
+             .default_value = "3",
+             .description = "Members asked to ping a member whose direct ping failed (k)",
+             .min = 0,
+             .max = 32},
+    key_spec{.key = "cluster.swim.suspicion_mult",
+             .type = kind::integer,
+             .default_value = "3",
+             .description = "Suspicion timeout = mult x log10(members + 1) x period, at least "
+                            "cluster.swim.suspicion_min_ms",
+             .min = 1,
+             .max = 100},
+    key_spec{.key = "cluster.swim.suspicion_min_ms",
+             .type = kind::integer,
+             .default_value = "0",
+             .description = "Shortest suspicion timeout; 0: 2 protocol periods",
+             .min = 0,
+             .max = 3600000},
+    key_spec{.key = "cluster.placement.idle_timeout_ms",
+             .type = kind::integer,
+             .default_value = "300000",
+             .description = "A virtual agent that received nothing for this long is stopped "
+                            "(0: never)",
+             .min = 0,
+             .max = 86400000},
+    key_spec{.key = "cluster.placement.suspects_keep_ownership",
+             .type = kind::enumeration,
+             .default_value = "false",
+             .description = "false: a suspected member's virtual agents move at once (fast "
+                            "failover; a refuted suspicion moves them back); true: they move only "
+                            "when it is declared dead",
+             .choices = "true|false"},
 };
 
 constexpr std::string_view k_features = "features";

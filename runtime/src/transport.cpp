@@ -397,14 +397,22 @@ private:
     route_out(queued{std::move(e), std::move(rp), ask});
   }
 
-  /// Envelopes addressed to the transport itself: PeerRoutes from membership.
+  /// Envelopes addressed to the transport itself: PeerRoutes from membership, and
+  /// TransportInfoRequest (membership learning its own endpoint).
   void on_control(envelope e, caf::response_promise rp, bool ask) {
     if (const auto* pr = e.payload_as<v1::PeerRoutes>()) {
       apply_routes(*pr);
       if (ask) rp.deliver(core_->make_reply(e.receiver(), e, empty_payload(), rng_));
       return;
     }
-    error err{errc::validation, "af.cluster.transport accepts PeerRoutes, not '"
+    if (e.payload_as<v1::TransportInfoRequest>() != nullptr) {
+      auto info = std::make_shared<v1::TransportInfo>();
+      info->set_node(core_->node_name);
+      info->set_endpoint(advertise_);
+      if (ask) rp.deliver(core_->make_reply(e.receiver(), e, std::move(info), rng_));
+      return;
+    }
+    error err{errc::validation, "af.cluster.transport accepts PeerRoutes and TransportInfoRequest, not '"
                                     + e.payload_type_name() + "' (to " + e.receiver().to_string()
                                     + ")"};
     core_->log.warn("transport_message_refused", err.message());

@@ -70,7 +70,7 @@ start_node() {
   rm -f "$tmp/$name.json"
   local -a join=()
   [[ -n $seed ]] && join=(--join "$seed")
-  "$AF" node start --name "$name" --data-dir "$tmp/$name" --store "$AF_TEST_PG_URL" \
+  "$AF" node start --name "$name" --data-dir "$tmp/$name" --set "store.url=$AF_TEST_PG_URL" \
     --listen 127.0.0.1:0 --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/secret" \
     "${join[@]}" --set "cluster.swim.period_ms=$PERIOD_MS" --no-demo-service \
     --log-format json --port-file "$tmp/$name.json" >>"$tmp/$name.out" 2>>"$tmp/$name.err" &
@@ -124,7 +124,7 @@ grep -q '^n1 .* alive' "$tmp/members.out" || fail "text members output lacks 'n1
 
 # ---- an outsider with the wrong secret is refused ------------------------------------------------
 step="outsider refused"
-"$AF" node start --name intruder --data-dir "$tmp/intruder" --store "memory:" \
+"$AF" node start --name intruder --data-dir "$tmp/intruder" --set store.url=memory: \
   --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/wrong-secret" --join "$seed" \
   --set "cluster.swim.period_ms=$PERIOD_MS" --no-demo-service --log-format json \
   >"$tmp/intruder.out" 2>"$tmp/intruder.err" &

@@ -95,6 +95,28 @@ public:
     const auto phase = duration{static_cast<std::int64_t>(ctx.rng().uniform(
         static_cast<std::uint64_t>(std::max<std::int64_t>(opts_.period.count(), 1))))};
     ctx.schedule(phase, v1::SwimTick{});
+    // Without a configured endpoint, ask the node's transport which one it advertises (an
+    // ephemeral cluster.listen port is known only once it is bound), then join with it.
+    if (opts_.advertise.empty()) {
+      if (auto t = ctx.lookup(k_transport_agent)) {
+        ctx.ask<v1::TransportInfo>(
+            *t, v1::TransportInfoRequest{}, opts_.join_timeout,
+            [this, &ctx](expected<v1::TransportInfo> info) {
+              if (info && !info->endpoint().empty()) {
+                if (auto c = state_->set_endpoint(info->endpoint(), ctx.now())) changed(ctx, *c);
+              } else if (!info) {
+                ctx.log().warn("member_endpoint_unknown",
+                               "the transport did not say its endpoint: " + info.error().message());
+              }
+              start_joining(ctx);
+            });
+        return;
+      }
+    }
+    start_joining(ctx);
+  }
+
+  void start_joining(context& ctx) {
     if (!opts_.seeds.empty()) {
       v1::SwimJoinTick t;
       t.set_attempt(0);

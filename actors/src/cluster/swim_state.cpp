@@ -61,6 +61,14 @@ swim_state::swim_state(std::string self, std::string endpoint, swim_options opts
   live_ = 1;
 }
 
+std::optional<state_change> swim_state::set_endpoint(std::string endpoint, time_point now) {
+  auto me = self();
+  if (me.endpoint == endpoint) return std::nullopt;
+  me.endpoint = std::move(endpoint);
+  ++me.incarnation;
+  return set(std::move(me), now);
+}
+
 const member_entry* swim_state::find(const std::string& node) const {
   auto it = members_.find(node);
   return it == members_.end() ? nullptr : &it->second;

@@ -76,6 +76,9 @@ public:
   /// meanwhile).
   std::optional<state_change> confirm_dead(const std::string& node, std::uint64_t incarnation,
                                            time_point now);
+  /// This node's endpoint became known (the transport bound an ephemeral port): the entry is
+  /// re-issued at a higher incarnation so the new endpoint supersedes the old one everywhere.
+  std::optional<state_change> set_endpoint(std::string endpoint, time_point now);
   /// A graceful leave: this node becomes LEFT (gossiped like any update).
   std::optional<state_change> leave(time_point now);
   /// Dead and left members older than the retention time are forgotten.
