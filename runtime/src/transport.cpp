@@ -1043,6 +1043,8 @@ private:
     }
     const auto id = l.id;
     count_envelopes("in", static_cast<double>(items->size()));
+    // Names are resolved once per batch (a batch usually carries many envelopes for one agent).
+    batch_targets_.clear();
     for (const auto& it : *items) {
       auto* lk = find_link(id);
       if (lk == nullptr || lk->state != link_state::up) return;
@@ -1057,6 +1059,7 @@ private:
         break;
       }
     }
+    batch_targets_.clear();
   }
 
   void fail_back(link& l, std::uint64_t ask_id, const error& e) {
@@ -1106,17 +1109,21 @@ private:
       }
       return;
     }
-    auto target = core_->lookup(to.name);
-    if (!target) {
-      count_dropped("not_found");
-      if (ask)
-        fail_back(l, it.ask_id, target.error());
-      else
-        core_->log.debug("envelope_dropped", target.error().message(),
-                         {{"reason", "not_found"}, {"peer", l.node}});
-      return;
+    auto cached = batch_targets_.find(to.name);
+    if (cached == batch_targets_.end()) {
+      auto target = core_->lookup(to.name);
+      if (!target) {
+        count_dropped("not_found");
+        if (ask)
+          fail_back(l, it.ask_id, target.error());
+        else
+          core_->log.debug("envelope_dropped", target.error().message(),
+                           {{"reason", "not_found"}, {"peer", l.node}});
+        return;
+      }
+      cached = batch_targets_.emplace(to.name, to_actor(*target)).first;
     }
-    auto actor = to_actor(*target);
+    const auto& actor = cached->second;
     if (!ask) {
       send(actor, std::move(*env));
       return;
@@ -1213,6 +1220,7 @@ private:
   std::uint64_t next_link_ = 0;
   std::uint64_t next_ask_ = 0;
   std::unordered_map<std::string, counter_handle> counters_;
+  std::unordered_map<std::string, envelope_actor> batch_targets_;
   gauge_handle peers_gauge_;
 };
 
