@@ -41,6 +41,8 @@ using redial_atom = caf::atom_constant<caf::atom("afredial")>;
 using sweep_atom = caf::atom_constant<caf::atom("afsweep")>;
 
 constexpr std::uint32_t k_protocol_version = 1;
+/// A batch frame starts with its type, sequence number (8 bytes) and MAC.
+constexpr std::size_t k_batch_header = 1 + 8 + k_mac_bytes;
 constexpr auto k_sweep_period = std::chrono::milliseconds(250);
 /// An ask whose reply never comes (the remote agent dropped it) is forgotten after this long;
 /// the asking agent's own timeout has answered it long before.
@@ -74,6 +76,9 @@ constexpr std::string_view handshake_timeout = "handshake_timeout";
 constexpr std::string_view oversized = "oversized";
 constexpr std::string_view malformed = "malformed";
 constexpr std::string_view wrong_node = "wrong_node";
+constexpr std::string_view bad_mac = "bad_mac";
+constexpr std::string_view bad_sequence = "bad_sequence";
+constexpr std::string_view unexpected_hello = "unexpected_hello";
 } // namespace refusal
 
 struct link {
@@ -86,6 +91,8 @@ struct link {
   std::string endpoint; ///< where the peer's transport listens
   std::string expected; ///< the node name the dialler expects ("" for "@host:port")
   std::string my_nonce, peer_nonce;
+  std::string key; ///< the session key (set when the handshake succeeds)
+  std::uint64_t out_seq = 0, in_seq = 0;
   std::string out; ///< the batch frame being filled
   std::size_t out_items = 0;
   bool flush_pending = false;
@@ -537,7 +544,7 @@ private:
 
   void send_item(link& l, queued q) {
     const std::string& bytes = q.env.encode();
-    if (bytes.size() + k_item_overhead + 1 > opts_.max_frame_bytes) {
+    if (bytes.size() + k_item_overhead + k_batch_header > opts_.max_frame_bytes) {
       fail_fast(q, errc::validation,
                 "envelope to " + q.env.receiver().to_string() + " is "
                     + std::to_string(bytes.size()) + " bytes, more than cluster.max_frame_bytes ("
@@ -556,7 +563,10 @@ private:
   void append(link& l, item_kind k, std::uint64_t ask_id, std::string_view body) {
     if (!l.out.empty() && l.out.size() + body.size() + k_item_overhead > opts_.max_frame_bytes)
       flush(l);
-    if (l.out.empty()) begin_frame(l.out, frame_type::batch);
+    if (l.out.empty()) {
+      begin_frame(l.out, frame_type::batch);
+      l.out.append(k_batch_header - 1, '\0'); // sequence number and MAC, set by flush
+    }
     append_item(l.out, k, ask_id, body);
     ++l.out_items;
     // Flush after what is already in the mailbox: under load, many envelopes share one frame.
@@ -568,11 +578,17 @@ private:
 
   void flush(link& l) {
     l.flush_pending = false;
-    if (l.out.size() <= 1) return;
+    if (l.out.size() <= k_batch_header) return;
     count_envelopes("out", static_cast<double>(l.out_items));
     l.out_items = 0;
     std::string frame;
     frame.swap(l.out);
+    const auto seq = ++l.out_seq;
+    for (int i = 0; i < 8; ++i)
+      frame[1 + i] = static_cast<char>((seq >> (8 * i)) & 0xff);
+    const auto mac = frame_mac(l.key, l.outbound ? 'c' : 's', seq,
+                               std::string_view{frame}.substr(k_batch_header));
+    std::copy(mac.begin(), mac.end(), frame.begin() + 9);
     send_frame(l, std::move(frame));
   }
 
@@ -784,6 +800,16 @@ private:
     }
     if (l != nullptr && l->state == link_state::hello_sent && core_->node_name < h.node())
       return; // both dialled at once: the node with the smaller name stays the dialler
+    if (l != nullptr && l->state == link_state::up) {
+      // A live session is not reset by a hello (frames can be forged through CAF's routing; a
+      // real peer that lost its session says so with Refused, or times out its handshake).
+      count_refused(refusal::unexpected_hello);
+      core_->log.warn("peer_refused", "a hello on an authenticated session was ignored",
+                      {{"reason", std::string{refusal::unexpected_hello}},
+                       {"remote", remote_of(*l)},
+                       {"peer", l->node}});
+      return;
+    }
     if (l == nullptr) l = &new_link(current_sender(), false);
     if (l->state == link_state::up) link_lost(*l, "re-authenticating", false);
     l->outbound = false;
@@ -853,6 +879,7 @@ private:
     v1::TransportProof p;
     p.set_proof(handshake_proof(opts_.secret, proof_role::client, core_->node_name, c.node(),
                                 l->my_nonce, l->peer_nonce));
+    l->key = session_key(opts_.secret, core_->node_name, c.node(), l->my_nonce, l->peer_nonce);
     l->state = link_state::awaiting_welcome;
     l->since = now();
     send_control(*l, frame_type::proof, p);
@@ -875,6 +902,7 @@ private:
              true);
       return;
     }
+    l->key = session_key(opts_.secret, l->node, core_->node_name, l->peer_nonce, l->my_nonce);
     send_control(*l, frame_type::welcome, v1::TransportWelcome{});
     link_up(*l);
   }
@@ -921,6 +949,8 @@ private:
 
   void link_up(link& l) {
     l.state = link_state::up;
+    l.out_seq = 0;
+    l.in_seq = 0;
     l.since = now();
     l.tokens = opts_.peer_rate;
     l.refilled = l.since;
@@ -1035,7 +1065,31 @@ private:
     return true;
   }
 
-  void on_batch(link& l, std::string_view body) {
+  void on_batch(link& l, std::string_view frame) {
+    if (frame.size() < k_batch_header - 1) {
+      refuse(&l, refusal::malformed, "batch frame shorter than its header", true);
+      return;
+    }
+    std::uint64_t seq = 0;
+    for (int i = 0; i < 8; ++i)
+      seq |= static_cast<std::uint64_t>(static_cast<unsigned char>(frame[i])) << (8 * i);
+    const auto mac = frame.substr(8, k_mac_bytes);
+    const auto body = frame.substr(k_batch_header - 1);
+    if (!proofs_equal(mac, frame_mac(l.key, l.outbound ? 's' : 'c', seq, body))) {
+      refuse(&l, refusal::bad_mac,
+             "batch frame with a wrong MAC on the session with '" + l.node
+                 + "' (forged or corrupted)",
+             true);
+      return;
+    }
+    if (seq != l.in_seq + 1) {
+      refuse(&l, refusal::bad_sequence,
+             "batch frame " + std::to_string(seq) + " where " + std::to_string(l.in_seq + 1)
+                 + " was due (replayed or reordered)",
+             true);
+      return;
+    }
+    l.in_seq = seq;
     auto items = parse_batch(body);
     if (!items) {
       refuse(&l, refusal::malformed, "garbage batch: " + items.error().message(), true);
