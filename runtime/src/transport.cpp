@@ -997,9 +997,11 @@ private:
     }
     if (was_up) {
       count_event("disconnected");
+      // A peer that shut down cleanly is news; a lost connection or a refusal is a warning.
       if (log_it)
-        core_->log.warn(
-            "peer_disconnected", "cluster peer '" + l.node + "' disconnected: " + why,
+        core_->log.log(
+            clean_exit_ ? log_level::info : log_level::warn, "peer_disconnected",
+            "cluster peer '" + l.node + "' disconnected: " + why,
             {{"peer", l.node}, {"remote", remote_of(l)}, {"failed_asks", failed.size()}});
     }
     l.state = link_state::refused;
@@ -1047,7 +1049,10 @@ private:
     if (auto* l = find_link(id)) {
       const bool handshaking =
           l->state == link_state::hello_sent || l->state == link_state::awaiting_welcome;
+      clean_exit_ = dm.reason == caf::exit_reason::user_shutdown
+                    || dm.reason == caf::exit_reason::normal;
       link_lost(*l, "connection closed (" + home_system().render(dm.reason) + ")", true);
+      clean_exit_ = false;
       if (handshaking) handshake_failed(*l, "connection closed during the handshake");
     }
     by_addr_.erase(it);
@@ -1275,6 +1280,7 @@ private:
   std::uint64_t next_ask_ = 0;
   std::unordered_map<std::string, counter_handle> counters_;
   std::unordered_map<std::string, envelope_actor> batch_targets_;
+  bool clean_exit_ = false; ///< the link being lost went down with a clean exit reason
   gauge_handle peers_gauge_;
 };
 

@@ -315,6 +315,13 @@ TEST_CASE("transport: the secret is mandatory, checked, and TLS files come all t
                             {{"cluster.tls_cert", d.write("c.pem", "x")}}, log);
   REQUIRE_FALSE(partial.has_value());
   CHECK(partial.error().message().find("all three") != std::string::npos);
+  // A port in use: the node does not start, and says where.
+  const auto secret = secret_file(d, "s2", "0123456789abcdef-secret");
+  auto first = must_start("n1", "127.0.0.1:0", secret, log);
+  auto taken = start_node("n2", endpoint_of(*first), secret, {}, log);
+  REQUIRE_FALSE(taken.has_value());
+  CHECK(taken.error().message().find("cannot listen on " + endpoint_of(*first))
+        != std::string::npos);
 }
 
 TEST_CASE("transport: handshake proofs bind role, names and nonces", "[transport]") {
