@@ -811,3 +811,30 @@ TEST_CASE("transport: batch frames are bound to the session (MAC) and cannot be 
       5s));
   CHECK(counter_value() == 5);
 }
+
+TEST_CASE("transport: two nodes that dial each other at once end up with working links",
+          "[transport]") {
+  test::temp_dir d{"af-transport"};
+  const auto secret = secret_file(d, "secret", "correct horse battery staple");
+  for (int round = 0; round < 5; ++round) {
+    log_lines log_a, log_b;
+    auto a = must_start("a", "127.0.0.1:0", secret, log_a);
+    auto b = must_start("b", "127.0.0.1:0", secret, log_b);
+    REQUIRE(a->spawn<greeter>("greeter").has_value());
+    REQUIRE(b->spawn<greeter>("greeter").has_value());
+    // Both learn the other's route (as membership would tell them) and dial at once.
+    std::thread ta([&] { add_route(*a, "b", endpoint_of(*b)); });
+    add_route(*b, "a", endpoint_of(*a));
+    ta.join();
+    auto ab = greet_remote(*a, "b", "a", 5s);
+    auto ba = greet_remote(*b, "a", "b", 5s);
+    INFO("round " << round << ": " << (ab ? "ok" : ab.error().to_string()) << " / "
+                  << (ba ? "ok" : ba.error().to_string()));
+    CHECK(ab.has_value());
+    CHECK(ba.has_value());
+    CHECK(metric(*a, "af_cluster_peers_connected") == 1);
+    CHECK(metric(*b, "af_cluster_peers_connected") == 1);
+    CHECK(metric(*a, "af_cluster_peer_refused_total") == 0);
+    CHECK(metric(*b, "af_cluster_peer_refused_total") == 0);
+  }
+}
