@@ -6,9 +6,11 @@
 //
 // One link per remote transport actor, whoever dialled: the dialling side sends Hello, the other
 // Challenge (with its proof), the dialler Proof, the listener Welcome. Only then are batches
-// accepted, in both directions. CAF 0.17 gives no way to close one BASP connection, so a peer
-// that breaks the rules is refused: its link drops to `refused`, everything it sends is counted
-// and dropped until it authenticates again (a well-behaved peer does so when told Refused).
+// accepted, in both directions, and each batch frame carries a sequence number and an HMAC under
+// the session key: BASP accepts messages relayed through a third node with any claimed source,
+// so the connection alone proves nothing. CAF 0.17 gives no way to close one BASP connection, so a
+// peer that breaks the rules is refused: its link drops to `refused`, everything it sends is
+// counted and dropped until it authenticates again (a well-behaved peer does so when told Refused).
 #include "transport.hpp"
 
 #include "af/node.hpp"
@@ -116,8 +118,7 @@ struct dialer {
   std::uint32_t failures = 0;
   std::deque<queued> queue;
   std::uint64_t link = 0;
-  bool persistent = false; ///< a member's route: keep reconnecting while the route is known
-  bool ever_up = false;
+  bool persistent = false;      ///< a member's route: keep reconnecting while the route is known
   std::uint64_t generation = 0; ///< stale redial timers and connect replies are ignored
 };
 
@@ -391,7 +392,7 @@ private:
     // never authenticated (node::tell_erased sends to remote refs with a sender for this reason).
     if (s == nullptr || s->node() != home_system().node()) {
       refuse_sender(refusal::unauthenticated, "an envelope sent straight to the transport actor");
-      if (ask) return; // no promise: the request is answered with unexpected_message below
+      if (ask) make_response_promise().deliver(caf::make_error(caf::sec::unexpected_message));
       return;
     }
     caf::response_promise rp;
@@ -726,7 +727,6 @@ private:
   void dialer_up(dialer& d, link& l) {
     d.state = dial_state::up;
     d.failures = 0;
-    d.ever_up = true;
     while (!d.queue.empty()) {
       auto q = std::move(d.queue.front());
       d.queue.pop_front();
@@ -1049,8 +1049,8 @@ private:
     if (auto* l = find_link(id)) {
       const bool handshaking =
           l->state == link_state::hello_sent || l->state == link_state::awaiting_welcome;
-      clean_exit_ = dm.reason == caf::exit_reason::user_shutdown
-                    || dm.reason == caf::exit_reason::normal;
+      clean_exit_ =
+          dm.reason == caf::exit_reason::user_shutdown || dm.reason == caf::exit_reason::normal;
       link_lost(*l, "connection closed (" + home_system().render(dm.reason) + ")", true);
       clean_exit_ = false;
       if (handshaking) handshake_failed(*l, "connection closed during the handshake");
