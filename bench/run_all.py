@@ -468,7 +468,7 @@ def main() -> int:
     ap.add_argument("--build", required=True, help="CMake build directory (e.g. build/release)")
     ap.add_argument("--update", metavar="DOC", help="rewrite the tables of this Markdown file")
     ap.add_argument("--only", action="append", default=[],
-                    help="run only these benches (roundtrip, throughput, hash, spawn, scheduler, restart, store, exec, sim, swim); with --update only their sections are replaced, the others are kept as they are")
+                    help="run only these benches (roundtrip, throughput, hash, spawn, scheduler, restart, store, exec, sim, cluster, swim); with --update only their sections are replaced, the others are kept as they are")
     ap.add_argument("--no-postgres", action="store_true",
                     help="run the storage bench on SQLite only (default: also on a throwaway "
                          "PostgreSQL server, tests/persistence/with_postgres.sh, when installed)")

@@ -6,9 +6,11 @@
 //
 // One link per remote transport actor, whoever dialled: the dialling side sends Hello, the other
 // Challenge (with its proof), the dialler Proof, the listener Welcome. Only then are batches
-// accepted, in both directions. CAF 0.17 gives no way to close one BASP connection, so a peer
-// that breaks the rules is refused: its link drops to `refused`, everything it sends is counted
-// and dropped until it authenticates again (a well-behaved peer does so when told Refused).
+// accepted, in both directions, and each batch frame carries a sequence number and an HMAC under
+// the session key: BASP accepts messages relayed through a third node with any claimed source,
+// so the connection alone proves nothing. CAF 0.17 gives no way to close one BASP connection, so a
+// peer that breaks the rules is refused: its link drops to `refused`, everything it sends is
+// counted and dropped until it authenticates again (a well-behaved peer does so when told Refused).
 #include "transport.hpp"
 
 #include "af/node.hpp"
@@ -41,6 +43,8 @@ using redial_atom = caf::atom_constant<caf::atom("afredial")>;
 using sweep_atom = caf::atom_constant<caf::atom("afsweep")>;
 
 constexpr std::uint32_t k_protocol_version = 1;
+/// A batch frame starts with its type, sequence number (8 bytes) and MAC.
+constexpr std::size_t k_batch_header = 1 + 8 + k_mac_bytes;
 constexpr auto k_sweep_period = std::chrono::milliseconds(250);
 /// An ask whose reply never comes (the remote agent dropped it) is forgotten after this long;
 /// the asking agent's own timeout has answered it long before.
@@ -74,6 +78,9 @@ constexpr std::string_view handshake_timeout = "handshake_timeout";
 constexpr std::string_view oversized = "oversized";
 constexpr std::string_view malformed = "malformed";
 constexpr std::string_view wrong_node = "wrong_node";
+constexpr std::string_view bad_mac = "bad_mac";
+constexpr std::string_view bad_sequence = "bad_sequence";
+constexpr std::string_view unexpected_hello = "unexpected_hello";
 } // namespace refusal
 
 struct link {
@@ -86,6 +93,8 @@ struct link {
   std::string endpoint; ///< where the peer's transport listens
   std::string expected; ///< the node name the dialler expects ("" for "@host:port")
   std::string my_nonce, peer_nonce;
+  std::string key; ///< the session key (set when the handshake succeeds)
+  std::uint64_t out_seq = 0, in_seq = 0;
   std::string out; ///< the batch frame being filled
   std::size_t out_items = 0;
   bool flush_pending = false;
@@ -109,8 +118,7 @@ struct dialer {
   std::uint32_t failures = 0;
   std::deque<queued> queue;
   std::uint64_t link = 0;
-  bool persistent = false; ///< a member's route: keep reconnecting while the route is known
-  bool ever_up = false;
+  bool persistent = false;      ///< a member's route: keep reconnecting while the route is known
   std::uint64_t generation = 0; ///< stale redial timers and connect replies are ignored
 };
 
@@ -384,7 +392,7 @@ private:
     // never authenticated (node::tell_erased sends to remote refs with a sender for this reason).
     if (s == nullptr || s->node() != home_system().node()) {
       refuse_sender(refusal::unauthenticated, "an envelope sent straight to the transport actor");
-      if (ask) return; // no promise: the request is answered with unexpected_message below
+      if (ask) make_response_promise().deliver(caf::make_error(caf::sec::unexpected_message));
       return;
     }
     caf::response_promise rp;
@@ -545,7 +553,7 @@ private:
 
   void send_item(link& l, queued q) {
     const std::string& bytes = q.env.encode();
-    if (bytes.size() + k_item_overhead + 1 > opts_.max_frame_bytes) {
+    if (bytes.size() + k_item_overhead + k_batch_header > opts_.max_frame_bytes) {
       fail_fast(q, errc::validation,
                 "envelope to " + q.env.receiver().to_string() + " is "
                     + std::to_string(bytes.size()) + " bytes, more than cluster.max_frame_bytes ("
@@ -564,7 +572,10 @@ private:
   void append(link& l, item_kind k, std::uint64_t ask_id, std::string_view body) {
     if (!l.out.empty() && l.out.size() + body.size() + k_item_overhead > opts_.max_frame_bytes)
       flush(l);
-    if (l.out.empty()) begin_frame(l.out, frame_type::batch);
+    if (l.out.empty()) {
+      begin_frame(l.out, frame_type::batch);
+      l.out.append(k_batch_header - 1, '\0'); // sequence number and MAC, set by flush
+    }
     append_item(l.out, k, ask_id, body);
     ++l.out_items;
     // Flush after what is already in the mailbox: under load, many envelopes share one frame.
@@ -576,11 +587,17 @@ private:
 
   void flush(link& l) {
     l.flush_pending = false;
-    if (l.out.size() <= 1) return;
+    if (l.out.size() <= k_batch_header) return;
     count_envelopes("out", static_cast<double>(l.out_items));
     l.out_items = 0;
     std::string frame;
     frame.swap(l.out);
+    const auto seq = ++l.out_seq;
+    for (int i = 0; i < 8; ++i)
+      frame[1 + i] = static_cast<char>((seq >> (8 * i)) & 0xff);
+    const auto mac = frame_mac(l.key, l.outbound ? 'c' : 's', seq,
+                               std::string_view{frame}.substr(k_batch_header));
+    std::copy(mac.begin(), mac.end(), frame.begin() + 9);
     send_frame(l, std::move(frame));
   }
 
@@ -718,7 +735,6 @@ private:
   void dialer_up(dialer& d, link& l) {
     d.state = dial_state::up;
     d.failures = 0;
-    d.ever_up = true;
     while (!d.queue.empty()) {
       auto q = std::move(d.queue.front());
       d.queue.pop_front();
@@ -792,6 +808,16 @@ private:
     }
     if (l != nullptr && l->state == link_state::hello_sent && core_->node_name < h.node())
       return; // both dialled at once: the node with the smaller name stays the dialler
+    if (l != nullptr && l->state == link_state::up) {
+      // A live session is not reset by a hello (frames can be forged through CAF's routing; a
+      // real peer that lost its session says so with Refused, or times out its handshake).
+      count_refused(refusal::unexpected_hello);
+      core_->log.warn("peer_refused", "a hello on an authenticated session was ignored",
+                      {{"reason", std::string{refusal::unexpected_hello}},
+                       {"remote", remote_of(*l)},
+                       {"peer", l->node}});
+      return;
+    }
     if (l == nullptr) l = &new_link(current_sender(), false);
     if (l->state == link_state::up) link_lost(*l, "re-authenticating", false);
     l->outbound = false;
@@ -861,6 +887,7 @@ private:
     v1::TransportProof p;
     p.set_proof(handshake_proof(opts_.secret, proof_role::client, core_->node_name, c.node(),
                                 l->my_nonce, l->peer_nonce));
+    l->key = session_key(opts_.secret, core_->node_name, c.node(), l->my_nonce, l->peer_nonce);
     l->state = link_state::awaiting_welcome;
     l->since = now();
     send_control(*l, frame_type::proof, p);
@@ -883,6 +910,7 @@ private:
              true);
       return;
     }
+    l->key = session_key(opts_.secret, l->node, core_->node_name, l->peer_nonce, l->my_nonce);
     send_control(*l, frame_type::welcome, v1::TransportWelcome{});
     link_up(*l);
   }
@@ -929,6 +957,8 @@ private:
 
   void link_up(link& l) {
     l.state = link_state::up;
+    l.out_seq = 0;
+    l.in_seq = 0;
     l.since = now();
     l.tokens = opts_.peer_rate;
     l.refilled = l.since;
@@ -975,9 +1005,11 @@ private:
     }
     if (was_up) {
       count_event("disconnected");
+      // A peer that shut down cleanly is news; a lost connection or a refusal is a warning.
       if (log_it)
-        core_->log.warn(
-            "peer_disconnected", "cluster peer '" + l.node + "' disconnected: " + why,
+        core_->log.log(
+            clean_exit_ ? log_level::info : log_level::warn, "peer_disconnected",
+            "cluster peer '" + l.node + "' disconnected: " + why,
             {{"peer", l.node}, {"remote", remote_of(l)}, {"failed_asks", failed.size()}});
     }
     l.state = link_state::refused;
@@ -1025,7 +1057,10 @@ private:
     if (auto* l = find_link(id)) {
       const bool handshaking =
           l->state == link_state::hello_sent || l->state == link_state::awaiting_welcome;
+      clean_exit_ =
+          dm.reason == caf::exit_reason::user_shutdown || dm.reason == caf::exit_reason::normal;
       link_lost(*l, "connection closed (" + home_system().render(dm.reason) + ")", true);
+      clean_exit_ = false;
       if (handshaking) handshake_failed(*l, "connection closed during the handshake");
     }
     by_addr_.erase(it);
@@ -1043,7 +1078,31 @@ private:
     return true;
   }
 
-  void on_batch(link& l, std::string_view body) {
+  void on_batch(link& l, std::string_view frame) {
+    if (frame.size() < k_batch_header - 1) {
+      refuse(&l, refusal::malformed, "batch frame shorter than its header", true);
+      return;
+    }
+    std::uint64_t seq = 0;
+    for (int i = 0; i < 8; ++i)
+      seq |= static_cast<std::uint64_t>(static_cast<unsigned char>(frame[i])) << (8 * i);
+    const auto mac = frame.substr(8, k_mac_bytes);
+    const auto body = frame.substr(k_batch_header - 1);
+    if (!proofs_equal(mac, frame_mac(l.key, l.outbound ? 's' : 'c', seq, body))) {
+      refuse(&l, refusal::bad_mac,
+             "batch frame with a wrong MAC on the session with '" + l.node
+                 + "' (forged or corrupted)",
+             true);
+      return;
+    }
+    if (seq != l.in_seq + 1) {
+      refuse(&l, refusal::bad_sequence,
+             "batch frame " + std::to_string(seq) + " where " + std::to_string(l.in_seq + 1)
+                 + " was due (replayed or reordered)",
+             true);
+      return;
+    }
+    l.in_seq = seq;
     auto items = parse_batch(body);
     if (!items) {
       refuse(&l, refusal::malformed, "garbage batch: " + items.error().message(), true);
@@ -1051,6 +1110,8 @@ private:
     }
     const auto id = l.id;
     count_envelopes("in", static_cast<double>(items->size()));
+    // Names are resolved once per batch (a batch usually carries many envelopes for one agent).
+    batch_targets_.clear();
     for (const auto& it : *items) {
       auto* lk = find_link(id);
       if (lk == nullptr || lk->state != link_state::up) return;
@@ -1065,6 +1126,7 @@ private:
         break;
       }
     }
+    batch_targets_.clear();
   }
 
   void fail_back(link& l, std::uint64_t ask_id, const error& e) {
@@ -1114,17 +1176,21 @@ private:
       }
       return;
     }
-    auto target = core_->lookup(to.name);
-    if (!target) {
-      count_dropped("not_found");
-      if (ask)
-        fail_back(l, it.ask_id, target.error());
-      else
-        core_->log.debug("envelope_dropped", target.error().message(),
-                         {{"reason", "not_found"}, {"peer", l.node}});
-      return;
+    auto cached = batch_targets_.find(to.name);
+    if (cached == batch_targets_.end()) {
+      auto target = core_->lookup(to.name);
+      if (!target) {
+        count_dropped("not_found");
+        if (ask)
+          fail_back(l, it.ask_id, target.error());
+        else
+          core_->log.debug("envelope_dropped", target.error().message(),
+                           {{"reason", "not_found"}, {"peer", l.node}});
+        return;
+      }
+      cached = batch_targets_.emplace(to.name, to_actor(*target)).first;
     }
-    auto actor = to_actor(*target);
+    const auto& actor = cached->second;
     if (!ask) {
       send(actor, std::move(*env));
       return;
@@ -1221,6 +1287,8 @@ private:
   std::uint64_t next_link_ = 0;
   std::uint64_t next_ask_ = 0;
   std::unordered_map<std::string, counter_handle> counters_;
+  std::unordered_map<std::string, envelope_actor> batch_targets_;
+  bool clean_exit_ = false; ///< the link being lost went down with a clean exit reason
   gauge_handle peers_gauge_;
 };
 

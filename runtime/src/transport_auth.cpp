@@ -84,6 +84,39 @@ std::string handshake_proof(std::string_view secret, proof_role role, std::strin
   return std::string(reinterpret_cast<const char*>(out), len);
 }
 
+std::string session_key(std::string_view secret, std::string_view client_node,
+                        std::string_view server_node, std::string_view client_nonce,
+                        std::string_view server_nonce) {
+  std::string msg;
+  append_field(msg, "af.transport.v1/session");
+  append_field(msg, client_node);
+  append_field(msg, server_node);
+  append_field(msg, client_nonce);
+  append_field(msg, server_nonce);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len);
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+std::string frame_mac(std::string_view key, char direction, std::uint64_t seq,
+                      std::string_view body) {
+  std::string msg;
+  msg.reserve(9 + body.size());
+  msg.push_back(direction);
+  for (int i = 0; i < 8; ++i)
+    msg.push_back(static_cast<char>((seq >> (8 * i)) & 0xff));
+  msg.append(body);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len)
+      == nullptr)
+    return {}; // an empty MAC never verifies (proofs_equal refuses empty input)
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
 bool proofs_equal(std::string_view a, std::string_view b) noexcept {
   return a.size() == b.size() && !a.empty() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }

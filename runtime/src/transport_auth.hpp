@@ -5,6 +5,7 @@
 
 #include "af/error.hpp"
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -31,6 +32,21 @@ enum class proof_role { server, client };
                                           std::string_view server_node,
                                           std::string_view client_nonce,
                                           std::string_view server_nonce);
+
+/// The key of one authenticated session: HMAC-SHA256(secret, "session" | client node | server node
+/// | client nonce | server nonce). Both sides derive it after the handshake; it never travels.
+[[nodiscard]] std::string session_key(std::string_view secret, std::string_view client_node,
+                                      std::string_view server_node, std::string_view client_nonce,
+                                      std::string_view server_nonce);
+
+/// Bytes of a frame MAC.
+inline constexpr std::size_t k_mac_bytes = 32;
+
+/// The MAC of one batch frame: HMAC-SHA256(session key, direction | sequence number | body).
+/// `direction` is 'c' for frames the dialling side sends, 's' for the other way, so a frame
+/// cannot be reflected; the sequence number makes a replayed frame fail.
+[[nodiscard]] std::string frame_mac(std::string_view key, char direction, std::uint64_t seq,
+                                    std::string_view body);
 
 /// Constant-time comparison of two proofs.
 [[nodiscard]] bool proofs_equal(std::string_view a, std::string_view b) noexcept;

@@ -5,6 +5,7 @@
 // no plaintext on the wire, checked through a recording relay).
 #include "af/node.hpp"
 #include "af/v1/cluster.pb.h"
+#include "af/v1/transport.pb.h"
 #include "caf_glue.hpp"
 #include "node_core.hpp"
 #include "support/temp_dir.hpp"
@@ -314,6 +315,13 @@ TEST_CASE("transport: the secret is mandatory, checked, and TLS files come all t
                             {{"cluster.tls_cert", d.write("c.pem", "x")}}, log);
   REQUIRE_FALSE(partial.has_value());
   CHECK(partial.error().message().find("all three") != std::string::npos);
+  // A port in use: the node does not start, and says where.
+  const auto secret = secret_file(d, "s2", "0123456789abcdef-secret");
+  auto first = must_start("n1", "127.0.0.1:0", secret, log);
+  auto taken = start_node("n2", endpoint_of(*first), secret, {}, log);
+  REQUIRE_FALSE(taken.has_value());
+  CHECK(taken.error().message().find("cannot listen on " + endpoint_of(*first))
+        != std::string::npos);
 }
 
 TEST_CASE("transport: handshake proofs bind role, names and nonces", "[transport]") {
@@ -412,7 +420,7 @@ TEST_CASE("transport: asks and tells cross nodes, unreachable nodes fail fast, r
   REQUIRE_FALSE(dead.has_value());
   CHECK(dead.error().code() == errc::transient);
   CHECK(clock_type::now() - t0 < 3s);
-  CHECK(log_a.count("\"event\":\"peer_dial_failed\"") >= 1);
+  CHECK(eventually([&] { return log_a.count("\"event\":\"peer_dial_failed\"") >= 1; }, 5s));
 
   // B restarts on the same port: asks fail transient while it is down, then work again.
   b.reset();
@@ -426,8 +434,10 @@ TEST_CASE("transport: asks and tells cross nodes, unreachable nodes fail fast, r
   REQUIRE(b->spawn<greeter>("greeter").has_value());
   CHECK(eventually([&] { return greet_remote(*a, "b", "edge", 2s).has_value(); }, 15s));
   CHECK(metric(*a, "af_cluster_peer_events_total{event=\"reconnected\"") >= 1);
-  CHECK(log_a.count("\"event\":\"peer_reconnected\"", "\"peer\":\"b\"") >= 1);
-  CHECK(log_a.count("\"event\":\"peer_disconnected\"", "\"peer\":\"b\"") >= 1);
+  CHECK(eventually(
+      [&] { return log_a.count("\"event\":\"peer_reconnected\"", "\"peer\":\"b\"") >= 1; }, 5s));
+  CHECK(eventually(
+      [&] { return log_a.count("\"event\":\"peer_disconnected\"", "\"peer\":\"b\"") >= 1; }, 5s));
 }
 
 TEST_CASE("transport: a wrong secret and unauthenticated frames are refused, logged, counted",
@@ -456,8 +466,14 @@ TEST_CASE("transport: a wrong secret and unauthenticated frames are refused, log
     return metric(*b, "af_cluster_peer_refused_total{reason=\"handshake_failed\"") >= 1;
   }));
   CHECK(metric(*x, "af_cluster_peer_refused_total{reason=\"bad_proof\"") >= 1);
-  CHECK(log_b.count("\"event\":\"peer_refused\"", "\"reason\":\"handshake_failed\"") >= 1);
-  CHECK(log_x.count("\"event\":\"peer_refused\"", "\"reason\":\"bad_proof\"") >= 1);
+  CHECK(eventually(
+      [&] {
+        return log_b.count("\"event\":\"peer_refused\"", "\"reason\":\"handshake_failed\"") >= 1;
+      },
+      5s));
+  CHECK(eventually(
+      [&] { return log_x.count("\"event\":\"peer_refused\"", "\"reason\":\"bad_proof\"") >= 1; },
+      5s));
 
   // A raw client skips the handshake and sends a batch (and a bare envelope) to B's transport.
   auto& sys = *x->core().sys;
@@ -478,7 +494,11 @@ TEST_CASE("transport: a wrong secret and unauthenticated frames are refused, log
   }
   CHECK(eventually(
       [&] { return metric(*b, "af_cluster_peer_refused_total{reason=\"unauthenticated\"") >= 2; }));
-  CHECK(log_b.count("\"event\":\"peer_refused\"", "\"reason\":\"unauthenticated\"") >= 2);
+  CHECK(eventually(
+      [&] {
+        return log_b.count("\"event\":\"peer_refused\"", "\"reason\":\"unauthenticated\"") >= 2;
+      },
+      5s));
 
   // Nothing got through: a legitimate peer reads the counter at zero.
   auto cnt_a = a->core().lookup(address{"@" + endpoint_of(*b), "counter"});
@@ -517,15 +537,23 @@ TEST_CASE("transport: oversized and garbage frames are refused; the node keeps s
     return metric(*b, "af_cluster_peer_refused_total{reason=\"oversized\"") >= 1
            && metric(*b, "af_cluster_peer_refused_total{reason=\"malformed\"") >= 1;
   }));
-  CHECK(log_b.count("\"event\":\"peer_refused\"", "\"reason\":\"oversized\"") >= 1);
-  CHECK(log_b.count("\"event\":\"peer_refused\"", "exceeds cluster.max_frame_bytes") >= 1);
+  CHECK(eventually(
+      [&] { return log_b.count("\"event\":\"peer_refused\"", "\"reason\":\"oversized\"") >= 1; },
+      5s));
+  CHECK(eventually(
+      [&] {
+        return log_b.count("\"event\":\"peer_refused\"", "exceeds cluster.max_frame_bytes") >= 1;
+      },
+      5s));
 
   // An authenticated peer that sends an oversized batch is refused too; its ask fails, it
   // authenticates again and later asks work.
   auto big = greet_remote(*a, "b", std::string(80 * 1024, 'w'), 5s);
   REQUIRE_FALSE(big.has_value());
   CHECK(big.error().code() == errc::transient);
-  CHECK(log_a.count("\"event\":\"peer_refused_us\"", "\"reason\":\"oversized\"") >= 1);
+  CHECK(eventually(
+      [&] { return log_a.count("\"event\":\"peer_refused_us\"", "\"reason\":\"oversized\"") >= 1; },
+      5s));
   CHECK(eventually([&] { return greet_remote(*a, "b", "again", 2s).has_value(); }, 10s));
   // And B is still up for everyone.
   auto from_x = greet_remote(*x, "@" + endpoint_of(*b), "x", 5s);
@@ -586,7 +614,7 @@ TEST_CASE("transport: mutual TLS works; untrusted and anonymous peers are refuse
   auto gr = greet_remote(*rogue, "@" + endpoint_of(*b), "r", 5s);
   REQUIRE_FALSE(gr.has_value());
   CHECK(gr.error().code() == errc::transient);
-  CHECK(log_r.count("\"event\":\"peer_dial_failed\"") >= 1);
+  CHECK(eventually([&] { return log_r.count("\"event\":\"peer_dial_failed\"") >= 1; }, 5s));
   CHECK(log_b.count("\"event\":\"peer_connected\"", "\"peer\":\"r\"") == 0);
 
   // A plaintext node (no TLS) cannot talk to a TLS node either.
@@ -660,7 +688,8 @@ TEST_CASE("transport: a peer over cluster.peer_rate is limited, counted and logg
   CHECK(eventually([&] {
     return metric(*b, "af_cluster_envelopes_dropped_total{reason=\"rate_limited\"") >= 1;
   }));
-  CHECK(log_b.count("\"event\":\"peer_rate_limited\"", "\"peer\":\"a\"") >= 1);
+  CHECK(eventually(
+      [&] { return log_b.count("\"event\":\"peer_rate_limited\"", "\"peer\":\"a\"") >= 1; }, 5s));
   // Once the bucket refills (5/s), an ask gets through and shows that not all 40 arrived.
   std::optional<std::int64_t> seen;
   CHECK(eventually(
@@ -685,4 +714,127 @@ TEST_CASE("transport: a seed address naming this node itself is served here", "[
   auto r = greet_remote(*a, "@" + endpoint_of(*a), "me", 5s);
   REQUIRE(r.has_value());
   CHECK(r->value() == "hello, me from a");
+}
+
+TEST_CASE("transport: batch frames are bound to the session (MAC) and cannot be replayed",
+          "[transport]") {
+  test::temp_dir d{"af-transport"};
+  const std::string secret_text = "correct horse battery staple";
+  const auto secret = secret_file(d, "secret", secret_text);
+  log_lines log_a, log_b, log_x;
+  auto b = must_start("b", "127.0.0.1:0", secret, log_b);
+  auto a = must_start("a", "127.0.0.1:0", secret, log_a);
+  auto x = must_start("x", "127.0.0.1:0", secret, log_x);
+  REQUIRE(b->spawn<counter>("counter").has_value());
+  auto& sys = *x->core().sys;
+  auto peer = sys.middleman().remote_actor("127.0.0.1", b->cluster_port());
+  REQUIRE(static_cast<bool>(peer));
+  caf::scoped_actor self{sys};
+  auto next_frame = [&]() {
+    std::string got;
+    self->receive([&](detail::transport_frame_atom, std::string& f) { got = std::move(f); },
+                  caf::after(std::chrono::seconds(5)) >> [] {});
+    return got;
+  };
+  // The handshake done by hand, as a peer named "m" that knows the secret.
+  auto handshake = [&]() -> std::string {
+    auto nc = detail::make_nonce();
+    REQUIRE(nc.has_value());
+    v1::TransportHello h;
+    h.set_version(1);
+    h.set_node("m");
+    h.set_nonce(*nc);
+    std::string f;
+    detail::begin_frame(f, detail::frame_type::hello);
+    h.AppendToString(&f);
+    self->send(*peer, detail::transport_frame_atom::value, f);
+    auto cf = next_frame();
+    REQUIRE(!cf.empty());
+    REQUIRE(cf[0] == 'C');
+    v1::TransportChallenge c;
+    REQUIRE(c.ParseFromString(cf.substr(1)));
+    CHECK(detail::proofs_equal(c.proof(),
+                               detail::handshake_proof(secret_text, detail::proof_role::server, "m",
+                                                       "b", *nc, c.nonce())));
+    v1::TransportProof p;
+    p.set_proof(
+        detail::handshake_proof(secret_text, detail::proof_role::client, "m", "b", *nc, c.nonce()));
+    detail::begin_frame(f, detail::frame_type::proof);
+    p.AppendToString(&f);
+    self->send(*peer, detail::transport_frame_atom::value, f);
+    auto wf = next_frame();
+    REQUIRE(wf == "W");
+    return detail::session_key(secret_text, "m", "b", *nc, c.nonce());
+  };
+  auto batch = [&](const std::string& key, std::uint64_t seq, std::int64_t value, bool good_mac) {
+    af::rng r{seq};
+    auto msg = std::make_shared<Int64Value>();
+    msg->set_value(value);
+    auto env =
+        x->core().make_envelope({"m", "edge"}, {"b", "counter"}, msg, nullptr, 0, "default", r);
+    std::string items;
+    detail::append_item(items, detail::item_kind::tell, 0, env.encode());
+    std::string f;
+    detail::begin_frame(f, detail::frame_type::batch);
+    for (int i = 0; i < 8; ++i)
+      f.push_back(static_cast<char>((seq >> (8 * i)) & 0xff));
+    auto mac = detail::frame_mac(key, 'c', seq, items);
+    if (!good_mac) mac[0] = static_cast<char>(mac[0] ^ 1);
+    f += mac;
+    f += items;
+    return f;
+  };
+  auto counter_value = [&]() {
+    auto cnt = a->core().lookup(address{"@" + endpoint_of(*b), "counter"});
+    REQUIRE(cnt.has_value());
+    auto v = a->ask<Int64Value>(*cnt, StringValue{}, 5s);
+    REQUIRE(v.has_value());
+    return v->value();
+  };
+
+  auto key = handshake();
+  const auto good = batch(key, 1, 5, true);
+  self->send(*peer, detail::transport_frame_atom::value, good);
+  CHECK(eventually([&] { return counter_value() == 5; }, 5s));
+  // The same frame again: refused as a replay; the session is dropped.
+  self->send(*peer, detail::transport_frame_atom::value, good);
+  CHECK(eventually(
+      [&] { return metric(*b, "af_cluster_peer_refused_total{reason=\"bad_sequence\"") >= 1; }));
+  CHECK(next_frame().starts_with("R")); // the peer is told
+  // A new session, and a frame whose MAC is wrong (forged, or made with another session's key).
+  key = handshake();
+  self->send(*peer, detail::transport_frame_atom::value, batch(key, 1, 100, false));
+  CHECK(eventually(
+      [&] { return metric(*b, "af_cluster_peer_refused_total{reason=\"bad_mac\"") >= 1; }));
+  CHECK(eventually(
+      [&] { return log_b.count("\"event\":\"peer_refused\"", "\"reason\":\"bad_mac\"") >= 1; },
+      5s));
+  CHECK(counter_value() == 5);
+}
+
+TEST_CASE("transport: two nodes that dial each other at once end up with working links",
+          "[transport]") {
+  test::temp_dir d{"af-transport"};
+  const auto secret = secret_file(d, "secret", "correct horse battery staple");
+  for (int round = 0; round < 5; ++round) {
+    log_lines log_a, log_b;
+    auto a = must_start("a", "127.0.0.1:0", secret, log_a);
+    auto b = must_start("b", "127.0.0.1:0", secret, log_b);
+    REQUIRE(a->spawn<greeter>("greeter").has_value());
+    REQUIRE(b->spawn<greeter>("greeter").has_value());
+    // Both learn the other's route (as membership would tell them) and dial at once.
+    std::thread ta([&] { add_route(*a, "b", endpoint_of(*b)); });
+    add_route(*b, "a", endpoint_of(*a));
+    ta.join();
+    auto ab = greet_remote(*a, "b", "a", 5s);
+    auto ba = greet_remote(*b, "a", "b", 5s);
+    INFO("round " << round << ": " << (ab ? "ok" : ab.error().to_string()) << " / "
+                  << (ba ? "ok" : ba.error().to_string()));
+    CHECK(ab.has_value());
+    CHECK(ba.has_value());
+    CHECK(metric(*a, "af_cluster_peers_connected") == 1);
+    CHECK(metric(*b, "af_cluster_peers_connected") == 1);
+    CHECK(metric(*a, "af_cluster_peer_refused_total") == 0);
+    CHECK(metric(*b, "af_cluster_peer_refused_total") == 0);
+  }
 }
