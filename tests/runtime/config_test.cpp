@@ -71,7 +71,7 @@ TEST_CASE("config: defaults come from the schema table", "[config]") {
 
 TEST_CASE("config: schema documents every key with its env variable", "[config]") {
   auto rows = af::config::schema();
-  REQUIRE(rows.size() == 39); // 27 + the 12 cluster.* transport keys
+  REQUIRE(rows.size() == 47); // 27 + 12 cluster.* transport + 8 membership/placement keys
   CHECK(rows.front().key == "node.name");
   CHECK(rows.front().env_var == "AF_NODE_NAME");
   CHECK(rows.front().default_value == "af-node");
