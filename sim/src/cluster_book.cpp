@@ -38,6 +38,8 @@ cluster_book::cluster_book(world& w, const scenario& sc)
       seeds_[i] = j.seeds;
       last_join_ = std::max(last_join_, join_at_[i]);
     }
+  for (std::size_t i = 0; i < n; ++i)
+    if (planned[i] && join_at_[i] == last_join_) last_joiners_.push_back(i);
   // Nodes no entry names join at 0 through the first node.
   for (std::size_t i = 0; i < n; ++i)
     if (!planned[i] && i != 0) seeds_[i] = {names_[0]};
@@ -98,7 +100,14 @@ void cluster_book::check_converged() {
   converged_ = now_converged;
   const auto t = world_.elapsed();
   converged_since_ = converged_ ? t : duration{-1};
-  if (converged_ && join_converged_ < duration::zero() && t >= last_join_) join_converged_ = t;
+}
+
+void cluster_book::check_joined(duration now) {
+  if (join_converged_ >= duration::zero() || now < last_join_ || last_joiners_.empty()) return;
+  // The last joiners are alive in every live view, and their own views hold every live node.
+  for (auto j : last_joiners_)
+    if (!up_[j] || !active_[j] || seen_live_by_[j] != n_active_ || live_up_[j] != n_up_) return;
+  join_converged_ = now;
 }
 
 void cluster_book::set_state(std::size_t v, std::size_t m, std::uint8_t s) {
@@ -160,9 +169,13 @@ void cluster_book::changed(const std::string& self, const v1::Member& member, in
         up_[m] && up_[v] && now - up_since_[m] > window && !partitioned_
         && (last_partition_change_ < duration::zero() || now - last_partition_change_ > window)
         && !world_.net().cut(names_[v], names_[m]) && !world_.net().cut(names_[m], names_[v]);
-    if (settled) ++(s == k_dead ? false_dead_ : false_suspect_);
+    if (settled) {
+      ++(s == k_dead ? false_dead_views_ : false_suspect_views_);
+      (s == k_dead ? false_dead_ : false_suspect_).insert({m, member.incarnation()});
+    }
   }
   check_converged();
+  check_joined(now);
 }
 
 void cluster_book::node_up(const std::string& name) {
@@ -238,8 +251,10 @@ membership_figures cluster_book::figures() const {
     d.restarted = c.restarted;
     f.crashes.push_back(std::move(d));
   }
-  f.false_dead = false_dead_;
-  f.false_suspect = false_suspect_;
+  f.false_dead = false_dead_.size();
+  f.false_suspect = false_suspect_.size();
+  f.false_dead_views = false_dead_views_;
+  f.false_suspect_views = false_suspect_views_;
   f.member_periods = periods_;
   f.messages = messages_;
   f.state_changes = state_changes_;
