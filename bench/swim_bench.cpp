@@ -141,10 +141,11 @@ void bench_members(int runs, std::size_t n, std::size_t seeds, std::size_t crash
     load.push_back(l);
   }
   const auto N = std::to_string(n);
-  const auto how = std::to_string(seeds)
-                   + " seeds per run, 5% loss, 1-10 ms links, period 1 s, "
-                     "k = 3, suspicion 4 log10(n+1) periods (min 2 s), lambda = 4, sync every 20 periods; "
-                   + std::to_string(wall / runs) + " s wall per run";
+  const auto how =
+      std::to_string(seeds)
+      + " seeds per run, 5% loss, 1-10 ms links, period 1 s, "
+        "k = 3, suspicion 4 log10(n+1) periods (min 2 s), lambda = 4, sync every 20 periods; "
+      + std::to_string(wall / runs) + " s wall per run";
   bench::emit("swim.join." + N, "Periods to converge after one join, " + N + " members",
               bench::summarize(join, bench::kind::latency, "periods"), nullptr, {}, std::nullopt,
               how

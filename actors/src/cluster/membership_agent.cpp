@@ -400,7 +400,8 @@ private:
   void sync(context& ctx) {
     const auto peer = random_live(ctx, 1, {});
     if (peer.empty()) return;
-    send_join(ctx, peer.front(), [](bool) {}, true);
+    send_join(
+        ctx, peer.front(), [](bool) {}, true);
   }
 
   template <class F>
