@@ -7,6 +7,7 @@
 #include "world.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace af::sim::detail {
 
@@ -43,6 +44,16 @@ cluster_book::cluster_book(world& w, const scenario& sc)
   // Nodes no entry names join at 0 through the first node.
   for (std::size_t i = 0; i < n; ++i)
     if (!planned[i] && i != 0) seeds_[i] = {names_[0]};
+  // A declaration within this time of a start or a partition change may be a correct one (the
+  // suspicion began while the member was unreachable): the cluster's suspicion timeout plus
+  // two periods.
+  const auto& o = spec_.swim;
+  const auto periods_n = o.suspicion_mult * std::log10(static_cast<double>(n) + 1.0);
+  const auto timeout =
+      std::clamp(std::chrono::duration_cast<duration>(std::chrono::duration<double, std::nano>(
+                     periods_n * static_cast<double>(o.period.count()))),
+                 o.suspicion_min, std::max(o.suspicion_min, o.suspicion_max));
+  fp_window_ = timeout + 2 * o.period;
   views_.assign(n, std::vector<std::uint8_t>(n, 0));
   up_.assign(n, false);
   active_.assign(n, false);
@@ -164,7 +175,7 @@ void cluster_book::changed(const std::string& self, const v1::Member& member, in
   // A live member that this viewer can reach, declared failed.
   const bool was_live = previous == k_alive || previous == k_suspect;
   if ((s == k_dead && was_live) || (s == k_suspect && previous == k_alive)) {
-    const auto window = spec_.swim.suspicion_max + 3 * spec_.swim.period;
+    const auto& window = fp_window_;
     const bool settled =
         up_[m] && up_[v] && now - up_since_[m] > window && !partitioned_
         && (last_partition_change_ < duration::zero() || now - last_partition_change_ > window)

@@ -84,6 +84,7 @@ private:
   std::vector<crash_record> crashes_;
   std::vector<std::int64_t> open_crash_; ///< per node: its unfinished crash record, or -1
   duration last_partition_change_{-1};
+  duration fp_window_{};
   bool partitioned_ = false;
   std::uint64_t periods_ = 0, messages_ = 0, false_dead_views_ = 0, false_suspect_views_ = 0;
   /// Distinct (member, incarnation) pairs falsely declared dead / suspected.
