@@ -115,9 +115,10 @@ void cluster_book::check_converged() {
 
 void cluster_book::check_joined(duration now) {
   if (join_converged_ >= duration::zero() || now < last_join_ || last_joiners_.empty()) return;
-  // The last joiners are alive in every live view, and their own views hold every live node.
+  // The last joiners are alive in every live view (their own views are whole from the start:
+  // the seed's answer; requiring them to stay whole would time background false suspicions).
   for (auto j : last_joiners_)
-    if (!up_[j] || !active_[j] || seen_live_by_[j] != n_active_ || live_up_[j] != n_up_) return;
+    if (!up_[j] || !active_[j] || seen_live_by_[j] != n_active_) return;
   join_converged_ = now;
 }
 

@@ -42,8 +42,7 @@ struct crash_detection {
 struct membership_figures {
   std::uint64_t members = 0;
   double period_seconds = 0;
-  /// From the last planned join until the last joiners were alive in every live member's view
-  /// and their own views held every live member.
+  /// From the last planned join until the last joiners were alive in every live member's view.
   double join_converge_periods = -1;
   bool converged_at_end = false;
   std::vector<crash_detection> crashes;
