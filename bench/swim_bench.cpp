@@ -64,7 +64,7 @@ af::sim::scenario scenario_for(std::size_t n, std::size_t crashes, std::uint64_t
     f.at = settled + 20s + 10s * static_cast<std::int64_t>(i);
     sc.faults.push_back(f);
   }
-  sc.run_for = settled + 20s + 10s * static_cast<std::int64_t>(crashes) + 10s;
+  sc.run_for = settled + 20s + 10s * static_cast<std::int64_t>(crashes) + 20s;
   sc.drain = 0s;
   return sc;
 }
@@ -141,10 +141,11 @@ void bench_members(int runs, std::size_t n, std::size_t seeds, std::size_t crash
     load.push_back(l);
   }
   const auto N = std::to_string(n);
-  const auto how = std::to_string(seeds)
-                   + " seeds per run, 5% loss, 1-10 ms links, period 1 s, "
-                     "k = 3, suspicion 3 log10(n+1) periods (min 2 s), lambda = 4; "
-                   + std::to_string(wall / runs) + " s wall per run";
+  const auto how =
+      std::to_string(seeds)
+      + " seeds per run, 5% loss, 1-10 ms links, period 1 s, "
+        "k = 3, suspicion 4 log10(n+1) periods (min 2 s), lambda = 4, sync every 20 periods; "
+      + std::to_string(wall / runs) + " s wall per run";
   bench::emit("swim.join." + N, "Periods to converge after one join, " + N + " members",
               bench::summarize(join, bench::kind::latency, "periods"), nullptr, {}, std::nullopt,
               how
@@ -177,7 +178,7 @@ void bench_members(int runs, std::size_t n, std::size_t seeds, std::size_t crash
 int main(int argc, char** argv) {
   const int runs = static_cast<int>(bench::int_option(argc, argv, "--runs", 3));
   const auto seeds100 = static_cast<std::size_t>(bench::int_option(argc, argv, "--seeds", 20));
-  const auto seeds1000 = static_cast<std::size_t>(bench::int_option(argc, argv, "--seeds-1000", 3));
+  const auto seeds1000 = static_cast<std::size_t>(bench::int_option(argc, argv, "--seeds-1000", 1));
   const auto scenario = bench::string_option(argc, argv, "--scenario", "all");
   g_loss = std::stod(bench::string_option(argc, argv, "--loss", "0.05"));
   if (scenario == "all" || scenario == "100") bench_members(runs, 100, seeds100, 5);

@@ -4,6 +4,7 @@
 #include "af/cluster/counter.hpp"
 #include "af/cluster/membership.hpp"
 #include "af/cluster/placement.hpp"
+#include "af/host_port.hpp"
 #include "commands.hpp"
 
 #include <sstream>

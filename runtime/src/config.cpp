@@ -281,7 +281,7 @@ constexpr std::array k_schema{
              .max = 32},
     key_spec{.key = "cluster.swim.suspicion_mult",
              .type = kind::integer,
-             .default_value = "3",
+             .default_value = "4",
              .description = "Suspicion timeout = mult x log10(members + 1) x period, at least "
                             "cluster.swim.suspicion_min_ms",
              .min = 1,

@@ -7,6 +7,7 @@
 #include "world.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace af::sim::detail {
 
@@ -38,9 +39,21 @@ cluster_book::cluster_book(world& w, const scenario& sc)
       seeds_[i] = j.seeds;
       last_join_ = std::max(last_join_, join_at_[i]);
     }
+  for (std::size_t i = 0; i < n; ++i)
+    if (planned[i] && join_at_[i] == last_join_) last_joiners_.push_back(i);
   // Nodes no entry names join at 0 through the first node.
   for (std::size_t i = 0; i < n; ++i)
     if (!planned[i] && i != 0) seeds_[i] = {names_[0]};
+  // A declaration within this time of a start or a partition change may be a correct one (the
+  // suspicion began while the member was unreachable): the cluster's suspicion timeout plus
+  // two periods.
+  const auto& o = spec_.swim;
+  const auto periods_n = o.suspicion_mult * std::log10(static_cast<double>(n) + 1.0);
+  const auto timeout =
+      std::clamp(std::chrono::duration_cast<duration>(std::chrono::duration<double, std::nano>(
+                     periods_n * static_cast<double>(o.period.count()))),
+                 o.suspicion_min, std::max(o.suspicion_min, o.suspicion_max));
+  fp_window_ = timeout + 2 * o.period;
   views_.assign(n, std::vector<std::uint8_t>(n, 0));
   up_.assign(n, false);
   active_.assign(n, false);
@@ -98,7 +111,15 @@ void cluster_book::check_converged() {
   converged_ = now_converged;
   const auto t = world_.elapsed();
   converged_since_ = converged_ ? t : duration{-1};
-  if (converged_ && join_converged_ < duration::zero() && t >= last_join_) join_converged_ = t;
+}
+
+void cluster_book::check_joined(duration now) {
+  if (join_converged_ >= duration::zero() || now < last_join_ || last_joiners_.empty()) return;
+  // The last joiners are alive in every live view (their own views are whole from the start:
+  // the seed's answer; requiring them to stay whole would time background false suspicions).
+  for (auto j : last_joiners_)
+    if (!up_[j] || !active_[j] || seen_live_by_[j] != n_active_) return;
+  join_converged_ = now;
 }
 
 void cluster_book::set_state(std::size_t v, std::size_t m, std::uint8_t s) {
@@ -155,14 +176,18 @@ void cluster_book::changed(const std::string& self, const v1::Member& member, in
   // A live member that this viewer can reach, declared failed.
   const bool was_live = previous == k_alive || previous == k_suspect;
   if ((s == k_dead && was_live) || (s == k_suspect && previous == k_alive)) {
-    const auto window = spec_.swim.suspicion_max + 3 * spec_.swim.period;
+    const auto& window = fp_window_;
     const bool settled =
         up_[m] && up_[v] && now - up_since_[m] > window && !partitioned_
         && (last_partition_change_ < duration::zero() || now - last_partition_change_ > window)
         && !world_.net().cut(names_[v], names_[m]) && !world_.net().cut(names_[m], names_[v]);
-    if (settled) ++(s == k_dead ? false_dead_ : false_suspect_);
+    if (settled) {
+      ++(s == k_dead ? false_dead_views_ : false_suspect_views_);
+      (s == k_dead ? false_dead_ : false_suspect_).insert({m, member.incarnation()});
+    }
   }
   check_converged();
+  check_joined(now);
 }
 
 void cluster_book::node_up(const std::string& name) {
@@ -238,8 +263,10 @@ membership_figures cluster_book::figures() const {
     d.restarted = c.restarted;
     f.crashes.push_back(std::move(d));
   }
-  f.false_dead = false_dead_;
-  f.false_suspect = false_suspect_;
+  f.false_dead = false_dead_.size();
+  f.false_suspect = false_suspect_.size();
+  f.false_dead_views = false_dead_views_;
+  f.false_suspect_views = false_suspect_views_;
   f.member_periods = periods_;
   f.messages = messages_;
   f.state_changes = state_changes_;

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,7 @@ private:
   void set_state(std::size_t v, std::size_t m, std::uint8_t s);
   void refresh_good(std::size_t v, bool before);
   void check_converged();
+  void check_joined(duration now);
   void deactivate(std::size_t v);
 
   world& world_;
@@ -68,6 +70,7 @@ private:
   std::vector<duration> join_at_;
   std::vector<std::vector<std::string>> seeds_;
   duration last_join_{};
+  std::vector<std::size_t> last_joiners_; ///< the nodes whose join is the last one planned
   // views_[v][m]: viewer v's state of member m (af.v1.MemberState values; 0 = not in the view).
   std::vector<std::vector<std::uint8_t>> views_;
   std::vector<bool> up_, active_;
@@ -81,8 +84,11 @@ private:
   std::vector<crash_record> crashes_;
   std::vector<std::int64_t> open_crash_; ///< per node: its unfinished crash record, or -1
   duration last_partition_change_{-1};
+  duration fp_window_{};
   bool partitioned_ = false;
-  std::uint64_t periods_ = 0, messages_ = 0, false_dead_ = 0, false_suspect_ = 0;
+  std::uint64_t periods_ = 0, messages_ = 0, false_dead_views_ = 0, false_suspect_views_ = 0;
+  /// Distinct (member, incarnation) pairs falsely declared dead / suspected.
+  std::set<std::pair<std::size_t, std::uint64_t>> false_dead_, false_suspect_;
   std::uint64_t state_changes_ = 0;
   std::optional<invariant_result> dead_at_drain_;
 };

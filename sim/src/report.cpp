@@ -57,6 +57,8 @@ nlohmann::json membership_figures::to_json() const {
           {"crashes", std::move(cr)},
           {"false_dead", false_dead},
           {"false_suspect", false_suspect},
+          {"false_dead_views", false_dead_views},
+          {"false_suspect_views", false_suspect_views},
           {"member_periods", member_periods},
           {"messages", messages},
           {"state_changes", state_changes},

@@ -464,6 +464,7 @@ private:
     auto m = map(f, path,
                  {"period", "ping_timeout", "indirect_probes", "suspicion_mult", "suspicion_min",
                   "suspicion_max", "retransmit_mult", "max_piggyback", "reconnect_every", "sync_every",
+                  "gossip_fanout",
                   "dead_retention", "join_timeout", "join_backoff_min", "join_backoff_max",
                   "leave_fanout"});
     if (!m) return m.error();
@@ -476,13 +477,14 @@ private:
         if (!v) return v.error();
         (k == "suspicion_mult" ? o.suspicion_mult : o.retransmit_mult) = *v;
       } else if (k == "indirect_probes" || k == "max_piggyback" || k == "reconnect_every"
-                 || k == "leave_fanout" || k == "sync_every") {
+                 || k == "leave_fanout" || k == "sync_every" || k == "gossip_fanout") {
         auto v = integer(field, p, k == "max_piggyback" ? 1 : 0, 10'000);
         if (!v) return v.error();
         (k == "indirect_probes"   ? o.indirect_probes
          : k == "max_piggyback"   ? o.max_piggyback
          : k == "reconnect_every" ? o.reconnect_every
          : k == "sync_every"      ? o.sync_every
+         : k == "gossip_fanout"   ? o.gossip_fanout
                                   : o.leave_fanout) = static_cast<std::uint32_t>(*v);
       } else {
         auto v = duration_of(field, p, sign::positive);

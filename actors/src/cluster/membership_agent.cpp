@@ -90,7 +90,7 @@ public:
       opts_.observer->view_reset(self_);
       opts_.observer->changed(self_, to_proto(state_->self()), 0);
     }
-    update_gauges();
+    count_state(member_state::alive, +1);
     // Nodes start at different moments; a random phase keeps their probes from bunching up.
     const auto phase = duration{static_cast<std::int64_t>(ctx.rng().uniform(
         static_cast<std::uint64_t>(std::max<std::int64_t>(opts_.period.count(), 1))))};
@@ -232,6 +232,9 @@ private:
       reconnect(ctx);
     if (opts_.sync_every > 0 && joined_ && period_ % opts_.sync_every == 0) sync(ctx);
     if (auto target = next_target(ctx)) probe(ctx, *target);
+    gossip(ctx);
+    // What a restarted instance of this agent joins through (see recover).
+    if (period_ % 10 == 1) shared_->last_live = random_live(ctx, 5, {});
   }
 
   void on_join_tick(context& ctx, const v1::SwimJoinTick& t) {
@@ -324,10 +327,7 @@ private:
 
   /// The direct ping went unanswered: ask k other members to ping the target.
   void indirect(context& ctx) {
-    auto helpers = state_->live_others();
-    helpers.erase(std::remove(helpers.begin(), helpers.end(), probe_.target), helpers.end());
-    std::shuffle(helpers.begin(), helpers.end(), ctx.rng());
-    if (helpers.size() > opts_.indirect_probes) helpers.resize(opts_.indirect_probes);
+    const auto helpers = random_live(ctx, opts_.indirect_probes, probe_.target);
     const auto wait = std::max(opts_.period - opts_.ping_timeout, opts_.ping_timeout);
     for (const auto& h : helpers) {
       auto ref = ctx.lookup(address{h, std::string{k_members_agent}});
@@ -347,6 +347,42 @@ private:
                                probes_indirect_.inc();
                              }
                            });
+    }
+  }
+
+  /// Up to `k` distinct live members other than this node and `except`, drawn at random from
+  /// the probe order (which holds every live member; O(k), not O(n), per call).
+  std::vector<std::string> random_live(context& ctx, std::size_t k, const std::string& except) {
+    std::vector<std::string> out;
+    if (k == 0) return out;
+    if (order_.size() <= 4 * k + 8) {
+      auto all = state_->live_others();
+      all.erase(std::remove(all.begin(), all.end(), except), all.end());
+      std::shuffle(all.begin(), all.end(), ctx.rng());
+      if (all.size() > k) all.resize(k);
+      return all;
+    }
+    for (std::size_t tries = 0; tries < 8 * k && out.size() < k; ++tries) {
+      const auto& n = order_[ctx.rng().uniform(order_.size())];
+      const auto* e = state_->find(n);
+      if (n == except || n == self_ || e == nullptr || !is_live(e->state)) continue;
+      if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+    }
+    return out;
+  }
+
+  /// Pending updates also go out on their own to a few random members each period (besides
+  /// riding on pings and acks): dissemination then keeps pace with suspicions in large clusters.
+  void gossip(context& ctx) {
+    if (opts_.gossip_fanout == 0 || state_->gossip_pending() == 0) return;
+    for (const auto& p : random_live(ctx, opts_.gossip_fanout, probe_.target)) {
+      auto ref = ctx.lookup(address{p, std::string{k_members_agent}});
+      if (!ref) continue;
+      v1::SwimGossip g;
+      *g.mutable_from() = to_proto(state_->self());
+      fill_updates(*g.mutable_updates(), p);
+      count_sent(ctx, "gossip");
+      ctx.tell(*ref, std::move(g));
     }
   }
 
@@ -384,10 +420,10 @@ private:
 
   /// Push-pull with one random live member: each side merges the other's whole view.
   void sync(context& ctx) {
-    const auto others = state_->live_others();
-    if (others.empty()) return;
+    const auto peer = random_live(ctx, 1, {});
+    if (peer.empty()) return;
     send_join(
-        ctx, others[ctx.rng().uniform(others.size())], [](bool) {}, true);
+        ctx, peer.front(), [](bool) {}, true);
   }
 
   template <class F>
@@ -461,6 +497,17 @@ private:
   void merge(context& ctx, const google::protobuf::RepeatedPtrField<v1::Member>& updates,
              std::string_view what) {
     for (const auto& m : updates) {
+      // Most of a full view (a join or sync) is known already: skip those entries without
+      // building anything (1,000-member views make this the hot path).
+      if (const auto* cur = state_->find(m.node()); cur != nullptr && m.node() != self_) {
+        const auto s = static_cast<int>(m.state());
+        if (s >= 1 && s <= 4 && (m.endpoint().empty() || !cur->endpoint.empty())) {
+          member_entry probe_entry;
+          probe_entry.state = static_cast<member_state>(s);
+          probe_entry.incarnation = m.incarnation();
+          if (!supersedes(probe_entry, *cur)) continue;
+        }
+      }
       auto e = from_proto(m, std::string{what} + ".updates");
       if (!e) {
         refuse(ctx, what, e.error().message());
@@ -494,9 +541,7 @@ private:
     auto c = state_->leave(ctx.now());
     if (!c) return;
     changed(ctx, *c);
-    auto peers = state_->live_others();
-    std::shuffle(peers.begin(), peers.end(), ctx.rng());
-    if (peers.size() > opts_.leave_fanout) peers.resize(opts_.leave_fanout);
+    const auto peers = random_live(ctx, opts_.leave_fanout, {});
     for (const auto& p : peers) {
       auto ref = ctx.lookup(address{p, std::string{k_members_agent}});
       if (!ref) continue;
@@ -527,9 +572,9 @@ private:
                         {"to", std::string{to_string(e.state)}},
                         {"incarnation", e.incarnation},
                         {"view_version", state_->version()}});
-      update_gauges();
+      count_state(c.previous, -1);
+      count_state(e.state, +1);
       if (is_live(e.state) != is_live(c.previous)) {
-        shared_->last_live = state_->live_others();
         if (is_live(e.state) && e.node != self_) add_to_probe_order(ctx, e.node);
       }
     }
@@ -600,12 +645,12 @@ private:
     it->second.inc();
   }
 
-  void update_gauges() {
-    std::map<int, double> n;
-    for (const auto& [name, e] : state_->members())
-      n[static_cast<int>(e.state)] += 1;
-    for (auto& [s, g] : gauges_)
-      g.set(n[s]);
+  void count_state(member_state s, int delta) {
+    if (s == member_state::unknown) return;
+    auto& n = counts_[static_cast<int>(s)];
+    n += delta;
+    if (auto it = gauges_.find(static_cast<int>(s)); it != gauges_.end())
+      it->second.set(static_cast<double>(n));
   }
 
   struct probe_state {
@@ -631,6 +676,7 @@ private:
   counter_handle probes_ack_, probes_indirect_, probes_failed_, rejected_;
   std::map<std::string, counter_handle> sent_;
   std::map<int, gauge_handle> gauges_;
+  std::map<int, std::int64_t> counts_;
 };
 
 } // namespace

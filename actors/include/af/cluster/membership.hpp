@@ -46,11 +46,14 @@ struct swim_options {
   std::uint32_t indirect_probes = 3;
   /// Suspicion timeout = suspicion_mult * log10(n + 1) * period, bounded below by
   /// suspicion_min and above by suspicion_max (n: members alive or suspect).
-  double suspicion_mult = 3.0;
+  double suspicion_mult = 4.0;
   duration suspicion_min = std::chrono::seconds(2);
   duration suspicion_max = std::chrono::seconds(60);
   /// λ: each update is piggy-backed at most ceil(λ · log10(n + 1)) times by each member.
   double retransmit_mult = 4.0;
+  /// Members told pending updates each period in a message of their own (besides the updates
+  /// piggy-backed on pings and acks); sent only while there is something to tell.
+  std::uint32_t gossip_fanout = 1;
   /// Updates carried by one message at most (keeps every message bounded).
   std::uint32_t max_piggyback = 20;
   /// Where to join: node names (simulator) or "@host:port" (real nodes: the transport resolves
@@ -72,7 +75,7 @@ struct swim_options {
   /// Every this many periods, the whole view is exchanged with one random member (push-pull
   /// anti-entropy): piggy-backed gossip is probabilistic, and this bounds how long a member can
   /// stay unaware of another. 0 turns it off.
-  std::uint32_t sync_every = 10;
+  std::uint32_t sync_every = 20;
   /// Dead and left members are forgotten after this time.
   duration dead_retention = std::chrono::seconds(120);
   /// Members told directly of a graceful leave (then gossip carries it).

@@ -42,14 +42,17 @@ struct crash_detection {
 struct membership_figures {
   std::uint64_t members = 0;
   double period_seconds = 0;
-  /// From the last planned join until every live member saw exactly the live members alive.
+  /// From the last planned join until the last joiners were alive in every live member's view.
   double join_converge_periods = -1;
   bool converged_at_end = false;
   std::vector<crash_detection> crashes;
-  /// Declarations of a live member reachable from the declaring member (no partition within
-  /// the suspicion window): dead, and (less severe) suspect.
+  /// Live members declared dead (or, less severe, suspected) while reachable from the member
+  /// whose view changed (no partition within the suspicion window): distinct (member,
+  /// incarnation) declarations, and the view changes they caused over all members.
   std::uint64_t false_dead = 0;
   std::uint64_t false_suspect = 0;
+  std::uint64_t false_dead_views = 0;
+  std::uint64_t false_suspect_views = 0;
   std::uint64_t member_periods = 0; ///< protocol periods run, summed over members
   std::uint64_t messages = 0;       ///< SWIM messages sent (pings, acks, ping-reqs, joins, ...)
   std::uint64_t state_changes = 0;  ///< view changes, summed over members
