@@ -31,13 +31,12 @@ std::vector<std::string> members(std::size_t n) {
 }
 
 /// The value of one series in the node's exposition text ("name{labels} value" or "name value").
-double metric(const node& n, const std::string& series) {
+double metric(node& n, const std::string& series) {
   std::istringstream text{n.metrics().serialize_text()};
   double sum = 0;
   for (std::string line; std::getline(text, line);)
     if (line.starts_with(series + " ") || line.starts_with(series + "{"))
-      if (series.find('{') != std::string::npos || line.starts_with(series))
-        sum += std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr);
+      sum += std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr);
   return sum;
 }
 
