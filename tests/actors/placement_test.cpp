@@ -45,7 +45,8 @@ struct placement_node {
   std::unique_ptr<node> n;
   std::string db;
 
-  placement_node(const std::string& db_path, duration idle) : db(db_path) {
+  placement_node(const std::string& db_path, duration idle, std::size_t max_activations = 1000)
+      : db(db_path) {
     node::options o;
     log_options lo;
     lo.level = log_level::info;
@@ -58,6 +59,7 @@ struct placement_node {
     po.kinds["counter"] = cluster::counter_kind();
     po.idle_timeout = idle;
     po.tick = 50ms;
+    po.max_activations = max_activations;
     o.system_services.push_back(cluster::placement_child(std::move(po)));
     auto r = node::start(std::move(o));
     REQUIRE(r);
@@ -255,4 +257,20 @@ TEST_CASE("a stale duplicate activation cannot land its writes (journal fencing)
   CHECK(op_ids(evs) == std::vector<std::string>{"op-1", "op-2", "op-3"});
   for (std::size_t i = 0; i < evs.size(); ++i)
     CHECK(evs[i].version == i + 1);
+}
+
+TEST_CASE("placement refuses activations beyond max_activations with quota", "[placement]") {
+  test::temp_dir dir;
+  placement_node pn{(dir.path() / "af.db").string(), 0ms, 2};
+  REQUIRE(pn.add("counter/a", "1"));
+  REQUIRE(pn.add("counter/b", "2"));
+  auto third = pn.add("counter/c", "3");
+  REQUIRE(!third);
+  CHECK(third.error().code() == errc::quota);
+  CHECK(third.error().message().find("max_activations") != std::string::npos);
+  // The ones held still answer.
+  auto again = pn.add("counter/a", "4");
+  REQUIRE(again);
+  CHECK(again->value() == 2);
+  CHECK(metric(*pn.n, "af_placement_refused_total{reason=\"quota\"}") == 1);
 }
