@@ -248,10 +248,14 @@ caf::result<envelope> agent_host::route(const envelope& e, bool is_request) {
     throw;
   }
   current_ = nullptr;
-  if (!target || !target->valid()) {
-    error err = target ? error{errc::not_found, "router '" + addr_.name + "' found no agent for '"
-                                                    + e.receiver().to_string() + "'"}
-                       : std::move(target).error();
+  if (!target || !target->valid() || target->ctrl() == ctrl()) {
+    error err = !target ? std::move(target).error()
+                : target->valid()
+                    ? error{errc::internal, "router '" + addr_.name + "' routed '"
+                                                + e.receiver().to_string()
+                                                + "' to itself (use lookup_registered)"}
+                    : error{errc::not_found, "router '" + addr_.name + "' found no agent for '"
+                                                 + e.receiver().to_string() + "'"};
     count(e.tenant(), k_rejected);
     core_->log.warn("route_refused", err.message(),
                     {{"agent", addr_.name},
@@ -520,7 +524,8 @@ status node_core::set_virtual_router(virtual_routing r) {
       return validation_error("virtual kind '" + k + "' (router '" + r.router
                               + "'): must be non-empty and hold no '/'");
   std::unique_lock guard{routing_mtx_};
-  if (routing_ && routing_->router != r.router && registry.find(routing_->router) == routing_->actor)
+  if (routing_ && routing_->router != r.router
+      && registry.find(routing_->router) == routing_->actor)
     return error{errc::conflict, "node '" + node_name + "': agent '" + routing_->router
                                      + "' routes virtual names already"};
   routing_ = std::make_shared<const virtual_routing>(std::move(r));
@@ -530,11 +535,6 @@ status node_core::set_virtual_router(virtual_routing r) {
 void node_core::clear_virtual_router(const caf::actor_control_block* actor) {
   std::unique_lock guard{routing_mtx_};
   if (routing_ && routing_->actor.get() == actor) routing_.reset();
-}
-
-std::string node_core::virtual_router() const {
-  std::shared_lock guard{routing_mtx_};
-  return routing_ ? routing_->router : std::string{};
 }
 
 expected<agent_ref> node_core::lookup(std::string_view name) const {

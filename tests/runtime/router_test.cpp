@@ -54,6 +54,7 @@ public:
     const auto id = e.receiver().name.substr(e.receiver().name.find('/') + 1);
     if (id == "bad") return validation_error("shard id 'bad' is not a number");
     if (id == "lost") return ctx.lookup_registered("nobody");
+    if (id == "self") return ctx.lookup(e.receiver().name); // a bug: would loop forever
     // Its own names come back to itself through lookup; lookup_registered bypasses that.
     if (ctx.lookup(e.receiver().name)->ctrl() != ctx.self_ref().ctrl())
       return error{errc::internal, "lookup of a claimed name is not the router"};
@@ -132,13 +133,17 @@ TEST_CASE("a router receives the virtual names it claimed and delegates them", "
   auto lost = n.ask<StringValue>("shard/lost", str("x"), 10s);
   REQUIRE(!lost);
   CHECK(lost.error().code() == errc::not_found);
+  auto self = n.ask<StringValue>("shard/self", str("x"), 10s);
+  REQUIRE(!self);
+  CHECK(self.error().code() == errc::internal);
+  CHECK(self.error().message().find("to itself") != std::string::npos);
   // A tell that is refused is counted and logged.
   auto refused = n.lookup("shard/bad");
   REQUIRE(refused);
   n.tell(*refused, str("x"));
-  for (int i = 0; i < 200 && rejected_by_router(n) < 3; ++i)
+  for (int i = 0; i < 200 && rejected_by_router(n) < 4; ++i)
     std::this_thread::sleep_for(5ms);
-  CHECK(rejected_by_router(n) == 3);
+  CHECK(rejected_by_router(n) == 4);
 
   // A kind nobody claimed: not_found naming the kind.
   auto other = n.lookup("other/1");
