@@ -91,6 +91,12 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
   // Bound before the actor can run: an agent that stops in on_start must not leave its name
   // bound to a dead actor.
   core_->registry.bind(addr_.name, caf::strong_actor_ptr{ctrl()});
+  // The same for the virtual kinds it routes; a claim refused here is refused again, with its
+  // error, when the agent calls context::route_kinds.
+  if (table_->router)
+    if (auto kinds = agent_->routed_kinds(); !kinds.empty())
+      (void)core_->set_virtual_router(
+          {addr_.name, caf::strong_actor_ptr{ctrl()}, std::move(kinds)});
   // A handler that throws crashes the agent with an abnormal reason (CAF-NOTES.md: returning
   // none from an exception handler would turn the crash into a normal exit).
   set_exception_handler([](caf::scheduled_actor* self, std::exception_ptr& ep) -> caf::error {

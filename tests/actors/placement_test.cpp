@@ -202,9 +202,13 @@ TEST_CASE("placement on one node: activation, refusals, idle deactivation, reloa
   CHECK(metric(n, "af_placement_refused_total{reason=\"validation\"}") == 1);
 
   // Idle: stopped after 300 ms without messages.
-  for (int i = 0; i < 500 && pn.status().activations_size() > 0; ++i)
+  auto stopped = [&] {
+    auto s = pn.status();
+    return s.activations_size() == 0 && s.stopping_size() == 0;
+  };
+  for (int i = 0; i < 500 && !stopped(); ++i)
     std::this_thread::sleep_for(10ms);
-  CHECK(pn.status().activations_size() == 0);
+  CHECK(stopped());
   CHECK(metric(n, "af_placement_deactivations_total{reason=\"idle\"}") == 1);
   // The next message activates it again, with its state reloaded from the journal.
   auto v3r = pn.add("counter/a", "op-3");

@@ -176,3 +176,34 @@ TEST_CASE("a router receives the virtual names it claimed and delegates them", "
               && l.find("shard/bad") != std::string::npos;
   CHECK(logged);
 }
+
+namespace {
+/// Claims its kind through routed_kinds(): bound at spawn, before the agent runs.
+class early_router : public agent_base<early_router> {
+public:
+  static void define(handlers<early_router>& h) {
+    h.kind("test.early_router").route(&early_router::route);
+  }
+  std::vector<std::string> routed_kinds() const override { return {"early"}; }
+  expected<agent_ref> route(context& ctx, const envelope&) {
+    return ctx.lookup_registered("backend-0");
+  }
+};
+} // namespace
+
+TEST_CASE("routed_kinds are claimed when the router is spawned", "[agent][router]") {
+  node::options opt;
+  auto started = node::start(std::move(opt));
+  REQUIRE(started);
+  auto& n = **started;
+  REQUIRE(n.spawn<backend>("backend-0"));
+  REQUIRE(n.spawn<early_router>("early-router"));
+  // No wait: the claim was made before spawn returned.
+  auto ref = n.lookup("early/9");
+  REQUIRE(ref);
+  CHECK(ref->name() == "early/9");
+  auto r = n.ask<StringValue>("early/9", str("hi"), 10s);
+  REQUIRE(r);
+  CHECK(r->value() == "hi at backend-0 for backend-0");
+  n.shutdown();
+}

@@ -39,6 +39,15 @@ public:
     return f;
   }
 
+  // Claimed at spawn (so a lookup right after the node started cannot miss them), and again in
+  // on_start, which reports an error.
+  [[nodiscard]] std::vector<std::string> routed_kinds() const override {
+    std::vector<std::string> kinds;
+    for (const auto& [k, f] : opts_->kinds)
+      if (parse_virtual_name(k + "/x") && f) kinds.push_back(k);
+    return kinds;
+  }
+
   void on_start(context& ctx) override {
     self_node_ = ctx.self().node;
     members_ = {self_node_};
@@ -285,6 +294,8 @@ public:
     for (const auto& m : members_)
       s.add_members(m);
     s.set_view_version(view_version_);
+    for (const auto& name : stopping_)
+      s.add_stopping(name);
     return s;
   }
 
