@@ -91,6 +91,12 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
   // Bound before the actor can run: an agent that stops in on_start must not leave its name
   // bound to a dead actor.
   core_->registry.bind(addr_.name, caf::strong_actor_ptr{ctrl()});
+  // The same for the virtual kinds it routes; a claim refused here is refused again, with its
+  // error, when the agent calls context::route_kinds.
+  if (table_->router)
+    if (auto kinds = agent_->routed_kinds(); !kinds.empty())
+      (void)core_->set_virtual_router(
+          {addr_.name, caf::strong_actor_ptr{ctrl()}, std::move(kinds)});
   // A handler that throws crashes the agent with an abnormal reason (CAF-NOTES.md: returning
   // none from an exception handler would turn the crash into a normal exit).
   set_exception_handler([](caf::scheduled_actor* self, std::exception_ptr& ep) -> caf::error {
@@ -248,10 +254,14 @@ caf::result<envelope> agent_host::route(const envelope& e, bool is_request) {
     throw;
   }
   current_ = nullptr;
-  if (!target || !target->valid()) {
-    error err = target ? error{errc::not_found, "router '" + addr_.name + "' found no agent for '"
-                                                    + e.receiver().to_string() + "'"}
-                       : std::move(target).error();
+  if (!target || !target->valid() || target->ctrl() == ctrl()) {
+    error err = !target ? std::move(target).error()
+                : target->valid()
+                    ? error{errc::internal, "router '" + addr_.name + "' routed '"
+                                                + e.receiver().to_string()
+                                                + "' to itself (use lookup_registered)"}
+                    : error{errc::not_found, "router '" + addr_.name + "' found no agent for '"
+                                                 + e.receiver().to_string() + "'"};
     count(e.tenant(), k_rejected);
     core_->log.warn("route_refused", err.message(),
                     {{"agent", addr_.name},
@@ -520,7 +530,8 @@ status node_core::set_virtual_router(virtual_routing r) {
       return validation_error("virtual kind '" + k + "' (router '" + r.router
                               + "'): must be non-empty and hold no '/'");
   std::unique_lock guard{routing_mtx_};
-  if (routing_ && routing_->router != r.router && registry.find(routing_->router) == routing_->actor)
+  if (routing_ && routing_->router != r.router
+      && registry.find(routing_->router) == routing_->actor)
     return error{errc::conflict, "node '" + node_name + "': agent '" + routing_->router
                                      + "' routes virtual names already"};
   routing_ = std::make_shared<const virtual_routing>(std::move(r));
@@ -530,11 +541,6 @@ status node_core::set_virtual_router(virtual_routing r) {
 void node_core::clear_virtual_router(const caf::actor_control_block* actor) {
   std::unique_lock guard{routing_mtx_};
   if (routing_ && routing_->actor.get() == actor) routing_.reset();
-}
-
-std::string node_core::virtual_router() const {
-  std::shared_lock guard{routing_mtx_};
-  return routing_ ? routing_->router : std::string{};
 }
 
 expected<agent_ref> node_core::lookup(std::string_view name) const {

@@ -86,8 +86,6 @@ struct node_core {
   status set_virtual_router(virtual_routing r);
   /// Drops the claim when `actor` still holds it (the router stopped).
   void clear_virtual_router(const caf::actor_control_block* actor);
-  /// The router's name, or "" when no agent routes virtual names on this node.
-  [[nodiscard]] std::string virtual_router() const;
   /// The agent registered under `name` here, bypassing the virtual router.
   [[nodiscard]] expected<agent_ref> lookup_registered(std::string_view name) const;
 

@@ -165,7 +165,7 @@ std::string report::to_text() const {
   // --- virtual agents (placement) ---
   if (virtual_agents) {
     const auto& v = *virtual_agents;
-    out << "virtual     " << v.activations << " activations (" << v.duplicate_activations
+    out << "placement   " << v.activations << " activations (" << v.duplicate_activations
         << " duplicate), " << v.deactivations << " deactivations, " << v.forwards
         << " forwards, " << v.fenced_appends << " fenced appends\n"
         << "            adds: " << v.adds_sent << " sent, " << v.adds_acked << " acked, "

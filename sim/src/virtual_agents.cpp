@@ -238,8 +238,9 @@ std::vector<sup::child_spec> virtual_agent_services(world& w, sim_node& n, virtu
       if (other == node) continue;
       const auto* o = w->find_node(other);
       if (o != nullptr && o->up() && o->core()->registry.find(name)) {
-        ++b->counts.duplicate_activations;
-        w->note("duplicate activation of " + name + " on " + node + " (also on " + other + ")");
+        // The first few in the timeline; the report counts them all.
+        if (++b->counts.duplicate_activations <= 5)
+          w->note("duplicate activation of " + name + " on " + node + " (also on " + other + ")");
         break;
       }
     }

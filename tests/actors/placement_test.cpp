@@ -31,13 +31,12 @@ std::vector<std::string> members(std::size_t n) {
 }
 
 /// The value of one series in the node's exposition text ("name{labels} value" or "name value").
-double metric(const node& n, const std::string& series) {
+double metric(node& n, const std::string& series) {
   std::istringstream text{n.metrics().serialize_text()};
   double sum = 0;
   for (std::string line; std::getline(text, line);)
     if (line.starts_with(series + " ") || line.starts_with(series + "{"))
-      if (series.find('{') != std::string::npos || line.starts_with(series))
-        sum += std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr);
+      sum += std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr);
   return sum;
 }
 
@@ -46,7 +45,8 @@ struct placement_node {
   std::unique_ptr<node> n;
   std::string db;
 
-  placement_node(const std::string& db_path, duration idle) : db(db_path) {
+  placement_node(const std::string& db_path, duration idle, std::size_t max_activations = 1000)
+      : db(db_path) {
     node::options o;
     log_options lo;
     lo.level = log_level::info;
@@ -59,6 +59,7 @@ struct placement_node {
     po.kinds["counter"] = cluster::counter_kind();
     po.idle_timeout = idle;
     po.tick = 50ms;
+    po.max_activations = max_activations;
     o.system_services.push_back(cluster::placement_child(std::move(po)));
     auto r = node::start(std::move(o));
     REQUIRE(r);
@@ -201,9 +202,13 @@ TEST_CASE("placement on one node: activation, refusals, idle deactivation, reloa
   CHECK(metric(n, "af_placement_refused_total{reason=\"validation\"}") == 1);
 
   // Idle: stopped after 300 ms without messages.
-  for (int i = 0; i < 500 && pn.status().activations_size() > 0; ++i)
+  auto stopped = [&] {
+    auto s = pn.status();
+    return s.activations_size() == 0 && s.stopping_size() == 0;
+  };
+  for (int i = 0; i < 500 && !stopped(); ++i)
     std::this_thread::sleep_for(10ms);
-  CHECK(pn.status().activations_size() == 0);
+  CHECK(stopped());
   CHECK(metric(n, "af_placement_deactivations_total{reason=\"idle\"}") == 1);
   // The next message activates it again, with its state reloaded from the journal.
   auto v3r = pn.add("counter/a", "op-3");
@@ -256,4 +261,20 @@ TEST_CASE("a stale duplicate activation cannot land its writes (journal fencing)
   CHECK(op_ids(evs) == std::vector<std::string>{"op-1", "op-2", "op-3"});
   for (std::size_t i = 0; i < evs.size(); ++i)
     CHECK(evs[i].version == i + 1);
+}
+
+TEST_CASE("placement refuses activations beyond max_activations with quota", "[placement]") {
+  test::temp_dir dir;
+  placement_node pn{(dir.path() / "af.db").string(), 0ms, 2};
+  REQUIRE(pn.add("counter/a", "1"));
+  REQUIRE(pn.add("counter/b", "2"));
+  auto third = pn.add("counter/c", "3");
+  REQUIRE(!third);
+  CHECK(third.error().code() == errc::quota);
+  CHECK(third.error().message().find("max_activations") != std::string::npos);
+  // The ones held still answer.
+  auto again = pn.add("counter/a", "4");
+  REQUIRE(again);
+  CHECK(again->value() == 2);
+  CHECK(metric(*pn.n, "af_placement_refused_total{reason=\"quota\"}") == 1);
 }

@@ -39,6 +39,15 @@ public:
     return f;
   }
 
+  // Claimed at spawn (so a lookup right after the node started cannot miss them), and again in
+  // on_start, which reports an error.
+  [[nodiscard]] std::vector<std::string> routed_kinds() const override {
+    std::vector<std::string> kinds;
+    for (const auto& [k, f] : opts_->kinds)
+      if (parse_virtual_name(k + "/x") && f) kinds.push_back(k);
+    return kinds;
+  }
+
   void on_start(context& ctx) override {
     self_node_ = ctx.self().node;
     members_ = {self_node_};
@@ -56,7 +65,7 @@ public:
     idle_ = c("af_placement_deactivations_total", "Activations stopped", {{"reason", "idle"}});
     moved_ = c("af_placement_deactivations_total", "Activations stopped", {{"reason", "moved"}});
     view_changes_ = c("af_placement_view_changes_total", "Membership views that changed owners");
-    for (const char* r : {"validation", "not_found", "transient", "internal"})
+    for (const char* r : {"validation", "not_found", "transient", "quota", "internal"})
       refused_[r] =
           c("af_placement_refused_total", "Envelopes for virtual names refused", {{"reason", r}});
     if (auto g = m.gauge("af_placement_active", "Virtual agents active here")) active_ = *g;
@@ -137,6 +146,12 @@ public:
 
   expected<agent_ref> activate(context& ctx, const kind_factory& make, const virtual_name& vn,
                                const std::string& name, bool disputed) {
+    if (active_names_.size() >= opts_->max_activations)
+      return refuse(ctx,
+                    error{errc::quota,
+                          "node '" + self_node_ + "' holds " + std::to_string(active_names_.size())
+                              + " activations (placement max_activations); '" + name + "' refused"},
+                    "quota");
     agent_options ao;
     ao.restart = sup::restart_policy::temporary;
     auto ref = ctx.spawn_erased([make, vn] { return make(vn.kind, vn.id); }, name, std::move(ao));
@@ -177,6 +192,17 @@ public:
         if (now - last >= opts_->idle_timeout) idle.push_back(name);
       for (const auto& name : idle)
         deactivate(ctx, name, "idle");
+    }
+    // Activations made for a peer whose view named this node, which this node's view does not:
+    // once the peers stop sending, the owner in this view is the only one left.
+    {
+      const auto now = ctx.monotonic();
+      std::vector<std::string> disowned;
+      for (const auto& [name, last] : active_names_)
+        if (now - last >= 4 * opts_->tick && owner_of(name, members_) != self_node_)
+          disowned.push_back(name);
+      for (const auto& name : disowned)
+        deactivate(ctx, name, "moved");
     }
     // A membership agent that started after this one, or restarted (a new subscription is
     // needed: the old one died with it).
@@ -268,6 +294,8 @@ public:
     for (const auto& m : members_)
       s.add_members(m);
     s.set_view_version(view_version_);
+    for (const auto& name : stopping_)
+      s.add_stopping(name);
     return s;
   }
 

@@ -181,6 +181,10 @@ public:
   /// How the children this agent spawns (ctx.spawn) are supervised. They live under a
   /// supervisor the agent owns; when it exceeds its intensity, the agent fails (escalation).
   [[nodiscard]] virtual sup::flags child_supervision() const { return {}; }
+  /// The virtual kinds this agent routes (it must declare a router, see handlers::route). They
+  /// are claimed when the agent is spawned, before it runs, as its name is bound then: no
+  /// lookup made after the spawn can miss them. context::route_kinds claims them later.
+  [[nodiscard]] virtual std::vector<std::string> routed_kinds() const { return {}; }
   /// Runs before the first message.
   virtual void on_start(context&) {}
   /// Runs when the agent stops for any reason (its state is discarded afterwards).

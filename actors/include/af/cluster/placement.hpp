@@ -32,7 +32,12 @@ struct placement_options {
   /// An activation that received nothing for this long is stopped (zero: never).
   duration idle_timeout = std::chrono::minutes(5);
   /// How often idle activations are looked for, and the membership subscription is checked.
+  /// An activation this node does not own in its own view (made for a peer whose view
+  /// disagreed) is stopped after 4 ticks without messages.
   duration tick = std::chrono::seconds(1);
+  /// Activations at most on this node; an envelope that would make one more is refused with
+  /// `quota` (a flood of ids must not exhaust the node).
+  std::size_t max_activations = 100'000;
   /// Timeout of the placement agent's own asks (membership subscription, stopping an
   /// activation). Forwarded envelopes keep the asker's own timeout.
   duration ask_timeout = std::chrono::seconds(5);
