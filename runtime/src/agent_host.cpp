@@ -234,7 +234,26 @@ caf::result<envelope> agent_host::forward(const envelope& e) {
     return core_->make_reply(addr_, e, error_payload(target.error()), rng_);
   }
   count(e.tenant(), k_handled);
-  return delegate(to_actor(*target), e);
+  return pass_on(*target, e);
+}
+
+caf::result<envelope> agent_host::pass_on(const agent_ref& target, envelope e) {
+  const auto& sender = current_sender();
+  const bool to_other_node = !target.addr().node.empty() && target.addr().node != core_->node_name;
+  if (!to_other_node || (sender != nullptr && sender->node() == home_system().node()))
+    return delegate(to_actor(target), std::move(e));
+  // A client on the control endpoint asked for an agent on another node: relay it from here.
+  if (!current_message_id().is_request()) {
+    send(to_actor(target), std::move(e));
+    return caf::delegated<envelope>{};
+  }
+  auto rp = make_response_promise<envelope>();
+  // The relay answers every ask (a reply, or an error when the peer is lost); the bound only
+  // keeps a reply that never comes from holding a handler for the life of this agent.
+  request(to_actor(target), std::chrono::minutes(10), std::move(e))
+      .then([rp](envelope& reply) mutable { rp.deliver(std::move(reply)); },
+            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return caf::delegated<envelope>{};
 }
 
 caf::result<envelope> agent_host::route(const envelope& e, bool is_request) {
@@ -274,13 +293,13 @@ caf::result<envelope> agent_host::route(const envelope& e, bool is_request) {
     return caf::delegated<envelope>{};
   }
   count(e.tenant(), k_handled);
-  if (target->addr() == e.receiver()) return delegate(to_actor(*target), e);
+  if (target->addr() == e.receiver()) return pass_on(*target, e);
   // Readdressed, so that a relay to another node sends it to the agent the router chose.
   envelope_fields f = e.fields();
   f.receiver = target->addr();
   if (!f.receiver.node.empty() && f.receiver.node != core_->node_name)
     f.headers[std::string{k_routed_by_header}] = core_->node_name;
-  return delegate(to_actor(*target), envelope::make(std::move(f)));
+  return pass_on(*target, envelope::make(std::move(f)));
 }
 
 void agent_host::tell(const agent_ref& to, std::shared_ptr<const google::protobuf::Message> msg) {

@@ -52,6 +52,10 @@ private:
   caf::result<envelope> forward(const envelope& e);
   /// Hands `e` (for another name) to the agent's router and delegates it where that says.
   caf::result<envelope> route(const envelope& e, bool is_request);
+  /// Hands the message being handled on to `target` (its reply goes straight to the asker),
+  /// relaying it instead when the sender is on another CAF node and the target is the cluster
+  /// relay, which takes envelopes only from this node's actors.
+  caf::result<envelope> pass_on(const agent_ref& target, envelope e);
   void count(const std::string& tenant, const char* outcome);
   /// Runs an ask's callback for `reply`: traced, timed, Lamport clock advanced, and `reply` as
   /// the current message while `call` runs.

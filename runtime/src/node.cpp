@@ -20,6 +20,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 
@@ -229,8 +230,12 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   im->core.owner = self.get();
   if (*transport_opts) {
     im->transport = std::make_shared<detail::transport_status>();
-    opt.system_services.push_back(
-        detail::transport_child(im->core, std::move(**transport_opts), im->transport));
+    // Before the cluster services (af.cluster.*: membership asks it for its endpoint), after
+    // the others: under rest_for_one a transport restart then restarts only what uses it.
+    auto at = std::find_if(opt.system_services.begin(), opt.system_services.end(),
+                           [](const sup::child_spec& c) { return c.id.starts_with("af.cluster."); });
+    opt.system_services.insert(
+        at, detail::transport_child(im->core, std::move(**transport_opts), im->transport));
     // Other nodes' agents are reached through the transport (whichever instance runs now).
     auto* core_ptr = &im->core;
     im->core.remote = [core_ptr](const address& where) -> expected<agent_ref> {

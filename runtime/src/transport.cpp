@@ -213,6 +213,8 @@ private:
                 advertise_ = opts_.listen.host + ":" + std::to_string(port);
               else
                 advertise_ = opts_.advertise;
+              for (auto& [request, rp] : std::exchange(info_waiters_, {}))
+                answer_info(request, rp);
               core_->log.info("cluster_listening", "cluster transport listening",
                               {{"address", opts_.listen.host + ":" + std::to_string(port)},
                                {"advertise", advertise_},
@@ -227,6 +229,8 @@ private:
                                            + opts_.listen.to_string() + ": "
                                            + home_system().render(err)};
               core_->log.error("cluster_listen_failed", e.message());
+              for (auto& [request, rp] : std::exchange(info_waiters_, {}))
+                rp.deliver(error_reply(request, e));
               {
                 std::lock_guard g{status_->mtx};
                 status_->failed = e;
@@ -414,10 +418,12 @@ private:
       return;
     }
     if (e.payload_as<v1::TransportInfoRequest>() != nullptr) {
-      auto info = std::make_shared<v1::TransportInfo>();
-      info->set_node(core_->node_name);
-      info->set_endpoint(advertise_);
-      if (ask) rp.deliver(core_->make_reply(e.receiver(), e, std::move(info), rng_));
+      if (!ask) return;
+      if (port_ == 0) { // not listening yet: answered once the port is bound
+        info_waiters_.emplace_back(std::move(e), std::move(rp));
+        return;
+      }
+      answer_info(e, rp);
       return;
     }
     error err{errc::validation, "af.cluster.transport accepts PeerRoutes and TransportInfoRequest, not '"
@@ -425,6 +431,13 @@ private:
                                     + ")"};
     core_->log.warn("transport_message_refused", err.message());
     if (ask) rp.deliver(error_reply(e, err));
+  }
+
+  void answer_info(const envelope& request, caf::response_promise& rp) {
+    auto info = std::make_shared<v1::TransportInfo>();
+    info->set_node(core_->node_name);
+    info->set_endpoint(advertise_);
+    rp.deliver(core_->make_reply(request.receiver(), request, std::move(info), rng_));
   }
 
   void apply_routes(const v1::PeerRoutes& pr) {
@@ -1277,6 +1290,8 @@ private:
   caf::io::middleman_actor mm_;
   std::uint16_t port_ = 0;
   std::string advertise_;
+  /// TransportInfoRequests that came before the port was bound.
+  std::vector<std::pair<envelope, caf::response_promise>> info_waiters_;
   std::unordered_map<std::uint64_t, link> links_;
   std::map<caf::actor_addr, std::uint64_t> by_addr_;
   std::unordered_map<std::string, std::uint64_t> by_node_;

@@ -124,7 +124,7 @@ grep -q '^n1 .* alive' "$tmp/members.out" || fail "text members output lacks 'n1
 
 # ---- an outsider with the wrong secret is refused ------------------------------------------------
 step="outsider refused"
-"$AF" node start --name intruder --data-dir "$tmp/intruder" --set store.url=memory: \
+"$AF" node start --name intruder --data-dir "$tmp/intruder" \
   --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/wrong-secret" --join "$seed" \
   --set "cluster.swim.period_ms=$PERIOD_MS" --no-demo-service --log-format json \
   >"$tmp/intruder.out" 2>"$tmp/intruder.err" &

@@ -220,10 +220,7 @@ private:
     ++period_;
     if (opts_.observer) opts_.observer->period(self_);
     // The probe of the period that just ended: no ack, direct or indirect, means suspect.
-    if (probe_.active && !probe_.acked) {
-      probes_failed_.inc();
-      if (auto c = state_->suspect(probe_.target, ctx.now())) changed(ctx, *c);
-    }
+    if (probe_.active && !probe_.acked) fail_probe(ctx);
     probe_.active = false;
     for (auto& c : state_->expire(ctx.now()))
       changed(ctx, c);
@@ -329,9 +326,11 @@ private:
   void indirect(context& ctx) {
     const auto helpers = random_live(ctx, opts_.indirect_probes, probe_.target);
     const auto wait = std::max(opts_.period - opts_.ping_timeout, opts_.ping_timeout);
+    probe_.indirect_pending = 0;
     for (const auto& h : helpers) {
       auto ref = ctx.lookup(address{h, std::string{k_members_agent}});
       if (!ref) continue;
+      ++probe_.indirect_pending;
       v1::SwimPingReq req;
       *req.mutable_from() = to_proto(state_->self());
       req.set_target(probe_.target);
@@ -340,7 +339,13 @@ private:
       count_sent(ctx, "ping_req");
       ctx.ask<v1::SwimAck>(*ref, std::move(req), wait,
                            [this, &ctx, seq = probe_.seq](expected<v1::SwimAck> ack) {
-                             if (!ack) return;
+                             if (!ack) {
+                               // Every path failed: no need to wait for the period's end.
+                               if (probe_.seq == seq && probe_.active && !probe_.acked
+                                   && --probe_.indirect_pending == 0)
+                                 fail_probe(ctx);
+                               return;
+                             }
                              take_ack(ctx, *ack);
                              if (probe_.seq == seq && !probe_.acked) {
                                probe_.acked = true;
@@ -348,6 +353,16 @@ private:
                              }
                            });
     }
+    // No member to ask (a two-member cluster): the direct ping was the only path.
+    if (probe_.indirect_pending == 0) fail_probe(ctx);
+  }
+
+  /// The probe of `probe_.target` failed on every path: suspect it now (SWIM waits for the
+  /// period's end only while some path may still answer).
+  void fail_probe(context& ctx) {
+    probe_.active = false;
+    probes_failed_.inc();
+    if (auto c = state_->suspect(probe_.target, ctx.now())) changed(ctx, *c);
   }
 
   /// Up to `k` distinct live members other than this node and `except`, drawn at random from
@@ -658,6 +673,7 @@ private:
     std::string target;
     bool active = false;
     bool acked = false;
+    std::size_t indirect_pending = 0; ///< ping-reqs not answered yet
   };
 
   std::shared_ptr<membership_shared> shared_;
