@@ -141,10 +141,13 @@ std::string report::to_text() const {
   if (membership) {
     const auto& m = *membership;
     char line[256];
-    std::snprintf(line, sizeof line,
-                  "membership  %llu members, period %.3fs; join converged in %.1f periods%s\n",
-                  static_cast<unsigned long long>(m.members), m.period_seconds,
-                  m.join_converge_periods, m.converged_at_end ? "" : "; NOT converged at the end");
+    char joined[64] = "no join after the start";
+    if (m.join_converge_periods >= 0)
+      std::snprintf(joined, sizeof joined, "join converged in %.1f periods",
+                    m.join_converge_periods);
+    std::snprintf(line, sizeof line, "membership  %llu members, period %.3fs; %s%s\n",
+                  static_cast<unsigned long long>(m.members), m.period_seconds, joined,
+                  m.converged_at_end ? "" : "; NOT converged at the end");
     out << line;
     std::snprintf(line, sizeof line,
                   "            %.2f messages per member per period; %llu false dead, %llu false "

@@ -195,3 +195,25 @@ TEST_CASE("the built-in virtual-agents scenario holds and replays", "[sim][place
   CHECK(a.trace_hash == b.trace_hash);
   CHECK(a.virtual_agents->duplicate_activations == b.virtual_agents->duplicate_activations);
 }
+
+TEST_CASE("virtual agents over real SWIM membership: churn, partition, exactly-once adds",
+          "[sim][placement][swim]") {
+  auto sc =
+      af::sim::load_scenario(std::string{AF_SOURCE_DIR} + "/examples/sim/cluster-churn.yaml");
+  REQUIRE(sc);
+  auto a = run_ok(*sc, 1);
+  INFO(a.to_text());
+  REQUIRE(a.membership);
+  CHECK(a.membership->false_dead == 0);
+  REQUIRE(a.membership->crashes.size() == 2);
+  for (const auto& c : a.membership->crashes)
+    CHECK(c.first_detect_periods > 0);
+  const auto& v = *a.virtual_agents;
+  CHECK(v.adds_acked > 5000);
+  CHECK(v.ops_written_twice == 0);
+  CHECK(v.acked_ops_missing == 0);
+  CHECK(v.forwards > 0); // asks crossed nodes through the simulated network
+  auto b = run_ok(*sc, 1);
+  CHECK(a.trace_hash == b.trace_hash);
+  CHECK(a.virtual_agents->duplicate_activations == b.virtual_agents->duplicate_activations);
+}
