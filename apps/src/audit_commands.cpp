@@ -47,12 +47,6 @@ struct store_flags : store_choice {
   }
 };
 
-int fail(std::ostream& err, const error& e) {
-  err << "af: " << e.to_string() << "\n";
-  return e.code() == errc::validation || e.code() == errc::not_found ? k_exit_usage
-                                                                     : k_exit_failure;
-}
-
 int cmd_verify(const store_flags& flags, bool json, std::ostream& out, std::ostream& err) {
   auto db = flags.open("audit verify");
   if (!db) return fail(err, db.error());

@@ -30,6 +30,14 @@
 
 namespace af::cli {
 
+namespace detail {
+int fail(std::ostream& err, const error& e) {
+  err << "af: " << e.to_string() << "\n";
+  return e.code() == errc::validation || e.code() == errc::not_found ? k_exit_usage
+                                                                     : k_exit_failure;
+}
+} // namespace detail
+
 namespace {
 
 /// Flags every node-starting command shares; they become config overrides ("flag --listen").
@@ -105,11 +113,7 @@ struct node_flags {
   }
 };
 
-int fail(std::ostream& err, const error& e) {
-  err << "af: " << e.to_string() << "\n";
-  return e.code() == errc::validation || e.code() == errc::not_found ? k_exit_usage
-                                                                     : k_exit_failure;
-}
+using detail::fail;
 
 /// An error the node answered at run time (not the user's input): always exit 1.
 int fail_remote(std::ostream& err, const error& e) {

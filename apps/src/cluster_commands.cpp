@@ -20,12 +20,6 @@ namespace {
 
 namespace pb = google::protobuf;
 
-int fail(std::ostream& err, const error& e) {
-  err << "af: " << e.to_string() << "\n";
-  return e.code() == errc::validation || e.code() == errc::not_found ? k_exit_usage
-                                                                     : k_exit_failure;
-}
-
 const char* state_name(v1::MemberState s) {
   switch (s) {
     case v1::MEMBER_ALIVE:

@@ -24,6 +24,10 @@ namespace af::cli::detail {
 
 using runner = std::function<std::optional<int>()>;
 
+/// Prints "af: <error>" and returns the exit status for it: usage (2) for validation and
+/// not_found, failure (1) otherwise (apps/src/cli.cpp).
+int fail(std::ostream& err, const error& e);
+
 /// Where the store tools look: `--store URL`, `--data-dir DIR`, or else the node's own
 /// configuration (`--config FILE` and AF_* variables: store.url, else node.data_dir), so that
 /// `af db status` on the node's machine finds the node's store.

@@ -20,12 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int fail(std::ostream& err, const error& e) {
-  err << "af: " << e.to_string() << "\n";
-  return e.code() == errc::validation || e.code() == errc::not_found ? k_exit_usage
-                                                                     : k_exit_failure;
-}
-
 /// --data-dir DIR | --store URL | the node's configuration (store_choice).
 struct store_flags : store_choice {
   /// The store named; with `must_exist`, a SQLite file that is not there is an error, so that
