@@ -4,7 +4,7 @@
 # converge, virtual agents (counter/ID) are placed across them and answer through any node,
 # an outsider with the wrong secret is refused, kill -9 of an owner moves its agents (state
 # reloaded from the shared journal) within 3 protocol periods, every survivor declares the killed
-# node dead, and the node restarts and rejoins.
+# node dead, the node restarts and rejoins, and a node stopped with SIGTERM leaves gracefully.
 # Usage: with_postgres.sh cluster_e2e.sh PATH/TO/af   (needs AF_TEST_PG_URL)
 set -euo pipefail
 
@@ -12,7 +12,7 @@ AF=${1:?usage: cluster_e2e.sh PATH/TO/af}
 [[ -x $AF ]] || { echo "FAIL: '$AF' is not executable" >&2; exit 1; }
 [[ -n ${AF_TEST_PG_URL:-} ]] || { echo "FAIL: AF_TEST_PG_URL is not set (run under with_postgres.sh)" >&2; exit 1; }
 
-PERIOD_MS=500   # SWIM protocol period of every node
+PERIOD_MS=1000  # SWIM protocol period of every node (3 periods leave room for an `af` process per try)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-cluster-e2e.XXXXXX")
 declare -A pids=()
 step="setup"
@@ -203,12 +203,24 @@ for id in $(seq 1 12); do
     fail "counter/$id after the rejoin: $(cat "$tmp/get.json"), expected value $want"
 done
 
+# ---- graceful leave: a node stopped with SIGTERM is `left` (not dead) in the others' views ----
+step="graceful leave"
+kill -TERM "${pids[n3]}"
+rc=0
+wait "${pids[n3]}" || rc=$?
+unset 'pids[n3]'
+((rc == 0)) || fail "node n3 exited $rc on SIGTERM"
+for n in n1 n2; do
+  [[ $(state_of "$n" n3) == left ]] || fail "$n sees n3 as $(state_of "$n" n3) right after its SIGTERM, not left"
+done
+grep -q '"event":"swim_left"' "$tmp/n3.err" || fail "n3 did not log swim_left"
+
 # ---- clean stop -------------------------------------------------------------------------------
 step="SIGTERM"
-for n in n1 n2 n3; do
+for n in n1 n2; do
   kill -TERM "${pids[$n]}"
 done
-for n in n1 n2 n3; do
+for n in n1 n2; do
   rc=0
   wait "${pids[$n]}" || rc=$?
   unset "pids[$n]"
