@@ -998,6 +998,21 @@ private:
     }
   }
 
+  /// Tells this node's membership agent (when there is one) that the connection to `node` was
+  /// lost, so it probes that member now rather than at its turn (detection in milliseconds
+  /// after a crash instead of up to n-1 periods).
+  void hint_peer_lost(const std::string& node, const std::string& why) {
+    auto members = core_->registry.find("af.cluster.members");
+    if (!members) return;
+    auto lost = std::make_shared<v1::PeerLost>();
+    lost->set_node(node);
+    lost->set_reason(why);
+    auto env = core_->make_envelope({core_->node_name, std::string{k_cluster_transport}},
+                                    {core_->node_name, "af.cluster.members"}, std::move(lost),
+                                    nullptr, 0, core_->default_tenant, rng_);
+    send(caf::actor_cast<envelope_actor>(members), std::move(env));
+  }
+
   /// The link stops carrying envelopes: asks through it fail, dialers back off or redial.
   void link_lost(link& l, const std::string& why, bool log_it) {
     const bool was_up = l.state == link_state::up;
@@ -1025,6 +1040,7 @@ private:
             "cluster peer '" + l.node + "' disconnected: " + why,
             {{"peer", l.node}, {"remote", remote_of(l)}, {"failed_asks", failed.size()}});
     }
+    if (was_up && !clean_exit_ && !l.node.empty()) hint_peer_lost(l.node, why);
     l.state = link_state::refused;
     for (auto& [ep, d] : dialers_) {
       // Dialers still handshaking keep the link: handshake_failed settles them.

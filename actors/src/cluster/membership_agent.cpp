@@ -66,6 +66,7 @@ public:
         .on(&membership_agent::on_join)
         .on(&membership_agent::on_gossip)
         .on(&membership_agent::on_leave)
+        .on(&membership_agent::on_peer_lost)
         .on(&membership_agent::on_tick)
         .on(&membership_agent::on_join_tick)
         .on(&membership_agent::on_suspicion_timeout)
@@ -193,6 +194,15 @@ private:
   expected<v1::MembersReply> on_leave(context& ctx, const v1::SwimLeave&) {
     if (!state_->left()) leave(ctx);
     return members_reply();
+  }
+
+  /// A hint from this node's transport: the connection to a member was lost. Probe it now
+  /// instead of at its turn; suspicion still needs the direct and indirect probes to fail.
+  void on_peer_lost(context& ctx, const v1::PeerLost& p) {
+    const auto* e = state_->find(p.node());
+    if (e == nullptr || p.node() == self_ || !is_live(e->state) || state_->left()) return;
+    if (probe_.active && !probe_.acked) return; // a probe is under way; this one waits its turn
+    probe(ctx, p.node());
   }
 
   expected<v1::MembersReply> on_members(context&, const v1::MembersRequest&) {
