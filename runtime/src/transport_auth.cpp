@@ -67,37 +67,45 @@ expected<std::string> make_nonce() {
   return n;
 }
 
+namespace {
+
+/// HMAC-SHA256 of `msg` under `key`; empty when OpenSSL fails (an empty MAC never verifies:
+/// proofs_equal refuses empty input).
+std::string hmac_sha256(std::string_view key, std::string_view msg) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len)
+      == nullptr)
+    return {};
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+/// HMAC under the secret of `label` and the handshake's transcript (both names, both nonces).
+std::string transcript_mac(std::string_view secret, std::string_view label,
+                           std::string_view client_node, std::string_view server_node,
+                           std::string_view client_nonce, std::string_view server_nonce) {
+  std::string msg;
+  for (auto field : {label, client_node, server_node, client_nonce, server_nonce})
+    append_field(msg, field);
+  return hmac_sha256(secret, msg);
+}
+
+} // namespace
+
 std::string handshake_proof(std::string_view secret, proof_role role, std::string_view client_node,
                             std::string_view server_node, std::string_view client_nonce,
                             std::string_view server_nonce) {
-  std::string msg;
-  append_field(msg,
-               role == proof_role::server ? "af.transport.v1/server" : "af.transport.v1/client");
-  append_field(msg, client_node);
-  append_field(msg, server_node);
-  append_field(msg, client_nonce);
-  append_field(msg, server_nonce);
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len);
-  return std::string(reinterpret_cast<const char*>(out), len);
+  return transcript_mac(
+      secret, role == proof_role::server ? "af.transport.v1/server" : "af.transport.v1/client",
+      client_node, server_node, client_nonce, server_nonce);
 }
 
 std::string session_key(std::string_view secret, std::string_view client_node,
                         std::string_view server_node, std::string_view client_nonce,
                         std::string_view server_nonce) {
-  std::string msg;
-  append_field(msg, "af.transport.v1/session");
-  append_field(msg, client_node);
-  append_field(msg, server_node);
-  append_field(msg, client_nonce);
-  append_field(msg, server_nonce);
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len);
-  return std::string(reinterpret_cast<const char*>(out), len);
+  return transcript_mac(secret, "af.transport.v1/session", client_node, server_node, client_nonce,
+                        server_nonce);
 }
 
 std::string frame_mac(std::string_view key, char direction, std::uint64_t seq,
@@ -108,13 +116,7 @@ std::string frame_mac(std::string_view key, char direction, std::uint64_t seq,
   for (int i = 0; i < 8; ++i)
     msg.push_back(static_cast<char>((seq >> (8 * i)) & 0xff));
   msg.append(body);
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-           reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len)
-      == nullptr)
-    return {}; // an empty MAC never verifies (proofs_equal refuses empty input)
-  return std::string(reinterpret_cast<const char*>(out), len);
+  return hmac_sha256(key, msg);
 }
 
 bool proofs_equal(std::string_view a, std::string_view b) noexcept {
