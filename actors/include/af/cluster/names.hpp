@@ -11,5 +11,7 @@ inline constexpr std::string_view k_members_agent = "af.cluster.members";
 inline constexpr std::string_view k_transport_agent = "af.cluster.transport";
 /// The virtual-agent router (af/cluster/placement.hpp).
 inline constexpr std::string_view k_placement_agent = "af.cluster.placement";
+/// The Raft group member that keeps the cluster metadata (af/cluster/raft.hpp).
+inline constexpr std::string_view k_raft_agent = "af.cluster.raft";
 
 } // namespace af::cluster
