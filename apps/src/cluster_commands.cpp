@@ -1,9 +1,11 @@
-// `af cluster members` and `af ask`: query a running node's membership view, and ask any agent
+// `af cluster members`, `af cluster raft` and `af ask`: query a running node's membership view and
+// its Raft member's state, and ask any agent
 // (a named one, or a virtual agent "Kind/id" wherever the cluster places it) through a node's
 // control endpoint, with a payload given as Protobuf JSON.
 #include "af/cli.hpp"
 #include "af/client.hpp"
 #include "af/v1/cluster.pb.h"
+#include "af/v1/meta.pb.h"
 #include "commands.hpp"
 
 #include <google/protobuf/descriptor.h>
@@ -41,6 +43,7 @@ struct cluster_state {
   bool json = false;
   std::string agent, type, body;
   CLI::App* members = nullptr;
+  CLI::App* raft = nullptr;
   CLI::App* ask = nullptr;
 };
 
@@ -78,6 +81,56 @@ int cmd_members(const cluster_state& st, std::ostream& out, std::ostream& err) {
     out << std::left << std::setw(24) << m.node() << std::setw(24)
         << (m.endpoint().empty() ? "-" : m.endpoint()) << std::setw(10) << state_name(m.state())
         << m.incarnation() << "\n";
+  return k_exit_ok;
+}
+
+int cmd_raft(const cluster_state& st, std::ostream& out, std::ostream& err) {
+  auto client = remote_node::connect(st.connect);
+  if (!client) return fail(err, client.error());
+  auto r = (*client)->ask<v1::RaftStatus>("af.cluster.raft", v1::RaftStatusRequest{},
+                                          std::chrono::milliseconds(st.timeout_ms));
+  if (!r) {
+    err << "af: " << r.error().to_string()
+        << (r.error().code() == errc::not_found
+                ? " (is the node started with --cluster-listen and cluster.raft.members?)"
+                : "")
+        << "\n";
+    return k_exit_failure;
+  }
+  if (st.json) {
+    nlohmann::json members = nlohmann::json::array();
+    for (const auto& m : r->members())
+      members.push_back({{"node", m.node()},
+                         {"voter", m.voter()},
+                         {"match_index", m.match_index()},
+                         {"self", m.self()}});
+    out << nlohmann::json{{"node", r->node()},
+                          {"group", r->group()},
+                          {"term", r->term()},
+                          {"role", r->role()},
+                          {"leader", r->leader()},
+                          {"commit_index", r->commit_index()},
+                          {"applied_index", r->applied_index()},
+                          {"last_index", r->last_index()},
+                          {"snapshot_index", r->snapshot_index()},
+                          {"keys", r->keys()},
+                          {"leases", r->leases()},
+                          {"members", members}}
+               .dump()
+        << "\n";
+    return k_exit_ok;
+  }
+  out << "raft group " << r->group() << " on " << r->node() << ": " << r->role() << ", term "
+      << r->term() << ", leader " << (r->leader().empty() ? "unknown" : r->leader()) << "\n";
+  out << "log: commit " << r->commit_index() << ", applied " << r->applied_index() << ", last "
+      << r->last_index() << ", snapshot " << r->snapshot_index() << "; metadata: " << r->keys()
+      << " keys, " << r->leases() << " leases held\n";
+  out << std::left << std::setw(24) << "MEMBER" << std::setw(8) << "VOTER"
+      << "MATCH INDEX\n";
+  for (const auto& m : r->members())
+    out << std::left << std::setw(24) << (m.node() + (m.self() ? " *" : "")) << std::setw(8)
+        << (m.voter() ? "yes" : "no")
+        << (r->role() == "leader" ? std::to_string(m.match_index()) : std::string{"-"}) << "\n";
   return k_exit_ok;
 }
 
@@ -129,6 +182,14 @@ int cmd_ask(const cluster_state& st, std::ostream& out, std::ostream& err) {
   return k_exit_ok;
 }
 
+/// --connect (required), --json and --timeout-ms, shared by every command here.
+void add_query_options(CLI::App& cmd, cluster_state& st, const char* json_help) {
+  cmd.add_option("--connect", st.connect, "a node's control endpoint HOST:PORT")->required();
+  cmd.add_flag("--json", st.json, json_help);
+  cmd.add_option("--timeout-ms", st.timeout_ms, "how long to wait for the reply")
+      ->check(CLI::Range(1, 3'600'000));
+}
+
 } // namespace
 
 runner add_cluster_commands(CLI::App& app, std::ostream& out, std::ostream& err) {
@@ -139,29 +200,28 @@ runner add_cluster_commands(CLI::App& app, std::ostream& out, std::ostream& err)
       "members", "print the members a node sees: name, endpoint, state (alive, suspect, dead,\n"
                  "left) and incarnation\n\nExample:\n"
                  "  af cluster members --connect 127.0.0.1:7400 --json");
-  st->members->add_option("--connect", st->connect, "a node's control endpoint HOST:PORT")
-      ->required();
-  st->members->add_flag("--json", st->json, "print JSON");
-  st->members->add_option("--timeout-ms", st->timeout_ms, "how long to wait for the reply")
-      ->check(CLI::Range(1, 3'600'000));
+  add_query_options(*st->members, *st, "print JSON");
+
+  st->raft = cluster->add_subcommand(
+      "raft", "print the state of a node's Raft member (cluster metadata): term, role, leader,\n"
+              "commit and applied index, log and snapshot, members\n\nExample:\n"
+              "  af cluster raft --connect 127.0.0.1:7400 --json");
+  add_query_options(*st->raft, *st, "print JSON");
 
   st->ask = app.add_subcommand(
       "ask", "ask an agent of a running node (or a virtual agent Kind/id, wherever the cluster\n"
              "places it) with a Protobuf message given as JSON; prints the reply\n\nExample:\n"
              "  af ask --connect 127.0.0.1:7400 counter/42 af.v1.CounterAdd '{\"amount\": 1}'\n"
              "  af ask --connect 127.0.0.1:7400 af.control af.v1.NodeStatusRequest --json");
-  st->ask->add_option("--connect", st->connect, "a node's control endpoint HOST:PORT")
-      ->required();
   st->ask->add_option("agent", st->agent, "the agent's name, or Kind/id for a virtual agent")
       ->required();
   st->ask->add_option("type", st->type, "the message's full Protobuf type name")->required();
   st->ask->add_option("payload", st->body, "the message as Protobuf JSON (default {})");
-  st->ask->add_flag("--json", st->json, "print the reply as JSON");
-  st->ask->add_option("--timeout-ms", st->timeout_ms, "how long to wait for the reply")
-      ->check(CLI::Range(1, 3'600'000));
+  add_query_options(*st->ask, *st, "print the reply as JSON");
 
   return [st, &out, &err]() -> std::optional<int> {
     if (st->members->parsed()) return cmd_members(*st, out, err);
+    if (st->raft->parsed()) return cmd_raft(*st, out, err);
     if (st->ask->parsed()) return cmd_ask(*st, out, err);
     return std::nullopt;
   };
