@@ -58,6 +58,7 @@ public:
     std::filesystem::remove_all(path_, ec);
   }
   [[nodiscard]] std::string db() const { return (path_ / "agentflow.db").string(); }
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
 
 private:
   std::filesystem::path path_;

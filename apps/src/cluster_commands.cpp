@@ -24,16 +24,16 @@ namespace pb = google::protobuf;
 
 const char* state_name(v1::MemberState s) {
   switch (s) {
-    case v1::MEMBER_ALIVE:
-      return "alive";
-    case v1::MEMBER_SUSPECT:
-      return "suspect";
-    case v1::MEMBER_DEAD:
-      return "dead";
-    case v1::MEMBER_LEFT:
-      return "left";
-    default:
-      return "unknown";
+  case v1::MEMBER_ALIVE:
+    return "alive";
+  case v1::MEMBER_SUSPECT:
+    return "suspect";
+  case v1::MEMBER_DEAD:
+    return "dead";
+  case v1::MEMBER_LEFT:
+    return "left";
+  default:
+    return "unknown";
   }
 }
 
@@ -146,8 +146,8 @@ expected<std::shared_ptr<const pb::Message>> message_from_json(const std::string
   std::shared_ptr<pb::Message> msg{proto->New()};
   auto s = pb::util::JsonStringToMessage(body.empty() ? std::string{"{}"} : body, msg.get());
   if (!s.ok())
-    return validation_error("af ask: the payload is not a valid " + type + " in JSON: "
-                            + std::string{s.message()});
+    return validation_error("af ask: the payload is not a valid " + type
+                            + " in JSON: " + std::string{s.message()});
   return std::shared_ptr<const pb::Message>{std::move(msg)};
 }
 
