@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# End-to-end test of the Raft metadata store on 3 real `af node start` processes on 127.0.0.1
+# (ephemeral ports; each node keeps its own SQLite journal, so the log is really replicated):
+# a leader is elected, acknowledged writes survive kill -9 of the leader, a new leader is elected
+# within 2 s, writes go on, and the killed node, restarted, catches up by an InstallSnapshot
+# (the log is compacted every 20 entries) and serves every acknowledged write from its replica.
+# Usage: raft_e2e.sh PATH/TO/af
+set -euo pipefail
+
+AF=${1:?usage: raft_e2e.sh PATH/TO/af}
+[[ -x $AF ]] || { echo "FAIL: '$AF' is not executable" >&2; exit 1; }
+
+SNAPSHOT_EVERY=20
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-raft-e2e.XXXXXX")
+declare -A pids=()
+step="setup"
+
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -KILL "$p" 2>/dev/null || true
+      wait "$p" 2>/dev/null || true
+    fi
+  done
+  if ((rc != 0)); then
+    echo "FAIL during: $step (exit $rc)" >&2
+    for f in "$tmp"/*.out "$tmp"/*.err; do
+      [[ -f $f ]] || continue
+      echo "----- $(basename "$f") -----" >&2
+      tail -n 30 "$f" >&2
+    done
+  fi
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+now_ms() { date +%s%3N; }
+
+head -c 32 /dev/urandom | base64 >"$tmp/secret"
+
+# start_node NAME [SEED]: starts node NAME (joining through SEED host:port when given) and waits
+# for its port file.
+start_node() {
+  local name=$1 seed=${2:-}
+  rm -f "$tmp/$name.json"
+  local -a join=()
+  [[ -n $seed ]] && join=(--join "$seed")
+  "$AF" node start --name "$name" --data-dir "$tmp/$name" \
+    --listen 127.0.0.1:0 --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/secret" \
+    "${join[@]}" --set cluster.raft.members=n1,n2,n3 \
+    --set "cluster.raft.snapshot_every=$SNAPSHOT_EVERY" --set cluster.swim.period_ms=500 \
+    --no-demo-service --log-format json --port-file "$tmp/$name.json" \
+    >>"$tmp/$name.out" 2>>"$tmp/$name.err" &
+  pids[$name]=$!
+  local deadline=$((SECONDS + 30))
+  until [[ -s $tmp/$name.json ]]; do
+    kill -0 "${pids[$name]}" 2>/dev/null || fail "node $name exited before writing its port file"
+    ((SECONDS < deadline)) || fail "node $name wrote no port file in 30 s"
+    sleep 0.05
+  done
+}
+
+ctl() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["listen_port"])' "$tmp/$1.json"; }
+cport() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cluster_port"])' "$tmp/$1.json"; }
+
+# raft_field NODE EXPR: EXPR over the node's `af cluster raft --json` object `j` (fails when the
+# node does not answer).
+raft_field() {
+  "$AF" cluster raft --connect "127.0.0.1:$(ctl "$1")" --json --timeout-ms 1000 >"$tmp/raft.json" 2>/dev/null ||
+    return 1
+  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$tmp/raft.json" "$2"
+}
+
+# leader_of NODES...: prints the leader every listed node agrees on, or fails.
+leader_of() {
+  local first="" l
+  for n in "$@"; do
+    l=$(raft_field "$n" 'j["leader"] if j["leader"] else ""') || return 1
+    [[ -n $l ]] || return 1
+    [[ -z $first || $first == "$l" ]] || return 1
+    first=$l
+  done
+  echo "$first"
+}
+
+seq_no=0
+# put NODE KEY VALUE: a MetaPut through NODE (forwarded to the leader); succeeds iff acknowledged.
+put() {
+  seq_no=$((seq_no + 1))
+  "$AF" ask --connect "127.0.0.1:$(ctl "$1")" af.cluster.raft af.v1.MetaPut \
+    "{\"key\":\"$2\",\"value\":\"$3\",\"session\":{\"client_id\":\"e2e\",\"seq\":\"$seq_no\"}}" \
+    --json --timeout-ms 3000 >"$tmp/put.json" 2>"$tmp/put.err"
+}
+
+# get NODE KEY [stale]: the value of KEY read through NODE (linearizable, or the local replica).
+get() {
+  local stale=false
+  [[ ${3:-} == stale ]] && stale=true
+  "$AF" ask --connect "127.0.0.1:$(ctl "$1")" af.cluster.raft af.v1.MetaGet \
+    "{\"key\":\"$2\",\"stale_ok\":$stale}" --json --timeout-ms 3000 >"$tmp/get.json" 2>"$tmp/get.err" ||
+    return 1
+  python3 -c 'import json, sys; p = json.load(open(sys.argv[1]))["payload"]; print(p["value"] if p.get("found") else "<absent>")' "$tmp/get.json"
+}
+
+step="start three Raft members"
+start_node n1
+start_node n2 "127.0.0.1:$(cport n1)"
+start_node n3 "127.0.0.1:$(cport n1)"
+
+step="elect a first leader"
+deadline=$((SECONDS + 20))
+until leader=$(leader_of n1 n2 n3); do
+  ((SECONDS < deadline)) || fail "no leader all three agree on within 20 s"
+  sleep 0.2
+done
+term=$(raft_field "$leader" 'j["term"]')
+echo "leader $leader in term $term"
+
+step="acknowledged writes before the crash"
+declare -A acked=()
+nodes=(n1 n2 n3)
+for i in $(seq 1 45); do
+  via=${nodes[$((i % 3))]}
+  put "$via" "k$i" "v$i" || fail "put k$i through $via failed: $(cat "$tmp/put.err")"
+  acked[k$i]=v$i
+done
+# A retried command (same session and sequence number) applies once: the same index comes back.
+first_index=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["payload"]["index"])' "$tmp/put.json")
+seq_no=$((seq_no - 1))
+put n1 "k45" "v45" || fail "the retried put failed: $(cat "$tmp/put.err")"
+again=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["payload"]["index"])' "$tmp/put.json")
+[[ $again == "$first_index" ]] || fail "a retried put applied again (index $first_index, then $again)"
+
+step="kill -9 the leader"
+old=$leader
+kill -KILL "${pids[$old]}"
+wait "${pids[$old]}" 2>/dev/null || true
+unset "pids[$old]"
+t0=$(now_ms)
+survivors=()
+for n in n1 n2 n3; do [[ $n == "$old" ]] || survivors+=("$n"); done
+
+step="elect a new leader within 2 s"
+until new=$(leader_of "${survivors[@]}") && [[ $new != "$old" ]]; do
+  (($(now_ms) - t0 < 10000)) || fail "no new leader among ${survivors[*]} within 10 s"
+  sleep 0.05
+done
+elapsed=$(($(now_ms) - t0))
+echo "new leader $new after ${elapsed} ms"
+((elapsed <= 2000)) || fail "the new leader took ${elapsed} ms (more than 2 s)"
+
+step="no acknowledged write lost (linearizable reads through the survivors)"
+for k in "${!acked[@]}"; do
+  v=$(get "${survivors[0]}" "$k") || fail "get $k failed: $(cat "$tmp/get.err")"
+  [[ $v == "${acked[$k]}" ]] || fail "$k reads '$v' after the crash, '${acked[$k]}' was acknowledged"
+done
+
+step="writes go on with two of three members"
+for i in $(seq 46 90); do
+  via=${survivors[$((i % 2))]}
+  put "$via" "k$i" "v$i" || fail "put k$i through $via failed: $(cat "$tmp/put.err")"
+  acked[k$i]=v$i
+done
+leader_commit=$(raft_field "$new" 'j["commit_index"]')
+leader_snap=$(raft_field "$new" 'j["snapshot_index"]')
+((leader_snap > 45)) || fail "the leader's snapshot index is $leader_snap: the log was not compacted past the killed node"
+
+step="restart the killed node: it catches up by snapshot"
+start_node "$old" "127.0.0.1:$(cport "$new")"
+deadline=$((SECONDS + 20))
+until applied=$(raft_field "$old" 'j["applied_index"]') && ((applied >= leader_commit)); do
+  ((SECONDS < deadline)) || fail "$old applied only ${applied:-?} of $leader_commit entries in 20 s"
+  sleep 0.2
+done
+grep -q '"raft_snapshot_installed"' "$tmp/$old.err" "$tmp/$old.out" ||
+  fail "$old caught up without installing a snapshot (the leader compacted through $leader_snap)"
+for k in "${!acked[@]}"; do
+  v=$(get "$old" "$k" stale) || fail "stale get $k on $old failed: $(cat "$tmp/get.err")"
+  [[ $v == "${acked[$k]}" ]] || fail "$old's replica has $k = '$v', '${acked[$k]}' was acknowledged"
+done
+
+step="af cluster raft prints the group"
+"$AF" cluster raft --connect "127.0.0.1:$(ctl "$new")" >"$tmp/raft.out"
+grep -q "leader $new" "$tmp/raft.out" || fail "af cluster raft: $(cat "$tmp/raft.out")"
+grep -q "^$new \*" "$tmp/raft.out" || fail "af cluster raft does not mark itself: $(cat "$tmp/raft.out")"
+
+echo "PASS: raft e2e (new leader in ${elapsed} ms, ${#acked[@]} acknowledged writes kept, $old caught up by snapshot)"
