@@ -791,7 +791,7 @@ TEST_CASE("plan: bt errors", "[plan]") {
            "selector, parallel, condition, action, inverter, retry, timeout)");
   CHECK(compile_error(bt("    condition: {plan: x.yaml}\n"))
         == "plan.yaml:7:17: node 'root': condition: unknown key 'plan' (expected one of: agent, "
-           "tool, input)");
+           "tool, node, input)");
   CHECK(compile_error(bt("    condition: \"${steps.root.output}\"\n"))
         == "plan.yaml:7:16: node 'root': condition: unknown step 'root' in ${steps.root.output}; "
            "expected one of: (none)");
@@ -959,5 +959,6 @@ TEST_CASE("plan: every example plan compiles", "[plan]") {
     CHECK(r->hash().size() == 32);
     types.insert(r->type());
   }
-  CHECK(types == std::set<af::v1::PlanType>{af::v1::PLAN_DAG, af::v1::PLAN_FSM, af::v1::PLAN_BT});
+  CHECK(types == std::set<af::v1::PlanType>{af::v1::PLAN_DAG, af::v1::PLAN_FSM, af::v1::PLAN_BT,
+                                            af::v1::PLAN_SAGA});
 }

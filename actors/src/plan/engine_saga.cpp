@@ -104,7 +104,9 @@ private:
         ++done_;
         return;
       }
-      begin_compensation(out, steps_[r.index]->id(), r.error);
+      begin_compensation(out, steps_[r.index]->id(),
+                         cancel_reason_.empty() ? r.error
+                                                : cancel_reason_ + "; meanwhile " + r.error);
       return;
     }
     compensation_in_flight_ = false;
