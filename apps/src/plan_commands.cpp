@@ -240,12 +240,12 @@ void print_schedule(const v1::PlanIR& p, bool json, std::ostream& out) {
     auto& steps = j["steps"] = nlohmann::json::array();
     int n = 0;
     for (const auto& s : p.saga()) {
-      steps.push_back({{"id", s.id()},
-                       {"call", call_text(s.call())},
-                       {"compensate", call_text(s.compensate())}});
+      const auto undo =
+          s.compensate().kind() == v1::STEP_NONE ? std::string{"none"} : call_text(s.compensate());
+      steps.push_back({{"id", s.id()}, {"call", call_text(s.call())}, {"compensate", undo}});
       if (!json)
         out << "step " << ++n << ": " << s.id() << "  (" << call_text(s.call())
-            << ")  compensate: " << call_text(s.compensate()) << "\n";
+            << ")  compensate: " << undo << "\n";
     }
   } else {
     std::function<void(const v1::BtNode&, int)> walk = [&](const v1::BtNode& n, int depth) {
@@ -505,6 +505,7 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
       } else {
         out << "status: " << status_name(end->status()) << ", " << end->steps_completed()
             << " steps completed, " << end->steps_failed() << " failed\n";
+        if (!end->saga_state().empty()) out << "saga: " << end->saga_state() << "\n";
         if (!end->error().empty()) out << "error: " << end->error() << "\n";
         out << "outputs: " << parse_json(end->outputs_json()).dump(2) << "\n";
       }
