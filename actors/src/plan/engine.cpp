@@ -177,7 +177,7 @@ std::vector<v1::ExecEvent> engine::decide() {
     auto& n = *out.emplace_back().mutable_scheduled();
     n = s;
     n.set_attempt(s.attempt() + 1);
-    n.set_idempotency_key(key_of(started_->execution_id(), s.step_id(), n.attempt()));
+    n.set_idempotency_key(key_for(s.step_id(), n.attempt()));
     n.set_delay_ms(delay);
     in_flight_[n.step_id()] = n;
     view(n.step_id(), "scheduled", n.attempt());
@@ -200,7 +200,7 @@ void engine::schedule(std::vector<v1::ExecEvent>& out, const std::string& step_i
   auto& s = *out.emplace_back().mutable_scheduled();
   s.set_step_id(step_id);
   s.set_attempt(attempt);
-  s.set_idempotency_key(key_of(started_->execution_id(), step_id, attempt));
+  s.set_idempotency_key(key_for(step_id, attempt));
   s.set_input_json(input.dump());
   *s.mutable_call() = call;
   if (item != nullptr) s.set_item_json(item->dump());
@@ -232,7 +232,7 @@ void engine::fail_step(std::vector<v1::ExecEvent>& out, const std::string& step_
   v1::StepScheduled s;
   s.set_step_id(step_id);
   s.set_attempt(attempt);
-  s.set_idempotency_key(key_of(started_->execution_id(), step_id, attempt));
+  s.set_idempotency_key(key_for(step_id, attempt));
   *s.mutable_call() = call;
   s.set_parent_step(parent);
   auto& f = *out.emplace_back().mutable_failed();

@@ -116,6 +116,13 @@ protected:
   }
   /// The execution was resumed (after a pause or a stuck mark).
   virtual void on_resumed() {}
+  /// The idempotency key of a step attempt: key_of(execution, step, attempt) by default; a saga
+  /// gives every attempt of a step one key, so that a retry after a timeout whose attempt was
+  /// applied anyway is recognized by the participant.
+  [[nodiscard]] virtual std::string key_for(const std::string& step_id,
+                                            std::uint32_t attempt) const {
+    return key_of(started_->execution_id(), step_id, attempt);
+  }
   /// `${steps.ID.input}`: the rendered input of step ID, or nullptr (only sagas keep them).
   [[nodiscard]] virtual const nlohmann::json* input_of(std::string_view) const { return nullptr; }
 

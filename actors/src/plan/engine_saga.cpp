@@ -220,6 +220,13 @@ private:
 
   [[nodiscard]] bool strict_fails_at_once() const override { return false; }
 
+  /// "<execution>/<step>" for every attempt: a participant that deduplicates on the key applies
+  /// a step (or a compensation) once, even when an attempt timed out after it was applied and
+  /// the retry reaches it (on this node or another).
+  [[nodiscard]] std::string key_for(const std::string& step_id, std::uint32_t) const override {
+    return started().execution_id() + "/" + step_id;
+  }
+
   std::optional<bool> on_cancel(const v1::ExecutionCanceled& c, std::string* why) override {
     if (phase_ == phase::compensating) return std::nullopt; // ends now, compensations left
     if (!cancel_reason_.empty()) {
