@@ -63,6 +63,9 @@ scenario remote_sagas(const std::string& plan_file) {
   sc.run_for = 6s;
   sc.drain = 30s;
   sc.network.defaults.latency = {af::sim::latency_spec::kind::uniform, 1ms, 15ms, 5ms};
+  // Lost requests and replies: an attempt that applied its row but whose reply was lost times
+  // out and is retried; the participant must recognize the retry by its key.
+  sc.network.defaults.loss = 0.05;
   for (int fail : {0, 1}) {
     af::sim::workflow_spec w;
     w.plan = plan_file;
