@@ -228,8 +228,7 @@ struct saga_node {
   }
 
   expected<v1::ExecutionInfo> start(const v1::PlanIR& p, const std::string& id,
-                                    std::string inputs = "{}",
-                                    v1::ExecMode mode = v1::EXEC_AUTO) {
+                                    std::string inputs = "{}", v1::ExecMode mode = v1::EXEC_AUTO) {
     v1::StartExecution s;
     *s.mutable_plan() = p;
     s.set_inputs_json(std::move(inputs));
@@ -309,8 +308,9 @@ spec:
     y += "    - id: " + id + "\n      agent: test.effect\n      input: {step: " + std::to_string(i)
          + ", fail_at: \"${inputs.fail_at}\"}\n      retry: {max_attempts: 2, backoff: 5ms}\n"
            "      compensate:\n        agent: test.effect\n"
-           "        input: {undo: \"${steps." + id + ".output.key}\", of_step: \"${steps." + id
-         + ".input.step}\"" + (i == 2 ? ", fail_times: 2" : "")
+           "        input: {undo: \"${steps."
+         + id + ".output.key}\", of_step: \"${steps." + id + ".input.step}\""
+         + (i == 2 ? ", fail_times: 2" : "")
          + "}\n        retry: {backoff: 5ms, max_backoff: 20ms}\n";
   }
   return y;
@@ -455,7 +455,8 @@ spec:
 } // namespace
 
 TEST_CASE("saga: an operator marks a compensating saga stuck; af exec list shows it; resume "
-          "and cancel", "[saga][exec]") {
+          "and cancel",
+          "[saga][exec]") {
   saga_node t;
   const auto plan = compile(k_stubborn);
   REQUIRE(t.start(plan, "stubborn"));
@@ -533,7 +534,8 @@ TEST_CASE("saga: an operator marks a compensating saga stuck; af exec list shows
 }
 
 TEST_CASE("saga: stuck is refused while the saga runs forward; a cancel (even of a paused saga) "
-          "compensates the completed steps once the running one ends", "[saga][exec]") {
+          "compensates the completed steps once the running one ends",
+          "[saga][exec]") {
   saga_node t;
   const auto plan = compile(R"(apiVersion: agentflow/v1
 kind: Plan

@@ -134,11 +134,12 @@ TEST_CASE("saga: bad saga plans are refused with file:line:column and the step",
              "of: agent, tool, plan, wait, approval, node, input, retry, timeout)");
   }
   SECTION("an action that reads a later step, a compensation that reads one") {
-    CHECK(compile_error(saga("    - id: a\n      agent: x\n      input: {v: \"${steps.b.output}\"}\n"
-                             "      compensate: none\n    - id: b\n      agent: x\n"
-                             "      compensate: none\n"))
-          == "plan.yaml:10:18: step 'a': input: ${steps.b...} reads step 'b', which runs after "
-             "'a'; expected a step before it (steps run in order)");
+    CHECK(
+        compile_error(saga("    - id: a\n      agent: x\n      input: {v: \"${steps.b.output}\"}\n"
+                           "      compensate: none\n    - id: b\n      agent: x\n"
+                           "      compensate: none\n"))
+        == "plan.yaml:10:18: step 'a': input: ${steps.b...} reads step 'b', which runs after "
+           "'a'; expected a step before it (steps run in order)");
     CHECK(compile_error(saga("    - id: a\n      agent: x\n      input: {v: \"${steps.a.input}\"}\n"
                              "      compensate: none\n"))
           == "plan.yaml:10:18: step 'a': input: ${steps.a...} reads step 'a' itself; expected a "
@@ -154,10 +155,12 @@ TEST_CASE("saga: bad saga plans are refused with file:line:column and the step",
              "${steps.zz.output}; expected one of: a");
   }
   SECTION("node: with a call that does not run on an agent, or a bad name") {
-    CHECK(compile_error(saga("    - id: a\n      wait: 1s\n      node: n2\n      compensate: none\n"))
-          == "plan.yaml:10:7: step 'a': node: only an agent or tool call runs on another node; "
-             "expected node with agent or tool");
-    CHECK(compile_error(saga("    - id: a\n      agent: x\n      node: n/2\n      compensate: none\n"))
+    CHECK(
+        compile_error(saga("    - id: a\n      wait: 1s\n      node: n2\n      compensate: none\n"))
+        == "plan.yaml:10:7: step 'a': node: only an agent or tool call runs on another node; "
+           "expected node with agent or tool");
+    CHECK(compile_error(
+              saga("    - id: a\n      agent: x\n      node: n/2\n      compensate: none\n"))
           == "plan.yaml:10:13: step 'a': node: 'n/2': expected a node name of 1 to 128 of "
              "[A-Za-z0-9_.-]");
   }
@@ -168,8 +171,9 @@ TEST_CASE("saga: bad saga plans are refused with file:line:column and the step",
              "ids");
     CHECK(compile_error(k_head + "spec:\n  type: saga\n  steps: []\n")
           == "plan.yaml:6:10: spec: steps: expected a non-empty list of steps, got an empty list");
-    CHECK(compile_error(k_head + "spec:\n  type: dag\n  steps:\n    - {id: a, agent: x}\n"
-                                 "    - {id: b, agent: x, input: {v: \"${steps.a.input}\"}}\n")
+    CHECK(compile_error(k_head
+                        + "spec:\n  type: dag\n  steps:\n    - {id: a, agent: x}\n"
+                          "    - {id: b, agent: x, input: {v: \"${steps.a.input}\"}}\n")
           == "plan.yaml:8:36: step 'b': input: ${steps.a.input}: step inputs can only be read in "
              "saga plans; expected ${steps.a.output}");
   }
@@ -197,8 +201,8 @@ v1::PlanIR saga_ir(int n) {
     s.set_id(id);
     *s.mutable_call() = call("x", R"({"n":)" + std::to_string(i) + "}");
     *s.mutable_compensate() =
-        call("undo", R"({"key":"${steps.)" + id + R"(.output.key}","n":"${steps.)" + id
-                         + R"(.input.n}"})");
+        call("undo",
+             R"({"key":"${steps.)" + id + R"(.output.key}","n":"${steps.)" + id + R"(.input.n}"})");
     s.mutable_compensate()->mutable_retry()->set_max_attempts(0);
     s.mutable_compensate()->mutable_retry()->set_backoff_ms(10);
   }
@@ -324,7 +328,8 @@ TEST_CASE("saga engine: steps in order; a failure compensates the completed step
 }
 
 TEST_CASE("saga engine: success completes with every step's output; step 1 failing has nothing "
-          "to undo", "[saga][engine]") {
+          "to undo",
+          "[saga][engine]") {
   driver ok{started(saga_ir(2))};
   REQUIRE(ok.ok(R"({"a":1})"));
   REQUIRE(ok.ok(R"({"b":2})"));
@@ -341,7 +346,8 @@ TEST_CASE("saga engine: success completes with every step's output; step 1 faili
 }
 
 TEST_CASE("saga engine: strict mode does not retry actions but still compensates, and retries "
-          "compensations", "[saga][engine]") {
+          "compensations",
+          "[saga][engine]") {
   auto p = saga_ir(2);
   p.mutable_saga(1)->mutable_call()->mutable_retry()->set_max_attempts(5);
   driver d{started(p, v1::EXEC_STRICT)};
@@ -355,14 +361,16 @@ TEST_CASE("saga engine: strict mode does not retry actions but still compensates
 }
 
 TEST_CASE("saga engine: stuck pauses compensation until resume; a cancel compensates; a "
-          "compensation that cannot start makes the saga stuck by itself", "[saga][engine]") {
+          "compensation that cannot start makes the saga stuck by itself",
+          "[saga][engine]") {
   driver d{started(saga_ir(3))};
   std::string why;
   v1::ExecEvent stuck;
   stuck.mutable_stuck()->set_by("ops");
   CHECK_FALSE(d.give(stuck, &why));
-  CHECK(why == "the saga is running, not compensating; only a compensating saga can be marked "
-               "stuck");
+  CHECK(why
+        == "the saga is running, not compensating; only a compensating saga can be marked "
+           "stuck");
   REQUIRE(d.ok());
   REQUIRE(d.ok());
   REQUIRE(d.fail());

@@ -47,8 +47,7 @@ public:
     case v1::EXEC_CANCELED:
       // Ended without finishing its compensations (canceled while compensating, a recovery
       // that could not go on): what is left to undo needs a human.
-      return compensated_end_ || (phase_ == phase::forward && done_ == 0) ? "compensated"
-                                                                         : "stuck";
+      return compensated_end_ || (phase_ == phase::forward && done_ == 0) ? "compensated" : "stuck";
     default:
       break;
     }
@@ -182,9 +181,9 @@ private:
     std::string undone;
     for (const auto& id : compensated_)
       undone += (undone.empty() ? "" : ", ") + id;
-    const std::string text = reason_ + "; the saga was compensated"
-                             + (undone.empty() ? std::string{" (nothing to undo)"}
-                                               : " (undone: " + undone + ")");
+    const std::string text =
+        reason_ + "; the saga was compensated"
+        + (undone.empty() ? std::string{" (nothing to undo)"} : " (undone: " + undone + ")");
     compensated_end_ = true;
     fail_execution(out, error{errc::internal, text}, failed_step_);
     out.back().mutable_exec_failed()->set_compensated(true);
@@ -210,7 +209,8 @@ private:
   void on_failure(const v1::StepScheduled& s, const v1::StepFailed& f) override {
     const auto [i, comp] = locate(s);
     results_.push_back(
-        {i, comp, false, "step '" + s.step_id() + "' failed: " + f.error_kind() + ": " + f.message()});
+        {i, comp, false,
+         "step '" + s.step_id() + "' failed: " + f.error_kind() + ": " + f.message()});
   }
 
   [[nodiscard]] retry_rule retry_rule_for(const v1::StepScheduled& s) const override {
@@ -267,8 +267,8 @@ private:
   bool forward_in_flight_ = false;
   bool compensation_in_flight_ = false;
   std::deque<result> results_;
-  std::vector<std::size_t> queue_;        ///< compensations left; the back runs next
-  std::vector<std::string> compensated_;  ///< steps undone, in the order they were
+  std::vector<std::size_t> queue_;       ///< compensations left; the back runs next
+  std::vector<std::string> compensated_; ///< steps undone, in the order they were
   std::unordered_map<std::string, std::uint32_t> attempts_; ///< compensation starts by step
   std::unordered_map<std::string, nlohmann::json> inputs_;  ///< ${steps.ID.input}
   std::string cancel_reason_;

@@ -12,8 +12,8 @@ namespace af::plan {
 namespace {
 
 constexpr std::array<std::string_view, 11> k_saga_step_keys = {
-    "id", "agent", "tool", "plan", "wait", "approval", "node", "input", "retry", "timeout",
-    "compensate"};
+    "id",   "agent", "tool",  "plan",    "wait",      "approval",
+    "node", "input", "retry", "timeout", "compensate"};
 constexpr std::array<std::string_view, 9> k_compensate_keys = {
     "agent", "tool", "plan", "wait", "approval", "node", "input", "retry", "timeout"};
 
@@ -39,9 +39,9 @@ status check_order(const plan_reader& r, const std::vector<located_ref>& refs,
     auto it = index_of.find(ref.name);
     if (it == index_of.end()) continue; // check_refs names the unknown step
     if (it->second < self || (self_allowed && it->second == self)) continue;
-    const std::string what = it->second == self ? "step '" + id + "' itself"
-                                                : "step '" + ref.name + "', which runs after '"
-                                                      + id + "'";
+    const std::string what = it->second == self
+                                 ? "step '" + id + "' itself"
+                                 : "step '" + ref.name + "', which runs after '" + id + "'";
     return r.yaml.fail(ref.mark, ctx,
                        "${steps." + ref.name + "...} reads " + what + "; expected "
                            + (self_allowed ? "this step or a step before it"
@@ -140,8 +140,7 @@ status read_saga(plan_reader& r, const yaml_map& spec) {
   for (std::size_t i = 0; i < steps.size(); ++i) {
     auto& s = steps[i];
     if (auto st = r.check_refs(s.call.refs, s.context + ": input", false); !st) return st;
-    if (auto st = check_order(r, s.call.refs, index_of, i, false, s.id, s.context + ": input");
-        !st)
+    if (auto st = check_order(r, s.call.refs, index_of, i, false, s.id, s.context + ": input"); !st)
       return st;
     const auto ctx = s.context + ": compensate: input";
     if (auto st = r.check_refs(s.compensate.refs, ctx, false); !st) return st;
