@@ -843,20 +843,25 @@ void bench_saga(const store_spec& spec, int runs, std::size_t steps) {
   std::ostringstream note;
   note << spec.describe() << "; every step outcome audited; median = wall time / steps; p50/p99 "
        << "= intervals between the stream's consecutive journal commits; per step: saga "
-       << bench::num(bench::median(saga_ev)) << " journal events (" << bench::num(bench::median(saga_bytes))
-       << " B), process CPU " << bench::num(bench::median(saga_cpu)) << " us; dag "
-       << bench::num(bench::median(dag_ev)) << " events (" << bench::num(bench::median(dag_bytes))
-       << " B), " << bench::num(bench::median(dag_cpu)) << " us CPU";
+       << bench::num(bench::median(saga_ev)) << " journal events ("
+       << bench::num(bench::median(saga_bytes)) << " B), process CPU "
+       << bench::num(bench::median(saga_cpu)) << " us; dag " << bench::num(bench::median(dag_ev))
+       << " events (" << bench::num(bench::median(dag_bytes)) << " B), "
+       << bench::num(bench::median(dag_cpu)) << " us CPU";
   bench::emit("exec.saga." + spec.suffix(),
-              "Saga step, " + std::to_string(steps) + "-step sequential saga of std.echo (each "
-                  "with a compensation, not run), " + spec.suffix() + ", per step",
+              "Saga step, " + std::to_string(steps)
+                  + "-step sequential saga of std.echo (each "
+                    "with a compensation, not run), "
+                  + spec.suffix() + ", per step",
               s, &d, "the same chain as a dag (exec.chain's plan), same runs, interleaved",
               std::nullopt, note.str());
   if (!compensate) return;
   auto u = bench::summarize(undo_runs, bench::kind::latency, "us");
   bench::emit("exec.saga.compensated." + spec.suffix(),
-              "Compensated saga, " + std::to_string(steps) + " std.echo steps, then one that "
-                  "fails: every step undone; per step and its compensation, " + spec.suffix(),
+              "Compensated saga, " + std::to_string(steps)
+                  + " std.echo steps, then one that "
+                    "fails: every step undone; per step and its compensation, "
+                  + spec.suffix(),
               u, &s, "the saga's success path (exec.saga." + spec.suffix() + "), same runs",
               std::nullopt,
               spec.describe() + "; " + bench::num(bench::median(undo_ev))

@@ -1,5 +1,5 @@
-// `af run`, `af submit` and `af exec list|show|pause|resume|cancel|approve|stuck|replay`: plans on an
-// embedded node or on a running one (--connect), docs/planning.md and docs/cli.md.
+// `af run`, `af submit` and `af exec list|show|pause|resume|cancel|approve|stuck|replay`: plans on
+// an embedded node or on a running one (--connect), docs/planning.md and docs/cli.md.
 #include "af/client.hpp"
 #include "af/node.hpp"
 #include "af/plan/compile.hpp"
@@ -163,8 +163,8 @@ void print_info(const v1::ExecutionInfo& i, bool json, std::ostream& out) {
   if (!i.saga_state().empty()) out << "saga       " << i.saga_state() << "\n";
   out << "plan       " << i.plan_name() << " (hash " << to_hex(i.plan_hash()) << ")\n"
       << "mode       " << mode_name(i.mode()) << "\n"
-      << "steps      " << i.steps_completed() << " completed, " << i.steps_failed()
-      << " failed, " << i.steps_total() << " scheduled\n";
+      << "steps      " << i.steps_completed() << " completed, " << i.steps_failed() << " failed, "
+      << i.steps_total() << " scheduled\n";
   if (!i.error().empty()) out << "error      " << i.error() << "\n";
   if (!i.outputs_json().empty()) out << "outputs    " << parse_json(i.outputs_json()).dump(2) << "\n";
   for (const auto& s : i.steps()) {

@@ -92,8 +92,9 @@ invariant_result sagas_settled(const sim_state& st, FindNode find_node, duration
     for (const auto& s : e.ledger_steps) {
       const auto applied = count(id, s);
       if (applied > 1) problem(id + "/" + s + " applied " + std::to_string(applied) + " times");
-      const bool by_ledger = std::find(e.ledger_compensations.begin(), e.ledger_compensations.end(),
-                                       s) != e.ledger_compensations.end();
+      const bool by_ledger =
+          std::find(e.ledger_compensations.begin(), e.ledger_compensations.end(), s)
+          != e.ledger_compensations.end();
       const auto back = count(id, s + ".compensate");
       undone += back;
       if (by_ledger && back != applied)
@@ -211,8 +212,8 @@ std::vector<invariant_result> world::check_invariants(bool complete) {
                  + (bad ? "; first wrong: " + first : "");
       out.push_back(std::move(r));
     } else if (name == "sagas_settled") {
-      out.push_back(sagas_settled(*state_, [this](const std::string& n) { return find_node(n); },
-                                  now));
+      out.push_back(sagas_settled(
+          *state_, [this](const std::string& n) { return find_node(n); }, now));
     } else if (name == "members_agree" || name == "crashed_members_dead") {
       if (!cluster_) {
         out.push_back({name, false, "the scenario has no cluster: section", now});

@@ -959,6 +959,7 @@ TEST_CASE("plan: every example plan compiles", "[plan]") {
     CHECK(r->hash().size() == 32);
     types.insert(r->type());
   }
-  CHECK(types == std::set<af::v1::PlanType>{af::v1::PLAN_DAG, af::v1::PLAN_FSM, af::v1::PLAN_BT,
-                                            af::v1::PLAN_SAGA});
+  CHECK(types
+        == std::set<af::v1::PlanType>{af::v1::PLAN_DAG, af::v1::PLAN_FSM, af::v1::PLAN_BT,
+                                      af::v1::PLAN_SAGA});
 }

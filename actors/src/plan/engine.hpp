@@ -138,9 +138,8 @@ protected:
                                                       const std::string& step_id,
                                                       const nlohmann::json* item) const;
   /// A failure decided by the engine itself (a bad reference, a for_each that is no list).
-  void fail_step(std::vector<v1::ExecEvent>& out, const std::string& step_id,
-                 const v1::Call& call, const error& e, const std::string& parent,
-                 std::uint32_t attempt = 1);
+  void fail_step(std::vector<v1::ExecEvent>& out, const std::string& step_id, const v1::Call& call,
+                 const error& e, const std::string& parent, std::uint32_t attempt = 1);
   void complete(std::vector<v1::ExecEvent>& out, const nlohmann::json& outputs);
   void fail_execution(std::vector<v1::ExecEvent>& out, const error& e, const std::string& step);
   /// Abandons a step in flight (its result will be ignored).

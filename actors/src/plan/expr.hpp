@@ -1,7 +1,8 @@
 // Expressions and input templates of plans: `${inputs.x}`, `${steps.ID.output.path}`,
-// `${steps.ID.input.path}` (sagas), `${item}`, `${item.path}`. Paths are dot-separated keys or list indexes (`steps.a.output.items.0.name`).
-// A JSON string that is exactly one `${...}` becomes the referenced value (any JSON type); a
-// `${...}` inside longer text is replaced by the value's text (strings unquoted, others as JSON).
+// `${steps.ID.input.path}` (sagas), `${item}`, `${item.path}`. Paths are dot-separated keys or list
+// indexes (`steps.a.output.items.0.name`). A JSON string that is exactly one `${...}` becomes the
+// referenced value (any JSON type); a `${...}` inside longer text is replaced by the value's text
+// (strings unquoted, others as JSON).
 #pragma once
 
 #include "af/error.hpp"

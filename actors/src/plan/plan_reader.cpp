@@ -159,7 +159,8 @@ status plan_reader::check_refs(const std::vector<located_ref>& refs, std::string
         return yaml.fail(ref.mark, context,
                          "${steps." + ref.name
                              + ".input}: step inputs can only be read in saga plans; expected "
-                               "${steps." + ref.name + ".output}");
+                               "${steps."
+                             + ref.name + ".output}");
       break;
     case located_ref::kind::item:
       if (!item_allowed)
