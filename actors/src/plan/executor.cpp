@@ -353,16 +353,16 @@ void executor::committed(context& ctx, batch b) {
       break;
     case v1::ExecEvent::kCanceled:
       audit(ctx, "execution.canceled", e.canceled().by(), {{"reason", e.canceled().reason()}});
-      notify(ctx); // a saga goes on to compensate
+      if (!engine_->finished()) notify(ctx); // a saga goes on to compensate (ended(): the rest)
       break;
     case v1::ExecEvent::kCompensating:
       audit(ctx, "saga.compensating", "exec:" + id_,
             {{"step", e.compensating().step_id()}, {"reason", e.compensating().reason()}});
-      notify(ctx);
+      if (!engine_->finished()) notify(ctx);
       break;
     case v1::ExecEvent::kStuck:
       audit(ctx, "saga.stuck", e.stuck().by(), {{"reason", e.stuck().reason()}});
-      notify(ctx);
+      if (!engine_->finished()) notify(ctx);
       break;
     default:
       break;
