@@ -353,22 +353,23 @@ void executor::committed(context& ctx, batch b) {
       break;
     case v1::ExecEvent::kCanceled:
       audit(ctx, "execution.canceled", e.canceled().by(), {{"reason", e.canceled().reason()}});
-      if (!engine_->finished()) notify(ctx); // a saga goes on to compensate (ended(): the rest)
       break;
     case v1::ExecEvent::kCompensating:
       audit(ctx, "saga.compensating", "exec:" + id_,
             {{"step", e.compensating().step_id()}, {"reason", e.compensating().reason()}});
-      if (!engine_->finished()) notify(ctx);
       break;
     case v1::ExecEvent::kStuck:
       audit(ctx, "saga.stuck", e.stuck().by(), {{"reason", e.stuck().reason()}});
-      if (!engine_->finished()) notify(ctx);
       break;
     default:
       break;
     }
   }
   audit_held_ = false;
+  // A saga that went on to compensate or got stuck (by an operator, or by a compensation that
+  // cannot start): `af exec list` shows the state af.exec was told last. The end is told by
+  // ended().
+  if (!engine_->finished() && engine_->saga_state() != told_saga_state_) notify(ctx);
   send_audit(ctx);
   for (auto& f : b.on_commit)
     f(ctx, nullptr);
@@ -796,6 +797,7 @@ v1::ExecutionInfo executor::info(bool with_steps) const {
 void executor::notify(context& ctx) {
   v1::ExecutorUpdate u;
   *u.mutable_info() = info(false);
+  told_saga_state_ = u.info().saga_state();
   (void)ctx.tell(k_exec_agent, std::move(u));
 }
 

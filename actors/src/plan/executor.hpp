@@ -115,6 +115,7 @@ private:
   bool end_committed_ = false; ///< the event that ended the execution is durable  ///< the stream had already ended when this executor loaded it
   std::int64_t last_commit_ns_ = 0; ///< commit time of the last event loaded from the journal
   v1::AuditAppend audit_;           ///< records not yet sent (see audit)
+  std::string told_saga_state_;     ///< the saga state af.exec was last told (notify)
   bool audit_held_ = false;         ///< committed() is running: its records go together
 };
 
