@@ -202,7 +202,7 @@ private:
 
   void on_success(const v1::StepScheduled& s, const nlohmann::json&) override {
     const auto [i, comp] = locate(s);
-    if (!comp) inputs_[s.step_id()] = parse_or_null(s.input_json());
+    if (!comp) inputs_[s.step_id()] = s.input_json(); // parsed when a template reads it
     results_.push_back({i, comp, true, {}});
   }
 
@@ -256,8 +256,11 @@ private:
   void on_resumed() override { stuck_ = false; }
 
   [[nodiscard]] const nlohmann::json* input_of(std::string_view id) const override {
-    auto it = inputs_.find(std::string{id});
-    return it == inputs_.end() ? nullptr : &it->second;
+    const std::string key{id};
+    if (auto it = parsed_inputs_.find(key); it != parsed_inputs_.end()) return &it->second;
+    auto it = inputs_.find(key);
+    if (it == inputs_.end()) return nullptr;
+    return &parsed_inputs_.emplace(key, parse_or_null(it->second)).first->second;
   }
 
   std::vector<const v1::SagaStep*> steps_;
@@ -270,7 +273,8 @@ private:
   std::vector<std::size_t> queue_;       ///< compensations left; the back runs next
   std::vector<std::string> compensated_; ///< steps undone, in the order they were
   std::unordered_map<std::string, std::uint32_t> attempts_; ///< compensation starts by step
-  std::unordered_map<std::string, nlohmann::json> inputs_;  ///< ${steps.ID.input}
+  std::unordered_map<std::string, std::string> inputs_;     ///< ${steps.ID.input}, as journaled
+  mutable std::unordered_map<std::string, nlohmann::json> parsed_inputs_; ///< those read so far
   std::string cancel_reason_;
   std::string failed_step_;
   std::string reason_;
