@@ -95,14 +95,19 @@ rc=0
 "$AF" run "$SRC/examples/plans/trip-saga.yaml" --mode dry-run >"$tmp/trip_dry.out"
 grep -q "step 4: car  (agent std.fail)  compensate: agent std.echo" "$tmp/trip_dry.out" ||
   { cat "$tmp/trip_dry.out" >&2; fail "the dry run does not list the saga's steps"; }
-python3 - "$tmp/trip.json" "$tmp/trip_undo.json" "$tmp/trip/agentflow.db" <<'PY'
+undo_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["execution_id"])' \
+  "$tmp/trip_undo.json")
+"$AF" exec show "$undo_id" --data-dir "$tmp/trip" --json >"$tmp/trip_show.json"
+python3 - "$tmp/trip.json" "$tmp/trip_undo.json" "$tmp/trip/agentflow.db" "$tmp/trip_show.json" <<'PY'
 import json, sqlite3, sys
 ok, undo = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 assert ok["status"] == "completed" and ok["saga"] == "completed", ok
 assert ok["outputs"]["car"] == {"attempt": 1}, ok
 assert undo["status"] == "failed" and undo["saga"] == "compensated", undo
 assert "step 'car' failed" in undo["error"] and "undone: hotel, flight" in undo["error"], undo
-states = {s["id"]: (s["state"], s["attempt"]) for s in undo["step_list"]}
+show = json.load(open(sys.argv[4]))
+assert show["saga"] == "compensated", show
+states = {s["id"]: (s["state"], s["attempt"]) for s in show["step_list"]}
 assert states["car"] == ("failed", 3), states
 assert states["hotel.compensate"][0] == "completed" and "confirm.compensate" not in states, states
 db = sqlite3.connect(sys.argv[3])
