@@ -19,6 +19,14 @@
 //      growth during the first N-way execution after a 10-item warm-up (VmHWM after a reset
 //      through /proc/self/clear_refs, minus the RSS before), with the bytes allocated through
 //      operator new during it in the note.
+//  exec.saga.<store>  a saga of N sequential std.echo steps (step k reads step k-1's output, each
+//      with a std.echo compensation, which the success path never runs): wall time per step, as
+//      exec.chain; baseline: the same chain as a dag (exec.chain's plan), run in the same
+//      process, interleaved; the ratio is the saga's overhead per step. Stores: memory (10,000
+//      steps), sqlite (synchronous=FULL, 1,000 steps).
+//  exec.saga.compensated.memory  the same saga plus a last step that fails (std.fail, not
+//      retried), so that all N steps are compensated: wall time / N (a step and its
+//      compensation); baseline: the success path of the same saga.
 //  exec.concurrent.<store>  E executions of a C-step std.echo chain started at once by one agent
 //      (E asks to af.exec with wait = true): completed steps over the time from the first ask to
 //      the last reply. sqlite (FULL) carries the target; sqlite.noaudit, sqlite.normal, memory
@@ -39,9 +47,10 @@
 //      (chain); for the fan-out one journal round trip, N concurrent echo requests, one journal
 //      round trip, one echo request, one journal round trip.
 //
-//   af_bench_exec [--runs 5] [--scenario chain_memory|chain_sqlite|fanout_memory|concurrent_sqlite]
-//                 (default: all) [--steps 10000] [--fanout 1000] [--executions 100]
-//                 [--chain 100] (steps per concurrent execution)
+//   af_bench_exec [--runs 5] [--scenario chain_memory|chain_sqlite|fanout_memory|concurrent_sqlite
+//                 |saga_memory|saga_sqlite] (default: all) [--steps 10000] [--fanout 1000]
+//                 [--executions 100] [--chain 100] (steps per concurrent execution)
+//                 [--saga-steps 10000] [--saga-sqlite-steps 1000]
 #include "bench_common.hpp"
 #include "bench_systems.hpp"
 
@@ -321,9 +330,10 @@ struct exec_node {
     if (n) n->shutdown();
   }
 
-  /// Runs one execution to its end (StartExecution with wait = true); dies unless it completed
-  /// with `steps` completed steps.
-  v1::ExecutionInfo run(const v1::PlanIR& p, const std::string& inputs, std::uint64_t steps) {
+  /// Runs one execution to its end (StartExecution with wait = true); dies unless it ended with
+  /// status `want` (completed) and `steps` completed steps.
+  v1::ExecutionInfo run(const v1::PlanIR& p, const std::string& inputs, std::uint64_t steps,
+                        v1::ExecStatus want = v1::EXEC_COMPLETED) {
     v1::StartExecution s;
     *s.mutable_plan() = p;
     s.set_inputs_json(inputs);
@@ -331,7 +341,7 @@ struct exec_node {
     s.set_by("bench");
     auto r = n->ask<v1::ExecutionInfo>(plan::k_exec_agent, std::move(s), 600s);
     if (!r) die("execution: " + r.error().to_string());
-    if (r->status() != v1::EXEC_COMPLETED || r->steps_completed() != steps)
+    if (r->status() != want || r->steps_completed() != steps)
       die("execution " + r->execution_id() + " ended with status " + std::to_string(r->status())
           + ", " + std::to_string(r->steps_completed()) + " steps completed (expected "
           + std::to_string(steps) + "): " + r->error());
@@ -386,6 +396,24 @@ std::string chain_yaml(std::size_t n) {
   for (std::size_t k = 1; k < n; ++k)
     y << "    - id: s" << k << "\n      agent: std.echo\n      input: {n: " << k
       << ", prev: \"${steps.s" << k - 1 << ".output.n}\"}\n      after: [s" << k - 1 << "]\n";
+  return y.str();
+}
+
+/// The chain of chain_yaml as a saga: each step also names a std.echo compensation reading its
+/// output; with `fail_last`, a last step that fails for good, so that every step is undone.
+std::string saga_yaml(std::size_t n, bool fail_last) {
+  std::ostringstream y;
+  y << "apiVersion: agentflow/v1\nkind: Plan\nmetadata: {name: bench-saga}\nspec:\n"
+       "  type: saga\n  steps:\n";
+  for (std::size_t k = 0; k < n; ++k) {
+    y << "    - id: s" << k << "\n      agent: std.echo\n      input: {n: " << k;
+    if (k > 0) y << ", prev: \"${steps.s" << k - 1 << ".output.n}\"";
+    y << "}\n      compensate: {agent: std.echo, input: {undo: \"${steps.s" << k
+      << ".output.n}\"}}\n";
+  }
+  if (fail_last)
+    y << "    - id: fail\n      agent: std.fail\n      input: {always: true, kind: validation}\n"
+         "      compensate: none\n";
   return y.str();
 }
 
@@ -672,8 +700,11 @@ struct chain_run {
   double audit_lag_ms = 0; ///< from the execution's end to the audit writer's last commit
 };
 
+/// `completed`/`want`: what the execution must end with (the compensated saga fails, having
+/// completed its steps and their compensations); `steps` divides the wall time.
 chain_run chain_once(const store_spec& spec, bool audit, const v1::PlanIR& p,
-                     const v1::PlanIR& warm, std::size_t steps) {
+                     const v1::PlanIR& warm, std::size_t steps, std::size_t completed = 0,
+                     v1::ExecStatus want = v1::EXEC_COMPLETED) {
   chain_run out;
   store_instance si{spec};
   exec_node en{si, audit};
@@ -681,7 +712,7 @@ chain_run chain_once(const store_spec& spec, bool audit, const v1::PlanIR& p,
   std::this_thread::sleep_for(50ms); // the warm-up's audit appends land
   const auto c0 = process_cpu_seconds();
   const auto t0 = bench::clock::now();
-  auto info = en.run(p, "{}", steps);
+  auto info = en.run(p, "{}", completed != 0 ? completed : steps, want);
   const auto t1 = bench::clock::now();
   const auto c1 = process_cpu_seconds();
   const auto drained = en.wait_audit_drained();
@@ -776,6 +807,68 @@ void bench_chain(const store_spec& spec, bool audit, int runs, std::size_t steps
                 "journal, then to one standing for std.echo (60 s request timeouts)",
                 std::nullopt, "informational: the same runs as " + name);
   }
+}
+
+// --- saga
+// ------------------------------------------------------------------------------------------
+
+/// exec.saga.<store>: the saga's success path against the same chain as a dag; on memory also
+/// exec.saga.compensated.memory: every step undone, against the success path.
+void bench_saga(const store_spec& spec, int runs, std::size_t steps) {
+  const auto dag = compile(chain_yaml(steps), "chain.yaml");
+  const auto saga = compile(saga_yaml(steps, false), "saga.yaml");
+  const auto undo = compile(saga_yaml(steps, true), "saga-undo.yaml");
+  const auto warm = compile(chain_yaml(3), "warm.yaml");
+  const bool compensate = spec.kind == "memory";
+  std::vector<bench::run> saga_runs, dag_runs, undo_runs;
+  std::vector<double> saga_ev, dag_ev, saga_bytes, dag_bytes, undo_ev, saga_cpu, dag_cpu;
+  for (int i = 0; i < runs; ++i) {
+    auto d = chain_once(spec, true, dag, warm, steps);
+    auto s = chain_once(spec, true, saga, warm, steps);
+    dag_ev.push_back(d.events_per_step);
+    saga_ev.push_back(s.events_per_step);
+    dag_bytes.push_back(d.bytes_per_step);
+    saga_bytes.push_back(s.bytes_per_step);
+    dag_cpu.push_back(d.cpu_us);
+    saga_cpu.push_back(s.cpu_us);
+    dag_runs.push_back(std::move(d.exec));
+    saga_runs.push_back(std::move(s.exec));
+    if (compensate) {
+      // steps forward + steps compensations completed; the failing step is not.
+      auto u = chain_once(spec, true, undo, warm, steps, 2 * steps, v1::EXEC_FAILED);
+      undo_ev.push_back(u.events_per_step);
+      undo_runs.push_back(std::move(u.exec));
+    }
+  }
+  auto s = bench::summarize(saga_runs, bench::kind::latency, "us");
+  auto d = bench::summarize(dag_runs, bench::kind::latency, "us");
+  std::ostringstream note;
+  note << spec.describe() << "; every step outcome audited; median = wall time / steps; p50/p99 "
+       << "= intervals between the stream's consecutive journal commits; per step: saga "
+       << bench::num(bench::median(saga_ev)) << " journal events ("
+       << bench::num(bench::median(saga_bytes)) << " B), process CPU "
+       << bench::num(bench::median(saga_cpu)) << " us; dag " << bench::num(bench::median(dag_ev))
+       << " events (" << bench::num(bench::median(dag_bytes)) << " B), "
+       << bench::num(bench::median(dag_cpu)) << " us CPU";
+  bench::emit("exec.saga." + spec.suffix(),
+              "Saga step, " + std::to_string(steps)
+                  + "-step sequential saga of std.echo (each "
+                    "with a compensation, not run), "
+                  + spec.suffix() + ", per step",
+              s, &d, "the same chain as a dag (exec.chain's plan), same runs, interleaved",
+              std::nullopt, note.str());
+  if (!compensate) return;
+  auto u = bench::summarize(undo_runs, bench::kind::latency, "us");
+  bench::emit("exec.saga.compensated." + spec.suffix(),
+              "Compensated saga, " + std::to_string(steps)
+                  + " std.echo steps, then one that "
+                    "fails: every step undone; per step and its compensation, "
+                  + spec.suffix(),
+              u, &s, "the saga's success path (exec.saga." + spec.suffix() + "), same runs",
+              std::nullopt,
+              spec.describe() + "; " + bench::num(bench::median(undo_ev))
+                  + " journal events per step (the step, its compensation, the failure and "
+                    "SagaCompensating spread over them)");
 }
 
 // --- fan-out
@@ -1108,6 +1201,10 @@ int main(int argc, char** argv) {
   const auto executions =
       static_cast<std::size_t>(bench::int_option(argc, argv, "--executions", 100));
   const auto chain = static_cast<std::size_t>(bench::int_option(argc, argv, "--chain", 100));
+  const auto saga_steps =
+      static_cast<std::size_t>(bench::int_option(argc, argv, "--saga-steps", 10000));
+  const auto saga_sqlite_steps =
+      static_cast<std::size_t>(bench::int_option(argc, argv, "--saga-sqlite-steps", 1000));
   const auto want = [&](const char* s) { return scenario == "all" || scenario == s; };
   bool any = false;
   if (want("chain_memory")) {
@@ -1139,6 +1236,14 @@ int main(int argc, char** argv) {
     bench_concurrent({"sqlite", "NORMAL"}, true, runs, executions, chain, std::nullopt);
     bench_concurrent({"memory", "FULL"}, true, runs, executions, chain, std::nullopt);
     bench_concurrent({"memory", "FULL"}, false, runs, executions, chain, std::nullopt);
+  }
+  if (want("saga_memory")) {
+    any = true;
+    bench_saga({"memory", "FULL"}, runs, saga_steps);
+  }
+  if (want("saga_sqlite")) {
+    any = true;
+    bench_saga({"sqlite", "FULL"}, runs, saga_sqlite_steps);
   }
   if (!any) die("unknown --scenario " + scenario);
   return 0;

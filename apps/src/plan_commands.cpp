@@ -1,5 +1,5 @@
-// `af run`, `af submit` and `af exec list|show|pause|resume|cancel|approve|replay`: plans on an
-// embedded node or on a running one (--connect), docs/planning.md and docs/cli.md.
+// `af run`, `af submit` and `af exec list|show|pause|resume|cancel|approve|stuck|replay`: plans on
+// an embedded node or on a running one (--connect), docs/planning.md and docs/cli.md.
 #include "af/client.hpp"
 #include "af/node.hpp"
 #include "af/plan/compile.hpp"
@@ -71,6 +71,14 @@ std::string status_name(v1::ExecStatus s) {
   }
 }
 
+/// What `af exec list` prints in its state column: a saga's own state (compensating, stuck,
+/// compensated, ...) unless an operator paused it, else the status.
+std::string state_name(const v1::ExecutionInfo& i) {
+  if (i.saga_state().empty()) return status_name(i.status());
+  if (i.status() == v1::EXEC_PAUSED && i.saga_state() != "stuck") return "paused";
+  return i.saga_state();
+}
+
 bool is_end(v1::ExecStatus s) {
   return s == v1::EXEC_COMPLETED || s == v1::EXEC_FAILED || s == v1::EXEC_CANCELED;
 }
@@ -129,6 +137,7 @@ nlohmann::json info_json(const v1::ExecutionInfo& i) {
                    {"outputs", parse_json(i.outputs_json())},
                    {"journal_version", i.version()}};
   if (!i.tenant().empty()) j["tenant"] = i.tenant();
+  if (!i.saga_state().empty()) j["saga"] = i.saga_state();
   if (i.started_at_ns() != 0) j["started_at_ns"] = i.started_at_ns();
   if (i.ended_at_ns() != 0) j["ended_at_ns"] = i.ended_at_ns();
   if (!i.error().empty()) j["error"] = i.error();
@@ -150,11 +159,12 @@ void print_info(const v1::ExecutionInfo& i, bool json, std::ostream& out) {
     return;
   }
   out << "execution  " << i.execution_id() << "\n"
-      << "status     " << status_name(i.status()) << "\n"
-      << "plan       " << i.plan_name() << " (hash " << to_hex(i.plan_hash()) << ")\n"
+      << "status     " << status_name(i.status()) << "\n";
+  if (!i.saga_state().empty()) out << "saga       " << i.saga_state() << "\n";
+  out << "plan       " << i.plan_name() << " (hash " << to_hex(i.plan_hash()) << ")\n"
       << "mode       " << mode_name(i.mode()) << "\n"
-      << "steps      " << i.steps_completed() << " completed, " << i.steps_failed()
-      << " failed, " << i.steps_total() << " scheduled\n";
+      << "steps      " << i.steps_completed() << " completed, " << i.steps_failed() << " failed, "
+      << i.steps_total() << " scheduled\n";
   if (!i.error().empty()) out << "error      " << i.error() << "\n";
   if (!i.outputs_json().empty()) out << "outputs    " << parse_json(i.outputs_json()).dump(2) << "\n";
   for (const auto& s : i.steps()) {
@@ -170,9 +180,9 @@ void print_schedule(const v1::PlanIR& p, bool json, std::ostream& out) {
   auto call_text = [](const v1::Call& c) -> std::string {
     switch (c.kind()) {
     case v1::STEP_AGENT:
-      return "agent " + c.target();
+      return "agent " + c.target() + (c.node().empty() ? "" : " on " + c.node());
     case v1::STEP_TOOL:
-      return "tool " + c.target();
+      return "tool " + c.target() + (c.node().empty() ? "" : " on " + c.node());
     case v1::STEP_PLAN:
       return "sub-plan " + std::to_string(c.sub_plan());
     case v1::STEP_WAIT:
@@ -225,6 +235,17 @@ void print_schedule(const v1::PlanIR& p, bool json, std::ostream& out) {
       if (!json)
         out << "  " << s.name() << "  (" << call_text(s.call()) << ")"
             << (s.final() ? "  final" : "") << (on.empty() ? "" : "  on: " + on) << "\n";
+    }
+  } else if (p.type() == v1::PLAN_SAGA) {
+    auto& steps = j["steps"] = nlohmann::json::array();
+    int n = 0;
+    for (const auto& s : p.saga()) {
+      const auto undo =
+          s.compensate().kind() == v1::STEP_NONE ? std::string{"none"} : call_text(s.compensate());
+      steps.push_back({{"id", s.id()}, {"call", call_text(s.call())}, {"compensate", undo}});
+      if (!json)
+        out << "step " << ++n << ": " << s.id() << "  (" << call_text(s.call())
+            << ")  compensate: " << undo << "\n";
     }
   } else {
     std::function<void(const v1::BtNode&, int)> walk = [&](const v1::BtNode& n, int depth) {
@@ -404,13 +425,17 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
   std::map<std::string, v1::ExecControl::Op> ops{{"pause", v1::ExecControl::PAUSE},
                                                  {"resume", v1::ExecControl::RESUME},
                                                  {"cancel", v1::ExecControl::CANCEL},
-                                                 {"approve", v1::ExecControl::APPROVE}};
+                                                 {"approve", v1::ExecControl::APPROVE},
+                                                 {"stuck", v1::ExecControl::STUCK}};
   std::map<std::string, CLI::App*> control;
   for (const auto& [name, op] : ops) {
-    auto* c = exec->add_subcommand(
-        name, name + " an execution (audited with --by)\n\nExample:\n  af exec " + name
-                  + " 01J... " + (name == "approve" ? "review " : "")
-                  + "--connect 127.0.0.1:7400 --by alice");
+    const std::string what =
+        name == "stuck" ? "mark a compensating saga stuck: no further compensation attempt until "
+                          "`af exec resume` (audited with --by)"
+                        : name + " an execution (audited with --by)";
+    auto* c = exec->add_subcommand(name, what + "\n\nExample:\n  af exec " + name + " 01J... "
+                                             + (name == "approve" ? "review " : "")
+                                             + "--connect 127.0.0.1:7400 --by alice");
     c->add_option("id", st->id, "the execution id")->required();
     if (name == "approve") c->add_option("step", st->step, "the approval step")->required();
     c->add_option("--connect", st->connect, "the node's control endpoint HOST:PORT")->required();
@@ -480,6 +505,7 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
       } else {
         out << "status: " << status_name(end->status()) << ", " << end->steps_completed()
             << " steps completed, " << end->steps_failed() << " failed\n";
+        if (!end->saga_state().empty()) out << "saga: " << end->saga_state() << "\n";
         if (!end->error().empty()) out << "error: " << end->error() << "\n";
         out << "outputs: " << parse_json(end->outputs_json()).dump(2) << "\n";
       }
@@ -499,9 +525,8 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
         out << a.dump() << "\n";
       } else {
         for (const auto& i : l->executions())
-          out << i.execution_id() << "  " << std::left << std::setw(10)
-              << status_name(i.status()) << " " << i.plan_name() << "  " << i.steps_completed()
-              << " steps done\n";
+          out << i.execution_id() << "  " << std::left << std::setw(10) << state_name(i) << " "
+              << i.plan_name() << "  " << i.steps_completed() << " steps done\n";
       }
       return k_exit_ok;
     }
@@ -532,8 +557,7 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
       if (st->json)
         out << info_json(*i).dump() << "\n";
       else
-        out << name << ": execution " << i->execution_id() << " is " << status_name(i->status())
-            << "\n";
+        out << name << ": execution " << i->execution_id() << " is " << state_name(*i) << "\n";
       return k_exit_ok;
     }
     if (replay->parsed()) {

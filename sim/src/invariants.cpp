@@ -10,6 +10,7 @@
 
 #include <caf/actor_registry.hpp>
 
+#include <algorithm>
 #include <map>
 
 namespace af::sim::detail {
@@ -42,6 +43,68 @@ invariant_result tasks_answered_once(const sim_state& st, duration now) {
     r.detail += "; " + std::to_string(pending) + " never answered nor failed (first: "
                 + first_pending + ")";
   }
+  return r;
+}
+
+/// Every saga workflow ended all-completed (each std.ledger action once, no compensation row) or
+/// all-compensated (each std.ledger action at most once, and each one applied undone exactly
+/// once by its std.ledger compensation).
+template <class FindNode>
+invariant_result sagas_settled(const sim_state& st, FindNode find_node, duration now) {
+  invariant_result r{"sagas_settled", true, {}, now};
+  std::map<std::pair<std::string, std::string>, std::size_t> rows;
+  for (const auto& [key, row] : st.ledger->rows)
+    ++rows[{row.execution_id, row.step_id}];
+  auto count = [&](const std::string& id, const std::string& step) {
+    auto it = rows.find({id, step});
+    return it == rows.end() ? std::size_t{0} : it->second;
+  };
+  std::size_t sagas = 0, completed = 0, compensated = 0, undone = 0;
+  std::string first;
+  auto problem = [&](std::string what) {
+    r.ok = false;
+    if (first.empty()) first = std::move(what);
+  };
+  for (const auto& [id, e] : st.workflows.executions) {
+    if (!e.saga) continue;
+    ++sagas;
+    auto events = find_node(e.node)->disk()->read(plan::stream_of(id), 1, 1'000'000);
+    const bool any = events && !events->empty();
+    const std::string last = any ? events->back().type : std::string{};
+    if (last == v1::ExecutionCompleted::descriptor()->full_name()) {
+      ++completed;
+      for (const auto& s : e.ledger_steps) {
+        if (count(id, s) != 1)
+          problem(id + "/" + s + " applied " + std::to_string(count(id, s)) + " times (completed)");
+        if (count(id, s + ".compensate") != 0)
+          problem(id + "/" + s + " compensated in a saga that completed");
+      }
+      continue;
+    }
+    v1::ExecutionFailed f;
+    if (last != v1::ExecutionFailed::descriptor()->full_name()
+        || !f.ParseFromString(events->back().payload) || !f.compensated()) {
+      problem(id + " on " + e.node + " did not settle: "
+              + (last.empty() ? std::string{"never started"} : "last event " + last));
+      continue;
+    }
+    ++compensated;
+    for (const auto& s : e.ledger_steps) {
+      const auto applied = count(id, s);
+      if (applied > 1) problem(id + "/" + s + " applied " + std::to_string(applied) + " times");
+      const bool by_ledger =
+          std::find(e.ledger_compensations.begin(), e.ledger_compensations.end(), s)
+          != e.ledger_compensations.end();
+      const auto back = count(id, s + ".compensate");
+      undone += back;
+      if (by_ledger && back != applied)
+        problem(id + "/" + s + " applied " + std::to_string(applied) + " times, compensated "
+                + std::to_string(back) + " times");
+    }
+  }
+  r.detail = std::to_string(sagas) + " sagas: " + std::to_string(completed) + " completed, "
+             + std::to_string(compensated) + " compensated (" + std::to_string(undone)
+             + " ledger rows undone)" + (first.empty() ? "" : "; first problem: " + first);
   return r;
 }
 
@@ -148,6 +211,9 @@ std::vector<invariant_result> world::check_invariants(bool complete) {
                  + std::to_string(state_->ledger->duplicates) + " duplicate applications refused"
                  + (bad ? "; first wrong: " + first : "");
       out.push_back(std::move(r));
+    } else if (name == "sagas_settled") {
+      out.push_back(sagas_settled(
+          *state_, [this](const std::string& n) { return find_node(n); }, now));
     } else if (name == "members_agree" || name == "crashed_members_dead") {
       if (!cluster_) {
         out.push_back({name, false, "the scenario has no cluster: section", now});

@@ -27,9 +27,10 @@ using plan::yaml_map;
 
 constexpr std::string_view k_api_version = "agentflow/v1";
 constexpr std::string_view k_kind = "Scenario";
-constexpr std::array<std::string_view, 8> k_invariants{
-    "tasks_answered_once", "tree_recovers", "no_actor_leak", "executions_complete",
-    "ledger_exactly_once", "members_agree", "crashed_members_dead", "virtual_exactly_once"};
+constexpr std::array<std::string_view, 9> k_invariants{
+    "tasks_answered_once",  "tree_recovers",        "no_actor_leak",
+    "executions_complete",  "ledger_exactly_once",  "members_agree",
+    "crashed_members_dead", "virtual_exactly_once", "sagas_settled"};
 constexpr std::int64_t k_max_nodes = 1000;
 constexpr std::int64_t k_max_population = 10'000'000;
 constexpr std::int64_t k_max_workflows = 1'000'000;

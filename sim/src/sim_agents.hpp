@@ -53,7 +53,9 @@ struct workflow_book {
   struct execution {
     std::string node;
     std::string plan_name;
-    std::vector<std::string> ledger_steps;
+    std::vector<std::string> ledger_steps; ///< dag steps and saga actions that call std.ledger
+    bool saga = false;
+    std::vector<std::string> ledger_compensations; ///< saga steps undone by a std.ledger call
   };
   std::map<std::string, execution> executions; ///< by execution id
 };

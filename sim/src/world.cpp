@@ -279,9 +279,13 @@ status world::build() {
     if (!inputs)
       return error{inputs.error().code(), w.where + ": workflow inputs: " + inputs.error().message()};
     auto shared = std::make_shared<const v1::PlanIR>(std::move(*ir));
-    std::vector<std::string> ledger_steps;
+    std::vector<std::string> ledger_steps, ledger_compensations;
     for (const auto& s : shared->steps())
       if (s.call().target() == "std.ledger" && s.for_each().empty()) ledger_steps.push_back(s.id());
+    for (const auto& s : shared->saga()) {
+      if (s.call().target() == "std.ledger") ledger_steps.push_back(s.id());
+      if (s.compensate().target() == "std.ledger") ledger_compensations.push_back(s.id());
+    }
     for (std::size_t i = 0; i < w.count; ++i) {
       const auto& node = sc_.nodes[i % sc_.nodes.size()];
       submission sub;
@@ -289,7 +293,9 @@ status world::build() {
       sub.plan = shared;
       sub.inputs_json = *inputs;
       sub.at = w.interval * static_cast<std::int64_t>(i);
-      state_->workflows.executions[sub.execution_id] = {node, shared->name(), ledger_steps};
+      state_->workflows.executions[sub.execution_id] = {node, shared->name(), ledger_steps,
+                                                        shared->type() == v1::PLAN_SAGA,
+                                                        ledger_compensations};
       per_node[node].push_back(std::move(sub));
     }
   }

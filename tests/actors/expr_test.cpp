@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -84,6 +85,25 @@ TEST_CASE("expr: eval errors name the expression and the part that failed", "[ex
   CHECK(eval_error("item", s) == "${item}: no item here (only inside a for_each branch)");
 }
 
+TEST_CASE("expr: steps.ID.input reads a step's input where the scope keeps them (sagas)",
+          "[expr]") {
+  fixture f;
+  auto s = f.scope();
+  // Without step inputs in the scope (dag, fsm, bt), the reference does not resolve.
+  CHECK(eval_error("steps.a.input", s) == "${steps.a.input}: step 'a' has not completed");
+  const json in = {{"to", "Oslo"}, {"nights", {3, 4}}};
+  s.step_input = [&in](std::string_view id) -> const json* { return id == "a" ? &in : nullptr; };
+  CHECK(*af::plan::eval("steps.a.input.to", s) == "Oslo");
+  CHECK(*af::plan::eval("${steps.a.input.nights.1}", s) == 4);
+  CHECK(eval_error("steps.a.input.from", s)
+        == "${steps.a.input.from}: step 'a' input has no key 'from'");
+  CHECK(eval_error("steps.b.input", s) == "${steps.b.input}: step 'b' has not completed");
+  auto refs = af::plan::scan(json{{"x", "${steps.a.input.to} ${steps.b.output}"}});
+  REQUIRE(refs);
+  CHECK(refs->steps == std::set<std::string>{"a", "b"});
+  CHECK(refs->step_inputs == std::set<std::string>{"a"});
+}
+
 TEST_CASE("expr: syntax errors", "[expr]") {
   fixture f;
   auto s = f.scope();
@@ -96,8 +116,10 @@ TEST_CASE("expr: syntax errors", "[expr]") {
   CHECK(eval_error("env.HOME", s)
         == "${env.HOME}: unknown root 'env'; expected inputs, steps or item");
   CHECK(eval_error("inputs", s) == "${inputs}: expected inputs.NAME");
-  CHECK(eval_error("steps.a", s) == "${steps.a}: expected steps.ID.output[.path]");
-  CHECK(eval_error("steps.a.result", s) == "${steps.a.result}: expected steps.ID.output[.path]");
+  CHECK(eval_error("steps.a", s)
+        == "${steps.a}: expected steps.ID.output[.path] or steps.ID.input[.path]");
+  CHECK(eval_error("steps.a.result", s)
+        == "${steps.a.result}: expected steps.ID.output[.path] or steps.ID.input[.path]");
   CHECK(render_error("x ${inputs.topic", s)
         == "'x ${inputs.topic': unclosed '${' at offset 2; expected '}'");
   CHECK(eval_error("${inputs.topic} and ${inputs.count}", s)

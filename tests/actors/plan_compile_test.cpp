@@ -529,7 +529,7 @@ TEST_CASE("plan: document errors", "[plan]") {
         == "plan.yaml:3:21: metadata: unknown key 'owner' (expected one of: name, tenant, "
            "description)");
   CHECK(compile_error(k_head + "spec: {type: graph}\n")
-        == "plan.yaml:4:14: spec: type: 'graph'; expected dag, fsm or bt");
+        == "plan.yaml:4:14: spec: type: 'graph'; expected dag, fsm, bt or saga");
   CHECK(compile_error(k_head + "spec: {type: dag, states: {}}\n")
         == "plan.yaml:4:19: spec: unknown key 'states' (expected one of: type, inputs, outputs, "
            "steps)");
@@ -547,7 +547,7 @@ TEST_CASE("plan: dag step errors name file:line:col", "[plan]") {
   SECTION("unknown key") {
     CHECK(compile_error(plan("    - id: a\n      agent: std.echo\n      aftr: [b]\n"))
           == "plan.yaml:10:7: step 'a': unknown key 'aftr' (expected one of: id, agent, tool, "
-             "plan, wait, approval, input, after, for_each, retry, timeout)");
+             "plan, wait, approval, node, input, after, for_each, retry, timeout)");
   }
   SECTION("missing id") {
     CHECK(compile_error(plan("    - id: a\n      agent: std.echo\n    - agent: std.echo\n"))
@@ -750,7 +750,7 @@ TEST_CASE("plan: fsm errors", "[plan]") {
         == "plan.yaml:8:16: state 'a': final: expected true or false");
   CHECK(compile_error(fsm("  initial: a\n  states:\n    a: {final: true, after: [b]}\n"))
         == "plan.yaml:8:22: state 'a': unknown key 'after' (expected one of: agent, tool, plan, "
-           "wait, approval, input, retry, timeout, on, final)");
+           "wait, approval, node, input, retry, timeout, on, final)");
   CHECK(compile_error(
             fsm("  initial: a\n  states:\n    a: {agent: x, input: {v: \"${steps.zz.output}\"}, "
                 "final: true}\n"))
@@ -791,7 +791,7 @@ TEST_CASE("plan: bt errors", "[plan]") {
            "selector, parallel, condition, action, inverter, retry, timeout)");
   CHECK(compile_error(bt("    condition: {plan: x.yaml}\n"))
         == "plan.yaml:7:17: node 'root': condition: unknown key 'plan' (expected one of: agent, "
-           "tool, input)");
+           "tool, node, input)");
   CHECK(compile_error(bt("    condition: \"${steps.root.output}\"\n"))
         == "plan.yaml:7:16: node 'root': condition: unknown step 'root' in ${steps.root.output}; "
            "expected one of: (none)");
@@ -959,5 +959,7 @@ TEST_CASE("plan: every example plan compiles", "[plan]") {
     CHECK(r->hash().size() == 32);
     types.insert(r->type());
   }
-  CHECK(types == std::set<af::v1::PlanType>{af::v1::PLAN_DAG, af::v1::PLAN_FSM, af::v1::PLAN_BT});
+  CHECK(types
+        == std::set<af::v1::PlanType>{af::v1::PLAN_DAG, af::v1::PLAN_FSM, af::v1::PLAN_BT,
+                                      af::v1::PLAN_SAGA});
 }

@@ -10,7 +10,15 @@ PLUGIN=${2:?}
 NODE=${3:?}
 SRC=${4:?}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-examples-e2e.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+node_pid=""
+cleanup() {
+  if [[ -n $node_pid ]] && kill -0 "$node_pid" 2>/dev/null; then
+    kill -KILL "$node_pid" 2>/dev/null || true
+    wait "$node_pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 
 fail() {
   echo "FAIL: $*" >&2
@@ -76,6 +84,94 @@ rc=0
   2>"$tmp/dry.err" || rc=$?
 ((rc == 2)) || fail "a dry run with an undeclared input exited $rc, not 2"
 grep -q "has no input 'nosuch'" "$tmp/dry.err" || { cat "$tmp/dry.err" >&2; fail "the bad input is not named"; }
+
+echo "== the trip saga completes, or refunds what it booked when the car rental fails"
+"$AF" run "$SRC/examples/plans/trip-saga.yaml" --data-dir "$tmp/trip" --json >"$tmp/trip.json" ||
+  { cat "$tmp/trip.json" >&2; fail "the trip saga did not complete"; }
+rc=0
+"$AF" run "$SRC/examples/plans/trip-saga.yaml" --set car_failures=3 --data-dir "$tmp/trip" --json \
+  >"$tmp/trip_undo.json" || rc=$?
+((rc == 1)) || { cat "$tmp/trip_undo.json" >&2; fail "a compensated saga exited $rc, not 1"; }
+"$AF" run "$SRC/examples/plans/trip-saga.yaml" --mode dry-run >"$tmp/trip_dry.out"
+grep -q "step 4: car  (agent std.fail)  compensate: agent std.echo" "$tmp/trip_dry.out" ||
+  { cat "$tmp/trip_dry.out" >&2; fail "the dry run does not list the saga's steps"; }
+undo_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["execution_id"])' \
+  "$tmp/trip_undo.json")
+"$AF" exec show "$undo_id" --data-dir "$tmp/trip" --json >"$tmp/trip_show.json"
+python3 - "$tmp/trip.json" "$tmp/trip_undo.json" "$tmp/trip/agentflow.db" "$tmp/trip_show.json" <<'PY'
+import json, sqlite3, sys
+ok, undo = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert ok["status"] == "completed" and ok["saga"] == "completed", ok
+assert ok["outputs"]["car"] == {"attempt": 1}, ok
+assert undo["status"] == "failed" and undo["saga"] == "compensated", undo
+assert "step 'car' failed" in undo["error"] and "undone: hotel, flight" in undo["error"], undo
+show = json.load(open(sys.argv[4]))
+assert show["saga"] == "compensated", show
+states = {s["id"]: (s["state"], s["attempt"]) for s in show["step_list"]}
+assert states["car"] == ("failed", 3), states
+assert states["hotel.compensate"][0] == "completed" and "confirm.compensate" not in states, states
+db = sqlite3.connect(sys.argv[3])
+rows = db.execute("select step_id, amount from ledger where execution_id = ?",
+                  (undo["execution_id"],)).fetchall()
+got = sorted((s, float(a)) for s, a in rows)
+assert got == [("flight", 420.0), ("flight.compensate", -420.0), ("hotel", 310.0),
+               ("hotel.compensate", -310.0)], got
+PY
+
+echo "== a saga whose compensation keeps failing is marked stuck; af exec list shows it"
+cat >"$tmp/stuck.yaml" <<'PLAN'
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: stuck-saga}
+spec:
+  type: saga
+  steps:
+    - id: reserve
+      agent: std.ledger
+      input: {amount: 5}
+      compensate:
+        agent: std.fail
+        input: {always: true, kind: internal, message: "seat API gone"}
+        retry: {backoff: 50ms, max_backoff: 200ms}
+    - id: pay
+      agent: std.fail
+      input: {always: true, kind: validation, message: "card refused"}
+      compensate: none
+PLAN
+"$AF" node start --data-dir "$tmp/node-data" --listen 127.0.0.1:0 --port-file "$tmp/port.json" \
+  --no-demo-service >"$tmp/node.out" 2>"$tmp/node.err" &
+node_pid=$!
+for _ in $(seq 200); do [[ -s $tmp/port.json ]] && break; sleep 0.1; done
+[[ -s $tmp/port.json ]] || { cat "$tmp/node.err" >&2; fail "the node wrote no port file"; }
+port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["listen_port"])' "$tmp/port.json")
+c=(--connect "127.0.0.1:$port")
+"$AF" submit "$tmp/stuck.yaml" "${c[@]}" --id trip-stuck >/dev/null
+saga_state() {
+  "$AF" exec list "${c[@]}" --json | python3 -c \
+    'import json,sys; print({x["execution_id"]: x.get("saga") for x in json.load(sys.stdin)}.get("trip-stuck"))'
+}
+for _ in $(seq 100); do [[ $(saga_state) == compensating ]] && break; sleep 0.1; done
+[[ $(saga_state) == compensating ]] || fail "the saga did not start compensating"
+"$AF" exec stuck trip-stuck "${c[@]}" --by ops --reason "refund by hand" >"$tmp/stuck.out"
+grep -q "stuck: execution trip-stuck is stuck" "$tmp/stuck.out" ||
+  { cat "$tmp/stuck.out" >&2; fail "af exec stuck did not answer stuck"; }
+"$AF" exec list "${c[@]}" >"$tmp/list.out"
+grep -Eq "^trip-stuck +stuck +stuck-saga" "$tmp/list.out" ||
+  { cat "$tmp/list.out" >&2; fail "af exec list does not show the saga stuck"; }
+rc=0
+"$AF" exec stuck trip-stuck "${c[@]}" >/dev/null 2>"$tmp/stuck2.err" || rc=$?
+((rc == 1)) || fail "a second af exec stuck exited $rc, not 1"
+grep -q "already stuck" "$tmp/stuck2.err" || { cat "$tmp/stuck2.err" >&2; fail "no 'already stuck'"; }
+"$AF" exec cancel trip-stuck "${c[@]}" --by ops --reason "refunded by hand" >/dev/null
+"$AF" exec list --all "${c[@]}" --json >"$tmp/list_all.json"
+python3 - "$tmp/list_all.json" <<'PY'
+import json, sys
+x = {e["execution_id"]: e for e in json.load(open(sys.argv[1]))}["trip-stuck"]
+assert x["status"] == "canceled" and x["saga"] == "stuck", x
+PY
+kill -TERM "$node_pid"
+wait "$node_pid" || fail "the node did not stop cleanly"
+node_pid=""
 
 echo "== a custom node binary"
 "$NODE" run "$SRC/examples/plans/shout.yaml" --set "text=hello there" --data-dir "$tmp/node" \

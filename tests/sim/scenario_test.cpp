@@ -369,7 +369,8 @@ TEST_CASE("scenario errors name file:line:col, the path and what was expected", 
     CHECK(error_of("  invariants: [no_actor_leak, everything_fine]\n")
           == "s.yaml:5:31: spec.invariants[1]: unknown invariant 'everything_fine'; expected one "
              "of: tasks_answered_once, tree_recovers, no_actor_leak, executions_complete, "
-             "ledger_exactly_once, members_agree, crashed_members_dead, virtual_exactly_once");
+             "ledger_exactly_once, members_agree, crashed_members_dead, virtual_exactly_once, "
+             "sagas_settled");
     CHECK(error_of("  invariants: [no_actor_leak, no_actor_leak]\n")
           == "s.yaml:5:31: spec.invariants[1]: invariant 'no_actor_leak' listed twice");
   }

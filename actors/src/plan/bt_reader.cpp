@@ -16,9 +16,9 @@ namespace {
 constexpr std::array<std::string_view, 9> k_node_keys = {"id",       "sequence",  "selector",
                                                          "parallel", "condition", "action",
                                                          "inverter", "retry",     "timeout"};
-constexpr std::array<std::string_view, 8> k_action_keys = {"agent",    "tool",  "plan",  "wait",
-                                                           "approval", "input", "retry", "timeout"};
-constexpr std::array<std::string_view, 3> k_condition_keys = {"agent", "tool", "input"};
+constexpr std::array<std::string_view, 9> k_action_keys = {
+    "agent", "tool", "plan", "wait", "approval", "node", "input", "retry", "timeout"};
+constexpr std::array<std::string_view, 4> k_condition_keys = {"agent", "tool", "node", "input"};
 constexpr std::string_view k_node_types =
     "sequence, selector, parallel, condition, action, inverter, retry, timeout";
 /// Trees deeper than this are a mistake, and reading them would recurse without bound.

@@ -1,7 +1,7 @@
 // The plan compiler's entry points (af/plan/compile.hpp): the document (apiVersion, kind,
 // metadata, spec), inputs and outputs, sub-plans (`plan: FILE`, compiled recursively, embedded
 // once each and ordered by hash) and the plan hash. The step types live in dag_reader.cpp,
-// fsm_reader.cpp and bt_reader.cpp.
+// fsm_reader.cpp, bt_reader.cpp and saga_reader.cpp.
 #include "af/plan/compile.hpp"
 
 #include "af/v1/plan.pb.h"
@@ -57,6 +57,10 @@ plan_reader make_reader(std::string source, const compile_options& opts, fs::pat
 void for_each_call(v1::PlanIR& ir, const std::function<void(v1::Call&)>& fn) {
   for (auto& s : *ir.mutable_steps())
     fn(*s.mutable_call());
+  for (auto& s : *ir.mutable_saga()) {
+    fn(*s.mutable_call());
+    fn(*s.mutable_compensate());
+  }
   if (ir.has_fsm())
     for (auto& s : *ir.mutable_fsm()->mutable_states())
       fn(*s.mutable_call());
@@ -211,7 +215,8 @@ status read_spec(plan_reader& r, const yaml_map& top) {
   auto spec = r.yaml.map(f->value, f->mark(), "spec");
   if (!spec) return spec.error();
   const auto* type = spec->find("type");
-  if (!type) return r.yaml.fail(spec->mark, "spec", "missing 'type'; expected dag, fsm or bt");
+  if (!type)
+    return r.yaml.fail(spec->mark, "spec", "missing 'type'; expected dag, fsm, bt or saga");
   auto t = r.yaml.string(*type, "spec");
   if (!t) return t.error();
   status st;
@@ -225,8 +230,11 @@ status read_spec(plan_reader& r, const yaml_map& top) {
   } else if (*t == "bt") {
     r.ir->set_type(v1::PLAN_BT);
     st = r.yaml.check_keys(*spec, "spec", {"type", "inputs", "outputs", "root"});
+  } else if (*t == "saga") {
+    r.ir->set_type(v1::PLAN_SAGA);
+    st = r.yaml.check_keys(*spec, "spec", {"type", "inputs", "outputs", "steps"});
   } else {
-    return r.yaml.fail(type->mark(), "spec: type", "'" + *t + "'; expected dag, fsm or bt");
+    return r.yaml.fail(type->mark(), "spec: type", "'" + *t + "'; expected dag, fsm, bt or saga");
   }
   if (!st) return st;
   if (const auto* in = spec->find("inputs"))
@@ -237,6 +245,9 @@ status read_spec(plan_reader& r, const yaml_map& top) {
     break;
   case v1::PLAN_FSM:
     st = read_fsm(r, *spec);
+    break;
+  case v1::PLAN_SAGA:
+    st = read_saga(r, *spec);
     break;
   default:
     st = read_bt(r, *spec);

@@ -12,9 +12,9 @@ namespace af::plan {
 
 namespace {
 
-constexpr std::array<std::string_view, 11> k_step_keys = {"id",       "agent",    "tool",   "plan",
-                                                          "wait",     "approval", "input",  "after",
-                                                          "for_each", "retry",    "timeout"};
+constexpr std::array<std::string_view, 12> k_step_keys = {"id",    "agent",    "tool",  "plan",
+                                                          "wait",  "approval", "node",  "input",
+                                                          "after", "for_each", "retry", "timeout"};
 
 struct named_mark {
   std::string name;

@@ -15,6 +15,7 @@ using started_ptr = std::shared_ptr<const v1::ExecutionStarted>;
 std::unique_ptr<engine> make_dag_engine(started_ptr s, error& err);
 std::unique_ptr<engine> make_fsm_engine(started_ptr s, error& err);
 std::unique_ptr<engine> make_bt_engine(started_ptr s, error& err);
+std::unique_ptr<engine> make_saga_engine(started_ptr s, error& err);
 
 namespace {
 
@@ -49,9 +50,12 @@ expected<std::unique_ptr<engine>> engine::make(started_ptr started) {
   case v1::PLAN_BT:
     e = make_bt_engine(std::move(started), err);
     break;
+  case v1::PLAN_SAGA:
+    e = make_saga_engine(std::move(started), err);
+    break;
   default:
     return validation_error("execution " + started->execution_id() + ": plan '"
-                            + started->plan().name() + "' has no type (dag, fsm or bt)");
+                            + started->plan().name() + "' has no type (dag, fsm, bt or saga)");
   }
   if (!e) return err;
   return e;
@@ -109,8 +113,15 @@ bool engine::input(const v1::ExecEvent& e, std::string* why) {
     if (!paused_) return ignore("not paused");
     paused_ = false;
     status_ = v1::EXEC_RUNNING;
+    on_resumed();
+    return true;
+  case v1::ExecEvent::kStuck:
+    if (!on_stuck(e.stuck(), why)) return false;
+    paused_ = true;
+    status_ = v1::EXEC_PAUSED;
     return true;
   case v1::ExecEvent::kCanceled:
+    if (auto taken = on_cancel(e.canceled(), why)) return *taken;
     status_ = v1::EXEC_CANCELED;
     error_ = "canceled by " + e.canceled().by()
              + (e.canceled().reason().empty() ? "" : ": " + e.canceled().reason());
@@ -128,7 +139,9 @@ void engine::retry_or_fail(const v1::StepScheduled& s, const v1::StepFailed& f) 
   (void)from_string(f.error_kind(), kind);
   const auto& p = s.call().retry();
   const std::uint32_t max = std::max<std::uint32_t>(1, p.max_attempts());
-  if (!strict() && retryable(kind) && s.attempt() < max) {
+  const auto rule = retry_rule_for(s);
+  if (rule == retry_rule::always
+      || (rule == retry_rule::policy && !strict() && retryable(kind) && s.attempt() < max)) {
     view(s.step_id(), "retrying", s.attempt(), {}, f.error_kind() + ": " + f.message());
     retries_.emplace_back(s, backoff_ms(p, s.attempt() + 1, s.idempotency_key()));
     return;
@@ -139,7 +152,7 @@ void engine::retry_or_fail(const v1::StepScheduled& s, const v1::StepFailed& f) 
 }
 
 void engine::step_failed(const v1::StepScheduled& s, const v1::StepFailed& f) {
-  if (!strict()) {
+  if (!strict() || !strict_fails_at_once()) {
     on_failure(s, f);
     return;
   }
@@ -164,7 +177,7 @@ std::vector<v1::ExecEvent> engine::decide() {
     auto& n = *out.emplace_back().mutable_scheduled();
     n = s;
     n.set_attempt(s.attempt() + 1);
-    n.set_idempotency_key(key_of(started_->execution_id(), s.step_id(), n.attempt()));
+    n.set_idempotency_key(key_for(s.step_id(), n.attempt()));
     n.set_delay_ms(delay);
     in_flight_[n.step_id()] = n;
     view(n.step_id(), "scheduled", n.attempt());
@@ -187,7 +200,7 @@ void engine::schedule(std::vector<v1::ExecEvent>& out, const std::string& step_i
   auto& s = *out.emplace_back().mutable_scheduled();
   s.set_step_id(step_id);
   s.set_attempt(attempt);
-  s.set_idempotency_key(key_of(started_->execution_id(), step_id, attempt));
+  s.set_idempotency_key(key_for(step_id, attempt));
   s.set_input_json(input.dump());
   *s.mutable_call() = call;
   if (item != nullptr) s.set_item_json(item->dump());
@@ -214,20 +227,21 @@ expected<nlohmann::json> engine::render_input(const v1::Call& call, const std::s
 }
 
 void engine::fail_step(std::vector<v1::ExecEvent>& out, const std::string& step_id,
-                       const v1::Call& call, const error& e, const std::string& parent) {
+                       const v1::Call& call, const error& e, const std::string& parent,
+                       std::uint32_t attempt) {
   v1::StepScheduled s;
   s.set_step_id(step_id);
-  s.set_attempt(1);
-  s.set_idempotency_key(key_of(started_->execution_id(), step_id, 1));
+  s.set_attempt(attempt);
+  s.set_idempotency_key(key_for(step_id, attempt));
   *s.mutable_call() = call;
   s.set_parent_step(parent);
   auto& f = *out.emplace_back().mutable_failed();
   f.set_step_id(step_id);
-  f.set_attempt(1);
+  f.set_attempt(attempt);
   f.set_error_kind(std::string{to_string(e.code())});
   f.set_message(e.message());
   ++failed_;
-  view(step_id, "failed", 1, {}, e.to_string());
+  view(step_id, "failed", attempt, {}, e.to_string());
   step_failed(s, f);
 }
 
@@ -265,6 +279,7 @@ expr_scope engine::scope(const nlohmann::json* item) const {
   expr_scope sc;
   sc.inputs = &inputs_;
   sc.step_output = [this](std::string_view id) { return output_of(id); };
+  sc.step_input = [this](std::string_view id) { return input_of(id); };
   sc.item = item;
   return sc;
 }
@@ -349,6 +364,7 @@ bool is_decision(const v1::ExecEvent& e) {
   case v1::ExecEvent::kRetried:
   case v1::ExecEvent::kExecCompleted:
   case v1::ExecEvent::kExecFailed:
+  case v1::ExecEvent::kCompensating:
     return true;
   default:
     return false;

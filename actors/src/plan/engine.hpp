@@ -75,6 +75,8 @@ public:
   [[nodiscard]] std::uint64_t steps_failed() const noexcept { return failed_; }
   [[nodiscard]] const std::string& outputs_json() const noexcept { return outputs_json_; }
   [[nodiscard]] const std::string& error_text() const noexcept { return error_; }
+  /// A saga's state (running|compensating|stuck|completed|compensated); empty for other types.
+  [[nodiscard]] virtual std::string saga_state() const { return {}; }
 
   /// The idempotency key of a step attempt: "<execution_id>/<step_id>/<attempt>".
   [[nodiscard]] static std::string key_of(std::string_view execution_id, std::string_view step_id,
@@ -91,6 +93,39 @@ protected:
   /// A step failed for good (no attempts left, or an error that is not retried).
   virtual void on_failure(const v1::StepScheduled& s, const v1::StepFailed& f) = 0;
 
+  // --- what a plan type may change (sagas do) -------------------------------------------------
+  /// How a failed attempt is treated: per the call's retry policy and the mode, retried whatever
+  /// the error and the mode (a saga's compensations), or not retried at all.
+  enum class retry_rule : unsigned char { policy, always, never };
+  [[nodiscard]] virtual retry_rule retry_rule_for(const v1::StepScheduled&) const {
+    return retry_rule::policy;
+  }
+  /// Strict mode: whether a step that fails for good fails the execution at once (false: the
+  /// plan type hears of it as in auto mode; a saga compensates).
+  [[nodiscard]] virtual bool strict_fails_at_once() const { return true; }
+  /// A cancel: nullopt ends the execution now (the default); true: the plan type takes it and
+  /// ends the execution itself later; false: ignored, with the reason in `why`.
+  virtual std::optional<bool> on_cancel(const v1::ExecutionCanceled&, std::string*) {
+    return std::nullopt;
+  }
+  /// `af exec stuck`: true pauses the execution (the plan type marks itself stuck); false
+  /// refuses it with the reason in `why`.
+  virtual bool on_stuck(const v1::SagaStuck&, std::string* why) {
+    if (why != nullptr) *why = "only a saga that is compensating can be marked stuck";
+    return false;
+  }
+  /// The execution was resumed (after a pause or a stuck mark).
+  virtual void on_resumed() {}
+  /// The idempotency key of a step attempt: key_of(execution, step, attempt) by default; a saga
+  /// gives every attempt of a step one key, so that a retry after a timeout whose attempt was
+  /// applied anyway is recognized by the participant.
+  [[nodiscard]] virtual std::string key_for(const std::string& step_id,
+                                            std::uint32_t attempt) const {
+    return key_of(started_->execution_id(), step_id, attempt);
+  }
+  /// `${steps.ID.input}`: the rendered input of step ID, or nullptr (only sagas keep them).
+  [[nodiscard]] virtual const nlohmann::json* input_of(std::string_view) const { return nullptr; }
+
   // --- helpers for the plan types ------------------------------------------------------------
   /// Schedules a step attempt: appends StepScheduled and tracks it in flight.
   void schedule(std::vector<v1::ExecEvent>& out, const std::string& step_id,
@@ -103,8 +138,8 @@ protected:
                                                       const std::string& step_id,
                                                       const nlohmann::json* item) const;
   /// A failure decided by the engine itself (a bad reference, a for_each that is no list).
-  void fail_step(std::vector<v1::ExecEvent>& out, const std::string& step_id,
-                 const v1::Call& call, const error& e, const std::string& parent);
+  void fail_step(std::vector<v1::ExecEvent>& out, const std::string& step_id, const v1::Call& call,
+                 const error& e, const std::string& parent, std::uint32_t attempt = 1);
   void complete(std::vector<v1::ExecEvent>& out, const nlohmann::json& outputs);
   void fail_execution(std::vector<v1::ExecEvent>& out, const error& e, const std::string& step);
   /// Abandons a step in flight (its result will be ignored).
@@ -121,6 +156,13 @@ protected:
 
   /// Strict mode: the first failed step, which fails the execution at the next decide().
   [[nodiscard]] bool strict_failed() const noexcept { return strict_failure_.has_value(); }
+  [[nodiscard]] bool paused() const noexcept { return paused_; }
+  /// Pauses or resumes from inside the plan type (a saga that marks itself stuck, a cancel
+  /// that resumes a paused saga so that it compensates).
+  void set_paused(bool p) noexcept {
+    paused_ = p;
+    status_ = p ? v1::EXEC_PAUSED : v1::EXEC_RUNNING;
+  }
 
 private:
   void retry_or_fail(const v1::StepScheduled& s, const v1::StepFailed& f);

@@ -316,20 +316,31 @@ public:
   }
 
 private:
-  /// What a stream's first event (the plan) or last event (how it ended) says of an execution.
+  /// What a stream's first event (the plan) or last event (how it ended) says of an execution
+  /// (the two are read in either order).
   static void describe_from(const v1::ExecEvent& e, v1::ExecutionInfo& i) {
     if (e.has_started()) {
       i.set_plan_name(e.started().plan().name());
       i.set_plan_hash(e.started().plan().hash());
       i.set_mode(e.started().mode());
       i.set_started_at_ns(e.started().started_at_ns());
+      if (e.started().plan().type() == v1::PLAN_SAGA && i.saga_state().empty())
+        i.set_saga_state(i.status() == v1::EXEC_COMPLETED ? "completed"
+                         : i.status() == v1::EXEC_RUNNING ? "running"
+                                                          : "stuck");
     } else if (e.has_exec_completed()) {
       i.set_status(v1::EXEC_COMPLETED);
+      if (!i.saga_state().empty()) i.set_saga_state("completed");
     } else if (e.has_exec_failed()) {
       i.set_status(v1::EXEC_FAILED);
       i.set_error(e.exec_failed().error_kind() + ": " + e.exec_failed().message());
+      if (e.exec_failed().compensated())
+        i.set_saga_state("compensated");
+      else if (!i.saga_state().empty())
+        i.set_saga_state("stuck"); // a saga that ended with steps left to undo
     } else if (e.has_canceled()) {
       i.set_status(v1::EXEC_CANCELED);
+      if (!i.saga_state().empty()) i.set_saga_state("stuck"); // canceled while compensating
     }
   }
 
@@ -504,6 +515,7 @@ private:
     i.set_started_at_ns(e.started().started_at_ns());
     i.set_version(events);
     i.set_tenant(e.started().plan().tenant());
+    if (e.started().plan().type() == v1::PLAN_SAGA) i.set_saga_state(e.saga_state());
     if (!with_steps) return i;
     for (const auto& [sid, v] : e.steps()) {
       auto& s = *i.add_steps();

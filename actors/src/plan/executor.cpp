@@ -274,12 +274,15 @@ void executor::flush(context& ctx) {
     else
       ne->set_payload(event_payload(e));
   }
-  req.set_finish(engine_->finished());
+  // The engine has taken every event of this batch and nothing after it: it has finished iff
+  // this batch holds the end (an ExecutionCompleted/Failed, or a cancel that ended it).
+  const bool finishes = engine_->finished();
+  req.set_finish(finishes);
   appending_ = true;
   const std::size_t n = b.events.size();
   ctx.ask<v1::AppendResult>(
       store::k_journal_agent, std::move(req), shared_->opts.journal_timeout,
-      [this, &ctx, b = std::move(b), n](expected<v1::AppendResult> r) mutable {
+      [this, &ctx, b = std::move(b), n, finishes](expected<v1::AppendResult> r) mutable {
         appending_ = false;
         const bool creating = std::exchange(creating_, false);
         if (!r && creating && r.error().code() == errc::conflict) {
@@ -308,6 +311,7 @@ void executor::flush(context& ctx) {
           return;
         }
         version_ = r->last_version();
+        if (finishes) end_committed_ = true;
         committed(ctx, std::move(b));
         flush(ctx);
       });
@@ -318,7 +322,6 @@ void executor::committed(context& ctx, batch b) {
   // this order, before anything of the commit takes effect (as one message each did).
   audit_held_ = true;
   for (const auto& e : b.events) {
-    if (e.has_exec_completed() || e.has_exec_failed() || e.has_canceled()) end_committed_ = true;
     switch (e.event_case()) {
     case v1::ExecEvent::kStarted:
       notify(ctx);
@@ -351,11 +354,22 @@ void executor::committed(context& ctx, batch b) {
     case v1::ExecEvent::kCanceled:
       audit(ctx, "execution.canceled", e.canceled().by(), {{"reason", e.canceled().reason()}});
       break;
+    case v1::ExecEvent::kCompensating:
+      audit(ctx, "saga.compensating", "exec:" + id_,
+            {{"step", e.compensating().step_id()}, {"reason", e.compensating().reason()}});
+      break;
+    case v1::ExecEvent::kStuck:
+      audit(ctx, "saga.stuck", e.stuck().by(), {{"reason", e.stuck().reason()}});
+      break;
     default:
       break;
     }
   }
   audit_held_ = false;
+  // A saga that went on to compensate or got stuck (by an operator, or by a compensation that
+  // cannot start): `af exec list` shows the state af.exec was told last. The end is told by
+  // ended().
+  if (!engine_->finished() && engine_->saga_state() != told_saga_state_) notify(ctx);
   send_audit(ctx);
   for (auto& f : b.on_commit)
     f(ctx, nullptr);
@@ -372,10 +386,10 @@ void executor::committed(context& ctx, batch b) {
     v1::StepCancel c;
     c.set_idempotency_key(s.idempotency_key());
     c.set_reason(engine_->finished() ? "the execution ended" : "the step's result is no longer needed");
-    auto it = targets_.find(s.call().kind() == v1::STEP_TOOL ? tool::invoker_name(s.call().target())
-                                                              : s.call().target());
+    auto it = targets_.find(target_key(ctx, s));
     if (it != targets_.end() && !it->second.empty())
-      (void)ctx.tell(it->second[fnv(s.idempotency_key()) % it->second.size()], c);
+      if (auto ref = step_agent(ctx, s, it->second[fnv(s.idempotency_key()) % it->second.size()]))
+        ctx.tell(*ref, c);
   }
   // Ends only once the ending event is durable: the engine may already have finished on inputs
   // of the next batch, which is appended after this one.
@@ -414,28 +428,37 @@ void executor::dispatch(context& ctx, const v1::StepScheduled& s) {
   switch (call.kind()) {
   case v1::STEP_AGENT:
   case v1::STEP_TOOL: {
-    const std::string name =
-        call.kind() == v1::STEP_TOOL ? tool::invoker_name(call.target()) : call.target();
-    if (auto it = targets_.find(name); it != targets_.end()) {
+    const std::string key = target_key(ctx, s);
+    if (auto it = targets_.find(key); it != targets_.end()) {
       call_agent(ctx, s, it->second);
       return;
     }
-    if (call.kind() == v1::STEP_AGENT && ctx.lookup(name)) {
-      call_agent(ctx, s, targets_[name] = {name});
+    const bool remote = is_remote(ctx, s);
+    if (!remote && call.kind() == v1::STEP_AGENT && ctx.lookup(call.target())) {
+      call_agent(ctx, s, targets_[key] = {call.target()});
+      return;
+    }
+    // The instances of a registered type, spawned on first use by af.exec of the node that
+    // runs the step (this one, or the one the call names).
+    auto exec = remote ? ctx.lookup(address{call.node(), std::string{k_exec_agent}})
+                       : ctx.lookup(k_exec_agent);
+    if (!exec) {
+      // No route to that node now (down, not joined yet): worth a retry.
+      step_result(ctx, s, remote ? error{errc::transient, exec.error().message()} : exec.error());
       return;
     }
     v1::EnsureAgent ea;
     ea.set_target(call.target());
     ea.set_kind(call.kind());
     ctx.ask<v1::EnsureAgentResult>(
-        k_exec_agent, std::move(ea), shared_->opts.journal_timeout,
-        [this, &ctx, s, name](expected<v1::EnsureAgentResult> r) {
+        *exec, std::move(ea), shared_->opts.journal_timeout,
+        [this, &ctx, s, key](expected<v1::EnsureAgentResult> r) {
           if (!r) {
             step_result(ctx, s, std::move(r).error());
             return;
           }
           std::vector<std::string> names{r->names().begin(), r->names().end()};
-          call_agent(ctx, s, targets_[name] = std::move(names));
+          call_agent(ctx, s, targets_[key] = std::move(names));
         });
     return;
   }
@@ -497,6 +520,23 @@ void executor::dispatch(context& ctx, const v1::StepScheduled& s) {
   }
 }
 
+bool executor::is_remote(context& ctx, const v1::StepScheduled& s) {
+  const auto& node = s.call().node();
+  return !node.empty() && node != ctx.self().node;
+}
+
+std::string executor::target_key(context& ctx, const v1::StepScheduled& s) {
+  const auto& c = s.call();
+  const std::string name = c.kind() == v1::STEP_TOOL ? tool::invoker_name(c.target()) : c.target();
+  return is_remote(ctx, s) ? c.node() + "/" + name : name;
+}
+
+expected<agent_ref> executor::step_agent(context& ctx, const v1::StepScheduled& s,
+                                         const std::string& name) {
+  if (is_remote(ctx, s)) return ctx.lookup(address{s.call().node(), name});
+  return ctx.lookup(name);
+}
+
 std::string executor::child_id(const v1::StepScheduled& s) const {
   return id_ + "." + s.step_id() + "." + std::to_string(s.attempt());
 }
@@ -520,6 +560,11 @@ void executor::call_agent(context& ctx, const v1::StepScheduled& s,
     return;
   }
   const auto& name = names[fnv(s.idempotency_key()) % names.size()];
+  auto to = step_agent(ctx, s, name);
+  if (!to) {
+    step_failed_at(ctx, s, agent_ref{}, std::move(to).error());
+    return;
+  }
   v1::StepRequest req;
   req.set_execution_id(id_);
   req.set_step_id(s.step_id());
@@ -529,10 +574,10 @@ void executor::call_agent(context& ctx, const v1::StepScheduled& s,
   req.set_plan_name(engine_->started().plan().name());
   const auto timeout = s.call().timeout_ms() > 0 ? std::chrono::milliseconds{s.call().timeout_ms()}
                                                  : shared_->opts.step_timeout;
-  ctx.ask<v1::StepOutput>(name, std::move(req), timeout,
-                          [this, &ctx, s, name](expected<v1::StepOutput> r) {
+  ctx.ask<v1::StepOutput>(*to, std::move(req), timeout,
+                          [this, &ctx, s, ref = *to](expected<v1::StepOutput> r) {
                             if (!r) {
-                              step_failed_at(ctx, s, name, std::move(r).error());
+                              step_failed_at(ctx, s, ref, std::move(r).error());
                               return;
                             }
                             step_result(ctx, s, r->output_json().empty() ? std::string{"null"}
@@ -540,14 +585,14 @@ void executor::call_agent(context& ctx, const v1::StepScheduled& s,
                           });
 }
 
-void executor::step_failed_at(context& ctx, const v1::StepScheduled& s, const std::string& agent,
+void executor::step_failed_at(context& ctx, const v1::StepScheduled& s, const agent_ref& agent,
                               error e) {
   if (e.code() == errc::timeout) {
     // The agent may still be working on it: tell it to stop (the retry gets a new key).
     v1::StepCancel c;
     c.set_idempotency_key(s.idempotency_key());
     c.set_reason(e.message());
-    (void)ctx.tell(agent, c);
+    if (agent.valid()) ctx.tell(agent, c);
   } else if (e.code() == errc::not_found) {
     // The agent was there at dispatch and stopped during the step (a crash its supervisor
     // restarts): the attempt may be retried like any transient failure.
@@ -639,6 +684,10 @@ void executor::on_control(context& ctx, const v1::ExecControl& m,
     e.mutable_canceled()->set_by(by);
     e.mutable_canceled()->set_reason(m.reason());
     break;
+  case v1::ExecControl::STUCK:
+    e.mutable_stuck()->set_by(by);
+    e.mutable_stuck()->set_reason(m.reason());
+    break;
   case v1::ExecControl::APPROVE: {
     auto it = engine_->in_flight().find(m.step_id());
     if (it == engine_->in_flight().end() || it->second.call().kind() != v1::STEP_APPROVAL) {
@@ -725,6 +774,14 @@ v1::ExecutionInfo executor::info(bool with_steps) const {
   i.set_ended_at_ns(ended_at_ns_);
   i.set_version(version_);
   i.set_tenant(st.plan().tenant());
+  if (st.plan().type() == v1::PLAN_SAGA) {
+    // A saga's end, like the status, is reported once it is durable: until then it is still
+    // running (before completing) or compensating (before ending compensated or stuck).
+    auto saga = engine_->saga_state();
+    if (engine_->finished() && !end_committed_)
+      saga = saga == "completed" ? "running" : "compensating";
+    i.set_saga_state(std::move(saga));
+  }
   if (with_steps)
     for (const auto& [id, v] : engine_->steps()) {
       auto& s = *i.add_steps();
@@ -740,6 +797,7 @@ v1::ExecutionInfo executor::info(bool with_steps) const {
 void executor::notify(context& ctx) {
   v1::ExecutorUpdate u;
   *u.mutable_info() = info(false);
+  told_saga_state_ = u.info().saga_state();
   (void)ctx.tell(k_exec_agent, std::move(u));
 }
 

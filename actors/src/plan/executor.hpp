@@ -79,7 +79,14 @@ private:
   [[nodiscard]] std::string child_id(const v1::StepScheduled& s) const;
   /// Cancels a sub-plan step's child execution through af.exec.
   void cancel_child(context& ctx, const v1::StepScheduled& s, std::string reason);
-  void step_failed_at(context& ctx, const v1::StepScheduled& s, const std::string& agent, error e);
+  void step_failed_at(context& ctx, const v1::StepScheduled& s, const agent_ref& agent, error e);
+  /// Whether the step's call names another node (`node:`).
+  [[nodiscard]] static bool is_remote(context& ctx, const v1::StepScheduled& s);
+  /// The key of targets_ for the step's agent or tool invoker: "NAME" here, "NODE/NAME" there.
+  [[nodiscard]] static std::string target_key(context& ctx, const v1::StepScheduled& s);
+  /// An instance `name` of the step's target, on this node or the one the call names.
+  [[nodiscard]] static expected<agent_ref> step_agent(context& ctx, const v1::StepScheduled& s,
+                                                      const std::string& name);
   void step_result(context& ctx, const v1::StepScheduled& s, expected<std::string> output);
   /// Queues an audit record; records queued while a commit is handled go in one message.
   void audit(context& ctx, std::string action, std::string actor,
@@ -108,6 +115,7 @@ private:
   bool end_committed_ = false; ///< the event that ended the execution is durable  ///< the stream had already ended when this executor loaded it
   std::int64_t last_commit_ns_ = 0; ///< commit time of the last event loaded from the journal
   v1::AuditAppend audit_;           ///< records not yet sent (see audit)
+  std::string told_saga_state_;     ///< the saga state af.exec was last told (notify)
   bool audit_held_ = false;         ///< committed() is running: its records go together
 };
 

@@ -18,9 +18,11 @@ using nlohmann::json;
 
 enum class root_kind : unsigned char { inputs, steps, item };
 
-/// A checked reference: `inputs.NAME.path...`, `steps.ID.output.path...` or `item.path...`.
+/// A checked reference: `inputs.NAME.path...`, `steps.ID.output.path...`,
+/// `steps.ID.input.path...` or `item.path...`.
 struct path_expr {
   root_kind root = root_kind::item;
+  bool step_input = false;           ///< steps.ID.input rather than steps.ID.output
   std::string name;                  ///< the input name or the step id; empty for item
   std::vector<std::string> segments; ///< what follows NAME / ID.output / item
   std::string text;                  ///< the expression as written (trimmed), for error messages
@@ -74,9 +76,10 @@ expected<path_expr> parse_path(std::string_view raw) {
     out.name = std::string{parts[1]};
     rest = 2;
   } else if (parts[0] == "steps") {
-    if (parts.size() < 3 || parts[2] != "output")
-      return expr_error(text, "expected steps.ID.output[.path]");
+    if (parts.size() < 3 || (parts[2] != "output" && parts[2] != "input"))
+      return expr_error(text, "expected steps.ID.output[.path] or steps.ID.input[.path]");
     out.root = root_kind::steps;
+    out.step_input = parts[2] == "input";
     out.name = std::string{parts[1]};
     rest = 3;
   } else if (parts[0] == "item") {
@@ -173,6 +176,11 @@ expected<json> resolve(const path_expr& p, const expr_scope& scope) {
     return walk((*in)[p.name], "input '" + p.name + "'", p);
   }
   case root_kind::steps: {
+    if (p.step_input) {
+      const json* in = scope.step_input ? scope.step_input(p.name) : nullptr;
+      if (!in) return expr_error(p.text, "step '" + p.name + "' has not completed");
+      return walk(*in, "step '" + p.name + "' input", p);
+    }
     const json* out = scope.step_output ? scope.step_output(p.name) : nullptr;
     if (!out) return expr_error(p.text, "step '" + p.name + "' has not completed");
     return walk(*out, "step '" + p.name + "' output", p);
@@ -219,6 +227,7 @@ void add_reference(references& refs, const path_expr& p) {
     break;
   case root_kind::steps:
     refs.steps.insert(p.name);
+    if (p.step_input) refs.step_inputs.insert(p.name);
     break;
   case root_kind::item:
     refs.item = true;

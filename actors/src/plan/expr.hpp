@@ -1,7 +1,8 @@
-// Expressions and input templates of plans: `${inputs.x}`, `${steps.ID.output.path}`, `${item}`,
-// `${item.path}`. Paths are dot-separated keys or list indexes (`steps.a.output.items.0.name`).
-// A JSON string that is exactly one `${...}` becomes the referenced value (any JSON type); a
-// `${...}` inside longer text is replaced by the value's text (strings unquoted, others as JSON).
+// Expressions and input templates of plans: `${inputs.x}`, `${steps.ID.output.path}`,
+// `${steps.ID.input.path}` (sagas), `${item}`, `${item.path}`. Paths are dot-separated keys or list
+// indexes (`steps.a.output.items.0.name`). A JSON string that is exactly one `${...}` becomes the
+// referenced value (any JSON type); a `${...}` inside longer text is replaced by the value's text
+// (strings unquoted, others as JSON).
 #pragma once
 
 #include "af/error.hpp"
@@ -20,6 +21,8 @@ struct expr_scope {
   const nlohmann::json* inputs = nullptr;
   /// The output of a completed step by id, or nullptr when that step has not completed.
   std::function<const nlohmann::json*(std::string_view step_id)> step_output;
+  /// The rendered input of a completed step by id (saga plans keep them), else nullptr.
+  std::function<const nlohmann::json*(std::string_view step_id)> step_input;
   const nlohmann::json* item = nullptr; ///< inside a fan-out branch, else nullptr
 };
 
@@ -37,7 +40,8 @@ struct expr_scope {
 /// input names (`inputs.NAME`). Used by the compiler to add implicit dependencies and to reject
 /// references to unknown steps or inputs.
 struct references {
-  std::set<std::string> steps;
+  std::set<std::string> steps;       ///< every step read, by output or input
+  std::set<std::string> step_inputs; ///< the steps read by `steps.ID.input`
   std::set<std::string> inputs;
   bool item = false;
 };

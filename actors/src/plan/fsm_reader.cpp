@@ -10,8 +10,9 @@ namespace af::plan {
 
 namespace {
 
-constexpr std::array<std::string_view, 10> k_state_keys = {
-    "agent", "tool", "plan", "wait", "approval", "input", "retry", "timeout", "on", "final"};
+constexpr std::array<std::string_view, 11> k_state_keys = {"agent",    "tool", "plan",  "wait",
+                                                           "approval", "node", "input", "retry",
+                                                           "timeout",  "on",   "final"};
 
 constexpr std::uint32_t k_default_max_transitions = 1000;
 

@@ -22,6 +22,8 @@ void strip(v1::PlanIR& ir) {
   ir.clear_source();
   for (auto& s : *ir.mutable_steps())
     s.clear_pos();
+  for (auto& s : *ir.mutable_saga())
+    s.clear_pos();
   if (ir.has_fsm())
     for (auto& s : *ir.mutable_fsm()->mutable_states())
       s.clear_pos();

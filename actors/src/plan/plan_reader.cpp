@@ -5,6 +5,7 @@
 #include "plan/expr.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <utility>
 
 namespace af::plan {
@@ -18,6 +19,8 @@ constexpr double k_default_multiplier = 2.0;
 void locate(const references& refs, const YAML::Mark& mark, std::vector<located_ref>& out) {
   for (const auto& s : refs.steps)
     out.push_back({located_ref::kind::step, s, mark});
+  for (const auto& s : refs.step_inputs)
+    out.push_back({located_ref::kind::step_input, s, mark});
   for (const auto& i : refs.inputs)
     out.push_back({located_ref::kind::input, i, mark});
   if (refs.item) out.push_back({located_ref::kind::item, {}, mark});
@@ -150,6 +153,15 @@ status plan_reader::check_refs(const std::vector<located_ref>& refs, std::string
                          "unknown step '" + ref.name + "' in ${steps." + ref.name
                              + ".output}; expected one of: " + join_names(outputs));
       break;
+    case located_ref::kind::step_input:
+      // The step itself is checked by its kind::step entry.
+      if (!step_inputs_allowed)
+        return yaml.fail(ref.mark, context,
+                         "${steps." + ref.name
+                             + ".input}: step inputs can only be read in saga plans; expected "
+                               "${steps."
+                             + ref.name + ".output}");
+      break;
     case located_ref::kind::item:
       if (!item_allowed)
         return yaml.fail(ref.mark, context,
@@ -208,6 +220,23 @@ expected<call_read> read_call(plan_reader& r, const yaml_map& m, std::string_vie
   auto kind = kind_field(r, m, context);
   if (!kind) return std::move(kind).error();
   const yaml_field* f = *kind;
+  if (const auto* n = m.find("node")) {
+    if (!f || (f->name != "agent" && f->name != "tool"))
+      return r.yaml.fail(n->key.Mark(), context,
+                         "node: only an agent or tool call runs on another node; expected node "
+                         "with agent or tool");
+    auto node = r.yaml.string(*n, context + ": node");
+    if (!node) return std::move(node).error();
+    const bool ok = !node->empty() && node->size() <= 128
+                    && std::all_of(node->begin(), node->end(), [](char c) {
+                         return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_'
+                                || c == '-' || c == '.';
+                       });
+    if (!ok)
+      return r.yaml.fail(n->mark(), context + ": node",
+                         "'" + *node + "': expected a node name of 1 to 128 of [A-Za-z0-9_.-]");
+    call.set_node(*node);
+  }
   if (!f) {
     if (kind_required)
       return r.yaml.fail(m.mark, context,

@@ -22,7 +22,7 @@ namespace af::plan {
 
 /// One reference in a template, with the mark of the string that holds it.
 struct located_ref {
-  enum class kind : unsigned char { step, input, item };
+  enum class kind : unsigned char { step, input, item, step_input };
   kind what = kind::step;
   std::string name; ///< step id or input name; empty for item
   YAML::Mark mark;
@@ -45,6 +45,7 @@ struct plan_reader {
   std::vector<std::string> chain_names; ///< the same files as errors name them
   std::set<std::string> inputs;         ///< declared input names
   std::set<std::string> outputs;        ///< ids ${steps.ID.output} may name (steps/states/nodes)
+  bool step_inputs_allowed = false;     ///< ${steps.ID.input} (saga plans only)
   v1::PlanIR* ir = nullptr;
   std::map<std::string, std::uint32_t> sub_plan_index; ///< sub-plan hash -> index
 
@@ -65,8 +66,8 @@ struct plan_reader {
 inline constexpr std::array<std::string_view, 5> k_all_call_kinds = {"agent", "tool", "plan",
                                                                      "wait", "approval"};
 
-/// Reads agent|tool|plan|wait|approval, input, retry and timeout from `m` (its keys already
-/// checked). Without a kind: STEP_NONE if `kind_required` is false, else an error.
+/// Reads agent|tool|plan|wait|approval, node, input, retry and timeout from `m` (its keys
+/// already checked). Without a kind: STEP_NONE if `kind_required` is false, else an error.
 [[nodiscard]] expected<call_read> read_call(plan_reader& r, const yaml_map& m,
                                             std::string_view context, bool kind_required);
 
@@ -79,6 +80,7 @@ inline constexpr std::array<std::string_view, 5> k_all_call_kinds = {"agent", "t
 [[nodiscard]] status read_dag(plan_reader& r, const yaml_map& spec);
 [[nodiscard]] status read_fsm(plan_reader& r, const yaml_map& spec);
 [[nodiscard]] status read_bt(plan_reader& r, const yaml_map& spec);
+[[nodiscard]] status read_saga(plan_reader& r, const yaml_map& spec);
 
 /// "a, b, c", or "(none)".
 [[nodiscard]] std::string join_names(const std::set<std::string>& names);

@@ -69,9 +69,10 @@ expected<replay_result> replay(const std::vector<v1::ExecEvent>& recorded,
       }
       rep.add(d);
       if (i >= recorded.size()) {
-        // The history ends here: an unfinished execution continues with these decisions.
-        if (recorded.back().has_exec_completed() || recorded.back().has_exec_failed()
-            || recorded.back().has_canceled())
+        // The history ends here: an unfinished execution continues with these decisions. (A
+        // recorded cancel that ended the execution leaves the engine deciding nothing; a
+        // saga's cancel does not end it: it compensates.)
+        if (recorded.back().has_exec_completed() || recorded.back().has_exec_failed())
           diverge(i, "the recorded execution had ended, but the replay decided " + describe(d));
         else
           r.pending.push_back(d);
