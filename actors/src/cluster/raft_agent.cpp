@@ -329,9 +329,15 @@ private:
                     {"snapshot_index", core_->snapshot().index},
                     {"last_index", core_->last_index()},
                     {"voters", static_cast<std::int64_t>(core_->voters().size())}});
-    if (opts_->observer)
+    if (opts_->observer) {
       opts_->observer->recovered(self_, core_->term(), core_->snapshot().index,
                                  core_->last_index());
+      // The recovered log is durable: the observer's mirror of it starts again from here.
+      for (auto i = core_->snapshot().index + 1; i <= core_->last_index(); ++i) {
+        const auto* e = core_->at(i);
+        opts_->observer->appended(self_, e->index, e->term, digest_of(*e));
+      }
+    }
     arm_timer(ctx);
   }
 
@@ -404,6 +410,8 @@ private:
       if (r.snapshot) {
         j.image = true;
         j.installed = std::make_pair(r.snapshot->index, r.snapshot->term);
+        // No entries left after the snapshot: the log beyond it was dropped (a conflict).
+        if (r.entries.empty()) j.truncate_from = r.snapshot->index + 1;
       } else {
         if (r.hard) {
           auto* h = j.write.mutable_hard();
