@@ -20,10 +20,13 @@ namespace {
 class raft_writer : public agent_base<raft_writer> {
 public:
   raft_writer(duration every, std::uint32_t keys) : every_(every), keys_(keys) {}
-  static void define(handlers<raft_writer>& h) { h.kind("sim.raft_writer").on(&raft_writer::on_tick); }
+  static void define(handlers<raft_writer>& h) {
+    h.kind("sim.raft_writer").on(&raft_writer::on_tick);
+  }
   void on_start(context& ctx) override {
-    ctx.schedule(every_ + duration{static_cast<std::int64_t>(ctx.rng().uniform(
-                              static_cast<std::uint64_t>(every_.count())))},
+    ctx.schedule(every_
+                     + duration{static_cast<std::int64_t>(
+                         ctx.rng().uniform(static_cast<std::uint64_t>(every_.count())))},
                  v1::RaftTick{});
   }
   void on_tick(context& ctx, const v1::RaftTick&) {
@@ -99,14 +102,15 @@ std::string raft_book::slot_text(std::uint64_t index, const slot& s) const {
          + s.digest.substr(0, 12) + ")";
 }
 
-void raft_book::recovered(const std::string& self, std::uint64_t term,
-                          std::uint64_t snapshot_index, std::uint64_t last_index) {
+void raft_book::recovered(const std::string& self, std::uint64_t term, std::uint64_t snapshot_index,
+                          std::uint64_t last_index) {
   auto& n = nodes_[self];
   ++recoveries_;
   max_term_ = std::max(max_term_, term);
   // What was observed durable must still be there: an entry beyond the recovered log means a
   // write was acknowledged (observed) before it was durable.
-  if (!n.log.empty() && n.log.rbegin()->first > last_index && n.log.rbegin()->first > snapshot_index)
+  if (!n.log.empty() && n.log.rbegin()->first > last_index
+      && n.log.rbegin()->first > snapshot_index)
     violate(matching_, self + " lost durable log entries across a restart: it had "
                            + slot_text(n.log.rbegin()->first, n.log.rbegin()->second)
                            + ", recovered up to index " + std::to_string(last_index));
@@ -121,8 +125,8 @@ void raft_book::became_leader(const std::string& self, std::uint64_t term) {
   max_term_ = std::max(max_term_, term);
   auto [it, fresh] = leader_of_term_.emplace(term, self);
   if (!fresh && it->second != self)
-    violate(election_, "two leaders in term " + std::to_string(term) + ": " + it->second + " and "
-                           + self);
+    violate(election_,
+            "two leaders in term " + std::to_string(term) + ": " + it->second + " and " + self);
   // Leader completeness: every entry committed so far is in the new leader's log (or under its
   // snapshot).
   const auto& n = nodes_[self];
@@ -130,10 +134,11 @@ void raft_book::became_leader(const std::string& self, std::uint64_t term) {
     if (i <= n.snapshot_index) continue;
     auto e = n.log.find(i);
     if (e == n.log.end() || !(e->second == c)) {
-      violate(completeness_, self + " became leader of term " + std::to_string(term)
-                                 + " without the committed entry " + slot_text(i, c)
-                                 + (e == n.log.end() ? std::string{" (it has nothing there)"}
-                                                     : " (it has " + slot_text(i, e->second) + ")"));
+      violate(completeness_,
+              self + " became leader of term " + std::to_string(term)
+                  + " without the committed entry " + slot_text(i, c)
+                  + (e == n.log.end() ? std::string{" (it has nothing there)"}
+                                      : " (it has " + slot_text(i, e->second) + ")"));
       break;
     }
   }
@@ -156,9 +161,8 @@ void raft_book::appended(const std::string& self, std::uint64_t index, std::uint
   if (!fresh) {
     if (it->second.first != digest)
       violate(matching_, "two different entries at index " + std::to_string(index) + " in term "
-                             + std::to_string(term) + " (" + self + " holds "
-                             + digest.substr(0, 12) + ", another member "
-                             + it->second.first.substr(0, 12) + ")");
+                             + std::to_string(term) + " (" + self + " holds " + digest.substr(0, 12)
+                             + ", another member " + it->second.first.substr(0, 12) + ")");
     else if (prev_term != 0 && it->second.second != 0 && prev_term != it->second.second)
       violate(matching_, self + " holds " + slot_text(index, s) + " after an entry of term "
                              + std::to_string(prev_term) + ", another member after term "
@@ -180,7 +184,8 @@ void raft_book::truncated(const std::string& self, std::uint64_t from_index) {
   auto& n = nodes_[self];
   for (auto it = n.log.lower_bound(from_index); it != n.log.end(); ++it)
     if (auto c = committed_.find(it->first); c != committed_.end() && c->second == it->second)
-      violate(state_machine_, self + " dropped the committed entry " + slot_text(it->first, it->second));
+      violate(state_machine_,
+              self + " dropped the committed entry " + slot_text(it->first, it->second));
   n.log.erase(n.log.lower_bound(from_index), n.log.end());
   n.before_crash.erase(n.before_crash.lower_bound(from_index), n.before_crash.end());
 }
@@ -204,8 +209,8 @@ void raft_book::committed(const std::string& self, std::uint64_t term, std::uint
     auto [it, fresh] = committed_.emplace(i, e->second);
     if (!fresh && !(it->second == e->second))
       violate(state_machine_, self + " (leader of term " + std::to_string(term) + ") committed "
-                                  + slot_text(i, e->second) + " where "
-                                  + slot_text(i, it->second) + " was committed before");
+                                  + slot_text(i, e->second) + " where " + slot_text(i, it->second)
+                                  + " was committed before");
     n.committed_seen = i;
   }
 }
@@ -215,8 +220,8 @@ void raft_book::applied(const std::string& self, std::uint64_t index, std::uint6
   const slot s{term, digest};
   auto [it, fresh] = applied_.emplace(index, s);
   if (!fresh && !(it->second == s))
-    violate(state_machine_, self + " applied " + slot_text(index, s) + " where another member applied "
-                                + slot_text(index, it->second));
+    violate(state_machine_, self + " applied " + slot_text(index, s)
+                                + " where another member applied " + slot_text(index, it->second));
 }
 
 raft_figures raft_book::figures() const {

@@ -83,8 +83,8 @@ private:
   std::map<std::uint64_t, slot> committed_; ///< every entry a leader reported committed
   std::map<std::uint64_t, slot> applied_;   ///< what was applied at each index (first seen)
   violation election_, matching_, completeness_, state_machine_;
-  std::uint64_t leaders_ = 0, max_term_ = 0, max_commit_ = 0, snapshots_ = 0,
-                leader_crashes_ = 0, recoveries_ = 0;
+  std::uint64_t leaders_ = 0, max_term_ = 0, max_commit_ = 0, snapshots_ = 0, leader_crashes_ = 0,
+                recoveries_ = 0;
   std::string leader_; ///< the leader of the highest term seen
   duration leader_crashed_at_{-1};
   std::vector<double> elect_ms_;

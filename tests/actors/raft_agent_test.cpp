@@ -221,8 +221,7 @@ TEST_CASE("raft agent: the client protocol on a single member", "[raft][raft_age
   CHECK(fin->applied_index() == fin->commit_index());
 }
 
-TEST_CASE("raft agent: the log, snapshots and the store survive a restart",
-          "[raft][raft_agent]") {
+TEST_CASE("raft agent: the log, snapshots and the store survive a restart", "[raft][raft_agent]") {
   const auto db = temp_db("restart");
   std::uint64_t term = 0, last = 0;
   {
@@ -241,9 +240,9 @@ TEST_CASE("raft agent: the log, snapshots and the store survive a restart",
   raft_node rn{db, 10};
   auto st = rn.wait_leader();
   CHECK(rn.logged("raft_recovered"));
-  CHECK(st.term() > term);               // a new election, in a later term
-  CHECK(st.last_index() == last + 1);    // the old log and the new term's no-op
-  CHECK(st.snapshot_index() >= 20);      // the snapshot came back from the journal
+  CHECK(st.term() > term);            // a new election, in a later term
+  CHECK(st.last_index() == last + 1); // the old log and the new term's no-op
+  CHECK(st.snapshot_index() >= 20);   // the snapshot came back from the journal
   for (int i = 0; i < 25; ++i) {
     auto g = rn.ask<v1::MetaEntry>(get("k" + std::to_string(i)));
     REQUIRE(g);
@@ -263,8 +262,7 @@ TEST_CASE("raft agent: options are validated", "[raft][raft_agent]") {
   CHECK(cluster::validate(bad).error().message().find("heartbeat") != std::string::npos);
   bad = o;
   bad.election_timeout_max = bad.election_timeout_min;
-  CHECK(cluster::validate(bad).error().message().find("election_timeout_max")
-        != std::string::npos);
+  CHECK(cluster::validate(bad).error().message().find("election_timeout_max") != std::string::npos);
   bad = o;
   bad.group = "a/b";
   CHECK_FALSE(cluster::validate(bad));

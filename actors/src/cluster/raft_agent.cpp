@@ -213,6 +213,15 @@ public:
       return;
     }
     journal_ = *j;
+    start_recovery(ctx);
+  }
+
+private:
+  // --- recovery ----------------------------------------------------------------------------
+
+  void start_recovery(context& ctx) {
+    recovering_ = {};
+    journal_version_ = 0;
     v1::LoadSnapshotRequest req;
     req.set_stream(stream_);
     ctx.ask<v1::SnapshotResult>(journal_, req, opts_->request_timeout,
@@ -221,9 +230,6 @@ public:
                                   begin_replay(ctx, *r);
                                 });
   }
-
-private:
-  // --- recovery ----------------------------------------------------------------------------
 
   void begin_replay(context& ctx, const v1::SnapshotResult& snap) {
     if (snap.found()) {
@@ -297,6 +303,13 @@ private:
   void recovery_failed(context& ctx, const char* step, const error& e) {
     ctx.log().error("raft_recovery_failed", e.message(),
                     {{"group", opts_->group}, {"step", step}, {"stream", stream_}});
+    if (retryable(e.code())) {
+      // The journal is not open yet (or busy): try again shortly rather than burn the
+      // supervisor's restart intensity.
+      recovery_retry_ = true;
+      ctx.schedule(opts_->heartbeat, v1::RaftTick{});
+      return;
+    }
     ctx.fail(
         make_error(e.code() == errc::internal ? errc::internal : errc::transient,
                    "af.cluster.raft: recovery (" + std::string{step} + ") failed: " + e.message()));
@@ -356,7 +369,13 @@ private:
   }
 
   void on_tick(context& ctx, const v1::RaftTick&) {
-    if (!core_) return;
+    if (!core_) {
+      if (recovery_retry_) {
+        recovery_retry_ = false;
+        start_recovery(ctx);
+      }
+      return;
+    }
     if (ctx.now() >= timer_at_) timer_armed_ = false;
     core_->tick(ctx.now());
     expire_requests(ctx);
@@ -376,11 +395,12 @@ private:
 
   /// Everything the core has for us: events, sends, writes, applies, reads.
   void process(context& ctx) {
-    for (int guard = 0; guard < 64; ++guard) {
+    while (core_) {
       auto r = core_->take_ready();
       if (r.empty()) break;
       handle(ctx, std::move(r));
     }
+    if (!core_) return;
     term_.set(static_cast<double>(core_->term()));
     commit_gauge_.set(static_cast<double>(core_->commit_index()));
     leader_gauge_.set(core_->current_role() == rc::role::leader ? 1.0 : 0.0);
@@ -457,7 +477,7 @@ private:
       ctx.log().info("raft_campaign", {}, {{"group", opts_->group}, {"term", ev.term}});
       break;
     case rc::core_event::kind::became_leader:
-      leader_since_ = ctx.now();
+      note_office(ctx);
       last_stamp_ = std::max(last_stamp_, ctx.now().time_since_epoch().count());
       leaders_.inc();
       ctx.log().info("raft_became_leader", {},
@@ -631,8 +651,7 @@ private:
   void maybe_compact(context& ctx) {
     if (opts_->snapshot_every == 0 || compact_queued_) return;
     const auto applied = core_->applied_index();
-    if (applied < core_->snapshot().index + opts_->snapshot_every || applied != store_.applied())
-      return;
+    if (applied < core_->snapshot().index + opts_->snapshot_every) return;
     if (auto st = core_->compact(applied, store_.snapshot()); !st) {
       ctx.log().warn("raft_compact_failed", st.error().message(), {{"index", applied}});
       return;
@@ -705,6 +724,7 @@ private:
   void write(context& ctx, const Msg& msg, responder<Reply> reply, Set set, Take take) {
     if (forward_if_needed(ctx, msg, reply)) return;
     v1::MetaCommand cmd;
+    note_office(ctx);
     last_stamp_ = std::max(last_stamp_, ctx.now().time_since_epoch().count());
     cmd.set_leader_time_ns(last_stamp_);
     cmd.set_leader_since_ns(leader_since_.time_since_epoch().count());
@@ -722,6 +742,15 @@ private:
                           reply.reply(std::move(*out));
                         }};
     want_flush(ctx);
+  }
+
+  /// When this leader took office (its clock), for the new-leader lease wait (meta_store.hpp).
+  /// Stamped at the first of the became_leader event and the term's first proposal: never
+  /// earlier than the real moment, so the wait is never shorter than the lease's ttl.
+  void note_office(context& ctx) {
+    if (leader_since_term_ == core_->term()) return;
+    leader_since_term_ = core_->term();
+    leader_since_ = ctx.now();
   }
 
   static expected<v1::MetaResult> take_meta(const v1::MetaCommandResult& r) {
@@ -975,6 +1004,8 @@ private:
   std::uint64_t journal_version_ = 0;
   rc::durable_state recovering_;
   bool ready_ = false;
+  bool recovery_retry_ = false;
+  std::uint64_t leader_since_term_ = 0;
   std::unique_ptr<rc::raft_core> core_;
   meta_store store_;
   std::uint64_t applied_index_ = 0;
