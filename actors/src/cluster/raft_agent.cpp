@@ -365,10 +365,13 @@ private:
     if (timer_armed_ && timer_at_ <= at) return;
     timer_armed_ = true;
     timer_at_ = at;
-    ctx.schedule(std::max(at - now, duration{std::chrono::microseconds(100)}), v1::RaftTick{});
+    v1::RaftTick t;
+    t.set_seq(++timer_seq_);
+    // Timers have microsecond resolution: round up, or the tick comes before the deadline.
+    ctx.schedule(std::max(at - now, duration::zero()) + std::chrono::microseconds(1), t);
   }
 
-  void on_tick(context& ctx, const v1::RaftTick&) {
+  void on_tick(context& ctx, const v1::RaftTick& t) {
     if (!core_) {
       if (recovery_retry_) {
         recovery_retry_ = false;
@@ -376,7 +379,7 @@ private:
       }
       return;
     }
-    if (ctx.now() >= timer_at_) timer_armed_ = false;
+    if (t.seq() == timer_seq_) timer_armed_ = false;
     core_->tick(ctx.now());
     expire_requests(ctx);
     process(ctx);
@@ -1012,6 +1015,7 @@ private:
   bool flush_due_ = false;
   bool timer_armed_ = false;
   time_point timer_at_{};
+  std::uint64_t timer_seq_ = 0;
   std::deque<job> writes_;
   bool write_in_flight_ = false;
   bool compact_queued_ = false;
