@@ -111,23 +111,23 @@ nlohmann::json report::to_json() const {
                    {"detail", r.detail},
                    {"at_ns", r.at.count()}});
   nlohmann::json out{{"scenario", scenario},
-                     {"seed", seed},
-                     {"ok", ok()},
-                     {"trace_hash", trace_hash},
-                     {"virtual_time_ns", virtual_time.count()},
-                     {"stopped_early", stopped_early},
-                     {"delivered", delivered},
-                     {"network_sent", network_sent},
-                     {"dropped", dropped},
-                     {"duplicated", duplicated},
-                     {"crashes", crashes},
-                     {"supervisor_restarts", supervisor_restarts},
-                     {"restarts", restarts},
-                     {"agents", agents},
-                     {"wall_seconds", wall_seconds},
-                     {"deliveries_per_second", deliveries_per_second},
-                     {"invariants", std::move(inv)},
-                     {"timeline", timeline}};
+          {"seed", seed},
+          {"ok", ok()},
+          {"trace_hash", trace_hash},
+          {"virtual_time_ns", virtual_time.count()},
+          {"stopped_early", stopped_early},
+          {"delivered", delivered},
+          {"network_sent", network_sent},
+          {"dropped", dropped},
+          {"duplicated", duplicated},
+          {"crashes", crashes},
+          {"supervisor_restarts", supervisor_restarts},
+          {"restarts", restarts},
+          {"agents", agents},
+          {"wall_seconds", wall_seconds},
+          {"deliveries_per_second", deliveries_per_second},
+          {"invariants", std::move(inv)},
+          {"timeline", timeline}};
   if (membership) out["membership"] = membership->to_json();
   if (raft) out["raft"] = raft->to_json();
   // --- virtual agents (placement) ---
@@ -227,8 +227,8 @@ std::string report::to_text() const {
   if (virtual_agents) {
     const auto& v = *virtual_agents;
     out << "placement   " << v.activations << " activations (" << v.duplicate_activations
-        << " duplicate), " << v.deactivations << " deactivations, " << v.forwards << " forwards, "
-        << v.fenced_appends << " fenced appends\n"
+        << " duplicate), " << v.deactivations << " deactivations, " << v.forwards
+        << " forwards, " << v.fenced_appends << " fenced appends\n"
         << "            adds: " << v.adds_sent << " sent, " << v.adds_acked << " acked, "
         << v.adds_failed << " failed; " << v.events_in_journal << " in the journal, "
         << v.ops_written_twice << " written twice\n";
@@ -242,11 +242,8 @@ std::string report::to_text() const {
   for (const auto& r : invariants)
     width = std::max(width, r.name.size());
   for (const auto& r : invariants) {
-    out << "  "
-        << (!r.checked ? "SKIPPED "
-            : r.ok     ? "OK      "
-                       : "FAILED  ")
-        << r.name << std::string(width - r.name.size(), ' ') << "  at " << seconds_text(r.at);
+    out << "  " << (!r.checked ? "SKIPPED " : r.ok ? "OK      " : "FAILED  ") << r.name
+        << std::string(width - r.name.size(), ' ') << "  at " << seconds_text(r.at);
     if (!r.detail.empty()) out << ": " << r.detail;
     out << "\n";
   }
