@@ -186,15 +186,19 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   // af.sup.system; a store that is down is retried, it does not stop the node.
   opt.system_services.push_back(store::journal_child(store::journal_options_from(*cfg)));
   opt.system_services.push_back(store::audit_child(store::audit_options_from(*cfg)));
-  // af.exec resumes every unfinished execution in the store once the node is up.
-  auto exec = detail::exec_service(*cfg, plugins, ext, true);
-  if (!exec) return fail(err, exec.error());
-  opt.system_services.push_back(std::move(exec->spec));
-  // With cluster.listen: SWIM membership, then the virtual-agent router (it subscribes to it).
+  // With cluster.listen: SWIM membership, Raft (cluster.raft.members), then the virtual-agent
+  // router (it subscribes to membership); before af.exec, which takes its leases from Raft.
   auto cluster = detail::cluster_services(*cfg);
   if (!cluster) return fail(err, cluster.error());
   for (auto& c : *cluster)
     opt.system_services.push_back(std::move(c));
+  // af.exec resumes every unfinished execution in the store once the node is up (with Raft and
+  // a shared store: those whose lease it can take, its own first).
+  auto ownership = detail::exec_ownership_from(*cfg);
+  if (!ownership) return fail(err, ownership.error());
+  auto exec = detail::exec_service(*cfg, plugins, ext, true, std::move(*ownership));
+  if (!exec) return fail(err, exec.error());
+  opt.system_services.push_back(std::move(exec->spec));
   opt.cfg = std::move(*cfg);
   auto n = node::start(std::move(opt));
   if (!n) return fail(err, n.error());

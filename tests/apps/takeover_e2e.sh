@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# Takeover of a dead node's executions, with real processes: 3 `af node start` processes on
+# 127.0.0.1 (ephemeral ports) sharing one PostgreSQL store (with_postgres.sh), Raft on all three
+# (cluster.raft.members), and 50 executions of a plan with three std.ledger steps. kill -9 of
+# one node while its executions run, then (after it restarted, so a majority stays) kill -9 of
+# another: their executions are taken over by the survivors (exec_taken_over), every execution
+# completes, the `ledger` table has exactly one row per ledger step (the first attempt's key),
+# and the audit chain verifies.
+# Usage: with_postgres.sh takeover_e2e.sh PATH/TO/af   (needs AF_TEST_PG_URL)
+set -euo pipefail
+
+AF=${1:?usage: takeover_e2e.sh PATH/TO/af}
+[[ -x $AF ]] || { echo "FAIL: '$AF' is not executable" >&2; exit 1; }
+[[ -n ${AF_TEST_PG_URL:-} ]] || { echo "FAIL: AF_TEST_PG_URL is not set (run under with_postgres.sh)" >&2; exit 1; }
+PSQL=$(command -v psql || echo /usr/lib/postgresql/15/bin/psql)
+[[ -x $PSQL ]] || { echo "FAIL: psql not found" >&2; exit 1; }
+
+LEASE_TTL_MS=3000  # a dead node's executions wait about this long to be taken over
+EXECUTIONS=50      # half before the first kill, half before the second
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-takeover-e2e.XXXXXX")
+declare -A pids=()
+step="setup"
+t_start=$SECONDS
+
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -KILL "$p" 2>/dev/null || true
+      wait "$p" 2>/dev/null || true
+    fi
+  done
+  if ((rc != 0)); then
+    echo "FAIL during: $step (exit $rc)" >&2
+    for f in "$tmp"/*.out "$tmp"/*.err; do
+      [[ -f $f ]] || continue
+      echo "----- $(basename "$f") -----" >&2
+      grep -v '"level":"debug"' "$f" | tail -n 40 >&2
+    done
+  fi
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+wait_until() { # wait_until SECONDS COMMAND...: polls COMMAND every 0.2 s
+  local limit=$1
+  shift
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+json_get() { # json_get FILE EXPR: EXPR evaluated on the JSON object `j` in FILE
+  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+sql() { "$PSQL" -X -q -t -A -v ON_ERROR_STOP=1 "$AF_TEST_PG_URL" -c "$1"; }
+
+head -c 32 /dev/urandom | base64 >"$tmp/secret"
+
+cat >"$tmp/payout.yaml" <<'YAML'
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: takeover-payout}
+spec:
+  type: dag
+  steps:
+    - id: debit
+      agent: std.ledger
+      input: {amount: 10}
+    - id: settle
+      agent: std.sleep
+      input: {ms: 2000}
+      after: [debit]
+    - id: credit
+      agent: std.ledger
+      input: {amount: 9}
+      after: [settle]
+    - id: clear
+      agent: std.sleep
+      input: {ms: 2000}
+      after: [credit]
+    - id: fee
+      agent: std.ledger
+      input: {amount: 1}
+      after: [clear]
+YAML
+LEDGER_STEPS=3
+
+# start_node NAME [SEED]: starts node NAME (joining through SEED host:port when given) and waits
+# for its port file.
+start_node() {
+  local name=$1 seed=${2:-}
+  rm -f "$tmp/$name.json"
+  local -a join=()
+  [[ -n $seed ]] && join=(--join "$seed")
+  "$AF" node start --name "$name" --data-dir "$tmp/$name" --set "store.url=$AF_TEST_PG_URL" \
+    --listen 127.0.0.1:0 --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/secret" \
+    "${join[@]}" --set "cluster.raft.members=n1,n2,n3" --set "cluster.swim.period_ms=500" \
+    --set "cluster.exec.lease_ttl_ms=$LEASE_TTL_MS" --set "cluster.exec.scan_ms=500" \
+    --no-demo-service --log-format json --port-file "$tmp/$name.json" \
+    >>"$tmp/$name.out" 2>>"$tmp/$name.err" &
+  pids[$name]=$!
+  local deadline=$((SECONDS + 30))
+  until [[ -s $tmp/$name.json ]]; do
+    kill -0 "${pids[$name]}" 2>/dev/null || fail "node $name exited before writing its port file"
+    ((SECONDS < deadline)) || fail "node $name wrote no port file within 30 s"
+    sleep 0.1
+  done
+}
+
+ctl() { json_get "$tmp/$1.json" 'j["listen_port"]'; }
+cport() { json_get "$tmp/$1.json" 'j["cluster_port"]'; }
+
+kill9() { # kill9 NAME
+  kill -KILL "${pids[$1]}"
+  wait "${pids[$1]}" 2>/dev/null || true
+  unset "pids[$1]"
+}
+
+# submit_range FIRST LAST NODES...: submits executions tk-FIRST..tk-LAST round-robin through
+# NODES, each retried (same id: idempotent) until the node accepts it (no Raft leader yet, a
+# node just restarted: `transient`).
+submit_range() {
+  local first=$1 last=$2
+  shift 2
+  local -a nodes=("$@")
+  local i node deadline
+  for ((i = first; i <= last; i++)); do
+    node=${nodes[$(((i - first) % ${#nodes[@]}))]}
+    deadline=$((SECONDS + 30))
+    until "$AF" submit "$tmp/payout.yaml" --connect "127.0.0.1:$(ctl "$node")" --id "tk-$i" \
+      >/dev/null 2>>"$tmp/submit.err"; do
+      ((SECONDS < deadline)) || fail "submit of tk-$i through $node kept failing: $(tail -n 1 "$tmp/submit.err")"
+      sleep 0.2
+    done
+  done
+}
+
+# taken_over_from VICTIM: how many executions the nodes took over from VICTIM (their logs).
+taken_over_from() {
+  local n total=0 c
+  for n in n1 n2 n3; do
+    c=$(grep -c "\"event\":\"exec_taken_over\".*\"previous_owner\":\"$1\"" "$tmp/$n.err" || true)
+    total=$((total + c))
+  done
+  echo "$total"
+}
+took_over_some() { (($(taken_over_from "$1") >= 1)); }
+
+# completed_count NODE: executions `af exec list --all` reports completed through NODE.
+completed_count() {
+  "$AF" exec list --all --json --connect "127.0.0.1:$(ctl "$1")" 2>/dev/null |
+    python3 -c 'import json, sys; print(sum(1 for e in json.load(sys.stdin) if e["status"] == "completed" and e["execution_id"].startswith("tk-")))' ||
+    echo 0
+}
+all_completed() { (($(completed_count "$1") == EXECUTIONS)); }
+
+# ---- three nodes, Raft on all of them -------------------------------------------------------
+step="start n1, n2, n3"
+start_node n1
+seed="127.0.0.1:$(cport n1)"
+start_node n2 "$seed"
+start_node n3 "$seed"
+
+# ---- first half, then kill -9 of n2 while its executions run ----------------------------------
+half=$((EXECUTIONS / 2))
+step="submit tk-1..tk-$half"
+submit_range 1 "$half" n1 n2 n3
+grep -q '"event":"exec_ownership"' "$tmp/n2.err" || fail "n2 runs af.exec without ownership"
+sleep 1
+step="kill -9 n2"
+kill9 n2
+t_kill=$SECONDS
+step="the survivors take over n2's executions"
+wait_until 30 took_over_some n2 || fail "no exec_taken_over from n2 within 30 s of its kill -9"
+echo "n2's executions taken over within $((SECONDS - t_kill)) s (lease ttl ${LEASE_TTL_MS} ms)"
+
+# ---- n2 restarts (a majority must stay when the next node dies); second half; kill -9 n3 ----
+step="restart n2"
+start_node n2 "$seed"
+step="submit tk-$((half + 1))..tk-$EXECUTIONS"
+submit_range $((half + 1)) "$EXECUTIONS" n3 n2 n1
+sleep 1
+step="kill -9 n3"
+kill9 n3
+t_kill=$SECONDS
+step="the survivors take over n3's executions"
+wait_until 30 took_over_some n3 || fail "no exec_taken_over from n3 within 30 s of its kill -9"
+echo "n3's executions taken over within $((SECONDS - t_kill)) s"
+
+# ---- every execution completes, each ledger step once, the audit chain verifies --------------
+step="every execution completes"
+wait_until 60 all_completed n1 || fail "$(completed_count n1) of $EXECUTIONS executions completed after 60 s"
+[[ $(completed_count n2) == "$EXECUTIONS" ]] || fail "n2 lists $(completed_count n2) completed"
+failed=$("$AF" exec list --all --json --connect "127.0.0.1:$(ctl n1)" |
+  python3 -c 'import json, sys; print(sum(1 for e in json.load(sys.stdin) if e["status"] != "completed"))')
+((failed == 0)) || fail "$failed executions did not complete"
+
+step="ledger rows"
+rows=$(sql "SELECT count(*) FROM ledger WHERE execution_id LIKE 'tk-%'")
+steps=$(sql "SELECT count(DISTINCT (execution_id, step_id)) FROM ledger WHERE execution_id LIKE 'tk-%'")
+retries=$(sql "SELECT count(*) FROM ledger WHERE execution_id LIKE 'tk-%' AND key NOT LIKE '%/1'")
+((rows == EXECUTIONS * LEDGER_STEPS)) ||
+  fail "ledger has $rows rows for $((EXECUTIONS * LEDGER_STEPS)) ledger steps: $(sql "SELECT execution_id, step_id, count(*) FROM ledger GROUP BY 1, 2 HAVING count(*) <> 1 LIMIT 5")"
+((steps == rows)) || fail "ledger: $rows rows for $steps distinct steps (a step applied twice)"
+((retries == 0)) || fail "ledger: $retries rows of a retried attempt"
+duplicates=0
+for n in n1 n2 n3; do
+  c=$(grep -c '"event":"ledger_duplicate"' "$tmp/$n.err" || true)
+  duplicates=$((duplicates + c))
+done
+echo "ledger: $rows rows for $EXECUTIONS executions x $LEDGER_STEPS steps; $duplicates re-dispatches refused as duplicates"
+
+step="audit verify"
+"$AF" audit verify --store "$AF_TEST_PG_URL" --json >"$tmp/verify.json" 2>"$tmp/verify.err" ||
+  fail "af audit verify: $(cat "$tmp/verify.json" "$tmp/verify.err")"
+
+echo "taken over: $(taken_over_from n2) from n2, $(taken_over_from n3) from n3"
+
+# ---- clean stop ---------------------------------------------------------------------------------
+step="SIGTERM"
+for n in "${!pids[@]}"; do
+  kill -TERM "${pids[$n]}"
+done
+for n in "${!pids[@]}"; do
+  rc=0
+  wait "${pids[$n]}" || rc=$?
+  unset "pids[$n]"
+  ((rc == 0)) || fail "node $n exited $rc on SIGTERM"
+done
+step="done"
+echo "takeover e2e: ok ($((SECONDS - t_start)) s)"
