@@ -38,11 +38,12 @@ expected<std::vector<std::string>> raft_members(const config& cfg) {
     s = trim(s);
     if (s.empty()) continue;
     const bool ok = s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
-      return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' || c == '-';
-    });
+                      return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_'
+                             || c == '.' || c == '-';
+                    });
     if (!ok)
-      return validation_error("cluster.raft.members (" + cfg.origin("cluster.raft.members")
-                              + "): '" + s + "' is not a node name (1 to 64 of [A-Za-z0-9_.-])");
+      return validation_error("cluster.raft.members (" + cfg.origin("cluster.raft.members") + "): '"
+                              + s + "' is not a node name (1 to 64 of [A-Za-z0-9_.-])");
     if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(std::move(s));
   }
   return out;
@@ -64,7 +65,7 @@ expected<plan::exec_ownership> exec_ownership_from(const config& cfg) {
   o.owner = cfg.get_string("node.name");
   o.lease_ttl = ms(cfg, "cluster.exec.lease_ttl_ms");
   o.margin = cfg.get_int("cluster.exec.margin_ms") > 0 ? duration{ms(cfg, "cluster.exec.margin_ms")}
-                                                      : o.lease_ttl / 5;
+                                                       : o.lease_ttl / 5;
   o.renew_every = cfg.get_int("cluster.exec.renew_ms") > 0
                       ? duration{ms(cfg, "cluster.exec.renew_ms")}
                       : (o.lease_ttl - o.margin) / 3;

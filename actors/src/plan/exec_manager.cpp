@@ -279,15 +279,15 @@ public:
       // The execution may run on another node of the cluster: its lease says which.
       v1::LeaseGet g;
       g.set_key(lease_of(id));
-      ctx.ask<v1::LeaseResult>(
-          cluster::k_raft_agent, std::move(g), shared_->opts.ownership.ask_timeout,
-          [this, &ctx, m, r, id](expected<v1::LeaseResult> l) mutable {
-            if (l && l->granted() && l->owner() != own_->owner) {
-              forward_control(ctx, l->owner(), m, std::move(r));
-              return;
-            }
-            control_here(ctx, m, std::move(r));
-          });
+      ctx.ask<v1::LeaseResult>(cluster::k_raft_agent, std::move(g),
+                               shared_->opts.ownership.ask_timeout,
+                               [this, &ctx, m, r, id](expected<v1::LeaseResult> l) mutable {
+                                 if (l && l->granted() && l->owner() != own_->owner) {
+                                   forward_control(ctx, l->owner(), m, std::move(r));
+                                   return;
+                                 }
+                                 control_here(ctx, m, std::move(r));
+                               });
       return;
     }
     control_here(ctx, m, std::move(r));
@@ -397,12 +397,12 @@ private:
     std::string owner;
     bool subscribing = false;
     bool scanning = false;
-    bool scan_again = false;       ///< another scan was asked for while one ran
-    bool listing_done = false;     ///< the current scan's listing came back
-    bool pass_complete = false;    ///< the current scan's listing reached the last stream
-    std::size_t scan_pending = 0;  ///< lease requests of the current scan still out
-    std::size_t scan_resumed = 0;  ///< executors the current scan spawned
-    std::string scan_after;        ///< where the next scan's listing continues
+    bool scan_again = false;          ///< another scan was asked for while one ran
+    bool listing_done = false;        ///< the current scan's listing came back
+    bool pass_complete = false;       ///< the current scan's listing reached the last stream
+    std::size_t scan_pending = 0;     ///< lease requests of the current scan still out
+    std::size_t scan_resumed = 0;     ///< executors the current scan spawned
+    std::string scan_after;           ///< where the next scan's listing continues
     std::optional<duration> check_at; ///< a deadline check is scheduled for then
     std::set<std::string> missing;    ///< live executions whose executor was not found
     counter_handle takeovers, expirations, lost, fenced, renew_failed, scan_errors;
@@ -444,9 +444,10 @@ private:
     own_->renew_failed = c("af_exec_lease_renewals_failed_total",
                            "Lease renewals that got no answer or an error (no Raft leader, "
                            "no majority)");
-    own_->scan_errors = c("af_exec_takeover_scan_errors_total",
-                          "Takeover scans or lease reads that failed");
-    if (auto g = m.gauge("af_exec_leases_held", "Execution leases this node holds")) own_->held = *g;
+    own_->scan_errors =
+        c("af_exec_takeover_scan_errors_total", "Takeover scans or lease reads that failed");
+    if (auto g = m.gauge("af_exec_leases_held", "Execution leases this node holds"))
+      own_->held = *g;
     ctx.log().info("exec_ownership", {},
                    nlohmann::json{{"owner", own_->owner},
                                   {"lease_ttl_ms", to_ms(o.lease_ttl)},
@@ -586,13 +587,13 @@ private:
     rel.set_key(lease_of(id));
     rel.set_owner(own_->owner);
     // An unreleased lease just expires: nothing waits for this.
-    ctx.ask<v1::LeaseResult>(cluster::k_raft_agent, std::move(rel), own_opts().ask_timeout,
-                             [&ctx, id](expected<v1::LeaseResult> r) {
-                               if (!r)
-                                 ctx.log().debug("exec_lease_release_failed", {},
-                                                 nlohmann::json{{"execution_id", id},
-                                                                {"error", r.error().to_string()}});
-                             });
+    ctx.ask<v1::LeaseResult>(
+        cluster::k_raft_agent, std::move(rel), own_opts().ask_timeout,
+        [&ctx, id](expected<v1::LeaseResult> r) {
+          if (!r)
+            ctx.log().debug("exec_lease_release_failed", {},
+                            nlohmann::json{{"execution_id", id}, {"error", r.error().to_string()}});
+        });
   }
 
   void on_fenced(context& ctx, const v1::ExecFenced& f) {
@@ -609,8 +610,7 @@ private:
   }
 
   void on_membership(context& ctx, const v1::MembershipEvent& e) {
-    if (!own_ || e.member().state() == v1::MEMBER_ALIVE || e.member().node() == own_->owner)
-      return;
+    if (!own_ || e.member().state() == v1::MEMBER_ALIVE || e.member().node() == own_->owner) return;
     // A member left or failed: its executions are worth asking about now (they can be taken
     // only once their lease has expired at the leader, whatever membership says).
     own_->book.owner_gone(e.member().node(), ctx.monotonic());
@@ -798,8 +798,8 @@ private:
     auto ref = ctx.lookup(address{holder, std::string{k_exec_agent}});
     if (!ref) {
       r.fail(error{errc::transient, "start: execution " + m.execution_id() + " runs on node "
-                                        + holder + ", which cannot be reached: "
-                                        + ref.error().message()});
+                                        + holder
+                                        + ", which cannot be reached: " + ref.error().message()});
       return;
     }
     const auto timeout = m.wait() ? shared_->opts.step_timeout : shared_->opts.journal_timeout;
@@ -1057,8 +1057,10 @@ status validate(const exec_ownership& o) {
       return validation_error(std::string{"exec ownership: "} + name + " must be positive");
     return {};
   };
-  for (auto [d, name] : {std::pair{o.lease_ttl, "lease_ttl"}, {o.renew_every, "renew_every"},
-                         {o.scan_every, "scan_every"}, {o.ask_timeout, "ask_timeout"}})
+  for (auto [d, name] : {std::pair{o.lease_ttl, "lease_ttl"},
+                         {o.renew_every, "renew_every"},
+                         {o.scan_every, "scan_every"},
+                         {o.ask_timeout, "ask_timeout"}})
     if (auto st = positive(d, name); !st) return st;
   if (o.margin < duration::zero() || o.margin >= o.lease_ttl)
     return validation_error("exec ownership: margin must be at least 0 and less than lease_ttl");

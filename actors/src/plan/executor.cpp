@@ -15,9 +15,7 @@ std::string stream_of(std::string_view execution_id) {
   return "exec/" + std::string{execution_id};
 }
 
-std::string lease_of(std::string_view execution_id) {
-  return "exec/" + std::string{execution_id};
-}
+std::string lease_of(std::string_view execution_id) { return "exec/" + std::string{execution_id}; }
 
 namespace {
 
@@ -97,9 +95,9 @@ void executor::on_relinquish(context& ctx, const v1::ExecRelinquish& m) {
   // execution over replays the journal and dispatches unfinished steps again with their keys;
   // an append of ours that lands late makes its first append conflict and reload.
   stopping_ = true;
-  ctx.log().warn("exec_relinquished", {}, nlohmann::json{{"execution_id", id_},
-                                                         {"reason", m.reason()},
-                                                         {"appending", appending_}});
+  ctx.log().warn(
+      "exec_relinquished", {},
+      nlohmann::json{{"execution_id", id_}, {"reason", m.reason()}, {"appending", appending_}});
   ctx.stop();
 }
 
@@ -323,10 +321,11 @@ void executor::flush(context& ctx) {
           // still ran it, or this node took it over while the old owner's last append was on
           // its way): the journal refused this batch whole. Act on none of it and stop; af.exec
           // decides whether this node still owns the execution (then it resumes it afresh).
-          ctx.log().warn("exec_fenced", {}, nlohmann::json{{"execution_id", id_},
-                                                           {"expected_version", version_},
-                                                           {"events", std::to_string(n)},
-                                                           {"error", r.error().to_string()}});
+          ctx.log().warn("exec_fenced", {},
+                         nlohmann::json{{"execution_id", id_},
+                                        {"expected_version", version_},
+                                        {"events", std::to_string(n)},
+                                        {"error", r.error().to_string()}});
           for (auto& f : b.on_commit)
             f(ctx, &r.error());
           v1::ExecFenced fenced;

@@ -43,8 +43,8 @@ public:
 /// them outside tests.
 enum class exec_planted_bug {
   none,
-  skip_lease_check,  ///< runs executions whatever LeaseAcquire answered
-  ignore_deadline,   ///< keeps running executions whose lease could not be renewed in time
+  skip_lease_check, ///< runs executions whatever LeaseAcquire answered
+  ignore_deadline,  ///< keeps running executions whose lease could not be renewed in time
 };
 
 /// Execution ownership in a cluster whose nodes share one store (docs/consensus.md, "Takeover
