@@ -154,6 +154,11 @@ TEST_CASE("lease_book: other nodes' leases are asked about again when they could
   CHECK_FALSE(b.may_try("x", 7999ms));
   CHECK(b.may_try("x", 8s));
   b.held_elsewhere("y", "n3", 9s, 1s);
+  // A refusal that names no holder keeps the holder seen before.
+  b.held_elsewhere("y", "", 0s, 1s);
+  CHECK(b.last_owner("y") == "n3");
+  CHECK(b.may_try("y", 1s));
+  b.held_elsewhere("y", "n3", 9s, 1s);
   // n3 died (membership): ask about its executions at once; n2's stay as they were.
   b.owner_gone("n3", 2s);
   CHECK(b.may_try("y", 2s));

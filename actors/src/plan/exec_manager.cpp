@@ -488,7 +488,9 @@ private:
             own_->book.not_granted(id);
             if (r) {
               o.holder = r->owner();
-              o.why = "held by node " + r->owner();
+              o.why = r->owner().empty() ? "not grantable yet (a new Raft leader waits until the "
+                                           "leases granted before it have run out)"
+                                         : "held by node " + r->owner();
               own_->book.held_elsewhere(id, r->owner(), std::chrono::milliseconds{r->ttl_left_ms()},
                                         now);
             } else {

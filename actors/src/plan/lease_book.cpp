@@ -98,7 +98,9 @@ std::optional<duration> lease_book::next_deadline() const {
 void lease_book::held_elsewhere(const std::string& id, const std::string& owner, duration ttl_left,
                                 duration now) {
   auto& t = theirs_[id];
-  t.owner = owner;
+  // A refusal may name no holder (an expired lease a new Raft leader does not give away yet):
+  // keep the holder seen before, the one a takeover names.
+  if (!owner.empty()) t.owner = owner;
   t.seen_at = now;
   // The holder renews before its lease runs out, so asking earlier than this learns nothing.
   t.retry_at = now + std::max(ttl_left, duration::zero());

@@ -60,7 +60,8 @@ public:
   // --- leases held by other nodes -------------------------------------------------------------
 
   /// `owner` holds `id` with `ttl_left` (in the leader's clock) when asked at `now`: asking again
-  /// before it could have expired is pointless.
+  /// before it could have expired is pointless. An empty `owner` (a refusal that names no
+  /// holder) keeps the holder seen before.
   void held_elsewhere(const std::string& id, const std::string& owner, duration ttl_left,
                       duration now);
   /// Whether to ask about `id` at `now` (never asked, or its holder's lease may have run out).
