@@ -79,7 +79,7 @@ spec:
       input: {amount: 10}
     - id: settle
       agent: std.sleep
-      input: {ms: 2000}
+      input: {ms: 7000}
       after: [debit]
     - id: credit
       agent: std.ledger
@@ -87,7 +87,7 @@ spec:
       after: [settle]
     - id: clear
       agent: std.sleep
-      input: {ms: 2000}
+      input: {ms: 7000}
       after: [credit]
     - id: fee
       agent: std.ledger
@@ -127,23 +127,37 @@ kill9() { # kill9 NAME
   unset "pids[$1]"
 }
 
-# submit_range FIRST LAST NODES...: submits executions tk-FIRST..tk-LAST round-robin through
-# NODES, each retried (same id: idempotent) until the node accepts it (no Raft leader yet, a
-# node just restarted: `transient`).
+# submit_one ID NODE: submits execution ID through NODE, retried (same id: idempotent) until the
+# node accepts it (no Raft leader yet, a node just restarted: `transient`).
+submit_one() {
+  local id=$1 node=$2 port deadline=$((SECONDS + 30))
+  port=$(ctl "$node")
+  until "$AF" submit "$tmp/payout.yaml" --connect "127.0.0.1:$port" --id "$id" \
+    >/dev/null 2>>"$tmp/submit-$node.err"; do
+    ((SECONDS < deadline)) || { echo "submit of $id through $node kept failing: $(tail -n 1 "$tmp/submit-$node.err")" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+# submit_range FIRST LAST NODES...: submits tk-FIRST..tk-LAST round-robin through NODES, one
+# sequence per node in parallel (so that they all run at once).
 submit_range() {
   local first=$1 last=$2
   shift 2
-  local -a nodes=("$@")
-  local i node deadline
-  for ((i = first; i <= last; i++)); do
-    node=${nodes[$(((i - first) % ${#nodes[@]}))]}
-    deadline=$((SECONDS + 30))
-    until "$AF" submit "$tmp/payout.yaml" --connect "127.0.0.1:$(ctl "$node")" --id "tk-$i" \
-      >/dev/null 2>>"$tmp/submit.err"; do
-      ((SECONDS < deadline)) || fail "submit of tk-$i through $node kept failing: $(tail -n 1 "$tmp/submit.err")"
-      sleep 0.2
-    done
+  local -a nodes=("$@") waiters=()
+  local k i t0=$SECONDS
+  for ((k = 0; k < ${#nodes[@]}; k++)); do
+    (
+      for ((i = first + k; i <= last; i += ${#nodes[@]})); do
+        submit_one "tk-$i" "${nodes[$k]}" || exit 1
+      done
+    ) &
+    waiters+=($!)
   done
+  for w in "${waiters[@]}"; do
+    wait "$w" || fail "submitting tk-$first..tk-$last failed"
+  done
+  echo "submitted tk-$first..tk-$last through ${nodes[*]} in $((SECONDS - t0)) s"
 }
 
 # taken_over_from VICTIM: how many executions the nodes took over from VICTIM (their logs).
