@@ -105,7 +105,7 @@ start_node() {
   [[ -n $seed ]] && join=(--join "$seed")
   "$AF" node start --name "$name" --data-dir "$tmp/$name" --set "store.url=$AF_TEST_PG_URL" \
     --listen 127.0.0.1:0 --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/secret" \
-    "${join[@]}" --set "cluster.raft.members=n1,n2,n3" --set "cluster.swim.period_ms=500" \
+    "${join[@]}" --raft-members n1,n2,n3 --set "cluster.swim.period_ms=500" \
     --set "cluster.exec.lease_ttl_ms=$LEASE_TTL_MS" --set "cluster.exec.scan_ms=500" \
     --no-demo-service --log-format json --port-file "$tmp/$name.json" \
     >>"$tmp/$name.out" 2>>"$tmp/$name.err" &
