@@ -19,17 +19,17 @@ scenario raft_cluster(af::duration run_for) {
   sc.name = "test-raft";
   sc.nodes = {"n1", "n2", "n3", "n4"};
   sc.run_for = run_for;
-  sc.drain = 5s;
+  sc.drain = 3s;
   sc.network.defaults.latency = {af::sim::latency_spec::kind::uniform, 1ms, 10ms, 5ms};
   sc.network.defaults.loss = 0.02;
   sc.raft.enabled = true;
   sc.raft.options.members = {"n1", "n2", "n3"};
   sc.raft.options.snapshot_every = 50;
-  sc.raft.writes_per_second = 20;
-  sc.random_faults.crash_per_minute = 6;
-  sc.random_faults.down_for = 2s;
-  sc.random_faults.partition_per_minute = 4;
-  sc.random_faults.partition_for = 2s;
+  sc.raft.writes_per_second = 10;
+  sc.random_faults.crash_per_minute = 12;
+  sc.random_faults.down_for = 1500ms;
+  sc.random_faults.partition_per_minute = 8;
+  sc.random_faults.partition_for = 1500ms;
   sc.invariants = {"no_actor_leak"};
   return sc;
 }
@@ -58,8 +58,9 @@ int seeds(int fallback) {
 
 TEST_CASE("raft sim: safety invariants hold over many seeds with crashes, partitions, loss",
           "[sim][raft]") {
-  const auto sc = raft_cluster(20s);
+  const auto sc = raft_cluster(8s);
   std::uint64_t commits = 0, crashes = 0, snapshots = 0;
+  // AF_RAFT_SEEDS=1000 for a long sweep.
   for (int seed = 1; seed <= seeds(50); ++seed) {
     auto r = run(sc, static_cast<std::uint64_t>(seed));
     INFO("seed " << seed << "\n" << r.to_text());
@@ -72,7 +73,7 @@ TEST_CASE("raft sim: safety invariants hold over many seeds with crashes, partit
     }
     CHECK(r.ok());
     CHECK(r.raft->leaders_elected >= 1);
-    CHECK(r.raft->commit_index > 20); // writes got through despite the faults
+    CHECK(r.raft->commit_index > 10); // writes got through despite the faults
     commits += r.raft->commit_index;
     crashes += r.crashes;
     snapshots += r.raft->snapshots_installed;
@@ -84,7 +85,7 @@ TEST_CASE("raft sim: safety invariants hold over many seeds with crashes, partit
 }
 
 TEST_CASE("raft sim: the same seed gives the same trace", "[sim][raft]") {
-  const auto sc = raft_cluster(10s);
+  const auto sc = raft_cluster(6s);
   const auto a = run(sc, 42);
   const auto b = run(sc, 42);
   CHECK(a.trace_hash == b.trace_hash);
@@ -94,12 +95,12 @@ TEST_CASE("raft sim: the same seed gives the same trace", "[sim][raft]") {
 }
 
 TEST_CASE("raft sim: a planted double vote is caught by election safety", "[sim][raft]") {
-  auto sc = raft_cluster(20s);
+  auto sc = raft_cluster(8s);
   sc.raft.options.unsafe_double_vote = true;
   // Candidates at nearly the same moment: two of them split the votes (and both win them all).
   sc.raft.options.election_timeout_min = 150ms;
   sc.raft.options.election_timeout_max = 152ms;
-  sc.random_faults.crash_per_minute = 12;
+  sc.random_faults.crash_per_minute = 30;
   std::string caught;
   for (std::uint64_t seed = 1; seed <= 30 && caught.empty(); ++seed) {
     auto r = run(sc, seed);
@@ -113,10 +114,11 @@ TEST_CASE("raft sim: a planted double vote is caught by election safety", "[sim]
 }
 
 TEST_CASE("raft sim: a new leader follows every leader crash", "[sim][raft]") {
-  auto sc = raft_cluster(30s);
+  auto sc = raft_cluster(15s);
   sc.random_faults.partition_per_minute = 0;
   sc.network.defaults.loss = 0;
-  sc.random_faults.crash_per_minute = 10;
+  sc.raft.writes_per_second = 2;
+  sc.random_faults.crash_per_minute = 20;
   std::size_t measured = 0;
   for (std::uint64_t seed = 1; seed <= 5; ++seed) {
     auto r = run(sc, seed);

@@ -647,12 +647,20 @@ void raft_core::broadcast(bool heartbeat) {
 }
 
 void raft_core::replicate_pending() {
-  for (auto& [name, p] : peers_)
-    if (p.state == progress_state::replicate)
-      while (p.next <= last_index() && p.inflight.size() < opts_.max_inflight)
-        send_append(name, p, false);
-    else if (p.state == progress_state::probe && p.inflight.empty())
+  for (auto& [name, p] : peers_) {
+    if (p.state == progress_state::probe && p.inflight.empty()) {
       send_append(name, p, false);
+      continue;
+    }
+    // Streams while the window allows; stops as soon as a send makes no progress (the peer
+    // switched to a snapshot, or nothing is left).
+    while (p.state == progress_state::replicate && p.next <= last_index()
+           && p.inflight.size() < opts_.max_inflight) {
+      const auto before = p.next;
+      send_append(name, p, false);
+      if (p.next == before) break;
+    }
+  }
 }
 
 void raft_core::maybe_commit() {
