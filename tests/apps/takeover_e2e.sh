@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Takeover of a dead node's executions, with real processes: 3 `af node start` processes on
 # 127.0.0.1 (ephemeral ports) sharing one PostgreSQL store (with_postgres.sh), Raft on all three
-# (cluster.raft.members), and 50 executions of a plan with three std.ledger steps. kill -9 of
-# one node while its executions run, then (after it restarted, so a majority stays) kill -9 of
-# another: their executions are taken over by the survivors (exec_taken_over), every execution
-# completes, the `ledger` table has exactly one row per ledger step (the first attempt's key),
-# and the audit chain verifies.
+# (--raft-members), and 50 executions of a plan with three std.ledger steps. kill -9 of the
+# Raft leader while its executions run, then (after it restarted, so a majority stays) kill -9
+# of another node (the new leader when it can): their executions are taken over by the
+# survivors (exec_taken_over), every execution completes, the `ledger` table has exactly one row
+# per ledger step (the first attempt's key), and the audit chain verifies.
 # Usage: with_postgres.sh takeover_e2e.sh PATH/TO/af   (needs AF_TEST_PG_URL)
 set -euo pipefail
 
@@ -171,6 +171,15 @@ taken_over_from() {
 }
 took_over_some() { (($(taken_over_from "$1") >= 1)); }
 
+# raft_leader VIA: the Raft leader as node VIA sees it ("" when it knows none).
+raft_leader() {
+  "$AF" ask --connect "127.0.0.1:$(ctl "$1")" --timeout-ms 2000 --json af.cluster.raft \
+    af.v1.RaftStatusRequest '{}' 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["payload"].get("leader", ""))' ||
+    true
+}
+has_leader() { [[ -n $(raft_leader "$1") ]]; }
+
 # completed_count NODE: executions `af exec list --all` reports completed through NODE.
 completed_count() {
   "$AF" exec list --all --json --connect "127.0.0.1:$(ctl "$1")" 2>/dev/null |
@@ -186,37 +195,49 @@ seed="127.0.0.1:$(cport n1)"
 start_node n2 "$seed"
 start_node n3 "$seed"
 
-# ---- first half, then kill -9 of n2 while its executions run ----------------------------------
+# ---- first half, then kill -9 of the Raft leader while its executions run ----------------
 half=$((EXECUTIONS / 2))
 step="submit tk-1..tk-$half"
 submit_range 1 "$half" n1 n2 n3
 grep -q '"event":"exec_ownership"' "$tmp/n2.err" || fail "n2 runs af.exec without ownership"
 sleep 1
-step="kill -9 n2"
-kill9 n2
+step="kill -9 the Raft leader"
+wait_until 10 has_leader n1 || fail "no Raft leader known to n1"
+first=$(raft_leader n1)
+[[ $first =~ ^n[123]$ ]] || fail "unexpected Raft leader '$first'"
+kill9 "$first"
 t_kill=$SECONDS
-step="the survivors take over n2's executions"
-wait_until 30 took_over_some n2 || fail "no exec_taken_over from n2 within 30 s of its kill -9"
-echo "n2's executions taken over within $((SECONDS - t_kill)) s (lease ttl ${LEASE_TTL_MS} ms)"
+survivors=()
+for n in n1 n2 n3; do [[ $n == "$first" ]] || survivors+=("$n"); done
+step="the survivors take over $first's executions"
+wait_until 30 took_over_some "$first" || fail "no exec_taken_over from $first within 30 s of its kill -9"
+echo "$first (the Raft leader) killed; its executions taken over within $((SECONDS - t_kill)) s (lease ttl ${LEASE_TTL_MS} ms)"
 
-# ---- n2 restarts (a majority must stay when the next node dies); second half; kill -9 n3 ----
-step="restart n2"
-start_node n2 "$seed"
+# ---- it restarts (a majority must stay when the next node dies); second half; kill -9 again --
+step="restart $first"
+start_node "$first" "127.0.0.1:$(cport "${survivors[0]}")"
 step="submit tk-$((half + 1))..tk-$EXECUTIONS"
 submit_range $((half + 1)) "$EXECUTIONS" n3 n2 n1
 sleep 1
-step="kill -9 n3"
-kill9 n3
+# The second victim: another node, the new leader when that is not the first victim.
+step="kill -9 a second node"
+second=$(raft_leader "${survivors[0]}")
+[[ $second == "$first" || ! $second =~ ^n[123]$ ]] && second=${survivors[1]}
+kill9 "$second"
 t_kill=$SECONDS
-step="the survivors take over n3's executions"
-wait_until 30 took_over_some n3 || fail "no exec_taken_over from n3 within 30 s of its kill -9"
-echo "n3's executions taken over within $((SECONDS - t_kill)) s"
+step="the survivors take over $second's executions"
+wait_until 30 took_over_some "$second" || fail "no exec_taken_over from $second within 30 s of its kill -9"
+echo "$second killed; its executions taken over within $((SECONDS - t_kill)) s"
+check_node=$first
 
 # ---- every execution completes, each ledger step once, the audit chain verifies --------------
 step="every execution completes"
-wait_until 60 all_completed n1 || fail "$(completed_count n1) of $EXECUTIONS executions completed after 60 s"
-[[ $(completed_count n2) == "$EXECUTIONS" ]] || fail "n2 lists $(completed_count n2) completed"
-failed=$("$AF" exec list --all --json --connect "127.0.0.1:$(ctl n1)" |
+wait_until 60 all_completed "$check_node" ||
+  fail "$(completed_count "$check_node") of $EXECUTIONS executions completed after 60 s"
+for n in "${!pids[@]}"; do
+  [[ $(completed_count "$n") == "$EXECUTIONS" ]] || fail "$n lists $(completed_count "$n") completed"
+done
+failed=$("$AF" exec list --all --json --connect "127.0.0.1:$(ctl "$check_node")" |
   python3 -c 'import json, sys; print(sum(1 for e in json.load(sys.stdin) if e["status"] != "completed"))')
 ((failed == 0)) || fail "$failed executions did not complete"
 
@@ -239,7 +260,7 @@ step="audit verify"
 "$AF" audit verify --store "$AF_TEST_PG_URL" --json >"$tmp/verify.json" 2>"$tmp/verify.err" ||
   fail "af audit verify: $(cat "$tmp/verify.json" "$tmp/verify.err")"
 
-echo "taken over: $(taken_over_from n2) from n2, $(taken_over_from n3) from n3"
+echo "taken over: $(taken_over_from "$first") from $first, $(taken_over_from "$second") from $second"
 
 # ---- clean stop ---------------------------------------------------------------------------------
 step="SIGTERM"
