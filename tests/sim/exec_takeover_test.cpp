@@ -172,3 +172,40 @@ TEST_CASE("takeover sim: a node that runs executions without their lease is caug
   CHECK_FALSE(inv->ok);
   CHECK(r.ownership->max_owners >= 2);
 }
+
+TEST_CASE("takeover sim: the built-in scenario holds its invariants", "[sim][takeover]") {
+  auto sc = af::sim::load_scenario(std::string{AF_SOURCE_DIR} + "/examples/sim/takeover.yaml");
+  REQUIRE(sc);
+  REQUIRE(sc->ownership.enabled);
+  auto r = run(*sc, 1);
+  INFO(r.to_text());
+  CHECK(r.ok());
+  CHECK(find(r, "exec_single_owner") != nullptr);
+  CHECK(r.ownership->takeovers >= 1);
+}
+
+TEST_CASE("takeover sim: a bad ownership section is refused, naming the key", "[sim][takeover]") {
+  const std::string head = "apiVersion: agentflow/v1\n"
+                           "kind: Scenario\n"
+                           "metadata: {name: t}\n"
+                           "spec:\n"
+                           "  nodes: [n1, n2, n3]\n";
+  auto bad_bug = af::sim::parse_scenario(head + "  raft: {}\n  ownership: {planted_bug: sometimes}\n",
+                                         "t.yaml");
+  REQUIRE_FALSE(bad_bug);
+  CHECK_THAT(bad_bug.error().message(), Catch::Contains("spec.ownership.planted_bug"));
+  CHECK_THAT(bad_bug.error().message(), Catch::Contains("ignore_deadline"));
+  auto bad_renew =
+      af::sim::parse_scenario(head + "  raft: {}\n  ownership: {lease_ttl: 1s, renew: 900ms}\n",
+                              "t.yaml");
+  REQUIRE_FALSE(bad_renew);
+  CHECK_THAT(bad_renew.error().message(), Catch::Contains("spec.ownership"));
+  CHECK_THAT(bad_renew.error().message(), Catch::Contains("renew_every"));
+  // Leases come from af.cluster.raft on every node: ownership without raft cannot run.
+  auto no_raft = af::sim::parse_scenario(head + "  ownership: {}\n", "t.yaml");
+  REQUIRE(no_raft);
+  af::sim::run_options o;
+  auto r = af::sim::run(*no_raft, o);
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().message(), Catch::Contains("ownership needs raft on every node"));
+}
