@@ -44,7 +44,7 @@ namespace {
 struct node_flags {
   std::string config_file;
   std::string name, data_dir, listen, metrics, log_level, log_format;
-  std::string cluster_listen, cluster_secret_file, tls_cert, tls_key, tls_ca, join;
+  std::string cluster_listen, cluster_secret_file, tls_cert, tls_key, tls_ca, join, raft_members;
   std::vector<std::string> sets;
 
   void add_to(CLI::App& app, bool with_endpoints) {
@@ -69,6 +69,10 @@ struct node_flags {
       app.add_option("--join", join,
                      "join the cluster through these seeds: HOST:PORT[,HOST:PORT...] of other "
                      "nodes' --cluster-listen (cluster.join)");
+      app.add_option("--raft-members", raft_members,
+                     "run the Raft metadata group with these voters: NAME[,NAME...], this node "
+                     "included, the same on every member (cluster.raft.members; with a "
+                     "PostgreSQL store.url, executions are leased and taken over)");
     }
     app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (log.level)");
     app.add_option("--log-format", log_format, "auto|json|text (log.format)");
@@ -92,6 +96,7 @@ struct node_flags {
     add(tls_key, "cluster.tls_key", "--tls-key");
     add(tls_ca, "cluster.tls_ca", "--tls-ca");
     add(join, "cluster.join", "--join");
+    add(raft_members, "cluster.raft.members", "--raft-members");
     add(log_level, "log.level", "--log-level");
     add(log_format, "log.format", "--log-format");
     for (const auto& s : sets) {
@@ -186,15 +191,19 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   // af.sup.system; a store that is down is retried, it does not stop the node.
   opt.system_services.push_back(store::journal_child(store::journal_options_from(*cfg)));
   opt.system_services.push_back(store::audit_child(store::audit_options_from(*cfg)));
-  // af.exec resumes every unfinished execution in the store once the node is up.
-  auto exec = detail::exec_service(*cfg, plugins, ext, true);
-  if (!exec) return fail(err, exec.error());
-  opt.system_services.push_back(std::move(exec->spec));
-  // With cluster.listen: SWIM membership, then the virtual-agent router (it subscribes to it).
+  // With cluster.listen: SWIM membership, Raft (cluster.raft.members), then the virtual-agent
+  // router (it subscribes to membership); before af.exec, which takes its leases from Raft.
   auto cluster = detail::cluster_services(*cfg);
   if (!cluster) return fail(err, cluster.error());
   for (auto& c : *cluster)
     opt.system_services.push_back(std::move(c));
+  // af.exec resumes every unfinished execution in the store once the node is up (with Raft and
+  // a shared store: those whose lease it can take, its own first).
+  auto ownership = detail::exec_ownership_from(*cfg);
+  if (!ownership) return fail(err, ownership.error());
+  auto exec = detail::exec_service(*cfg, plugins, ext, true, std::move(*ownership));
+  if (!exec) return fail(err, exec.error());
+  opt.system_services.push_back(std::move(exec->spec));
   opt.cfg = std::move(*cfg);
   auto n = node::start(std::move(opt));
   if (!n) return fail(err, n.error());

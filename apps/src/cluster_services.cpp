@@ -1,11 +1,18 @@
 // The cluster's system services of a node started with cluster.listen: SWIM membership
-// (af.cluster.members) and the virtual-agent router (af.cluster.placement) with the built-in
-// event-sourced kind `counter`, configured from the cluster.* keys (docs/cluster.md).
+// (af.cluster.members), the Raft metadata store (af.cluster.raft, with cluster.raft.members),
+// the virtual-agent router (af.cluster.placement) with the built-in event-sourced kind
+// `counter`, and the ownership settings of af.exec (leases and takeover with Raft and a shared
+// store), configured from the cluster.* keys (docs/cluster.md, docs/consensus.md).
 #include "af/cluster/counter.hpp"
 #include "af/cluster/membership.hpp"
 #include "af/cluster/placement.hpp"
+#include "af/cluster/raft.hpp"
 #include "af/host_port.hpp"
+#include "af/store/journal.hpp"
 #include "commands.hpp"
+
+#include <algorithm>
+#include <cctype>
 
 #include <sstream>
 
@@ -23,7 +30,54 @@ std::string trim(std::string s) {
   return s.substr(b, s.find_last_not_of(" \t") - b + 1);
 }
 
+/// cluster.raft.members as a list: node names, trimmed, without duplicates.
+expected<std::vector<std::string>> raft_members(const config& cfg) {
+  std::vector<std::string> out;
+  std::stringstream list{cfg.get_string("cluster.raft.members")};
+  for (std::string s; std::getline(list, s, ',');) {
+    s = trim(s);
+    if (s.empty()) continue;
+    const bool ok = s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
+                      return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_'
+                             || c == '.' || c == '-';
+                    });
+    if (!ok)
+      return validation_error("cluster.raft.members (" + cfg.origin("cluster.raft.members") + "): '"
+                              + s + "' is not a node name (1 to 64 of [A-Za-z0-9_.-])");
+    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(std::move(s));
+  }
+  return out;
+}
+
 } // namespace
+
+expected<plan::exec_ownership> exec_ownership_from(const config& cfg) {
+  plan::exec_ownership o;
+  auto members = raft_members(cfg);
+  if (!members) return members.error();
+  // Takeover needs both: a lease authority every node agrees on (Raft), and a journal every
+  // node reads (a dead node's executions must be in the taker's store).
+  const bool shared = store::store_url(cfg).starts_with("postgres");
+  if (members->empty() || !shared || cfg.get_string("cluster.exec.takeover") == "off"
+      || cfg.get_string("cluster.listen").empty())
+    return o;
+  o.enabled = true;
+  o.owner = cfg.get_string("node.name");
+  o.lease_ttl = ms(cfg, "cluster.exec.lease_ttl_ms");
+  o.margin = cfg.get_int("cluster.exec.margin_ms") > 0 ? duration{ms(cfg, "cluster.exec.margin_ms")}
+                                                       : o.lease_ttl / 5;
+  o.renew_every = cfg.get_int("cluster.exec.renew_ms") > 0
+                      ? duration{ms(cfg, "cluster.exec.renew_ms")}
+                      : (o.lease_ttl - o.margin) / 3;
+  o.scan_every = ms(cfg, "cluster.exec.scan_ms");
+  // A request to Raft may wait for an election; a renewal must still come back before the
+  // next one is due.
+  o.ask_timeout = std::min<duration>(o.renew_every, std::chrono::seconds(5));
+  if (auto st = plan::validate(o); !st)
+    return validation_error("cluster.exec (" + cfg.origin("cluster.exec.lease_ttl_ms")
+                            + "): " + st.error().message());
+  return o;
+}
 
 expected<std::vector<sup::child_spec>> cluster_services(const config& cfg) {
   std::vector<sup::child_spec> out;
@@ -33,6 +87,10 @@ expected<std::vector<sup::child_spec>> cluster_services(const config& cfg) {
       return validation_error("cluster.join (" + cfg.origin("cluster.join")
                               + ") needs cluster.listen: a node joins a cluster through its "
                                 "cluster transport");
+    if (!cfg.get_string("cluster.raft.members").empty())
+      return validation_error("cluster.raft.members (" + cfg.origin("cluster.raft.members")
+                              + ") needs cluster.listen: Raft members talk through the cluster "
+                                "transport");
     return out;
   }
   cluster::swim_options so;
@@ -58,6 +116,26 @@ expected<std::vector<sup::child_spec>> cluster_services(const config& cfg) {
     return validation_error("cluster.swim (" + cfg.origin("cluster.swim.period_ms")
                             + "): " + st.error().message());
   out.push_back(cluster::membership_child(std::move(so)));
+
+  auto members = raft_members(cfg);
+  if (!members) return members.error();
+  if (!members->empty()) {
+    const auto& self = cfg.get_string("node.name");
+    if (std::find(members->begin(), members->end(), self) == members->end())
+      return validation_error("cluster.raft.members (" + cfg.origin("cluster.raft.members")
+                              + ") does not name this node ('" + self
+                              + "', node.name): every member of the Raft group runs it");
+    cluster::raft_options ro;
+    ro.members = *members;
+    ro.election_timeout_min = ms(cfg, "cluster.raft.election_timeout_ms");
+    ro.election_timeout_max = ro.election_timeout_min * 2;
+    ro.heartbeat = ms(cfg, "cluster.raft.heartbeat_ms");
+    ro.snapshot_every = static_cast<std::uint64_t>(cfg.get_int("cluster.raft.snapshot_every"));
+    if (auto st = cluster::validate(ro); !st)
+      return validation_error("cluster.raft (" + cfg.origin("cluster.raft.members")
+                              + "): " + st.error().message());
+    out.push_back(cluster::raft_child(std::move(ro)));
+  }
 
   cluster::placement_options po;
   po.idle_timeout = ms(cfg, "cluster.placement.idle_timeout_ms");

@@ -6,6 +6,7 @@
 #include "af/cli.hpp"
 #include "af/config.hpp"
 #include "af/plan/agents.hpp"
+#include "af/plan/executor.hpp"
 #include "af/plan/plugin.hpp"
 #include "af/store/journal.hpp"
 #include "af/sup/spec.hpp"
@@ -81,9 +82,12 @@ runner add_plan_commands(CLI::App& app, std::ostream& out, std::ostream& err,
 runner add_sim_commands(CLI::App& app, std::ostream& out, std::ostream& err, const extensions& ext);
 /// `af cluster members`, `af ask` (apps/src/cluster_commands.cpp).
 runner add_cluster_commands(CLI::App& app, std::ostream& out, std::ostream& err);
-/// The cluster's system services (membership, placement) of a node started with
-/// cluster.listen; none without it (apps/src/cluster_services.cpp).
+/// The cluster's system services (membership, Raft with cluster.raft.members, placement) of a
+/// node started with cluster.listen; none without it (apps/src/cluster_services.cpp).
 expected<std::vector<sup::child_spec>> cluster_services(const config& cfg);
+/// af.exec's ownership settings: enabled with cluster.raft.members and a PostgreSQL store
+/// (executions have owner leases and are taken over), off otherwise.
+expected<plan::exec_ownership> exec_ownership_from(const config& cfg);
 
 /// The agent types and tools a command offers: the built-in ones `builtins` registers, then the
 /// user's extensions, then the plugins of --plugin (their code stays mapped while `plugins`
@@ -107,6 +111,7 @@ struct exec_service_parts {
 };
 expected<exec_service_parts> exec_service(const config& cfg,
                                           const std::vector<std::string>& plugin_files,
-                                          const extensions& ext, bool resume);
+                                          const extensions& ext, bool resume,
+                                          plan::exec_ownership ownership = {});
 
 } // namespace af::cli::detail

@@ -36,7 +36,8 @@ expected<agent_catalog> load_agents(const std::vector<std::string>& plugin_files
 
 expected<exec_service_parts> exec_service(const config& cfg,
                                           const std::vector<std::string>& plugin_files,
-                                          const extensions& ext, bool resume) {
+                                          const extensions& ext, bool resume,
+                                          plan::exec_ownership ownership) {
   auto catalog = load_agents(plugin_files, ext,
                              [&](plan::agent_types& agents, tool::registry& tools) -> status {
                                plan::std_agent_options so;
@@ -49,6 +50,7 @@ expected<exec_service_parts> exec_service(const config& cfg,
   o.agents = catalog->agents;
   o.tools = catalog->tools;
   o.resume = resume;
+  o.ownership = std::move(ownership);
   return exec_service_parts{plan::exec_child(std::move(o)), std::move(catalog->plugins)};
 }
 

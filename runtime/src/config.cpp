@@ -306,6 +306,69 @@ constexpr std::array k_schema{
                             "failover; a refuted suspicion moves them back); true: they move only "
                             "when it is declared dead",
              .choices = "true|false"},
+    // --- Raft metadata and execution takeover (apps/src/cluster_services.cpp) ---
+    key_spec{.key = "cluster.raft.members",
+             .default_value = "",
+             .description = "The Raft group's initial voters: comma-separated node names (this "
+                            "node included), the same on every member; empty: no Raft agent"},
+    key_spec{.key = "cluster.raft.election_timeout_ms",
+             .type = kind::integer,
+             .default_value = "500",
+             .description = "A follower that hears no leader for a random time between this and "
+                            "twice this becomes a candidate",
+             .min = 10,
+             .max = 600000},
+    key_spec{.key = "cluster.raft.heartbeat_ms",
+             .type = kind::integer,
+             .default_value = "100",
+             .description = "How often the Raft leader sends AppendEntries (less than "
+                            "cluster.raft.election_timeout_ms)",
+             .min = 1,
+             .max = 600000},
+    key_spec{.key = "cluster.raft.snapshot_every",
+             .type = kind::integer,
+             .default_value = "10000",
+             .description = "Applied Raft entries between two snapshots (the log before a "
+                            "snapshot is compacted)",
+             .min = 1,
+             .max = 100000000},
+    key_spec{.key = "cluster.exec.takeover",
+             .type = kind::enumeration,
+             .default_value = "auto",
+             .description = "auto: with cluster.raft.members and a PostgreSQL store.url, every "
+                            "execution has an owner lease and a dead node's executions are taken "
+                            "over; off: each node runs the executions it finds in its store",
+             .choices = "auto|off"},
+    key_spec{.key = "cluster.exec.lease_ttl_ms",
+             .type = kind::integer,
+             .default_value = "10000",
+             .description = "Time to live of an execution's owner lease, in the Raft leader's "
+                            "clock: roughly how long a dead node's executions wait to be taken "
+                            "over",
+             .min = 100,
+             .max = 86400000},
+    key_spec{.key = "cluster.exec.renew_ms",
+             .type = kind::integer,
+             .default_value = "0",
+             .description = "How often a node renews its execution leases; 0: a third of "
+                            "(lease_ttl - margin)",
+             .min = 0,
+             .max = 86400000},
+    key_spec{.key = "cluster.exec.margin_ms",
+             .type = kind::integer,
+             .default_value = "0",
+             .description = "Safety margin for clock drift and pauses: a node stops an execution "
+                            "whose lease it could not renew this long before the lease can expire "
+                            "at the leader; 0: a fifth of lease_ttl",
+             .min = 0,
+             .max = 86400000},
+    key_spec{.key = "cluster.exec.scan_ms",
+             .type = kind::integer,
+             .default_value = "2000",
+             .description = "How often a node looks for unfinished executions whose lease it "
+                            "could take (also on every membership change)",
+             .min = 10,
+             .max = 86400000},
 };
 
 constexpr std::string_view k_features = "features";

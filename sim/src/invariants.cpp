@@ -4,6 +4,7 @@
 #include "af/plan/executor.hpp"
 #include "af/v1/exec.pb.h"
 #include "cluster_book.hpp"
+#include "exec_owner_book.hpp"
 #include "raft_book.hpp"
 #include "sim_agents.hpp"
 #include "virtual_agents.hpp"
@@ -175,7 +176,8 @@ std::vector<invariant_result> world::check_invariants(bool complete) {
       std::string first;
       for (const auto& [id, e] : state_->workflows.executions) {
         auto* n = find_node(e.node);
-        auto events = n->disk()->read(plan::stream_of(id), 1, 1'000'000);
+        const auto& disk = shared_disk_ ? shared_disk_ : n->disk();
+        auto events = disk->read(plan::stream_of(id), 1, 1'000'000);
         std::string last = events && !events->empty() ? events->back().type : std::string{};
         if (last == v1::ExecutionCompleted::descriptor()->full_name()) {
           ++done;
@@ -215,6 +217,11 @@ std::vector<invariant_result> world::check_invariants(bool complete) {
     } else if (name == "sagas_settled") {
       out.push_back(sagas_settled(
           *state_, [this](const std::string& n) { return find_node(n); }, now));
+    } else if (name == "exec_single_owner") {
+      if (exec_owners_)
+        out.push_back(exec_owners_->single_owner(now));
+      else
+        out.push_back({name, false, "the scenario has no ownership: section", now});
     } else if (name == "members_agree" || name == "crashed_members_dead") {
       if (!cluster_) {
         out.push_back({name, false, "the scenario has no cluster: section", now});

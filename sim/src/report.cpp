@@ -94,6 +94,16 @@ nlohmann::json raft_figures::to_json() const {
           {"elect_after_crash_p99_ms", quantile(elect_after_crash_ms, 0.99)}};
 }
 
+nlohmann::json ownership_figures::to_json() const {
+  return {{"executor_starts", executor_starts},
+          {"takeovers", takeovers},
+          {"lease_expirations", lease_expirations},
+          {"leases_lost", leases_lost},
+          {"fenced", fenced},
+          {"overlaps", overlaps},
+          {"max_owners", max_owners}};
+}
+
 bool report::ok() const { return first_failure() == nullptr; }
 
 const invariant_result* report::first_failure() const {
@@ -130,6 +140,7 @@ nlohmann::json report::to_json() const {
           {"timeline", timeline}};
   if (membership) out["membership"] = membership->to_json();
   if (raft) out["raft"] = raft->to_json();
+  if (ownership) out["ownership"] = ownership->to_json();
   // --- virtual agents (placement) ---
   if (virtual_agents) {
     const auto& v = *virtual_agents;
@@ -193,6 +204,19 @@ std::string report::to_text() const {
                     c.all_dead_periods, c.restarted ? " (restarted)" : "");
       out << line;
     }
+  }
+  if (ownership) {
+    const auto& o = *ownership;
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "ownership   %llu executor starts, %llu takeovers, %llu stopped at their lease "
+                  "deadline, %llu fenced; at most %llu node(s) running one execution\n",
+                  static_cast<unsigned long long>(o.executor_starts),
+                  static_cast<unsigned long long>(o.takeovers),
+                  static_cast<unsigned long long>(o.lease_expirations),
+                  static_cast<unsigned long long>(o.fenced),
+                  static_cast<unsigned long long>(o.max_owners));
+    out << line;
   }
   if (raft) {
     const auto& r = *raft;

@@ -30,7 +30,8 @@ constexpr std::string_view k_kind = "Scenario";
 constexpr std::array<std::string_view, 9> k_invariants{
     "tasks_answered_once",  "tree_recovers",        "no_actor_leak",
     "executions_complete",  "ledger_exactly_once",  "members_agree",
-    "crashed_members_dead", "virtual_exactly_once", "sagas_settled"};
+    "crashed_members_dead", "virtual_exactly_once", "sagas_settled",
+    "exec_single_owner"};
 constexpr std::int64_t k_max_nodes = 1000;
 constexpr std::int64_t k_max_population = 10'000'000;
 constexpr std::int64_t k_max_workflows = 1'000'000;
@@ -833,7 +834,7 @@ private:
     if (!f) return missing(top, {}, "spec", "spec: {duration: 60s, nodes: [...], ...}");
     auto spec = map(*f, "spec",
                     {"duration", "drain", "nodes", "network", "populations", "workflows", "faults",
-                     "invariants", "cluster", "virtual_agents", "raft"});
+                     "invariants", "cluster", "virtual_agents", "raft", "ownership"});
     if (!spec) return spec.error();
     // Nodes and the duration first: the other sections refer to them.
     if (const auto* n = spec->find("nodes"))
@@ -865,6 +866,60 @@ private:
       if (auto st = read_virtual_agents(*v); !st) return st;
     if (const auto* r = spec->find("raft"))
       if (auto st = read_raft(*r); !st) return st;
+    if (const auto* o = spec->find("ownership"))
+      if (auto st = read_ownership(*o); !st) return st;
+    return {};
+  }
+
+  // ---- execution ownership (takeover; af/plan/executor.hpp exec_ownership) ---------------------
+
+  status read_ownership(const yaml_field& f) {
+    const std::string path = "spec.ownership";
+    auto m = map(f, path,
+                 {"lease_ttl", "margin", "renew", "scan", "scan_max", "ask_timeout",
+                  "planted_bug"});
+    if (!m) return m.error();
+    auto& own = sc_.ownership;
+    own.enabled = true;
+    auto& o = own.options;
+    o.enabled = true;
+    // Simulator-sized defaults: takeovers within a few virtual seconds.
+    o.lease_ttl = std::chrono::seconds(2);
+    o.margin = std::chrono::milliseconds(400);
+    o.renew_every = std::chrono::milliseconds(500);
+    o.scan_every = std::chrono::milliseconds(500);
+    o.ask_timeout = std::chrono::milliseconds(500);
+    for (const auto& field : m->fields) {
+      const auto p = member(path, field.name);
+      const auto& k = field.name;
+      if (k == "scan_max") {
+        auto v = integer(field, p, 1, 1'000'000);
+        if (!v) return v.error();
+        o.scan_max = static_cast<std::uint32_t>(*v);
+      } else if (k == "planted_bug") {
+        auto v = string(field, p);
+        if (!v) return v.error();
+        if (*v == "none")
+          o.planted_bug = plan::exec_planted_bug::none;
+        else if (*v == "skip_lease_check")
+          o.planted_bug = plan::exec_planted_bug::skip_lease_check;
+        else if (*v == "ignore_deadline")
+          o.planted_bug = plan::exec_planted_bug::ignore_deadline;
+        else
+          return yaml_.fail(field.mark(), p,
+                            "expected none, skip_lease_check or ignore_deadline, got '" + *v
+                                + "'");
+      } else {
+        auto v = duration_of(field, p, k == "margin" ? sign::non_negative : sign::positive);
+        if (!v) return v.error();
+        (k == "lease_ttl" ? o.lease_ttl
+         : k == "margin"  ? o.margin
+         : k == "renew"   ? o.renew_every
+         : k == "scan"    ? o.scan_every
+                          : o.ask_timeout) = *v;
+      }
+    }
+    if (auto st = plan::validate(o); !st) return yaml_.fail(f.mark(), path, st.error().message());
     return {};
   }
 

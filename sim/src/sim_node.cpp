@@ -6,6 +6,7 @@
 #include "af/sup/supervisor.hpp"
 #include "caf_glue.hpp"
 #include "cluster_book.hpp"
+#include "exec_owner_book.hpp"
 #include "raft_book.hpp"
 #include "exit_reason.hpp"
 #include "supervisor_actor.hpp"
@@ -102,6 +103,7 @@ void sim_node::crash() {
   up_ = false;
   if (auto* c = world_.cluster()) c->node_down(name_, true);
   if (auto* r = world_.raft()) r->node_down(name_, true);
+  if (auto* o = world_.exec_owners()) o->node_down(name_);
   // Every actor of this incarnation dies at once, as a process would: no stop hooks in order,
   // no chance to flush. What the store had not committed is gone.
   for (auto& [name, ptr] : core_->registry.snapshot())

@@ -13,6 +13,7 @@
 #include "af/v1/plan.pb.h"
 #include "caf_glue.hpp"
 #include "cluster_book.hpp"
+#include "exec_owner_book.hpp"
 #include "raft_book.hpp"
 #include "shared_store.hpp"
 #include "virtual_agents.hpp"
@@ -188,8 +189,11 @@ std::vector<sup::child_spec> world::system_services(sim_node& n) {
   }
   auto disk = n.disk();
   store::journal_options jo;
-  jo.open = [disk]() -> expected<std::unique_ptr<store::backend>> {
-    return std::unique_ptr<store::backend>{std::make_unique<shared_store>(disk)};
+  // With `ownership:` the journal is one database every node reaches (PostgreSQL in a real
+  // cluster): a node's crash loses nothing of it, and another node reads a dead node's
+  // executions from it.
+  jo.open = [jdisk = shared_disk_ ? shared_disk_ : disk]() -> expected<std::unique_ptr<store::backend>> {
+    return std::unique_ptr<store::backend>{std::make_unique<shared_store>(jdisk)};
   };
   out.push_back(store::journal_child(std::move(jo)));
   store::audit_options ao;
@@ -201,6 +205,10 @@ std::vector<sup::child_spec> world::system_services(sim_node& n) {
   eo.agents = types_;
   eo.tools = opts_.tools ? opts_.tools : std::make_shared<tool::registry>();
   eo.journal_timeout = std::chrono::seconds(10);
+  if (exec_owners_) {
+    eo.ownership = sc_.ownership.options;
+    eo.observer = exec_owners_;
+  }
   out.push_back(plan::exec_child(std::move(eo)));
   if (cluster_) out.push_back(cluster_->service(n.name()));
   if (raft_ && raft_->member(n.name())) out.push_back(raft_->service(n.name()));
@@ -260,6 +268,18 @@ status world::build() {
         return validation_error("scenario '" + sc_.name + "': raft member '" + m
                                 + "' is not a declared node");
     raft_ = std::make_shared<raft_book>(*this, sc_);
+  }
+  if (sc_.ownership.enabled) {
+    // Each node's af.exec takes its leases from its own af.cluster.raft.
+    for (const auto& n : sc_.nodes)
+      if (!sc_.raft.enabled
+          || std::find(sc_.raft.options.members.begin(), sc_.raft.options.members.end(), n)
+                 == sc_.raft.options.members.end())
+        return validation_error("scenario '" + sc_.name + "': ownership needs raft on every node ('"
+                                + n + "' is not a raft member)");
+    if (auto s = plan::validate(sc_.ownership.options); !s) return s.error();
+    exec_owners_ = std::make_shared<exec_owner_book>(*this);
+    shared_disk_ = store::make_memory_backend({});
   }
   for (const auto& name : sc_.nodes)
     nodes_.push_back(std::make_unique<sim_node>(*this, name));
@@ -586,6 +606,7 @@ expected<report> world::run() {
   r.timeline = timeline_;
   if (cluster_) r.membership = cluster_->figures();
   if (raft_) r.raft = raft_->figures();
+  if (exec_owners_) r.ownership = exec_owners_->figures();
   r.wall_seconds = wall.seconds();
   r.deliveries_per_second = r.wall_seconds > 0 ? static_cast<double>(r.delivered) / r.wall_seconds : 0;
   return r;

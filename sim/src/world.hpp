@@ -32,6 +32,7 @@ class world;
 struct sim_state;
 class cluster_book;
 class raft_book;
+class exec_owner_book;
 struct virtual_book;
 
 using fault_atom = caf::atom_constant<caf::atom("sim_fault")>;
@@ -200,6 +201,12 @@ public:
   [[nodiscard]] cluster_book* cluster() const { return cluster_.get(); }
   /// The Raft group's bookkeeping (scenario `raft:`), or null.
   [[nodiscard]] raft_book* raft() const { return raft_.get(); }
+  /// Execution ownership bookkeeping (scenario `ownership:`), or null.
+  [[nodiscard]] exec_owner_book* exec_owners() const { return exec_owners_.get(); }
+  /// The store every node's journal shares with `ownership:` (null: each node's own disk).
+  [[nodiscard]] const std::shared_ptr<store::memory_backend>& shared_disk() const {
+    return shared_disk_;
+  }
   /// Applies scheduled fault `i` (called by the director actor at its virtual time).
   void apply_fault(std::size_t i);
   /// The root supervisor of `n`'s incarnation `inc` exited: unless the simulator crashed the
@@ -240,6 +247,8 @@ private:
   std::uint64_t crashes_ = 0, restarts_ = 0, agents_ = 0, gave_up_ = 0;
   std::shared_ptr<cluster_book> cluster_;
   std::shared_ptr<raft_book> raft_;
+  std::shared_ptr<exec_owner_book> exec_owners_;
+  std::shared_ptr<store::memory_backend> shared_disk_; ///< with `ownership:` (a shared database)
   bool draining_ = false;
   std::size_t fault_generation_ = 0; ///< faults of an older generation are ignored (drain)
 };

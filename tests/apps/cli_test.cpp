@@ -692,3 +692,58 @@ TEST_CASE("af sim run: a bad --until, --seed or --plugin is a usage error naming
   r = run_af({"sim"});
   CHECK(r.code == af::cli::k_exit_usage);
 }
+
+TEST_CASE("af node start: a bad Raft or takeover setting is a usage error naming it, before "
+          "anything starts",
+          "[cli]") {
+  scoped_env env;
+  af::test::temp_dir dir{"af-cli-raft"};
+  const auto data = (dir.path() / "data").string();
+  const std::vector<std::string> base{"node",       "start",   "--data-dir", data,
+                                      "--name",     "n3",      "--no-demo-service"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_af(args);
+  };
+  SECTION("Raft members without a cluster transport") {
+    auto r = with({"--raft-members", "n1,n2,n3"});
+    CHECK(r.code == af::cli::k_exit_usage);
+    CHECK_THAT(r.err, Contains("cluster.raft.members (flag --raft-members) needs cluster.listen"));
+    CHECK(r.out.empty());
+  }
+  SECTION("Raft members that do not name this node") {
+    auto r = with({"--cluster-listen", "127.0.0.1:0", "--raft-members", "n1, n2"});
+    CHECK(r.code == af::cli::k_exit_usage);
+    CHECK_THAT(r.err, Contains("does not name this node ('n3', node.name)"));
+    CHECK(r.out.empty());
+  }
+  SECTION("a member that is not a node name") {
+    auto r = with({"--cluster-listen", "127.0.0.1:0", "--raft-members", "n3,bad name"});
+    CHECK(r.code == af::cli::k_exit_usage);
+    CHECK_THAT(r.err, Contains("'bad name' is not a node name"));
+  }
+  SECTION("Raft timing the Raft agent refuses") {
+    auto r = with({"--cluster-listen", "127.0.0.1:0", "--raft-members", "n3", "--set",
+                   "cluster.raft.heartbeat_ms=900", "--set", "cluster.raft.election_timeout_ms=500"});
+    CHECK(r.code == af::cli::k_exit_usage);
+    CHECK_THAT(r.err, Contains("cluster.raft (flag --raft-members)"));
+  }
+  SECTION("lease timing that leaves no room for two renewals, with a shared store") {
+    // Ownership is on only with Raft and a PostgreSQL store; the URL is never dialled because
+    // the settings are refused first.
+    auto r = with({"--cluster-listen", "127.0.0.1:0", "--raft-members", "n3", "--set",
+                   "store.url=postgres://nobody@127.0.0.1:1/none", "--set",
+                   "cluster.exec.lease_ttl_ms=3000", "--set", "cluster.exec.renew_ms=2000"});
+    CHECK(r.code == af::cli::k_exit_usage);
+    CHECK_THAT(r.err, Contains("cluster.exec"));
+    CHECK_THAT(r.err, Contains("renew_every must be at most half of lease_ttl - margin"));
+  }
+  SECTION("--raft-members is the key cluster.raft.members") {
+    auto r = run_af({"config", "show", "--json", "--raft-members", "n1,n2,n3"});
+    REQUIRE(r.code == af::cli::k_exit_ok);
+    auto j = nlohmann::json::parse(r.out);
+    CHECK(j["cluster.raft.members"]["value"] == "n1,n2,n3");
+    CHECK(j["cluster.raft.members"]["origin"] == "flag --raft-members");
+  }
+}

@@ -6,14 +6,21 @@
 
 #include "af/hash.hpp"
 
+#include "af/cluster/names.hpp"
+#include "af/metrics.hpp"
 #include "af/store/journal.hpp"
+#include "af/v1/cluster.pb.h"
+#include "af/v1/meta.pb.h"
 #include "af/v1/store.pb.h"
 #include "plan/executor.hpp"
+#include "plan/lease_book.hpp"
 #include "plan/replay.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <deque>
+#include <optional>
+#include <set>
 #include <unordered_map>
 
 namespace af::plan {
@@ -40,11 +47,19 @@ public:
         .on(&exec_manager::on_control)
         .on(&exec_manager::on_replay)
         .on(&exec_manager::on_ensure)
-        .on(&exec_manager::on_resume);
+        .on(&exec_manager::on_resume)
+        .on(&exec_manager::on_lease_tick)
+        .on(&exec_manager::on_scan)
+        .on(&exec_manager::on_fenced)
+        .on(&exec_manager::on_membership);
   }
 
   [[nodiscard]] sup::flags child_supervision() const override {
     sup::flags f;
+    // Dynamic: an executor that stopped for good (its execution ended, or it was told to stop)
+    // is forgotten, so the same execution can get an executor again later (a resume after its
+    // lease came back, a start of an ended id) instead of the supervisor refusing the name.
+    f.how = sup::strategy::dynamic;
     f.limits.max_restarts = 1000; // executors recover by replay; one bad execution must not
     f.limits.period = std::chrono::seconds(10); // take all the others down with it
     return f;
@@ -52,11 +67,19 @@ public:
 
   void on_start(context& ctx) override {
     resuming_ = shared_->opts.resume;
+    if (shared_->opts.ownership.enabled) {
+      start_ownership(ctx);
+      return;
+    }
     if (resuming_) ctx.schedule(duration::zero(), v1::ExecResume{});
   }
 
   void on_resume(context& ctx, const v1::ExecResume&) {
     resume_again_ = false;
+    if (own_) {
+      run_scan(ctx); // with ownership, resuming is taking the leases of this node's executions
+      return;
+    }
     list_page(ctx, {});
   }
 
@@ -96,21 +119,49 @@ public:
       answer({r, m.plan().hash()}, it->second);
       return;
     }
+    auto shared_start = std::make_shared<const v1::StartExecution>(std::move(start));
+    if (own_ && !live_.contains(id) && !own_->book.holds(id, ctx.monotonic())
+        && shared_->opts.ownership.planted_bug != exec_planted_bug::skip_lease_check) {
+      // Only the holder of the execution's lease runs it: take the lease first (a fresh id's
+      // lease is free), or hand the request to the node that holds it.
+      acquire(ctx, id, [this, &ctx, id, r, shared_start](const lease_outcome& o) mutable {
+        if (o.granted) {
+          start_owned(ctx, id, *shared_start, std::move(r), shared_start);
+          return;
+        }
+        if (!o.holder.empty() && o.holder != own_->owner) {
+          forward_start(ctx, o.holder, *shared_start, std::move(r));
+          return;
+        }
+        r.fail(error{errc::transient, "start: execution " + id + ": cannot take its lease "
+                                          + lease_of(id) + ": " + o.why});
+      });
+      return;
+    }
+    start_owned(ctx, id, *shared_start, std::move(r), shared_start);
+  }
+
+  /// Starts (or attaches to) an execution this node may run.
+  void start_owned(context& ctx, const std::string& id, const v1::StartExecution& m,
+                   responder<v1::ExecutionInfo> r,
+                   std::shared_ptr<const v1::StartExecution> start) {
     (m.wait() ? end_waiters_ : start_waiters_)[id].push_back({r, m.plan().hash()});
     if (live_.contains(id)) {
       if (!m.wait()) resolve_start(id);
       return;
     }
-    spawn(ctx, id, std::make_shared<const v1::StartExecution>(std::move(start)));
+    spawn(ctx, id, std::move(start));
   }
 
-  void on_update(context&, const v1::ExecutorUpdate& u) {
+  void on_update(context& ctx, const v1::ExecutorUpdate& u) {
     const auto& info = u.info();
     const std::string id = info.execution_id();
+    if (own_ && !live_.contains(id)) return; // from an executor told to stop: not ours now
     infos_[id] = info;
     resolve_start(id);
     if (!ended(info.status())) return;
     live_.erase(id);
+    if (own_) release(ctx, id);
     if (auto it = end_waiters_.find(id); it != end_waiters_.end()) {
       for (auto& w : it->second)
         answer(w, info);
@@ -224,9 +275,30 @@ public:
 
   void on_control(context& ctx, const v1::ExecControl& m, responder<v1::ExecutionInfo> r) {
     const std::string id = m.execution_id();
+    if (own_ && !live_.contains(id) && !infos_.contains(id)) {
+      // The execution may run on another node of the cluster: its lease says which.
+      v1::LeaseGet g;
+      g.set_key(lease_of(id));
+      ctx.ask<v1::LeaseResult>(cluster::k_raft_agent, std::move(g),
+                               shared_->opts.ownership.ask_timeout,
+                               [this, &ctx, m, r, id](expected<v1::LeaseResult> l) mutable {
+                                 if (l && l->granted() && l->owner() != own_->owner) {
+                                   forward_control(ctx, l->owner(), m, std::move(r));
+                                   return;
+                                 }
+                                 control_here(ctx, m, std::move(r));
+                               });
+      return;
+    }
+    control_here(ctx, m, std::move(r));
+  }
+
+  void control_here(context& ctx, const v1::ExecControl& m, responder<v1::ExecutionInfo> r) {
+    const std::string id = m.execution_id();
     if (!live_.contains(id) && resuming_) {
       // The node is still resuming the store's unfinished executions: this one may be among them.
-      after_resume_.push_back([this, m, r](context& c) mutable { on_control(c, m, std::move(r)); });
+      after_resume_.push_back(
+          [this, m, r](context& c) mutable { control_here(c, m, std::move(r)); });
       return;
     }
     if (!live_.contains(id)) {
@@ -316,6 +388,456 @@ public:
   }
 
 private:
+  // ---- ownership (docs/consensus.md, "Takeover of a dead node's work") -----------------------
+
+  struct ownership_state {
+    ownership_state(const exec_ownership& o, std::string name)
+        : book({o.lease_ttl, o.margin}), owner(std::move(name)) {}
+    lease_book book;
+    std::string owner;
+    bool subscribing = false;
+    bool scanning = false;
+    bool scan_again = false;          ///< another scan was asked for while one ran
+    bool listing_done = false;        ///< the current scan's listing came back
+    bool pass_complete = false;       ///< the current scan's listing reached the last stream
+    std::size_t scan_pending = 0;     ///< lease requests of the current scan still out
+    std::size_t scan_resumed = 0;     ///< executors the current scan spawned
+    std::string scan_after;           ///< where the next scan's listing continues
+    std::optional<duration> check_at; ///< a deadline check is scheduled for then
+    std::set<std::string> missing;    ///< live executions whose executor was not found
+    counter_handle takeovers, expirations, lost, fenced, renew_failed, scan_errors;
+    gauge_handle held;
+  };
+
+  struct lease_outcome {
+    bool granted = false;
+    std::string holder; ///< who holds the lease when it was not granted (empty: unknown)
+    std::string why;    ///< why it was not granted
+  };
+  using lease_done = std::function<void(const lease_outcome&)>;
+
+  [[nodiscard]] const exec_ownership& own_opts() const { return shared_->opts.ownership; }
+
+  static std::int64_t to_ms(duration d) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+  }
+
+  void start_ownership(context& ctx) {
+    const auto& o = own_opts();
+    own_.emplace(o, o.owner.empty() ? ctx.self().node : o.owner);
+    auto& m = ctx.metrics();
+    auto c = [&](const char* name, const char* help, metric_labels l = {}) {
+      auto r = m.counter(name, help, l);
+      return r ? *r : counter_handle{};
+    };
+    own_->takeovers = c("af_exec_takeovers_total",
+                        "Executions this node took over after their owner's lease expired");
+    own_->expirations = c("af_exec_lease_expirations_total",
+                          "Executions stopped here because their lease could not be renewed in "
+                          "time");
+    own_->lost = c("af_exec_leases_lost_total",
+                   "Renewals refused because another node held the lease (a clock or pause "
+                   "beyond the margin)");
+    own_->fenced = c("af_exec_fenced_total",
+                     "Executors stopped because the journal refused their append (another "
+                     "node appended first)");
+    own_->renew_failed = c("af_exec_lease_renewals_failed_total",
+                           "Lease renewals that got no answer or an error (no Raft leader, "
+                           "no majority)");
+    own_->scan_errors =
+        c("af_exec_takeover_scan_errors_total", "Takeover scans or lease reads that failed");
+    if (auto g = m.gauge("af_exec_leases_held", "Execution leases this node holds"))
+      own_->held = *g;
+    ctx.log().info("exec_ownership", {},
+                   nlohmann::json{{"owner", own_->owner},
+                                  {"lease_ttl_ms", to_ms(o.lease_ttl)},
+                                  {"renew_ms", to_ms(o.renew_every)},
+                                  {"margin_ms", to_ms(o.margin)},
+                                  {"scan_ms", to_ms(o.scan_every)}});
+    if (resuming_) {
+      v1::ExecTakeoverScan s;
+      s.set_periodic(true);
+      ctx.schedule(duration::zero(), s);
+    }
+    v1::ExecLeaseTick t;
+    t.set_renew(true);
+    ctx.schedule(o.renew_every, t);
+  }
+
+  /// Takes (or renews) the lease of `id`; `done` learns whether this node holds it now.
+  void acquire(context& ctx, const std::string& id, lease_done done) {
+    own_->book.acquiring(id);
+    const auto sent = ctx.monotonic();
+    v1::LeaseAcquire a;
+    a.set_key(lease_of(id));
+    a.set_owner(own_->owner);
+    a.set_ttl_ms(static_cast<std::uint32_t>(to_ms(own_opts().lease_ttl)));
+    ctx.ask<v1::LeaseResult>(
+        cluster::k_raft_agent, std::move(a), own_opts().ask_timeout,
+        [this, &ctx, id, sent, done = std::move(done)](expected<v1::LeaseResult> r) {
+          lease_outcome o;
+          const auto now = ctx.monotonic();
+          if (r && r->granted()) {
+            o.granted = own_->book.granted(id, sent, now);
+            if (o.granted)
+              arm_check(ctx);
+            else
+              o.why = "granted " + std::to_string(to_ms(now - sent))
+                      + " ms after the request: too late to run it safely";
+          } else {
+            own_->book.not_granted(id);
+            if (r) {
+              o.holder = r->owner();
+              o.why = r->owner().empty() ? "not grantable yet (a new Raft leader waits until the "
+                                           "leases granted before it have run out)"
+                                         : "held by node " + r->owner();
+              own_->book.held_elsewhere(id, r->owner(), std::chrono::milliseconds{r->ttl_left_ms()},
+                                        now);
+            } else {
+              o.why = r.error().to_string();
+            }
+          }
+          own_->held.set(static_cast<double>(own_->book.held_count()));
+          done(o);
+        });
+  }
+
+  void on_lease_tick(context& ctx, const v1::ExecLeaseTick& t) {
+    if (!own_) return;
+    const auto now = ctx.monotonic();
+    if (own_->check_at && now >= *own_->check_at) own_->check_at.reset();
+    stop_expired(ctx, now);
+    if (t.renew()) {
+      // One batch: every held lease, the earliest deadline first; each reply moves its
+      // deadline to (this send time + ttl - margin).
+      for (const auto& id : own_->book.renew_batch(now, own_opts().renew_max))
+        renew(ctx, id, now);
+      v1::ExecLeaseTick next;
+      next.set_renew(true);
+      ctx.schedule(own_opts().renew_every, next);
+    }
+    own_->held.set(static_cast<double>(own_->book.held_count()));
+    arm_check(ctx);
+  }
+
+  void renew(context& ctx, const std::string& id, duration sent) {
+    v1::LeaseAcquire a;
+    a.set_key(lease_of(id));
+    a.set_owner(own_->owner);
+    a.set_ttl_ms(static_cast<std::uint32_t>(to_ms(own_opts().lease_ttl)));
+    ctx.ask<v1::LeaseResult>(
+        cluster::k_raft_agent, std::move(a), own_opts().ask_timeout,
+        [this, &ctx, id, sent](expected<v1::LeaseResult> r) {
+          if (r && r->granted()) {
+            if (own_->book.granted(id, sent, ctx.monotonic())) arm_check(ctx);
+            return;
+          }
+          if (r) {
+            // Another node holds it: the lease ran out at the leader before its deadline here
+            // (this node's clock ran slow, or it paused for longer than the margin).
+            if (!own_->book.known(id)) return; // stopped at its deadline already
+            ctx.log().error("exec_lease_lost", {},
+                            nlohmann::json{{"execution_id", id}, {"holder", r->owner()}});
+            own_->lost.inc();
+            own_->book.drop(id);
+            relinquish(ctx, id, "its lease is held by node " + r->owner());
+            return;
+          }
+          own_->book.not_granted(id);
+          own_->renew_failed.inc();
+          ctx.log().debug("exec_lease_renew_failed", {},
+                          nlohmann::json{{"execution_id", id}, {"error", r.error().to_string()}});
+        });
+  }
+
+  /// Stops the executors whose lease deadline has come: the lease may run out at the leader
+  /// soon, and another node may then take the execution.
+  void stop_expired(context& ctx, duration now) {
+    for (const auto& id : own_->book.expire(now)) {
+      own_->expirations.inc();
+      if (own_opts().planted_bug == exec_planted_bug::ignore_deadline) continue;
+      ctx.log().warn("exec_lease_expired", {},
+                     nlohmann::json{{"execution_id", id}, {"owner", own_->owner}});
+      relinquish(ctx, id, "its lease could not be renewed in time");
+    }
+  }
+
+  /// Stops the executor of `id` without ending the execution (its journal stays as it is).
+  void relinquish(context& ctx, const std::string& id, const std::string& reason) {
+    if (!live_.contains(id)) return;
+    live_.erase(id);
+    infos_.erase(id);
+    v1::ExecRelinquish m;
+    m.set_reason(reason);
+    (void)ctx.tell(stream_of(id), std::move(m));
+    fail_waiters(id, error{errc::transient, "execution " + id + " stopped running on node "
+                                                + own_->owner + ": " + reason});
+  }
+
+  /// Schedules a deadline check at the earliest deadline (unless one comes before it).
+  void arm_check(context& ctx) {
+    auto next = own_->book.next_deadline();
+    if (!next || (own_->check_at && *own_->check_at <= *next)) return;
+    own_->check_at = next;
+    ctx.schedule(std::max(*next - ctx.monotonic(), duration::zero()), v1::ExecLeaseTick{});
+  }
+
+  void release(context& ctx, const std::string& id) {
+    own_->book.drop(id);
+    own_->held.set(static_cast<double>(own_->book.held_count()));
+    v1::LeaseRelease rel;
+    rel.set_key(lease_of(id));
+    rel.set_owner(own_->owner);
+    // An unreleased lease just expires: nothing waits for this.
+    ctx.ask<v1::LeaseResult>(
+        cluster::k_raft_agent, std::move(rel), own_opts().ask_timeout,
+        [&ctx, id](expected<v1::LeaseResult> r) {
+          if (!r)
+            ctx.log().debug("exec_lease_release_failed", {},
+                            nlohmann::json{{"execution_id", id}, {"error", r.error().to_string()}});
+        });
+  }
+
+  void on_fenced(context& ctx, const v1::ExecFenced& f) {
+    const std::string id = f.execution_id();
+    live_.erase(id);
+    infos_.erase(id);
+    fail_waiters(id, error{errc::transient, "execution " + id + ": " + f.error()});
+    if (!own_) return;
+    own_->fenced.inc();
+    // Whether this node still owns it is the lease's call: the next scan asks, and resumes it
+    // from the journal (as it now is) if so.
+    own_->book.drop(id);
+    ctx.schedule(std::chrono::milliseconds{100}, v1::ExecTakeoverScan{});
+  }
+
+  void on_membership(context& ctx, const v1::MembershipEvent& e) {
+    if (!own_ || e.member().state() == v1::MEMBER_ALIVE || e.member().node() == own_->owner) return;
+    // A member left or failed: its executions are worth asking about now (they can be taken
+    // only once their lease has expired at the leader, whatever membership says).
+    own_->book.owner_gone(e.member().node(), ctx.monotonic());
+    run_scan(ctx);
+  }
+
+  void subscribe(context& ctx) {
+    if (own_->subscribing) return;
+    auto ref = ctx.lookup(cluster::k_members_agent);
+    if (!ref) return; // no membership on this node (yet): the periodic scan still finds the work
+    own_->subscribing = true;
+    v1::MembershipSubscribe sub;
+    sub.set_subscriber(std::string{k_exec_agent});
+    ctx.ask<v1::MembersReply>(*ref, std::move(sub), own_opts().ask_timeout,
+                              [this, &ctx](expected<v1::MembersReply> r) {
+                                own_->subscribing = false;
+                                if (!r) return;
+                                for (const auto& m : r->members())
+                                  if (m.state() != v1::MEMBER_ALIVE && m.node() != own_->owner)
+                                    own_->book.owner_gone(m.node(), ctx.monotonic());
+                              });
+  }
+
+  void on_scan(context& ctx, const v1::ExecTakeoverScan& s) {
+    if (!own_) return;
+    if (s.periodic()) {
+      v1::ExecTakeoverScan next;
+      next.set_periodic(true);
+      ctx.schedule(own_opts().scan_every, next);
+      // Membership may have restarted (and forgotten its subscribers): subscribing is
+      // idempotent.
+      subscribe(ctx);
+      check_live(ctx);
+      own_->book.prune(ctx.monotonic() - 10 * own_opts().lease_ttl);
+    }
+    run_scan(ctx);
+  }
+
+  /// An executor that is gone without telling (its supervisor refused it: the name of its
+  /// predecessor was still on the books, or it was stopped from outside) would keep its
+  /// execution "live" here forever: seen missing at two scans in a row, it is forgotten, and the
+  /// next scan takes the lease again and spawns a new one.
+  void check_live(context& ctx) {
+    std::set<std::string> missing;
+    for (const auto& id : live_)
+      if (!ctx.lookup(stream_of(id))) missing.insert(id);
+    for (const auto& id : missing) {
+      if (!own_->missing.contains(id)) continue;
+      ctx.log().warn("exec_executor_missing", {}, nlohmann::json{{"execution_id", id}});
+      live_.erase(id);
+      infos_.erase(id);
+      own_->book.drop(id);
+    }
+    own_->missing = std::move(missing);
+  }
+
+  /// Lists unfinished executions this node does not run and asks for the lease of at most
+  /// scan_max of them; the listing goes on from there at the next scan.
+  void run_scan(context& ctx) {
+    if (!resuming_ && !shared_->opts.resume) return;
+    if (own_->scanning) {
+      own_->scan_again = true;
+      return;
+    }
+    own_->scanning = true;
+    own_->listing_done = false;
+    own_->pass_complete = false;
+    own_->scan_pending = 0;
+    own_->scan_resumed = 0;
+    v1::ListStreamsRequest req;
+    req.set_prefix("exec/");
+    req.set_after(own_->scan_after);
+    req.set_max(1000);
+    req.set_all_tenants(true);
+    ctx.ask<v1::ListStreamsResult>(
+        store::k_journal_agent, std::move(req), shared_->opts.journal_timeout,
+        [this, &ctx](expected<v1::ListStreamsResult> r) {
+          own_->listing_done = true;
+          if (!r) {
+            // The journal may still be opening its store: the next scan tries again.
+            own_->scan_errors.inc();
+            ctx.log().warn("exec_takeover_scan_failed", {},
+                           nlohmann::json{{"error", r.error().to_string()}});
+            scan_maybe_done(ctx);
+            return;
+          }
+          const auto now = ctx.monotonic();
+          std::size_t asked = 0;
+          bool truncated = false;
+          std::string upto = own_->scan_after;
+          for (const auto& si : r->streams()) {
+            const std::string id = si.stream().substr(5);
+            const bool candidate = si.finished_at_ns() == 0 && !live_.contains(id)
+                                   && !own_->book.known(id) && own_->book.may_try(id, now);
+            if (candidate && asked == own_opts().scan_max) {
+              truncated = true; // bounded: the next scan starts here
+              break;
+            }
+            upto = si.stream();
+            if (!candidate) continue;
+            ++asked;
+            ++own_->scan_pending;
+            consider(ctx, id);
+          }
+          ctx.log().debug("exec_takeover_scan", {},
+                          nlohmann::json{{"streams", r->streams_size()},
+                                         {"asked", asked},
+                                         {"after", own_->scan_after}});
+          if (truncated || r->streams_size() == 1000) {
+            own_->scan_after = upto;
+            own_->scan_again = true; // go on at once, one bounded scan after the other
+          } else {
+            own_->scan_after.clear();
+            own_->pass_complete = true;
+          }
+          scan_maybe_done(ctx);
+        });
+  }
+
+  /// Asks who holds the lease of `id`; takes it when it is free, expired, or this node's.
+  void consider(context& ctx, const std::string& id) {
+    if (own_opts().planted_bug == exec_planted_bug::skip_lease_check) {
+      spawn(ctx, id, nullptr);
+      ++own_->scan_resumed;
+      scan_reply(ctx);
+      return;
+    }
+    v1::LeaseGet g;
+    g.set_key(lease_of(id));
+    ctx.ask<v1::LeaseResult>(
+        cluster::k_raft_agent, std::move(g), own_opts().ask_timeout,
+        [this, &ctx, id](expected<v1::LeaseResult> r) {
+          const auto now = ctx.monotonic();
+          if (!r) {
+            own_->scan_errors.inc();
+            ctx.log().debug("exec_lease_read_failed", {},
+                            nlohmann::json{{"execution_id", id}, {"error", r.error().to_string()}});
+            scan_reply(ctx);
+            return;
+          }
+          if (r->granted() && r->owner() != own_->owner) {
+            own_->book.held_elsewhere(id, r->owner(), std::chrono::milliseconds{r->ttl_left_ms()},
+                                      now);
+            scan_reply(ctx);
+            return;
+          }
+          // Free or expired (its last holder may still be named), or held by this node (it
+          // restarted under the same name): take it.
+          std::string previous = r->granted() ? own_->owner : r->owner();
+          if (previous.empty()) previous = own_->book.last_owner(id);
+          acquire(ctx, id, [this, &ctx, id, previous](const lease_outcome& o) {
+            if (o.granted && !live_.contains(id)) {
+              if (!previous.empty() && previous != own_->owner) {
+                own_->takeovers.inc();
+                ctx.log().info("exec_taken_over", {},
+                               nlohmann::json{{"execution_id", id},
+                                              {"previous_owner", previous},
+                                              {"owner", own_->owner}});
+              }
+              spawn(ctx, id, nullptr);
+              ++own_->scan_resumed;
+            }
+            scan_reply(ctx);
+          });
+        });
+  }
+
+  void scan_reply(context& ctx) {
+    if (own_->scan_pending > 0) --own_->scan_pending;
+    scan_maybe_done(ctx);
+  }
+
+  void scan_maybe_done(context& ctx) {
+    if (!own_->listing_done || own_->scan_pending > 0 || !own_->scanning) return;
+    own_->scanning = false;
+    if (own_->scan_resumed > 0)
+      ctx.log().info("exec_resumed", {}, nlohmann::json{{"executions", own_->scan_resumed}});
+    if (own_->pass_complete && resuming_) finish_resume(ctx);
+    if (std::exchange(own_->scan_again, false)) run_scan(ctx);
+  }
+
+  /// Hands a start to the node that holds the execution's lease.
+  void forward_start(context& ctx, const std::string& holder, const v1::StartExecution& m,
+                     responder<v1::ExecutionInfo> r) {
+    auto ref = ctx.lookup(address{holder, std::string{k_exec_agent}});
+    if (!ref) {
+      r.fail(error{errc::transient, "start: execution " + m.execution_id() + " runs on node "
+                                        + holder
+                                        + ", which cannot be reached: " + ref.error().message()});
+      return;
+    }
+    const auto timeout = m.wait() ? shared_->opts.step_timeout : shared_->opts.journal_timeout;
+    ctx.ask<v1::ExecutionInfo>(*ref, m, timeout, [r](expected<v1::ExecutionInfo> i) mutable {
+      if (i)
+        r.reply(std::move(i).value());
+      else
+        r.fail(std::move(i).error());
+    });
+  }
+
+  void forward_control(context& ctx, const std::string& holder, const v1::ExecControl& m,
+                       responder<v1::ExecutionInfo> r) {
+    auto ref = ctx.lookup(address{holder, std::string{k_exec_agent}});
+    if (!ref) {
+      r.fail(error{errc::transient, "execution " + m.execution_id() + " runs on node " + holder
+                                        + ", which cannot be reached: " + ref.error().message()});
+      return;
+    }
+    ctx.ask<v1::ExecutionInfo>(*ref, m, shared_->opts.journal_timeout,
+                               [r](expected<v1::ExecutionInfo> i) mutable {
+                                 if (i)
+                                   r.reply(std::move(i).value());
+                                 else
+                                   r.fail(std::move(i).error());
+                               });
+  }
+
+  void finish_resume(context& ctx) {
+    resuming_ = false;
+    auto waiting = std::move(after_resume_);
+    after_resume_.clear();
+    for (auto& f : waiting)
+      f(ctx);
+  }
+
   /// What a stream's first event (the plan) or last event (how it ended) says of an execution
   /// (the two are read in either order).
   static void describe_from(const v1::ExecEvent& e, v1::ExecutionInfo& i) {
@@ -379,6 +901,9 @@ private:
     auto ref = ctx.spawn_erased(sup::agent_factory<executor>(shared_, id, std::move(start)),
                                 stream_of(id), o);
     if (!ref) {
+      // The lease stays with this node at the leader; the next scan takes it again (a renewal)
+      // and spawns the executor then.
+      if (own_) own_->book.drop(id);
       if (resume && ref.error().code() == errc::conflict) {
         // A resume while the executor of a previous af.exec instance still stops (its name is
         // still bound): list again shortly; the stream is resumed once the name is free.
@@ -447,11 +972,7 @@ private:
             list_page(ctx, r->streams(999).stream());
             return;
           }
-          resuming_ = false;
-          auto waiting = std::move(after_resume_);
-          after_resume_.clear();
-          for (auto& f : waiting)
-            f(ctx);
+          finish_resume(ctx);
         });
   }
 
@@ -538,9 +1059,36 @@ private:
   std::unordered_map<std::string, std::vector<waiter>> start_waiters_;
   std::unordered_map<std::string, std::vector<waiter>> end_waiters_;
   std::unordered_map<std::string, v1::EnsureAgentResult> spawned_;
+  std::optional<ownership_state> own_; ///< with exec_options::ownership.enabled
 };
 
 } // namespace
+
+status validate(const exec_ownership& o) {
+  if (!o.enabled) return {};
+  auto positive = [](duration d, const char* name) -> status {
+    if (d <= duration::zero())
+      return validation_error(std::string{"exec ownership: "} + name + " must be positive");
+    return {};
+  };
+  for (auto [d, name] : {std::pair{o.lease_ttl, "lease_ttl"},
+                         {o.renew_every, "renew_every"},
+                         {o.scan_every, "scan_every"},
+                         {o.ask_timeout, "ask_timeout"}})
+    if (auto st = positive(d, name); !st) return st;
+  if (o.margin < duration::zero() || o.margin >= o.lease_ttl)
+    return validation_error("exec ownership: margin must be at least 0 and less than lease_ttl");
+  // Two renewals fit in the time a grant is good for here: one lost renewal (a leader
+  // election) does not stop the node's executions.
+  if (o.renew_every * 2 > o.lease_ttl - o.margin)
+    return validation_error("exec ownership: renew_every must be at most half of lease_ttl - "
+                            "margin (two renewals before a lease's local deadline)");
+  if (o.lease_ttl > std::chrono::hours(24))
+    return validation_error("exec ownership: lease_ttl must be at most 24 h");
+  if (o.scan_max == 0 || o.renew_max == 0)
+    return validation_error("exec ownership: scan_max and renew_max must be positive");
+  return {};
+}
 
 sup::child_spec exec_child(exec_options opts) {
   auto shared = std::make_shared<exec_shared>();

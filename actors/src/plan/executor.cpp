@@ -15,6 +15,8 @@ std::string stream_of(std::string_view execution_id) {
   return "exec/" + std::string{execution_id};
 }
 
+std::string lease_of(std::string_view execution_id) { return "exec/" + std::string{execution_id}; }
+
 namespace {
 
 /// FNV-1a: spreads steps over an agent type's instances the same way on every run.
@@ -65,7 +67,8 @@ void executor::define(handlers<executor>& h) {
       .on(&executor::on_control)
       .on(&executor::on_step_due)
       .on(&executor::on_wait_elapsed)
-      .on(&executor::on_approval_expired);
+      .on(&executor::on_approval_expired)
+      .on(&executor::on_relinquish);
 }
 
 void executor::recover(context&, const restart_info&) {
@@ -74,11 +77,28 @@ void executor::recover(context&, const restart_info&) {
 }
 
 void executor::on_start(context& ctx) {
+  if (shared_->opts.observer) shared_->opts.observer->running(ctx.self().node, id_);
   if (!start_) {
     load(ctx, 1, {});
     return;
   }
   begin(ctx);
+}
+
+void executor::on_stop(context& ctx) {
+  if (shared_->opts.observer) shared_->opts.observer->stopped(ctx.self().node, id_);
+}
+
+void executor::on_relinquish(context& ctx, const v1::ExecRelinquish& m) {
+  if (stopping_) return;
+  // Whatever is in flight (an append, steps) is left as it is: the node that takes the
+  // execution over replays the journal and dispatches unfinished steps again with their keys;
+  // an append of ours that lands late makes its first append conflict and reload.
+  stopping_ = true;
+  ctx.log().warn(
+      "exec_relinquished", {},
+      nlohmann::json{{"execution_id", id_}, {"reason", m.reason()}, {"appending", appending_}});
+  ctx.stop();
 }
 
 void executor::begin(context& ctx) {
@@ -297,6 +317,26 @@ void executor::flush(context& ctx) {
             f(ctx, &r.error());
           next_ = {};
           load(ctx, 1, {});
+          return;
+        }
+        if (!r && r.error().code() == errc::conflict && shared_->opts.ownership.enabled) {
+          // Another node appended to the stream (it took the execution over while this node
+          // still ran it, or this node took it over while the old owner's last append was on
+          // its way): the journal refused this batch whole. Act on none of it and stop; af.exec
+          // decides whether this node still owns the execution (then it resumes it afresh).
+          ctx.log().warn("exec_fenced", {},
+                         nlohmann::json{{"execution_id", id_},
+                                        {"expected_version", version_},
+                                        {"events", std::to_string(n)},
+                                        {"error", r.error().to_string()}});
+          for (auto& f : b.on_commit)
+            f(ctx, &r.error());
+          v1::ExecFenced fenced;
+          fenced.set_execution_id(id_);
+          fenced.set_error(r.error().to_string());
+          (void)ctx.tell(k_exec_agent, std::move(fenced));
+          stopping_ = true;
+          ctx.stop();
           return;
         }
         if (!r) {

@@ -34,6 +34,7 @@ public:
   static void define(handlers<executor>& h);
 
   void on_start(context& ctx) override;
+  void on_stop(context& ctx) override;
   void recover(context& ctx, const restart_info& info) override;
 
   void on_start_request(context& ctx, const v1::StartExecution& m,
@@ -43,6 +44,8 @@ public:
   void on_step_due(context& ctx, const v1::StepDue& m);
   void on_wait_elapsed(context& ctx, const v1::WaitElapsed& m);
   void on_approval_expired(context& ctx, const v1::ApprovalExpired& m);
+  /// af.exec no longer holds the execution's lease: stop at once, append nothing.
+  void on_relinquish(context& ctx, const v1::ExecRelinquish& m);
 
   /// The summary `af exec show` prints (with steps when `with_steps`).
   [[nodiscard]] v1::ExecutionInfo info(bool with_steps) const;

@@ -7,6 +7,7 @@
 #include "af/cluster/membership.hpp"
 #include "af/cluster/raft.hpp"
 #include "af/error.hpp"
+#include "af/plan/executor.hpp"
 #include "af/services.hpp"
 #include "af/sim/virtual_agents.hpp"
 
@@ -143,6 +144,17 @@ struct raft_spec {
   std::uint32_t keys = 16;
 };
 
+// --- execution ownership (takeover of a dead node's work) -------------------------------------
+
+/// `ownership:`: every node's journal is one shared store (as one PostgreSQL database would be)
+/// and each node's af.exec runs an execution only under its lease in the Raft metadata store
+/// (needs `raft:` with every node a member), taking over the executions whose owner's lease
+/// expired. Enables the `exec_single_owner` invariant.
+struct ownership_spec {
+  bool enabled = false;
+  plan::exec_ownership options; ///< options.enabled is set; options.owner stays empty (node name)
+};
+
 struct scenario {
   std::string name;
   std::string file;             ///< where it was loaded from ("" when built in code)
@@ -156,6 +168,7 @@ struct scenario {
   std::vector<workflow_spec> workflows;
   cluster_spec cluster;
   raft_spec raft;
+  ownership_spec ownership;
   /// Names of the checks to run at the end (see invariants.hpp): tasks_answered_once,
   /// tree_recovers, no_actor_leak, executions_complete, ledger_exactly_once, members_agree,
   /// crashed_members_dead.

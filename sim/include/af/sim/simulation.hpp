@@ -79,6 +79,18 @@ struct raft_figures {
   [[nodiscard]] nlohmann::json to_json() const;
 };
 
+/// Execution ownership figures (scenarios with `ownership:`), over every node and incarnation.
+struct ownership_figures {
+  std::uint64_t executor_starts = 0;   ///< executors that started running an execution
+  std::uint64_t takeovers = 0;         ///< executions taken over from another node's lease
+  std::uint64_t lease_expirations = 0; ///< executors stopped at their lease's local deadline
+  std::uint64_t leases_lost = 0;       ///< renewals refused: another node held the lease
+  std::uint64_t fenced = 0;            ///< executors stopped by a refused append
+  std::uint64_t overlaps = 0;          ///< executor starts while another node ran the execution
+  std::uint64_t max_owners = 0;        ///< most nodes running one execution at once
+  [[nodiscard]] nlohmann::json to_json() const;
+};
+
 /// What a run prints (`af sim run`): the trace hash identifies the run's whole schedule.
 struct report {
   std::string scenario;
@@ -102,6 +114,7 @@ struct report {
   std::vector<std::string> timeline; ///< faults as they happened: "12.500s crash n2"
   std::optional<membership_figures> membership; ///< scenarios with `cluster:`
   std::optional<raft_figures> raft;             ///< scenarios with `raft:`
+  std::optional<ownership_figures> ownership;   ///< scenarios with `ownership:`
   /// Set when the scenario has a virtual_agents section.
   std::optional<virtual_agents_report> virtual_agents;
 

@@ -1,0 +1,452 @@
+// Execution ownership on real nodes (threads, SQLite), with a lease table standing in for the
+// Raft agent's client protocol (meta.proto LeaseAcquire/LeaseGet/LeaseRelease): af.exec takes the
+// lease before it runs an execution and releases it at the end, refuses an execution another
+// node holds, stops an executor whose lease it cannot renew without touching its journal, takes
+// over an execution whose owner's lease expired, and stops (then resumes afresh) an executor
+// whose append met a newer stream version.
+#include "af/node.hpp"
+#include "af/plan/compile.hpp"
+#include "af/plan/executor.hpp"
+#include "af/store/audit.hpp"
+#include "af/store/backend.hpp"
+#include "af/store/journal.hpp"
+#include "af/v1/exec.pb.h"
+#include "af/v1/meta.pb.h"
+#include "support/temp_dir.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+using namespace af;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// The lease table, shared by the test and every node's stand-in (like the replicated store
+/// behind af.cluster.raft). Expiry is measured in the process's monotonic clock.
+struct lease_table {
+  std::mutex mu;
+  bool available = true; ///< false: every request fails `transient` (no leader, no majority)
+  struct lease {
+    std::string owner;
+    duration expires{};
+    std::uint64_t epoch = 0;
+  };
+  std::map<std::string, lease> leases;
+  std::vector<std::string> requests; ///< "acquire KEY OWNER", "release KEY OWNER", "get KEY"
+
+  std::size_t count(const std::string& prefix) {
+    std::lock_guard lk{mu};
+    return static_cast<std::size_t>(std::count_if(
+        requests.begin(), requests.end(), [&](const auto& r) { return r.starts_with(prefix); }));
+  }
+  void set_available(bool a) {
+    std::lock_guard lk{mu};
+    available = a;
+  }
+};
+
+/// Registered as af.cluster.raft: answers the lease requests from the shared table.
+class lease_stand_in : public agent_base<lease_stand_in> {
+public:
+  explicit lease_stand_in(std::shared_ptr<lease_table> t) : t_(std::move(t)) {}
+
+  static void define(handlers<lease_stand_in>& h) {
+    h.kind("test.lease_stand_in")
+        .on(&lease_stand_in::on_acquire)
+        .on(&lease_stand_in::on_release)
+        .on(&lease_stand_in::on_get);
+  }
+
+  expected<v1::LeaseResult> on_acquire(context& ctx, const v1::LeaseAcquire& a) {
+    std::lock_guard lk{t_->mu};
+    t_->requests.push_back("acquire " + a.key() + " " + a.owner());
+    if (!t_->available) return error{errc::transient, "no Raft leader"};
+    const auto now = ctx.monotonic();
+    auto& l = t_->leases[a.key()];
+    v1::LeaseResult r;
+    if (l.owner.empty() || l.expires <= now || l.owner == a.owner()) {
+      if (l.owner != a.owner() || l.expires <= now) ++l.epoch;
+      l.owner = a.owner();
+      l.expires = now + std::chrono::milliseconds{a.ttl_ms()};
+      r.set_granted(true);
+    }
+    fill(r, l, now);
+    return r;
+  }
+
+  expected<v1::LeaseResult> on_release(context&, const v1::LeaseRelease& m) {
+    std::lock_guard lk{t_->mu};
+    t_->requests.push_back("release " + m.key() + " " + m.owner());
+    if (!t_->available) return error{errc::transient, "no Raft leader"};
+    auto it = t_->leases.find(m.key());
+    if (it != t_->leases.end() && it->second.owner == m.owner()) it->second.expires = {};
+    return v1::LeaseResult{};
+  }
+
+  expected<v1::LeaseResult> on_get(context& ctx, const v1::LeaseGet& g) {
+    std::lock_guard lk{t_->mu};
+    t_->requests.push_back("get " + g.key());
+    if (!t_->available) return error{errc::transient, "no Raft leader"};
+    const auto now = ctx.monotonic();
+    v1::LeaseResult r;
+    auto it = t_->leases.find(g.key());
+    if (it == t_->leases.end()) return r;
+    r.set_granted(it->second.expires > now);
+    fill(r, it->second, now);
+    return r;
+  }
+
+private:
+  static void fill(v1::LeaseResult& r, const lease_table::lease& l, duration now) {
+    r.set_owner(l.owner);
+    r.set_epoch(l.epoch);
+    r.set_ttl_left_ms(std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(l.expires - now).count()));
+  }
+  std::shared_ptr<lease_table> t_;
+};
+
+plan::exec_ownership fast_ownership(std::string owner) {
+  plan::exec_ownership o;
+  o.enabled = true;
+  o.owner = std::move(owner);
+  o.lease_ttl = 1000ms;
+  o.margin = 200ms;
+  o.renew_every = 250ms;
+  o.scan_every = 200ms;
+  o.ask_timeout = 250ms;
+  return o;
+}
+
+struct owning_node {
+  std::shared_ptr<std::vector<std::string>> lines = std::make_shared<std::vector<std::string>>();
+  std::unique_ptr<node> n;
+
+  owning_node(const std::string& db, std::shared_ptr<lease_table> table, std::string owner) {
+    node::options o;
+    log_options lo;
+    lo.level = log_level::debug;
+    lo.format = "json";
+    o.log = make_memory_log_backend(lo, lines);
+    store::journal_options jo;
+    jo.open = [db] { return store::open_url("sqlite:" + db); };
+    o.system_services.push_back(store::journal_child(std::move(jo)));
+    store::audit_options ao;
+    ao.open = [db] { return store::open_url("sqlite:" + db); };
+    o.system_services.push_back(store::audit_child(std::move(ao)));
+    o.system_services.push_back(
+        sup::agent_child<lease_stand_in>("af.cluster.raft", std::move(table)));
+    auto agents = std::make_shared<plan::agent_types>();
+    REQUIRE(plan::add_std_agents(*agents, {.ledger_url = "sqlite:" + db}));
+    plan::exec_options eo;
+    eo.agents = agents;
+    eo.ownership = fast_ownership(std::move(owner));
+    REQUIRE(plan::validate(eo.ownership));
+    o.system_services.push_back(plan::exec_child(std::move(eo)));
+    auto r = node::start(std::move(o));
+    REQUIRE(r);
+    n = std::move(r).value();
+  }
+  ~owning_node() { stop(); }
+  void stop() {
+    if (n) n->shutdown();
+    n.reset();
+  }
+
+  expected<v1::ExecutionInfo> start(const v1::PlanIR& p, bool wait, std::string id = {}) {
+    v1::StartExecution s;
+    *s.mutable_plan() = p;
+    s.set_inputs_json("{}");
+    s.set_wait(wait);
+    s.set_by("test");
+    s.set_execution_id(std::move(id));
+    return n->ask<v1::ExecutionInfo>(plan::k_exec_agent, s, 30s);
+  }
+  expected<v1::ExecutionInfo> show(const std::string& id) {
+    v1::ExecutionRef r;
+    r.set_execution_id(id);
+    return n->ask<v1::ExecutionInfo>(plan::k_exec_agent, r, 10s);
+  }
+  template <class P>
+  bool until(P pred, duration limit = 20s) {
+    for (auto waited = duration::zero(); waited < limit; waited += 10ms) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return pred();
+  }
+  bool running_here(const std::string& id) const {
+    return static_cast<bool>(n->lookup(plan::stream_of(id)));
+  }
+  double metric(std::string_view family) {
+    std::istringstream text{n->metrics().serialize_text()};
+    double sum = 0;
+    for (std::string line; std::getline(text, line);)
+      if (line.starts_with(family) && line.size() > family.size()
+          && (line[family.size()] == '{' || line[family.size()] == ' '))
+        sum += std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr);
+    return sum;
+  }
+  /// The node's log lines about executions and leases (printed when a check fails).
+  std::string exec_log() const {
+    std::string out;
+    for (const auto& l : *lines)
+      if (l.find("\"event\":\"exec_") != std::string::npos) out += l + "\n";
+    if (const char* f = std::getenv("AF_TEST_OWN_LOG")) std::ofstream{f, std::ios::app} << out;
+    return out;
+  }
+  std::vector<std::string> log_events(std::string_view event) const {
+    std::vector<std::string> out;
+    const std::string needle = "\"event\":\"" + std::string{event} + "\"";
+    for (const auto& l : *lines)
+      if (l.find(needle) != std::string::npos) out.push_back(l);
+    return out;
+  }
+};
+
+/// Waits for a condition on a node; on a timeout, fails with the node's execution log.
+#define REQUIRE_UNTIL(node, ...)                                                                   \
+  do {                                                                                             \
+    if (!(node).until(__VA_ARGS__)) FAIL("condition not reached\n" << (node).exec_log());          \
+  } while (false)
+
+v1::PlanIR compile(const std::string& yaml) {
+  auto p = plan::compile_text(yaml, "test.yaml");
+  if (!p) FAIL(p.error().to_string());
+  return *p;
+}
+
+const char* k_quick = R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: quick}
+spec:
+  type: dag
+  steps:
+    - id: a
+      agent: std.echo
+      input: {n: 1}
+    - id: b
+      agent: std.echo
+      input: {m: "${steps.a.output.n}"}
+)";
+
+const char* k_sleepy = R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: sleepy}
+spec:
+  type: dag
+  steps:
+    - id: nap
+      agent: std.sleep
+      input: {ms: 3000}
+    - id: done
+      agent: std.echo
+      input: {ok: true}
+      after: [nap]
+)";
+
+const char* k_approval = R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: approve-me}
+spec:
+  type: dag
+  steps:
+    - id: prepare
+      agent: std.echo
+      input: {n: 1}
+    - id: review
+      approval: {prompt: "ship it?"}
+      after: [prepare]
+)";
+
+struct stream_state {
+  std::uint64_t version = 0;
+  bool finished = false;
+  std::string tenant;
+};
+
+stream_state stream_state_of(const std::string& db, const std::string& id) {
+  auto b = store::open_url("sqlite:" + db);
+  REQUIRE(b);
+  auto s = (*b)->stream(plan::stream_of(id));
+  REQUIRE(s);
+  REQUIRE(s->has_value());
+  return {(*s)->version, (*s)->finished_at.has_value(), (*s)->tenant};
+}
+
+} // namespace
+
+TEST_CASE("exec ownership: an execution runs under its lease, released at its end",
+          "[exec][ownership]") {
+  test::temp_dir dir{"af-own"};
+  const auto db = (dir.path() / "af.db").string();
+  auto table = std::make_shared<lease_table>();
+  owning_node t{db, table, "nodeA"};
+  auto s = t.start(compile(k_quick), true);
+  REQUIRE(s);
+  CHECK(s->status() == v1::EXEC_COMPLETED);
+  const auto key = plan::lease_of(s->execution_id());
+  CHECK(table->count("acquire " + key + " nodeA") >= 1);
+  REQUIRE_UNTIL(t, [&] { return table->count("release " + key + " nodeA") == 1; });
+  // Released: free for anyone at once.
+  std::lock_guard lk{table->mu};
+  CHECK(table->leases[key].expires == duration{});
+}
+
+TEST_CASE("exec ownership: a start of an execution another node holds is not run here",
+          "[exec][ownership]") {
+  test::temp_dir dir{"af-own"};
+  const auto db = (dir.path() / "af.db").string();
+  auto table = std::make_shared<lease_table>();
+  {
+    std::lock_guard lk{table->mu};
+    table->leases[plan::lease_of("held-elsewhere")] = {"nodeZ", duration::max() / 2, 1};
+  }
+  owning_node t{db, table, "nodeA"};
+  auto s = t.start(compile(k_quick), false, "held-elsewhere");
+  REQUIRE_FALSE(s);
+  // This node has no route to nodeZ (no cluster transport): the request cannot be handed over.
+  CHECK(s.error().code() == errc::transient);
+  CHECK_THAT(s.error().message(), Catch::Contains("runs on node nodeZ"));
+  CHECK_FALSE(t.running_here("held-elsewhere"));
+  auto b = store::open_url("sqlite:" + db);
+  REQUIRE(b);
+  auto st = (*b)->stream(plan::stream_of("held-elsewhere"));
+  REQUIRE(st);
+  CHECK_FALSE(st->has_value()); // nothing was journaled for it here
+}
+
+TEST_CASE("exec ownership: without renewals the executor stops, its journal untouched; "
+          "it resumes once the lease can be taken again",
+          "[exec][ownership]") {
+  test::temp_dir dir{"af-own"};
+  const auto db = (dir.path() / "af.db").string();
+  auto table = std::make_shared<lease_table>();
+  owning_node t{db, table, "nodeA"};
+  auto s = t.start(compile(k_sleepy), false, "napper");
+  REQUIRE(s);
+  REQUIRE_UNTIL(t, [&] {
+    auto i = t.show("napper");
+    return i && i->steps_in_flight() == 1;
+  });
+  REQUIRE(t.running_here("napper"));
+  const auto before = stream_state_of(db, "napper");
+  // No leader: renewals fail. The executor must stop before the lease can run out at the
+  // leader (1 s after the last granted renewal was sent), long before the 3 s nap ends.
+  table->set_available(false);
+  REQUIRE_UNTIL(
+      t, [&] { return !t.running_here("napper"); }, 5s);
+  CHECK(t.metric("af_exec_lease_expirations_total") == 1);
+  const auto stopped = stream_state_of(db, "napper");
+  CHECK(stopped.version == before.version); // stopped, not failed or finished
+  CHECK_FALSE(stopped.finished);
+  std::this_thread::sleep_for(500ms);
+  CHECK_FALSE(t.running_here("napper"));
+  CHECK(stream_state_of(db, "napper").version == before.version);
+  // The leader is back: the next scan takes the (expired) lease and resumes the execution
+  // from its journal; the nap starts over and the execution completes.
+  table->set_available(true);
+  REQUIRE_UNTIL(t, [&] {
+    auto i = t.show("napper");
+    return i && i->status() == v1::EXEC_COMPLETED;
+  });
+  CHECK(t.log_events("exec_lease_expired").size() == 1);
+  CHECK(t.log_events("exec_relinquished").size() == 1);
+  CHECK(t.log_events("exec_taken_over").empty()); // its own execution: a resume
+  CHECK(t.metric("af_exec_takeovers_total") == 0);
+}
+
+TEST_CASE("exec ownership: another node takes over an execution once its owner's lease "
+          "expired",
+          "[exec][ownership]") {
+  test::temp_dir dir{"af-own"};
+  const auto db = (dir.path() / "af.db").string();
+  auto table = std::make_shared<lease_table>();
+  {
+    owning_node a{db, table, "nodeA"};
+    REQUIRE(a.start(compile(k_sleepy), false, "orphan"));
+    REQUIRE_UNTIL(a, [&] {
+      auto i = a.show("orphan");
+      return i && i->steps_in_flight() == 1;
+    });
+  } // nodeA is gone; its lease lives on in the table until it expires
+  owning_node b{db, table, "nodeB"};
+  // nodeB learns nodeA holds it, and asks again when the lease can have expired.
+  REQUIRE_UNTIL(b, [&] { return table->count("get " + plan::lease_of("orphan")) >= 1; });
+  REQUIRE_UNTIL(b, [&] {
+    auto i = b.show("orphan");
+    return i && i->status() == v1::EXEC_COMPLETED;
+  });
+  CHECK(b.metric("af_exec_takeovers_total") == 1);
+  auto taken = b.log_events("exec_taken_over");
+  REQUIRE(taken.size() == 1);
+  CHECK_THAT(taken[0], Catch::Contains("\"previous_owner\":\"nodeA\""));
+  CHECK_THAT(taken[0], Catch::Contains("\"execution_id\":\"orphan\""));
+  // Never granted to nodeB while nodeA's lease was live: every acquire by nodeB came after.
+  std::lock_guard lk{table->mu};
+  CHECK(table->leases[plan::lease_of("orphan")].epoch == 2);
+}
+
+TEST_CASE("exec ownership: an append that meets a newer version stops the executor "
+          "(exec_fenced); it resumes from the journal as it is",
+          "[exec][ownership]") {
+  test::temp_dir dir{"af-own"};
+  const auto db = (dir.path() / "af.db").string();
+  auto table = std::make_shared<lease_table>();
+  owning_node t{db, table, "nodeA"};
+  REQUIRE(t.start(compile(k_approval), false, "fenced"));
+  REQUIRE_UNTIL(t, [&] {
+    auto i = t.show("fenced");
+    return i && i->steps_completed() == 1 && i->steps_in_flight() == 1;
+  });
+  // Another writer (a stale owner elsewhere) appends to the stream behind this executor's back.
+  // (The executor's own last batch may still be on its way: read the version until it holds.)
+  stream_state st;
+  for (int attempt = 0;; ++attempt) {
+    st = stream_state_of(db, "fenced");
+    auto b = store::open_url("sqlite:" + db);
+    REQUIRE(b);
+    v1::ExecutionPaused p;
+    p.set_by("other-node");
+    p.set_reason("a write this executor did not see");
+    store::append_request req;
+    req.stream = plan::stream_of("fenced");
+    req.tenant = st.tenant;
+    req.expected_version = st.version;
+    req.events.push_back({p.GetTypeName(), p.SerializeAsString(), {}});
+    auto r = (*b)->append_batch(std::span{&req, 1}, time_point{});
+    REQUIRE(r.size() == 1);
+    if (r[0]) break;
+    INFO(r[0].error().to_string());
+    REQUIRE(attempt < 50);
+    std::this_thread::sleep_for(20ms);
+  }
+  // The approval is this executor's next append: refused whole, the executor stops.
+  v1::ExecControl c;
+  c.set_execution_id("fenced");
+  c.set_op(v1::ExecControl::APPROVE);
+  c.set_step_id("review");
+  c.set_by("alice");
+  auto approved = t.n->ask<v1::ExecutionInfo>(plan::k_exec_agent, c, 10s);
+  REQUIRE_FALSE(approved);
+  CHECK(approved.error().code() == errc::conflict);
+  REQUIRE_UNTIL(t, [&] { return t.metric("af_exec_fenced_total") == 1; });
+  // Still this node's lease: it resumes the execution from the stream, the foreign pause
+  // included; the refused approval never happened.
+  REQUIRE_UNTIL(t, [&] {
+    auto i = t.show("fenced");
+    return i && i->status() == v1::EXEC_PAUSED && t.running_here("fenced");
+  });
+  CHECK(stream_state_of(db, "fenced").version == st.version + 1);
+  CHECK(t.log_events("exec_fenced").size() == 1);
+}

@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Takeover of a dead node's executions, with real processes: 3 `af node start` processes on
+# 127.0.0.1 (ephemeral ports) sharing one PostgreSQL store (with_postgres.sh), Raft on all three
+# (--raft-members), and 50 executions of a plan with three std.ledger steps. kill -9 of the
+# Raft leader while its executions run, then (after it restarted, so a majority stays) kill -9
+# of another node (the new leader when it can): their executions are taken over by the
+# survivors (exec_taken_over), every execution completes, the `ledger` table has exactly one row
+# per ledger step (the first attempt's key), and the audit chain verifies.
+# Usage: with_postgres.sh takeover_e2e.sh PATH/TO/af   (needs AF_TEST_PG_URL)
+set -euo pipefail
+
+AF=${1:?usage: takeover_e2e.sh PATH/TO/af}
+[[ -x $AF ]] || { echo "FAIL: '$AF' is not executable" >&2; exit 1; }
+[[ -n ${AF_TEST_PG_URL:-} ]] || { echo "FAIL: AF_TEST_PG_URL is not set (run under with_postgres.sh)" >&2; exit 1; }
+PSQL=$(command -v psql || echo /usr/lib/postgresql/15/bin/psql)
+[[ -x $PSQL ]] || { echo "FAIL: psql not found" >&2; exit 1; }
+
+LEASE_TTL_MS=3000  # a dead node's executions wait about this long to be taken over
+EXECUTIONS=50      # half before the first kill, half before the second
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-takeover-e2e.XXXXXX")
+declare -A pids=()
+step="setup"
+t_start=$SECONDS
+
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -KILL "$p" 2>/dev/null || true
+      wait "$p" 2>/dev/null || true
+    fi
+  done
+  if ((rc != 0)); then
+    echo "FAIL during: $step (exit $rc)" >&2
+    for f in "$tmp"/*.out "$tmp"/*.err; do
+      [[ -f $f ]] || continue
+      echo "----- $(basename "$f") -----" >&2
+      grep -v '"level":"debug"' "$f" | tail -n 40 >&2
+    done
+  fi
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+wait_until() { # wait_until SECONDS COMMAND...: polls COMMAND every 0.2 s
+  local limit=$1
+  shift
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+json_get() { # json_get FILE EXPR: EXPR evaluated on the JSON object `j` in FILE
+  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+sql() { "$PSQL" -X -q -t -A -v ON_ERROR_STOP=1 "$AF_TEST_PG_URL" -c "$1"; }
+
+head -c 32 /dev/urandom | base64 >"$tmp/secret"
+
+cat >"$tmp/payout.yaml" <<'YAML'
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: takeover-payout}
+spec:
+  type: dag
+  steps:
+    - id: debit
+      agent: std.ledger
+      input: {amount: 10}
+    - id: settle
+      agent: std.sleep
+      input: {ms: 7000}
+      after: [debit]
+    - id: credit
+      agent: std.ledger
+      input: {amount: 9}
+      after: [settle]
+    - id: clear
+      agent: std.sleep
+      input: {ms: 7000}
+      after: [credit]
+    - id: fee
+      agent: std.ledger
+      input: {amount: 1}
+      after: [clear]
+YAML
+LEDGER_STEPS=3
+
+# start_node NAME [SEED]: starts node NAME (joining through SEED host:port when given) and waits
+# for its port file.
+start_node() {
+  local name=$1 seed=${2:-}
+  rm -f "$tmp/$name.json"
+  local -a join=()
+  [[ -n $seed ]] && join=(--join "$seed")
+  "$AF" node start --name "$name" --data-dir "$tmp/$name" --set "store.url=$AF_TEST_PG_URL" \
+    --listen 127.0.0.1:0 --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/secret" \
+    "${join[@]}" --raft-members n1,n2,n3 --set "cluster.swim.period_ms=500" \
+    --set "cluster.exec.lease_ttl_ms=$LEASE_TTL_MS" --set "cluster.exec.scan_ms=500" \
+    --no-demo-service --log-format json --port-file "$tmp/$name.json" \
+    >>"$tmp/$name.out" 2>>"$tmp/$name.err" &
+  pids[$name]=$!
+  local deadline=$((SECONDS + 30))
+  until [[ -s $tmp/$name.json ]]; do
+    kill -0 "${pids[$name]}" 2>/dev/null || fail "node $name exited before writing its port file"
+    ((SECONDS < deadline)) || fail "node $name wrote no port file within 30 s"
+    sleep 0.1
+  done
+}
+
+ctl() { json_get "$tmp/$1.json" 'j["listen_port"]'; }
+cport() { json_get "$tmp/$1.json" 'j["cluster_port"]'; }
+
+kill9() { # kill9 NAME
+  kill -KILL "${pids[$1]}"
+  wait "${pids[$1]}" 2>/dev/null || true
+  unset "pids[$1]"
+}
+
+# submit_one ID NODE: submits execution ID through NODE, retried (same id: idempotent) until the
+# node accepts it (no Raft leader yet, a node just restarted: `transient`).
+submit_one() {
+  local id=$1 node=$2 port deadline=$((SECONDS + 30))
+  port=$(ctl "$node")
+  until "$AF" submit "$tmp/payout.yaml" --connect "127.0.0.1:$port" --id "$id" \
+    >/dev/null 2>>"$tmp/submit-$node.err"; do
+    ((SECONDS < deadline)) || { echo "submit of $id through $node kept failing: $(tail -n 1 "$tmp/submit-$node.err")" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+# submit_range FIRST LAST NODES...: submits tk-FIRST..tk-LAST round-robin through NODES, one
+# sequence per node in parallel (so that they all run at once).
+submit_range() {
+  local first=$1 last=$2
+  shift 2
+  local -a nodes=("$@") waiters=()
+  local k i t0=$SECONDS
+  for ((k = 0; k < ${#nodes[@]}; k++)); do
+    (
+      for ((i = first + k; i <= last; i += ${#nodes[@]})); do
+        submit_one "tk-$i" "${nodes[$k]}" || exit 1
+      done
+    ) &
+    waiters+=($!)
+  done
+  for w in "${waiters[@]}"; do
+    wait "$w" || fail "submitting tk-$first..tk-$last failed"
+  done
+  echo "submitted tk-$first..tk-$last through ${nodes[*]} in $((SECONDS - t0)) s"
+}
+
+# taken_over_from VICTIM: how many executions the nodes took over from VICTIM (their logs).
+taken_over_from() {
+  local n total=0 c
+  for n in n1 n2 n3; do
+    c=$(grep -c "\"event\":\"exec_taken_over\".*\"previous_owner\":\"$1\"" "$tmp/$n.err" || true)
+    total=$((total + c))
+  done
+  echo "$total"
+}
+took_over_some() { (($(taken_over_from "$1") >= 1)); }
+
+# raft_leader VIA: the Raft leader as node VIA sees it ("" when it knows none).
+raft_leader() {
+  "$AF" ask --connect "127.0.0.1:$(ctl "$1")" --timeout-ms 2000 --json af.cluster.raft \
+    af.v1.RaftStatusRequest '{}' 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["payload"].get("leader", ""))' ||
+    true
+}
+has_leader() { [[ -n $(raft_leader "$1") ]]; }
+
+# completed_count NODE: executions `af exec list --all` reports completed through NODE.
+completed_count() {
+  "$AF" exec list --all --json --connect "127.0.0.1:$(ctl "$1")" 2>/dev/null |
+    python3 -c 'import json, sys; print(sum(1 for e in json.load(sys.stdin) if e["status"] == "completed" and e["execution_id"].startswith("tk-")))' ||
+    echo 0
+}
+all_completed() { (($(completed_count "$1") == EXECUTIONS)); }
+
+# ---- three nodes, Raft on all of them -------------------------------------------------------
+step="start n1, n2, n3"
+start_node n1
+seed="127.0.0.1:$(cport n1)"
+start_node n2 "$seed"
+start_node n3 "$seed"
+
+# ---- first half, then kill -9 of the Raft leader while its executions run ----------------
+half=$((EXECUTIONS / 2))
+step="submit tk-1..tk-$half"
+submit_range 1 "$half" n1 n2 n3
+grep -q '"event":"exec_ownership"' "$tmp/n2.err" || fail "n2 runs af.exec without ownership"
+sleep 1
+step="kill -9 the Raft leader"
+wait_until 10 has_leader n1 || fail "no Raft leader known to n1"
+first=$(raft_leader n1)
+[[ $first =~ ^n[123]$ ]] || fail "unexpected Raft leader '$first'"
+kill9 "$first"
+t_kill=$SECONDS
+survivors=()
+for n in n1 n2 n3; do [[ $n == "$first" ]] || survivors+=("$n"); done
+step="the survivors take over $first's executions"
+wait_until 30 took_over_some "$first" || fail "no exec_taken_over from $first within 30 s of its kill -9"
+echo "$first (the Raft leader) killed; its executions taken over within $((SECONDS - t_kill)) s (lease ttl ${LEASE_TTL_MS} ms)"
+
+# ---- it restarts (a majority must stay when the next node dies); second half; kill -9 again --
+step="restart $first"
+start_node "$first" "127.0.0.1:$(cport "${survivors[0]}")"
+step="submit tk-$((half + 1))..tk-$EXECUTIONS"
+submit_range $((half + 1)) "$EXECUTIONS" n3 n2 n1
+sleep 1
+# The second victim: another node, the new leader when that is not the first victim.
+step="kill -9 a second node"
+second=$(raft_leader "${survivors[0]}")
+[[ $second == "$first" || ! $second =~ ^n[123]$ ]] && second=${survivors[1]}
+kill9 "$second"
+t_kill=$SECONDS
+step="the survivors take over $second's executions"
+wait_until 30 took_over_some "$second" || fail "no exec_taken_over from $second within 30 s of its kill -9"
+echo "$second killed; its executions taken over within $((SECONDS - t_kill)) s"
+check_node=$first
+
+# ---- every execution completes, each ledger step once, the audit chain verifies --------------
+step="every execution completes"
+wait_until 60 all_completed "$check_node" ||
+  fail "$(completed_count "$check_node") of $EXECUTIONS executions completed after 60 s"
+for n in "${!pids[@]}"; do
+  [[ $(completed_count "$n") == "$EXECUTIONS" ]] || fail "$n lists $(completed_count "$n") completed"
+done
+failed=$("$AF" exec list --all --json --connect "127.0.0.1:$(ctl "$check_node")" |
+  python3 -c 'import json, sys; print(sum(1 for e in json.load(sys.stdin) if e["status"] != "completed"))')
+((failed == 0)) || fail "$failed executions did not complete"
+
+step="ledger rows"
+rows=$(sql "SELECT count(*) FROM ledger WHERE execution_id LIKE 'tk-%'")
+steps=$(sql "SELECT count(DISTINCT (execution_id, step_id)) FROM ledger WHERE execution_id LIKE 'tk-%'")
+retries=$(sql "SELECT count(*) FROM ledger WHERE execution_id LIKE 'tk-%' AND key NOT LIKE '%/1'")
+((rows == EXECUTIONS * LEDGER_STEPS)) ||
+  fail "ledger has $rows rows for $((EXECUTIONS * LEDGER_STEPS)) ledger steps: $(sql "SELECT execution_id, step_id, count(*) FROM ledger GROUP BY 1, 2 HAVING count(*) <> 1 LIMIT 5")"
+((steps == rows)) || fail "ledger: $rows rows for $steps distinct steps (a step applied twice)"
+((retries == 0)) || fail "ledger: $retries rows of a retried attempt"
+duplicates=0
+for n in n1 n2 n3; do
+  c=$(grep -c '"event":"ledger_duplicate"' "$tmp/$n.err" || true)
+  duplicates=$((duplicates + c))
+done
+echo "ledger: $rows rows for $EXECUTIONS executions x $LEDGER_STEPS steps; $duplicates re-dispatches refused as duplicates"
+
+step="audit verify"
+"$AF" audit verify --store "$AF_TEST_PG_URL" --json >"$tmp/verify.json" 2>"$tmp/verify.err" ||
+  fail "af audit verify: $(cat "$tmp/verify.json" "$tmp/verify.err")"
+
+echo "taken over: $(taken_over_from "$first") from $first, $(taken_over_from "$second") from $second"
+
+# ---- clean stop ---------------------------------------------------------------------------------
+step="SIGTERM"
+for n in "${!pids[@]}"; do
+  kill -TERM "${pids[$n]}"
+done
+for n in "${!pids[@]}"; do
+  rc=0
+  wait "${pids[$n]}" || rc=$?
+  unset "pids[$n]"
+  ((rc == 0)) || fail "node $n exited $rc on SIGTERM"
+done
+step="done"
+echo "takeover e2e: ok ($((SECONDS - t_start)) s)"
