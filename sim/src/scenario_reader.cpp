@@ -27,7 +27,7 @@ using plan::yaml_map;
 
 constexpr std::string_view k_api_version = "agentflow/v1";
 constexpr std::string_view k_kind = "Scenario";
-constexpr std::array<std::string_view, 9> k_invariants{
+constexpr std::array<std::string_view, 10> k_invariants{
     "tasks_answered_once",  "tree_recovers",        "no_actor_leak",
     "executions_complete",  "ledger_exactly_once",  "members_agree",
     "crashed_members_dead", "virtual_exactly_once", "sagas_settled",
