@@ -4,6 +4,7 @@
 #include "af/plan/executor.hpp"
 #include "af/v1/exec.pb.h"
 #include "cluster_book.hpp"
+#include "raft_book.hpp"
 #include "sim_agents.hpp"
 #include "virtual_agents.hpp"
 #include "world.hpp"
@@ -159,6 +160,11 @@ std::vector<invariant_result> world::check_invariants(bool complete) {
       out.push_back({name, false, "unknown invariant", now});
     }
   }
+  // Raft's safety properties are checked on every run of a scenario with `raft:` (their
+  // violations are recorded as they happen, so a run stopped by --until reports them too).
+  if (raft_)
+    for (auto& r : raft_->invariants(now))
+      out.push_back(std::move(r));
   return out;
 }
 

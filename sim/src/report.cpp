@@ -3,6 +3,7 @@
 #include "af/sim/simulation.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 
@@ -66,6 +67,30 @@ nlohmann::json membership_figures::to_json() const {
           {"false_dead_rate", false_dead_rate()}};
 }
 
+namespace {
+/// The q-quantile (nearest rank) of `v`, -1 when empty.
+double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(v.size())));
+  return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+} // namespace
+
+nlohmann::json raft_figures::to_json() const {
+  return {{"members", members},
+          {"leaders_elected", leaders_elected},
+          {"max_term", max_term},
+          {"commit_index", commit_index},
+          {"applied_entries", applied_entries},
+          {"snapshots_installed", snapshots_installed},
+          {"recoveries", recoveries},
+          {"leader_crashes", leader_crashes},
+          {"elect_after_crash_ms", elect_after_crash_ms},
+          {"elect_after_crash_p50_ms", quantile(elect_after_crash_ms, 0.5)},
+          {"elect_after_crash_p99_ms", quantile(elect_after_crash_ms, 0.99)}};
+}
+
 bool report::ok() const { return first_failure() == nullptr; }
 
 const invariant_result* report::first_failure() const {
@@ -101,6 +126,7 @@ nlohmann::json report::to_json() const {
           {"invariants", std::move(inv)},
           {"timeline", timeline}};
   if (membership) out["membership"] = membership->to_json();
+  if (raft) out["raft"] = raft->to_json();
   // --- virtual agents (placement) ---
   if (virtual_agents) {
     const auto& v = *virtual_agents;
@@ -162,6 +188,28 @@ std::string report::to_text() const {
                     "view after %.1f%s\n",
                     c.node.c_str(), seconds_text(c.at).c_str(), c.first_detect_periods,
                     c.all_dead_periods, c.restarted ? " (restarted)" : "");
+      out << line;
+    }
+  }
+  if (raft) {
+    const auto& r = *raft;
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "raft        %llu members; %llu leaders elected, max term %llu; commit index "
+                  "%llu; %llu snapshots installed\n",
+                  static_cast<unsigned long long>(r.members),
+                  static_cast<unsigned long long>(r.leaders_elected),
+                  static_cast<unsigned long long>(r.max_term),
+                  static_cast<unsigned long long>(r.commit_index),
+                  static_cast<unsigned long long>(r.snapshots_installed));
+    out << line;
+    if (r.leader_crashes > 0) {
+      std::snprintf(line, sizeof line,
+                    "            %llu leader crashes; next leader after p50 %.1f ms, max %.1f ms "
+                    "(%zu elected)\n",
+                    static_cast<unsigned long long>(r.leader_crashes),
+                    quantile(r.elect_after_crash_ms, 0.5), quantile(r.elect_after_crash_ms, 1.0),
+                    r.elect_after_crash_ms.size());
       out << line;
     }
   }

@@ -832,7 +832,7 @@ private:
     if (!f) return missing(top, {}, "spec", "spec: {duration: 60s, nodes: [...], ...}");
     auto spec = map(*f, "spec",
                     {"duration", "drain", "nodes", "network", "populations", "workflows", "faults",
-                     "invariants", "cluster", "virtual_agents"});
+                     "invariants", "cluster", "virtual_agents", "raft"});
     if (!spec) return spec.error();
     // Nodes and the duration first: the other sections refer to them.
     if (const auto* n = spec->find("nodes"))
@@ -862,6 +862,64 @@ private:
       if (auto st = read_invariants(*i); !st) return st;
     if (const auto* v = spec->find("virtual_agents"))
       if (auto st = read_virtual_agents(*v); !st) return st;
+    if (const auto* r = spec->find("raft"))
+      if (auto st = read_raft(*r); !st) return st;
+    return {};
+  }
+
+  // ---- raft (the metadata group; af/cluster/raft.hpp) ------------------------------------------
+
+  status read_raft(const yaml_field& f) {
+    const std::string path = "spec.raft";
+    auto m = map(f, path,
+                 {"members", "group", "election_timeout_min", "election_timeout_max", "heartbeat",
+                  "max_batch", "max_inflight", "snapshot_every", "request_timeout",
+                  "check_quorum", "unsafe_double_vote", "writes_per_second", "keys"});
+    if (!m) return m.error();
+    auto& r = sc_.raft;
+    r.enabled = true;
+    auto& o = r.options;
+    o.members = sc_.nodes;
+    for (const auto& field : m->fields) {
+      const auto p = member(path, field.name);
+      const auto& k = field.name;
+      if (k == "members") {
+        auto v = node_list(field, p);
+        if (!v) return v.error();
+        if (v->empty()) return yaml_.fail(field.mark(), p, "expected at least one member");
+        o.members = std::move(*v);
+      } else if (k == "group") {
+        auto v = string(field, p);
+        if (!v) return v.error();
+        o.group = *v;
+      } else if (k == "max_batch" || k == "max_inflight" || k == "keys") {
+        auto v = integer(field, p, 1, 1'000'000);
+        if (!v) return v.error();
+        (k == "max_batch" ? o.max_batch : k == "max_inflight" ? o.max_inflight : r.keys) =
+            static_cast<std::uint32_t>(*v);
+      } else if (k == "snapshot_every") {
+        auto v = integer(field, p, 0, 1'000'000'000);
+        if (!v) return v.error();
+        o.snapshot_every = static_cast<std::uint64_t>(*v);
+      } else if (k == "check_quorum" || k == "unsafe_double_vote") {
+        auto v = boolean(field, p);
+        if (!v) return v.error();
+        (k == "check_quorum" ? o.check_quorum : o.unsafe_double_vote) = *v;
+      } else if (k == "writes_per_second") {
+        auto v = number(field, p, 0.0, 100'000.0);
+        if (!v) return v.error();
+        r.writes_per_second = *v;
+      } else {
+        auto v = duration_of(field, p, sign::positive);
+        if (!v) return v.error();
+        (k == "election_timeout_min"   ? o.election_timeout_min
+         : k == "election_timeout_max" ? o.election_timeout_max
+         : k == "heartbeat"            ? o.heartbeat
+                                       : o.request_timeout) = *v;
+      }
+    }
+    if (auto st = cluster::validate(o); !st)
+      return yaml_.fail(f.mark(), path, st.error().message());
     return {};
   }
 

@@ -6,6 +6,7 @@
 #include "af/sup/supervisor.hpp"
 #include "caf_glue.hpp"
 #include "cluster_book.hpp"
+#include "raft_book.hpp"
 #include "exit_reason.hpp"
 #include "supervisor_actor.hpp"
 #include "world.hpp"
@@ -58,6 +59,7 @@ status sim_node::start() {
   };
   core_ = std::move(core);
   if (auto* c = world_.cluster()) c->node_up(name_);
+  if (auto* r = world_.raft()) r->node_up(name_);
 
   // root (rest_for_one) -> [af.sup.system -> [journal, audit, exec], sim.population ->
   // [the population], af.sup.agents (dynamic)]
@@ -99,6 +101,7 @@ void sim_node::crash() {
   if (!up_) return;
   up_ = false;
   if (auto* c = world_.cluster()) c->node_down(name_, true);
+  if (auto* r = world_.raft()) r->node_down(name_, true);
   // Every actor of this incarnation dies at once, as a process would: no stop hooks in order,
   // no chance to flush. What the store had not committed is gone.
   for (auto& [name, ptr] : core_->registry.snapshot())

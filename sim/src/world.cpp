@@ -13,6 +13,7 @@
 #include "af/v1/plan.pb.h"
 #include "caf_glue.hpp"
 #include "cluster_book.hpp"
+#include "raft_book.hpp"
 #include "shared_store.hpp"
 #include "virtual_agents.hpp"
 #include "sim_agents.hpp"
@@ -202,6 +203,7 @@ std::vector<sup::child_spec> world::system_services(sim_node& n) {
   eo.journal_timeout = std::chrono::seconds(10);
   out.push_back(plan::exec_child(std::move(eo)));
   if (cluster_) out.push_back(cluster_->service(n.name()));
+  if (raft_ && raft_->member(n.name())) out.push_back(raft_->service(n.name()));
   if (virtual_)
     for (auto& c : virtual_agent_services(*this, n, *virtual_))
       out.push_back(std::move(c));
@@ -247,8 +249,23 @@ status world::build() {
     if (auto s = cluster::validate(sc_.cluster.swim); !s) return s.error();
     cluster_ = std::make_shared<cluster_book>(*this, sc_);
   }
+  if (sc_.raft.enabled) {
+    if (auto s = cluster::validate(sc_.raft.options); !s) return s.error();
+    if (sc_.cluster.membership_only)
+      return validation_error("scenario '" + sc_.name
+                              + "': raft needs each member's journal; cluster.profile "
+                                "membership runs none");
+    for (const auto& m : sc_.raft.options.members)
+      if (std::find(sc_.nodes.begin(), sc_.nodes.end(), m) == sc_.nodes.end())
+        return validation_error("scenario '" + sc_.name + "': raft member '" + m
+                                + "' is not a declared node");
+    raft_ = std::make_shared<raft_book>(*this, sc_);
+  }
   for (const auto& name : sc_.nodes)
     nodes_.push_back(std::make_unique<sim_node>(*this, name));
+  if (raft_)
+    for (const auto& m : sc_.raft.options.members)
+      if (auto w = raft_->writer(m)) find_node(m)->add_population_child(std::move(*w));
 
   // Populations: NAME-i on the i-th of its nodes, round-robin.
   for (const auto& p : sc_.populations) {
@@ -562,6 +579,7 @@ expected<report> world::run() {
   r.trace_hash = trace_->hex();
   r.timeline = timeline_;
   if (cluster_) r.membership = cluster_->figures();
+  if (raft_) r.raft = raft_->figures();
   r.wall_seconds = wall.seconds();
   r.deliveries_per_second = r.wall_seconds > 0 ? static_cast<double>(r.delivered) / r.wall_seconds : 0;
   return r;

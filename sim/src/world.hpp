@@ -31,6 +31,7 @@ namespace af::sim::detail {
 class world;
 struct sim_state;
 class cluster_book;
+class raft_book;
 struct virtual_book;
 
 using fault_atom = caf::atom_constant<caf::atom("sim_fault")>;
@@ -197,6 +198,8 @@ public:
   [[nodiscard]] const std::shared_ptr<log_backend>& log_sink() const { return log_; }
   /// Cluster membership bookkeeping (scenario `cluster:`), or null.
   [[nodiscard]] cluster_book* cluster() const { return cluster_.get(); }
+  /// The Raft group's bookkeeping (scenario `raft:`), or null.
+  [[nodiscard]] raft_book* raft() const { return raft_.get(); }
   /// Applies scheduled fault `i` (called by the director actor at its virtual time).
   void apply_fault(std::size_t i);
   /// The root supervisor of `n`'s incarnation `inc` exited: unless the simulator crashed the
@@ -236,6 +239,7 @@ private:
   std::vector<std::string> timeline_;
   std::uint64_t crashes_ = 0, restarts_ = 0, agents_ = 0, gave_up_ = 0;
   std::shared_ptr<cluster_book> cluster_;
+  std::shared_ptr<raft_book> raft_;
   bool draining_ = false;
   std::size_t fault_generation_ = 0; ///< faults of an older generation are ignored (drain)
 };

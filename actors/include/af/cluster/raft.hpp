@@ -25,8 +25,8 @@ public:
   virtual ~raft_observer() = default;
   /// The agent on `self` started (fresh or after a crash) with this durable state: its log holds
   /// entries (snapshot_index, last_index]; entries up to snapshot_index are in its snapshot.
-  virtual void recovered(const std::string& self, std::uint64_t term,
-                         std::uint64_t snapshot_index, std::uint64_t last_index) = 0;
+  virtual void recovered(const std::string& self, std::uint64_t term, std::uint64_t snapshot_index,
+                         std::uint64_t last_index) = 0;
   /// `self` became leader of `term`.
   virtual void became_leader(const std::string& self, std::uint64_t term) = 0;
   /// `self` durably holds the entry (index, term) whose command has this digest (SHA-256 of its
@@ -68,6 +68,13 @@ struct raft_options {
   std::uint64_t snapshot_every = 10000;
   /// How long a forwarded client command or a read may wait (for a leader, a commit).
   duration request_timeout = std::chrono::seconds(5);
+  /// A leader that hears from no majority for election_timeout_max steps down, and a follower
+  /// that hears a leader ignores candidates (a partitioned or removed member cannot depose a
+  /// healthy leader). Off only for tests that drive elections by hand.
+  bool check_quorum = true;
+  /// Test only (a planted bug the simulator must catch): grants every vote request of the
+  /// current term, so two candidates can both win one term.
+  bool unsafe_double_vote = false;
   /// Instrumentation (the simulator); null in production.
   std::shared_ptr<raft_observer> observer;
 };

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "af/cluster/membership.hpp"
+#include "af/cluster/raft.hpp"
 #include "af/error.hpp"
 #include "af/services.hpp"
 #include "af/sim/virtual_agents.hpp"
@@ -128,6 +129,20 @@ struct cluster_spec {
   std::vector<cluster_join_spec> joins;
 };
 
+// --- Raft (the metadata group) -------------------------------------------------------------------
+
+/// `raft:`: the Raft agent (af.cluster.raft) on the member nodes (their journals keep its log),
+/// watched by the Raft invariants on every run (election safety, log matching, leader
+/// completeness, state-machine safety), and an optional writer load on each member.
+struct raft_spec {
+  bool enabled = false;
+  cluster::raft_options options; ///< options.members: the initial voters (declared nodes)
+  /// Puts per second a `sim.raft_writer` on each member sends to its local af.cluster.raft
+  /// (0: no load), over `keys` distinct keys.
+  double writes_per_second = 0;
+  std::uint32_t keys = 16;
+};
+
 struct scenario {
   std::string name;
   std::string file;             ///< where it was loaded from ("" when built in code)
@@ -140,6 +155,7 @@ struct scenario {
   random_faults_spec random_faults;
   std::vector<workflow_spec> workflows;
   cluster_spec cluster;
+  raft_spec raft;
   /// Names of the checks to run at the end (see invariants.hpp): tasks_answered_once,
   /// tree_recovers, no_actor_leak, executions_complete, ledger_exactly_once, members_agree,
   /// crashed_members_dead.

@@ -61,6 +61,21 @@ struct membership_figures {
   [[nodiscard]] nlohmann::json to_json() const;
 };
 
+/// Raft figures (scenarios with `raft:`).
+struct raft_figures {
+  std::uint64_t members = 0;
+  std::uint64_t leaders_elected = 0; ///< terms won (became_leader), over the whole run
+  std::uint64_t max_term = 0;
+  std::uint64_t commit_index = 0;    ///< the highest index a leader committed
+  std::uint64_t applied_entries = 0; ///< distinct log indices applied by some member
+  std::uint64_t snapshots_installed = 0;
+  std::uint64_t recoveries = 0;      ///< agent starts that recovered from the journal
+  std::uint64_t leader_crashes = 0;
+  /// Each crash of the leader -> the next leader elected, in virtual milliseconds.
+  std::vector<double> elect_after_crash_ms;
+  [[nodiscard]] nlohmann::json to_json() const;
+};
+
 /// What a run prints (`af sim run`): the trace hash identifies the run's whole schedule.
 struct report {
   std::string scenario;
@@ -83,6 +98,7 @@ struct report {
   std::vector<invariant_result> invariants;
   std::vector<std::string> timeline; ///< faults as they happened: "12.500s crash n2"
   std::optional<membership_figures> membership; ///< scenarios with `cluster:`
+  std::optional<raft_figures> raft;             ///< scenarios with `raft:`
   /// Set when the scenario has a virtual_agents section.
   std::optional<virtual_agents_report> virtual_agents;
 
