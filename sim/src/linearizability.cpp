@@ -283,6 +283,7 @@ private:
       if (m.kind == kv_op_kind::cas && m.ok) v = &m.src->expected;
       if (v != nullptr && !written.contains(*v)) {
         verdict_.ok = false;
+        verdict_.at = *m.src->ret;
         verdict_.explanation = describe(*m.src) + (m.kind == kv_op_kind::get ? " read " : " found ")
                                + quoted(*v) + ", which no put or successful cas wrote to this key";
         return false;
@@ -371,7 +372,11 @@ private:
     std::size_t e = next_[0];
     bool have_best = false;
     for (;;) {
-      if (placed_known == n_known_) return; // linearizable
+      if (placed_known == n_known_) { // linearizable: forget the dead ends met on the way
+        verdict_.explanation.clear();
+        verdict_.at = -1;
+        return;
+      }
       if (e != 0 && is_call_[e]) {
         const auto op = entry_op_[e];
         const auto& m = ops_[op];
@@ -394,6 +399,7 @@ private:
             if (++verdict_.states > opts_.max_states_per_key) {
               verdict_.ok = false;
               verdict_.decided = false;
+              verdict_.at = -1;
               verdict_.explanation = "undecided: the search visited more than "
                                      + std::to_string(opts_.max_states_per_key) + " states";
               return;
@@ -442,15 +448,18 @@ private:
       if (m.kind == kv_op_kind::put || (m.kind == kv_op_kind::cas && (!m.known || m.ok)))
         last_write = m.src;
     }
+    const kv_op* last = stack.empty() ? nullptr : ops_[entry_op_[stack.back().entry]].src;
     std::string out = "no valid order of its " + std::to_string(verdict_.ops) + " operations";
     out += "; the longest valid prefix places " + std::to_string(stack.size());
-    if (!stack.empty()) out += ", the last " + describe(*ops_[entry_op_[stack.back().entry]].src);
+    if (last != nullptr && last != last_write) out += ", the last " + describe(*last);
     out += ", leaving the key ";
     out += last_write == nullptr
                ? std::string{"absent (\"\")"}
                : quoted(last_write->value) + " (written by " + describe(*last_write) + ")";
-    out += "; then " + describe(*ops_[blocked].src) + " cannot take effect before it returns";
+    const auto& b = *ops_[blocked].src;
+    out += "; then " + describe(b) + " cannot take effect before it returns";
     verdict_.explanation = std::move(out);
+    verdict_.at = b.ret.value_or(b.call);
   }
 
   const linearizability_options& opts_;

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -32,6 +33,7 @@ class world;
 struct sim_state;
 class cluster_book;
 class raft_book;
+struct kv_book;
 struct virtual_book;
 
 using fault_atom = caf::atom_constant<caf::atom("sim_fault")>;
@@ -240,6 +242,8 @@ private:
   std::uint64_t crashes_ = 0, restarts_ = 0, agents_ = 0, gave_up_ = 0;
   std::shared_ptr<cluster_book> cluster_;
   std::shared_ptr<raft_book> raft_;
+  std::unique_ptr<kv_book> kv_;                  ///< spec.kv_clients (kv_clients.hpp), or null
+  std::optional<invariant_result> linearizable_; ///< the kv history's check, made at the end
   bool draining_ = false;
   std::size_t fault_generation_ = 0; ///< faults of an older generation are ignored (drain)
 };

@@ -87,6 +87,11 @@ TEST_CASE("linearizable histories pass", "[linearizability]") {
     h.push_back(get(2, "a", 110, 120));
     h.push_back(get(3, "b", 130, 140));
     CHECK_FALSE(linearizable(h));
+    // A valid history found after dead ends carries no explanation of them.
+    auto ok = check_linearizable({put(0, "a", 0, 100), put(1, "b", 10, 90), get(2, "a", 110, 120)});
+    REQUIRE(ok.ok);
+    CHECK(ok.keys[0].explanation.empty());
+    CHECK(ok.keys[0].at == -1);
   }
   SECTION("a write without return that took effect") {
     CHECK(linearizable({put(0, "a", 0, 10), put(1, "b", 20, none), get(2, "b", 100, 110)}));
@@ -145,6 +150,7 @@ TEST_CASE("non-linearizable histories fail and name the key and the operation",
     REQUIRE(r.first_failure() != nullptr);
     CHECK(r.first_failure()->key == "k");
     CHECK(r.first_failure()->decided);
+    CHECK(r.first_failure()->at == 50); // the return of the stale read
     const auto s = r.summary();
     CHECK_THAT(s, Catch::Contains("key \"k\""));
     CHECK_THAT(s, Catch::Contains("client 1 get -> \"a\""));

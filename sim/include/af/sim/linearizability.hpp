@@ -29,6 +29,9 @@ struct key_verdict {
   /// Why no order exists: the longest valid prefix found, the value then, and the operation
   /// that could not take effect before it returned.
   std::string explanation;
+  /// Virtual time (ns) of the violation: the return of the operation named last in the
+  /// explanation (-1 when the key is linearizable or the search was undecided).
+  std::int64_t at = -1;
 };
 
 struct linearizability_result {
