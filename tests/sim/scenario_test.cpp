@@ -215,7 +215,8 @@ TEST_CASE("scenario errors name file:line:col, the path and what was expected", 
           == "s.yaml:6:1: invalid YAML: end of sequence flow not found");
     CHECK(error_of("  seeds: 3\n")
           == "s.yaml:5:3: spec: unknown key 'seeds' (expected one of: duration, drain, nodes, "
-             "network, populations, workflows, faults, invariants, cluster, virtual_agents)");
+             "network, populations, workflows, faults, invariants, cluster, virtual_agents, raft, "
+             "kv_clients)");
   }
   SECTION("unknown keys") {
     CHECK(error_of("  network: {latency: 5ms, jitter: 1ms}\n")
@@ -369,7 +370,8 @@ TEST_CASE("scenario errors name file:line:col, the path and what was expected", 
     CHECK(error_of("  invariants: [no_actor_leak, everything_fine]\n")
           == "s.yaml:5:31: spec.invariants[1]: unknown invariant 'everything_fine'; expected one "
              "of: tasks_answered_once, tree_recovers, no_actor_leak, executions_complete, "
-             "ledger_exactly_once, members_agree, crashed_members_dead, virtual_exactly_once");
+             "ledger_exactly_once, members_agree, crashed_members_dead, virtual_exactly_once, "
+             "linearizable");
     CHECK(error_of("  invariants: [no_actor_leak, no_actor_leak]\n")
           == "s.yaml:5:31: spec.invariants[1]: invariant 'no_actor_leak' listed twice");
   }
