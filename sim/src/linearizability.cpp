@@ -112,8 +112,6 @@ public:
     return slots_[find(hash, state, known, unknown)] != 0;
   }
 
-  [[nodiscard]] std::size_t size() const { return count_; }
-
 private:
   /// The slot of a dominating entry, or the empty slot ending the probe sequence.
   std::size_t find(std::uint64_t hash, std::int32_t state, const std::vector<std::uint64_t>& known,

@@ -28,8 +28,8 @@ using plan::yaml_map;
 constexpr std::string_view k_api_version = "agentflow/v1";
 constexpr std::string_view k_kind = "Scenario";
 constexpr std::array<std::string_view, 9> k_invariants{
-    "tasks_answered_once", "tree_recovers",        "no_actor_leak",
-    "executions_complete", "ledger_exactly_once",  "members_agree",
+    "tasks_answered_once",  "tree_recovers",        "no_actor_leak",
+    "executions_complete",  "ledger_exactly_once",  "members_agree",
     "crashed_members_dead", "virtual_exactly_once", "linearizable"};
 constexpr std::int64_t k_max_nodes = 1000;
 constexpr std::int64_t k_max_population = 10'000'000;
@@ -882,10 +882,10 @@ private:
       return yaml_.fail(f.mark(), path, "needs a raft section (the store its clients use)");
     auto& k = sc_.kv_clients;
     k.enabled = true;
-    for (auto [key, out, lo, hi] : {std::tuple{"clients", &k.clients, 1, 1000},
-                                    std::tuple{"ops_per_client", &k.ops_per_client, 1, 1'000'000},
-                                    std::tuple{"keys", &k.keys, 1, 1000},
-                                    std::tuple{"attempts", &k.attempts, 1, 100}})
+    for (auto [key, out, lo, hi] :
+         {std::tuple{"clients", &k.clients, 1, 1000},
+          std::tuple{"ops_per_client", &k.ops_per_client, 1, 1'000'000},
+          std::tuple{"keys", &k.keys, 1, 1000}, std::tuple{"attempts", &k.attempts, 1, 100}})
       if (const auto* v = m->find(key)) {
         auto n = integer(*v, member(path, key), lo, hi);
         if (!n) return n.error();
@@ -903,8 +903,8 @@ private:
       const auto mp = member(path, "mix");
       auto mix = map(*v, mp, {"put", "get", "cas"});
       if (!mix) return mix.error();
-      for (auto [key, out] : {std::pair{"put", &k.put}, std::pair{"get", &k.get},
-                              std::pair{"cas", &k.cas}})
+      for (auto [key, out] :
+           {std::pair{"put", &k.put}, std::pair{"get", &k.get}, std::pair{"cas", &k.cas}})
         if (const auto* w = mix->find(key)) {
           auto x = number(*w, member(mp, key), 0.0, 1e9);
           if (!x) return x.error();

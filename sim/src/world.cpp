@@ -4,20 +4,20 @@
 #include "world.hpp"
 
 #include "af/hash.hpp"
-#include "agent_host.hpp"
 #include "af/plan/compile.hpp"
 #include "af/plan/executor.hpp"
 #include "af/store/audit.hpp"
 #include "af/store/journal.hpp"
 #include "af/v1/exec.pb.h"
 #include "af/v1/plan.pb.h"
+#include "agent_host.hpp"
 #include "caf_glue.hpp"
 #include "cluster_book.hpp"
 #include "kv_clients.hpp"
 #include "raft_book.hpp"
 #include "shared_store.hpp"
-#include "virtual_agents.hpp"
 #include "sim_agents.hpp"
+#include "virtual_agents.hpp"
 #include "wall_clock.hpp"
 
 #include <caf/event_based_actor.hpp>

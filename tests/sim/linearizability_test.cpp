@@ -308,7 +308,7 @@ bool brute_force(const std::vector<kv_op>& h) {
 TEST_CASE("the checker agrees with brute force on random small histories", "[linearizability]") {
   af::rng r{20240601};
   std::size_t yes = 0, no = 0;
-  for (int round = 0; round < 3000; ++round) {
+  for (int round = 0; round < 2000; ++round) {
     // 2..7 operations on 1 or 2 keys, values from a small set (so writes repeat values), and in
     // half the rounds many without return (the reductions for those are the subtle part).
     const auto n = 2 + r.uniform(6);
