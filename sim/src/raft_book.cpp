@@ -19,7 +19,8 @@ namespace {
 /// invariants judge the group, not the writer.
 class raft_writer : public agent_base<raft_writer> {
 public:
-  raft_writer(duration every, std::uint32_t keys) : every_(every), keys_(keys) {}
+  raft_writer(duration every, std::uint32_t keys, std::shared_ptr<raft_write_counts> counts)
+      : every_(every), keys_(keys), counts_(std::move(counts)) {}
   static void define(handlers<raft_writer>& h) {
     h.kind("sim.raft_writer").on(&raft_writer::on_tick);
   }
@@ -34,13 +35,16 @@ public:
     v1::MetaPut p;
     p.set_key("k" + std::to_string(ctx.rng().uniform(keys_)));
     p.set_value(ctx.self().node + "-" + std::to_string(++n_));
-    ctx.ask<v1::MetaResult>(std::string{cluster::k_raft_agent}, std::move(p), every_ * 20,
-                            [](expected<v1::MetaResult>) {});
+    ++counts_->sent;
+    ctx.ask<v1::MetaResult>(
+        std::string{cluster::k_raft_agent}, std::move(p), every_ * 20,
+        [c = counts_](expected<v1::MetaResult> r) { ++(r ? c->acked : c->failed); });
   }
 
 private:
   duration every_;
   std::uint32_t keys_;
+  std::shared_ptr<raft_write_counts> counts_;
   std::uint64_t n_ = 0;
 };
 
@@ -69,8 +73,8 @@ std::optional<sup::child_spec> raft_book::writer(const std::string&) const {
   sup::child_spec c;
   c.id = "sim.raft_writer";
   c.restart = sup::restart_policy::permanent;
-  c.make_agent = [every, keys = spec_.keys] {
-    return std::make_unique<raft_writer>(std::max(every, duration{1000}), keys);
+  c.make_agent = [every, keys = spec_.keys, counts = writes_] {
+    return std::make_unique<raft_writer>(std::max(every, duration{1000}), keys, counts);
   };
   return c;
 }
@@ -235,6 +239,9 @@ raft_figures raft_book::figures() const {
   f.recoveries = recoveries_;
   f.leader_crashes = leader_crashes_;
   f.elect_after_crash_ms = elect_ms_;
+  f.writes_sent = writes_->sent;
+  f.writes_acked = writes_->acked;
+  f.writes_failed = writes_->failed;
   return f;
 }
 

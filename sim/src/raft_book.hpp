@@ -20,6 +20,11 @@ namespace af::sim::detail {
 
 class world;
 
+/// What the writer load saw (shared with the writers, which outlive no run).
+struct raft_write_counts {
+  std::uint64_t sent = 0, acked = 0, failed = 0;
+};
+
 class raft_book final : public cluster::raft_observer,
                         public std::enable_shared_from_this<raft_book> {
 public:
@@ -88,6 +93,7 @@ private:
   std::string leader_; ///< the leader of the highest term seen
   duration leader_crashed_at_{-1};
   std::vector<double> elect_ms_;
+  std::shared_ptr<raft_write_counts> writes_ = std::make_shared<raft_write_counts>();
 };
 
 } // namespace af::sim::detail

@@ -87,6 +87,9 @@ nlohmann::json raft_figures::to_json() const {
           {"recoveries", recoveries},
           {"leader_crashes", leader_crashes},
           {"elect_after_crash_ms", elect_after_crash_ms},
+          {"writes_sent", writes_sent},
+          {"writes_acked", writes_acked},
+          {"writes_failed", writes_failed},
           {"elect_after_crash_p50_ms", quantile(elect_after_crash_ms, 0.5)},
           {"elect_after_crash_p99_ms", quantile(elect_after_crash_ms, 0.99)}};
 }
@@ -209,6 +212,13 @@ std::string report::to_text() const {
                   static_cast<unsigned long long>(r.commit_index),
                   static_cast<unsigned long long>(r.snapshots_installed));
     out << line;
+    if (r.writes_sent > 0) {
+      std::snprintf(line, sizeof line, "            writes: %llu sent, %llu acked, %llu failed\n",
+                    static_cast<unsigned long long>(r.writes_sent),
+                    static_cast<unsigned long long>(r.writes_acked),
+                    static_cast<unsigned long long>(r.writes_failed));
+      out << line;
+    }
     if (r.leader_crashes > 0) {
       std::snprintf(line, sizeof line,
                     "            %llu leader crashes; next leader after p50 %.1f ms, max %.1f ms "

@@ -143,6 +143,9 @@ TEST_CASE("raft sim: the example scenario runs clean", "[sim][raft]") {
   INFO(r.to_text());
   CHECK(r.ok());
   CHECK(r.raft->commit_index > 100);
+  // Writers on every member (followers forward to the leader) mostly get through.
+  CHECK(r.raft->writes_acked > r.raft->writes_sent / 2);
+  CHECK(r.raft->writes_acked + r.raft->writes_failed <= r.raft->writes_sent);
   CHECK(r.to_text().find("raft        3 members") != std::string::npos);
   CHECK(r.to_json().contains("raft"));
 }

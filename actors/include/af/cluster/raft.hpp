@@ -25,8 +25,8 @@ public:
   virtual ~raft_observer() = default;
   /// The agent on `self` started (fresh or after a crash) with this durable state: its log holds
   /// entries (snapshot_index, last_index]; entries up to snapshot_index are in its snapshot.
-  virtual void recovered(const std::string& self, std::uint64_t term, std::uint64_t snapshot_index,
-                         std::uint64_t last_index) = 0;
+  virtual void recovered(const std::string& self, std::uint64_t term,
+                         std::uint64_t snapshot_index, std::uint64_t last_index) = 0;
   /// `self` became leader of `term`.
   virtual void became_leader(const std::string& self, std::uint64_t term) = 0;
   /// `self` durably holds the entry (index, term) whose command has this digest (SHA-256 of its

@@ -74,6 +74,9 @@ struct raft_figures {
   std::uint64_t leader_crashes = 0;
   /// Each crash of the leader -> the next leader elected, in virtual milliseconds.
   std::vector<double> elect_after_crash_ms;
+  /// The writer load (raft.writes_per_second): puts sent to the local member, answered ok,
+  /// answered with an error or not in time (no leader, leader changes, crashes).
+  std::uint64_t writes_sent = 0, writes_acked = 0, writes_failed = 0;
   [[nodiscard]] nlohmann::json to_json() const;
 };
 
