@@ -30,7 +30,7 @@ namespace {
 using wall_clock = std::chrono::steady_clock; // the CLI's own pacing, never simulated time
 
 struct sim_state {
-  std::string file, until, trace_file, log_file, seeds;
+  std::string file, until, trace_file, log_file, history_file, seeds;
   std::uint64_t seed = 1;
   std::vector<std::string> plugins;
   bool json = false;
@@ -125,6 +125,10 @@ int sim_run(const sim_state& st, const extensions& ext, std::ostream& out, std::
   }
   opts.trace_file = st.trace_file;
   opts.log_file = st.log_file;
+  if (!st.history_file.empty() && !sc->kv_clients.enabled)
+    return usage(err, validation_error("--history: scenario '" + sc->name
+                                       + "' has no kv_clients section (no history to write)"));
+  opts.history_file = st.history_file;
   opts.agents = catalog->agents;
   opts.tools = catalog->tools;
   status_line line{err, ::isatty(STDERR_FILENO) != 0};
@@ -471,7 +475,8 @@ runner add_sim_commands(CLI::App& app, std::ostream& out, std::ostream& err,
              "1: one failed, 2: invalid scenario or flags)\n\nExample:\n"
              "  af sim run examples/sim/work-exchange.yaml --seed 7\n"
              "  af sim run examples/sim/work-exchange.yaml --seed 7 --json --trace /tmp/t.jsonl\n"
-             "  af sim run examples/sim/crash-storm.yaml --seed 3 --until 12s");
+             "  af sim run examples/sim/crash-storm.yaml --seed 3 --until 12s\n"
+             "  af sim run examples/sim/raft-kv.yaml --seed 7 --history /tmp/h.jsonl");
   run->add_option("scenario", st->file, "the scenario file (YAML)")->required();
   run->add_option("--seed", st->seed, "the seed that decides every choice (default 1)");
   run->add_flag("--json", st->json, "print the report as JSON");
@@ -480,6 +485,9 @@ runner add_sim_commands(CLI::App& app, std::ostream& out, std::ostream& err,
   run->add_option("--until", st->until,
                   "stop at this virtual time (30s, 1.5m): for debugging a failing seed");
   run->add_option("--log", st->log_file, "write the simulated nodes' logs to FILE (JSON lines)");
+  run->add_option("--history", st->history_file,
+                  "write the kv clients' operations to FILE as JSON lines (a scenario with\n"
+                  "kv_clients; docs/simulation.md, \"The clients' history\")");
   run->add_option("--plugin", st->plugins, "load agent types and tools from a plugin (repeatable)");
 
   auto* fuzz = sim->add_subcommand(

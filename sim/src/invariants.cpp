@@ -127,6 +127,13 @@ std::vector<invariant_result> world::check_invariants(bool complete) {
         out.push_back({name, false, "the scenario has no virtual_agents section", now});
       continue;
     }
+    if (name == "linearizable") {
+      if (linearizable_)
+        out.push_back(*linearizable_);
+      else
+        out.push_back({name, false, "the scenario has no kv_clients section", now});
+      continue;
+    }
     if (name == "tasks_answered_once") {
       out.push_back(tasks_answered_once(*state_, now));
     } else if (name == "tree_recovers") {

@@ -141,6 +141,12 @@ nlohmann::json report::to_json() const {
   if (membership) out["membership"] = membership->to_json();
   if (raft) out["raft"] = raft->to_json();
   if (ownership) out["ownership"] = ownership->to_json();
+  if (kv)
+    out["kv"] = {
+        {"clients", kv->clients},   {"keys", kv->keys},       {"ops", kv->ops},
+        {"returned", kv->returned}, {"unknown", kv->unknown}, {"puts", kv->puts},
+        {"gets", kv->gets},         {"cas", kv->cas},         {"cas_ok", kv->cas_ok},
+        {"attempts", kv->attempts}, {"retried", kv->retried}, {"check_states", kv->check_states}};
   // --- virtual agents (placement) ---
   if (virtual_agents) {
     const auto& v = *virtual_agents;
@@ -246,6 +252,19 @@ std::string report::to_text() const {
                     r.elect_after_crash_ms.size());
       out << line;
     }
+  }
+  if (kv) {
+    char line[256];
+    std::snprintf(
+        line, sizeof line,
+        "kv clients  %u clients, %llu ops on %llu keys: %llu returned, %llu without "
+        "return; %llu retried; %llu of %llu cas ok; %llu states checked\n",
+        kv->clients, static_cast<unsigned long long>(kv->ops),
+        static_cast<unsigned long long>(kv->keys), static_cast<unsigned long long>(kv->returned),
+        static_cast<unsigned long long>(kv->unknown), static_cast<unsigned long long>(kv->retried),
+        static_cast<unsigned long long>(kv->cas_ok), static_cast<unsigned long long>(kv->cas),
+        static_cast<unsigned long long>(kv->check_states));
+    out << line;
   }
   // --- virtual agents (placement) ---
   if (virtual_agents) {

@@ -27,11 +27,11 @@ using plan::yaml_map;
 
 constexpr std::string_view k_api_version = "agentflow/v1";
 constexpr std::string_view k_kind = "Scenario";
-constexpr std::array<std::string_view, 10> k_invariants{
+constexpr std::array<std::string_view, 11> k_invariants{
     "tasks_answered_once",  "tree_recovers",        "no_actor_leak",
     "executions_complete",  "ledger_exactly_once",  "members_agree",
     "crashed_members_dead", "virtual_exactly_once", "sagas_settled",
-    "exec_single_owner"};
+    "exec_single_owner",    "linearizable"};
 constexpr std::int64_t k_max_nodes = 1000;
 constexpr std::int64_t k_max_population = 10'000'000;
 constexpr std::int64_t k_max_workflows = 1'000'000;
@@ -834,7 +834,8 @@ private:
     if (!f) return missing(top, {}, "spec", "spec: {duration: 60s, nodes: [...], ...}");
     auto spec = map(*f, "spec",
                     {"duration", "drain", "nodes", "network", "populations", "workflows", "faults",
-                     "invariants", "cluster", "virtual_agents", "raft", "ownership"});
+                     "invariants", "cluster", "virtual_agents", "raft", "ownership",
+                     "kv_clients"});
     if (!spec) return spec.error();
     // Nodes and the duration first: the other sections refer to them.
     if (const auto* n = spec->find("nodes"))
@@ -868,6 +869,8 @@ private:
       if (auto st = read_raft(*r); !st) return st;
     if (const auto* o = spec->find("ownership"))
       if (auto st = read_ownership(*o); !st) return st;
+    if (const auto* k = spec->find("kv_clients"))
+      if (auto st = read_kv_clients(*k); !st) return st;
     return {};
   }
 
@@ -920,6 +923,69 @@ private:
       }
     }
     if (auto st = plan::validate(o); !st) return yaml_.fail(f.mark(), path, st.error().message());
+    return {};
+  }
+
+  // ---- kv_clients (the Raft store's clients; af/sim/kv_workload.hpp) --------------------------
+
+  status read_kv_clients(const yaml_field& f) {
+    const std::string path = "spec.kv_clients";
+    auto m = map(f, path,
+                 {"clients", "ops_per_client", "keys", "timeout", "attempts", "backoff", "think",
+                  "mix", "nodes", "stale_reads"});
+    if (!m) return m.error();
+    if (!sc_.raft.enabled)
+      return yaml_.fail(f.mark(), path, "needs a raft section (the store its clients use)");
+    auto& k = sc_.kv_clients;
+    k.enabled = true;
+    for (auto [key, out, lo, hi] :
+         {std::tuple{"clients", &k.clients, 1, 1000},
+          std::tuple{"ops_per_client", &k.ops_per_client, 1, 1'000'000},
+          std::tuple{"keys", &k.keys, 1, 1000}, std::tuple{"attempts", &k.attempts, 1, 100}})
+      if (const auto* v = m->find(key)) {
+        auto n = integer(*v, member(path, key), lo, hi);
+        if (!n) return n.error();
+        *out = static_cast<std::uint32_t>(*n);
+      }
+    for (auto [key, out, sg] : {std::tuple{"timeout", &k.timeout, sign::positive},
+                                std::tuple{"backoff", &k.backoff, sign::non_negative},
+                                std::tuple{"think", &k.think, sign::non_negative}})
+      if (const auto* v = m->find(key)) {
+        auto d = duration_of(*v, member(path, key), sg);
+        if (!d) return d.error();
+        *out = *d;
+      }
+    if (const auto* v = m->find("mix")) {
+      const auto mp = member(path, "mix");
+      auto mix = map(*v, mp, {"put", "get", "cas"});
+      if (!mix) return mix.error();
+      for (auto [key, out] :
+           {std::pair{"put", &k.put}, std::pair{"get", &k.get}, std::pair{"cas", &k.cas}})
+        if (const auto* w = mix->find(key)) {
+          auto x = number(*w, member(mp, key), 0.0, 1e9);
+          if (!x) return x.error();
+          *out = *x;
+        } else {
+          *out = 0; // a mix lists every operation it wants
+        }
+      if (k.put + k.get + k.cas <= 0)
+        return yaml_.fail(v->mark(), mp, "expected a positive weight for put, get or cas");
+    }
+    if (const auto* v = m->find("nodes")) {
+      auto nodes = node_list(*v, member(path, "nodes"));
+      if (!nodes) return nodes.error();
+      if (nodes->empty()) return yaml_.fail(v->mark(), member(path, "nodes"), "empty list");
+      k.nodes = std::move(*nodes);
+    }
+    if (const auto* v = m->find("stale_reads")) {
+      auto b = boolean(*v, member(path, "stale_reads"));
+      if (!b) return b.error();
+      k.stale_reads = *b;
+    }
+    // The clients' history is always checked.
+    if (std::find(sc_.invariants.begin(), sc_.invariants.end(), "linearizable")
+        == sc_.invariants.end())
+      sc_.invariants.emplace_back("linearizable");
     return {};
   }
 

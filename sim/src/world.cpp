@@ -4,20 +4,21 @@
 #include "world.hpp"
 
 #include "af/hash.hpp"
-#include "agent_host.hpp"
 #include "af/plan/compile.hpp"
 #include "af/plan/executor.hpp"
 #include "af/store/audit.hpp"
 #include "af/store/journal.hpp"
 #include "af/v1/exec.pb.h"
 #include "af/v1/plan.pb.h"
+#include "agent_host.hpp"
 #include "caf_glue.hpp"
 #include "cluster_book.hpp"
 #include "exec_owner_book.hpp"
+#include "kv_clients.hpp"
 #include "raft_book.hpp"
 #include "shared_store.hpp"
-#include "virtual_agents.hpp"
 #include "sim_agents.hpp"
+#include "virtual_agents.hpp"
 #include "wall_clock.hpp"
 
 #include <caf/event_based_actor.hpp>
@@ -286,6 +287,25 @@ status world::build() {
   if (raft_)
     for (const auto& m : sc_.raft.options.members)
       if (auto w = raft_->writer(m)) find_node(m)->add_population_child(std::move(*w));
+  if (!opts_.history_file.empty() && !sc_.kv_clients.enabled)
+    return validation_error("--history: scenario '" + sc_.name
+                            + "' has no kv_clients section, so no history to write");
+  if (sc_.kv_clients.enabled) {
+    if (!raft_)
+      return validation_error("scenario '" + sc_.name + "': kv_clients needs a raft section");
+    kv_ = std::make_unique<kv_book>();
+    kv_->spec = sc_.kv_clients;
+    kv_->members = sc_.raft.options.members;
+    kv_->stop_at = sc_.run_for;
+    kv_->elapsed = [this] { return elapsed(); };
+    for (auto& [node, child] : kv_client_children(*kv_, sc_.nodes)) {
+      auto* n = find_node(node);
+      if (n == nullptr)
+        return validation_error("scenario '" + sc_.name + "': kv_clients node '" + node
+                                + "' is not a declared node");
+      n->add_population_child(std::move(child));
+    }
+  }
 
   // Populations: NAME-i on the i-th of its nodes, round-robin.
   for (const auto& p : sc_.populations) {
@@ -600,6 +620,12 @@ expected<report> world::run() {
   if (virtual_) {
     finish_virtual_report(*this, *virtual_);
     r.virtual_agents = virtual_->counts;
+  }
+  if (kv_) {
+    linearizable_ = finish_kv(*kv_, elapsed());
+    r.kv = kv_->counts;
+    if (!opts_.history_file.empty())
+      if (auto s = write_kv_history(*kv_, opts_.history_file); !s) return s.error();
   }
   r.invariants = check_invariants(complete);
   r.trace_hash = trace_->hex();

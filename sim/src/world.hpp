@@ -21,6 +21,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -33,6 +34,7 @@ struct sim_state;
 class cluster_book;
 class raft_book;
 class exec_owner_book;
+struct kv_book;
 struct virtual_book;
 
 using fault_atom = caf::atom_constant<caf::atom("sim_fault")>;
@@ -249,6 +251,8 @@ private:
   std::shared_ptr<raft_book> raft_;
   std::shared_ptr<exec_owner_book> exec_owners_;
   std::shared_ptr<store::memory_backend> shared_disk_; ///< with `ownership:` (a shared database)
+  std::unique_ptr<kv_book> kv_;                  ///< spec.kv_clients (kv_clients.hpp), or null
+  std::optional<invariant_result> linearizable_; ///< the kv history's check, made at the end
   bool draining_ = false;
   std::size_t fault_generation_ = 0; ///< faults of an older generation are ignored (drain)
 };

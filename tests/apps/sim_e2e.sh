@@ -2,7 +2,8 @@
 # `af sim run` and `af sim fuzz` through the real binary (issue 6, "Tests"): the same seed gives
 # the same trace hash in two processes, another seed another hash; exit codes 0/1/2; --trace and
 # --until; fuzzing finds the bug planted in examples/sim/planted-bug.yaml (test.buggy_worker, a
-# test plugin: tests/sim/plugins/buggy_worker.cpp) and the replay command it prints reproduces it.
+# test plugin: tests/sim/plugins/buggy_worker.cpp) and the replay command it prints reproduces it;
+# --history writes the raft-kv clients' operations in the documented format.
 # Usage: sim_e2e.sh PATH/TO/af SRC_DIR PATH/TO/libaf_test_sim_buggy.so
 set -euo pipefail
 
@@ -172,5 +173,47 @@ cp "$tmp/notype.yaml" "$tmp/notype2.yaml"
 ((rc == 1)) || { cat "$tmp/fuzz2.out" >&2; fail "fuzz with failing workers exited $rc, not 1"; }
 grep -q "FAILED: the worker exited with 2" "$tmp/fuzz2.out" || fail "the worker's exit is not shown"
 grep -q "  | .*acme.nothing" "$tmp/fuzz2.out" || fail "the worker's stderr is not shown"
+
+echo "== --history: the raft-kv clients' operations as JSON lines (docs/simulation.md)"
+KV=examples/sim/raft-kv.yaml
+"$AF" sim run "$KV" --seed 7 --history "$tmp/h.jsonl" --json >"$tmp/kv.json" ||
+  fail "raft-kv seed 7 exited $?"
+[[ $(json "$tmp/kv.json" 'j["ok"]') == True ]] || fail "raft-kv seed 7: an invariant failed"
+python3 - "$tmp/h.jsonl" "$tmp/kv.json" <<'PY' || fail "the history file is not valid"
+import json, sys
+ops = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+rep = json.load(open(sys.argv[2]))
+assert len(ops) == rep["kv"]["ops"] > 0, (len(ops), rep["kv"])
+need = {"client", "op", "key", "value", "call"}
+for o in ops:
+    assert need <= o.keys() <= need | {"expected", "ok", "return"}, o
+    assert isinstance(o["client"], int) and 0 <= o["client"] < rep["kv"]["clients"], o
+    assert o["op"] in ("put", "get", "cas"), o
+    assert isinstance(o["key"], str) and isinstance(o["value"], str), o
+    assert isinstance(o["call"], int) and o["call"] >= 0, o
+    assert ("expected" in o) == (o["op"] == "cas"), o
+    if "return" in o:
+        assert isinstance(o["return"], int) and o["return"] >= o["call"], o
+        assert ("ok" in o) == (o["op"] == "cas"), o
+    else:
+        assert "ok" not in o, o
+# Each client is sequential: an operation starts after its previous one returned.
+by_client = {}
+for o in ops:
+    by_client.setdefault(o["client"], []).append(o)
+for c, mine in by_client.items():
+    mine.sort(key=lambda o: o["call"])
+    for a, b in zip(mine, mine[1:]):
+        assert "return" not in a or b["call"] >= a["return"], (a, b)
+assert sum("return" not in o for o in ops) == rep["kv"]["unknown"]
+assert [i["ok"] for i in rep["invariants"] if i["name"] == "linearizable"] == [True]
+PY
+"$AF" sim run "$KV" --seed 7 --history "$tmp/h2.jsonl" >/dev/null || fail "raft-kv seed 7 rerun failed"
+cmp -s "$tmp/h.jsonl" "$tmp/h2.jsonl" || fail "seed 7 wrote two different histories"
+rc=0
+"$AF" sim run "$WORK" --seed 1 --history "$tmp/none.jsonl" >"$tmp/none.out" 2>&1 || rc=$?
+((rc == 2)) || { cat "$tmp/none.out" >&2; fail "--history without kv_clients exited $rc, not 2"; }
+grep -q "no kv_clients section" "$tmp/none.out" || fail "--history refusal does not say why"
+[[ ! -e $tmp/none.jsonl ]] || fail "--history without kv_clients wrote a file"
 
 echo "sim e2e: all checks passed"

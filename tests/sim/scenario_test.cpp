@@ -216,7 +216,7 @@ TEST_CASE("scenario errors name file:line:col, the path and what was expected", 
     CHECK(error_of("  seeds: 3\n")
           == "s.yaml:5:3: spec: unknown key 'seeds' (expected one of: duration, drain, nodes, "
              "network, populations, workflows, faults, invariants, cluster, virtual_agents, "
-             "raft, ownership)");
+             "raft, ownership, kv_clients)");
   }
   SECTION("unknown keys") {
     CHECK(error_of("  network: {latency: 5ms, jitter: 1ms}\n")
@@ -371,7 +371,7 @@ TEST_CASE("scenario errors name file:line:col, the path and what was expected", 
           == "s.yaml:5:31: spec.invariants[1]: unknown invariant 'everything_fine'; expected one "
              "of: tasks_answered_once, tree_recovers, no_actor_leak, executions_complete, "
              "ledger_exactly_once, members_agree, crashed_members_dead, virtual_exactly_once, "
-             "sagas_settled, exec_single_owner");
+             "sagas_settled, exec_single_owner, linearizable");
     CHECK(error_of("  invariants: [no_actor_leak, no_actor_leak]\n")
           == "s.yaml:5:31: spec.invariants[1]: invariant 'no_actor_leak' listed twice");
   }

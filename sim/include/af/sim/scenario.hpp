@@ -9,6 +9,7 @@
 #include "af/error.hpp"
 #include "af/plan/executor.hpp"
 #include "af/services.hpp"
+#include "af/sim/kv_workload.hpp"
 #include "af/sim/virtual_agents.hpp"
 
 #include <nlohmann/json.hpp>
@@ -169,9 +170,11 @@ struct scenario {
   cluster_spec cluster;
   raft_spec raft;
   ownership_spec ownership;
+  /// Key-value clients of the Raft group (kv_workload.hpp); needs `raft`.
+  kv_clients_spec kv_clients;
   /// Names of the checks to run at the end (see invariants.hpp): tasks_answered_once,
   /// tree_recovers, no_actor_leak, executions_complete, ledger_exactly_once, members_agree,
-  /// crashed_members_dead.
+  /// crashed_members_dead, virtual_exactly_once, linearizable (added by kv_clients).
   std::vector<std::string> invariants;
   /// Virtual agents placed across the nodes (virtual_agents.hpp); off when it lists no kinds.
   virtual_agents_spec virtual_agents;

@@ -5,6 +5,7 @@
 
 #include "af/error.hpp"
 #include "af/plan/agents.hpp"
+#include "af/sim/kv_workload.hpp"
 #include "af/sim/scenario.hpp"
 #include "af/tool/registry.hpp"
 
@@ -115,6 +116,7 @@ struct report {
   std::optional<membership_figures> membership; ///< scenarios with `cluster:`
   std::optional<raft_figures> raft;             ///< scenarios with `raft:`
   std::optional<ownership_figures> ownership;   ///< scenarios with `ownership:`
+  std::optional<kv_figures> kv;                 ///< scenarios with `kv_clients:`
   /// Set when the scenario has a virtual_agents section.
   std::optional<virtual_agents_report> virtual_agents;
 
@@ -147,6 +149,9 @@ struct run_options {
   std::function<void(const progress&)> on_progress;
   /// Where node logs go ("" = discarded): JSON lines of every simulated node.
   std::string log_file;
+  /// Write the kv clients' history here (JSON lines, docs/simulation.md); the scenario needs a
+  /// kv_clients section.
+  std::string history_file;
 };
 
 /// Runs `sc` with `opts.seed`. An error means the scenario could not run (an unknown agent type,
