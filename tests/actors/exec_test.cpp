@@ -392,6 +392,39 @@ spec:
   REQUIRE(sub);
   CHECK(sub->status() == v1::EXEC_COMPLETED);
   CHECK(nlohmann::json::parse(sub->outputs_json())["result"] == 42);
+
+  // A sub-plan step inside a fan-out: each branch (`subs[0]`, ...) starts its own child, whose id
+  // spells the branch as `.0` (execution ids are [A-Za-z0-9_.-]).
+  const auto fan = plans.write("fan.yaml", R"(
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: fan}
+spec:
+  type: dag
+  inputs:
+    items: {default: [1, 2, 3]}
+  outputs: {all: "${steps.subs.output}"}
+  steps:
+    - id: subs
+      for_each: "${inputs.items}"
+      plan: child.yaml
+      input: {n: "${item}"}
+)");
+  auto fan_ir = plan::compile_file(fan);
+  REQUIRE(fan_ir);
+  auto fanned = t.start(*fan_ir, true, "{}", "fan-1");
+  REQUIRE(fanned);
+  INFO(fanned->ShortDebugString());
+  REQUIRE(fanned->status() == v1::EXEC_COMPLETED);
+  const auto all = nlohmann::json::parse(fanned->outputs_json())["all"];
+  REQUIRE(all.size() == 3);
+  CHECK(all[0]["doubled"] == 2);
+  CHECK(all[2]["doubled"] == 6);
+  for (const auto* child : {"fan-1.subs.0.1", "fan-1.subs.1.1", "fan-1.subs.2.1"}) {
+    auto c = t.show(child);
+    REQUIRE(c);
+    CHECK(c->status() == v1::EXEC_COMPLETED);
+  }
 }
 
 namespace {

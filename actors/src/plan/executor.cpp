@@ -578,7 +578,15 @@ expected<agent_ref> executor::step_agent(context& ctx, const v1::StepScheduled& 
 }
 
 std::string executor::child_id(const v1::StepScheduled& s) const {
-  return id_ + "." + s.step_id() + "." + std::to_string(s.attempt());
+  // A fan-out branch `step[3]` becomes `step.3`: execution ids are [A-Za-z0-9_.-], and step ids
+  // have no '.', so the branch stays apart from the attempt.
+  std::string step;
+  step.reserve(s.step_id().size());
+  for (const char c : s.step_id()) {
+    if (c == '[') step += '.';
+    else if (c != ']') step += c;
+  }
+  return id_ + "." + step + "." + std::to_string(s.attempt());
 }
 
 void executor::cancel_child(context& ctx, const v1::StepScheduled& s, std::string reason) {
