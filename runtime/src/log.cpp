@@ -318,6 +318,12 @@ log_backend::log_backend(std::unique_ptr<impl> state, log_level level)
 
 log_backend::~log_backend() = default;
 
+std::shared_ptr<log_backend> log_backend::for_node(std::string node) const {
+  auto state = std::make_unique<impl>(*impl_);
+  state->node = std::move(node);
+  return std::make_shared<log_backend>(std::move(state), level());
+}
+
 void log_backend::write(log_level level, std::string_view event, std::string_view msg,
                         const log_context& ctx, const nlohmann::json* extra_or_null) noexcept {
   if (level == log_level::off) return;

@@ -47,8 +47,7 @@ status sim_node::start() {
   core->svc.random = std::make_shared<seeded_random_source>(core->svc.seed);
   core->svc.ids = std::make_shared<id_generator>(clock_, world_.draw_seed());
   if (const auto& sink = world_.log_sink()) {
-    log_context lc;
-    core->log = logger{sink, lc};
+    core->log = logger{sink->for_node(name_)};
   }
   core->metrics = metrics_.get();
   core->sys = &world_.system();

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -220,7 +221,9 @@ TEST_CASE("swim: a falsely suspected live member refutes and stays alive", "[sim
   auto r = run_ok(sc, 9, log);
   require_all_ok(r);
   std::size_t suspected = 0, refuted = 0, dead = 0;
+  std::set<std::string> observers; // each simulated node logs under its own name
   for (const auto& e : state_changes(log)) {
+    observers.insert(e.value("node", ""));
     if (e.value("member", "") != "n4") continue;
     const auto to = e.value("to", "");
     if (to == "suspect") ++suspected;
@@ -231,6 +234,9 @@ TEST_CASE("swim: a falsely suspected live member refutes and stays alive", "[sim
   CHECK(suspected > 0);
   CHECK(refuted > 0);
   CHECK(dead == 0);
+  CHECK(observers.count("") == 0);
+  CHECK(observers.size() > 1);
+  CHECK(observers.count("n1") == 1);
   CHECK(r.membership->converged_at_end);
   if (!std::getenv("AF_SWIM_KEEP_LOGS")) std::filesystem::remove(log);
 }

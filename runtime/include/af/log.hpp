@@ -66,6 +66,10 @@ public:
              const nlohmann::json* extra) noexcept;
   void flush() noexcept;
 
+  /// A backend writing to the same sink, at the same format and level, with `node` on its lines
+  /// (the simulator's nodes share one log file).
+  [[nodiscard]] std::shared_ptr<log_backend> for_node(std::string node) const;
+
 private:
   std::atomic<log_level> level_;
   std::unique_ptr<impl> impl_;
