@@ -1,5 +1,6 @@
 // The SQLite backend, the embedded default: one file (DATA_DIR/agentflow.db) in WAL mode, group
-// commit as one BEGIN IMMEDIATE transaction with a savepoint per request, statements prepared once.
+// commit as one BEGIN IMMEDIATE transaction (a savepoint per request only when a write failed
+// half-way), events stored in commit order (migration 4), statements prepared once.
 //
 // Thread-safety: a backend object is used by one store actor at a time (the connection is opened
 // with SQLITE_OPEN_NOMUTEX); several processes may share the file (SQLite's locks and
@@ -299,7 +300,13 @@ private:
 
   status configure(const sqlite_options& opts);
   expected<stream_state> stream_get(std::string_view stream);
-  expected<append_result> append_one(const append_request& r, time_point now);
+  /// `isolate`: a savepoint around the request's writes, so that a write failing half-way
+  /// takes back only this request's rows. Without it, `partial` is set when a write failed
+  /// after an earlier one of the request succeeded (the caller must roll the batch back).
+  expected<append_result> append_one(const append_request& r, time_point now, bool isolate,
+                                     bool& partial);
+  std::vector<expected<append_result>> append_all(std::span<const append_request> batch,
+                                                  time_point now, bool isolate);
   status insert_events(const append_request& r, std::uint64_t first, time_point now);
   status apply_migration(const migration& m, bool up);
 
@@ -492,7 +499,8 @@ status sqlite_backend::insert_events(const append_request& r, std::uint64_t firs
   return {};
 }
 
-expected<append_result> sqlite_backend::append_one(const append_request& r, time_point now) {
+expected<append_result> sqlite_backend::append_one(const append_request& r, time_point now,
+                                                   bool isolate, bool& partial) {
   if (auto st = check_append(r); !st) return st.error();
   auto cur = stream_get(r.stream);
   if (!cur) return cur.error();
@@ -500,41 +508,68 @@ expected<append_result> sqlite_backend::append_one(const append_request& r, time
           check_expected(r, cur->exists, cur->tenant, cur->version, cur->finished_at.has_value());
       !st)
     return st.error();
-  if (auto st = exec(sql::savepoint, "append: SAVEPOINT"); !st) return st.error();
+  if (isolate) {
+    if (auto st = exec(sql::savepoint, "append: SAVEPOINT"); !st) return st.error();
+  }
   if (auto st = insert_events(r, cur->version + 1, now); !st) {
-    // Only this request's rows go, unless SQLite already rolled the whole transaction back.
-    if (in_transaction()) {
-      (void)exec(sql::rollback_to, "append: ROLLBACK TO");
-      (void)exec(sql::release, "append: RELEASE");
+    if (isolate) {
+      // Only this request's rows go, unless SQLite already rolled the whole transaction back.
+      if (in_transaction()) {
+        (void)exec(sql::rollback_to, "append: ROLLBACK TO");
+        (void)exec(sql::release, "append: RELEASE");
+      }
+    } else {
+      // A failed statement takes back only its own changes: the request's earlier rows may
+      // stay, and the caller starts the batch over with savepoints.
+      partial = true;
     }
     return st.error();
   }
-  if (auto st = exec(sql::release, "append: RELEASE"); !st) return st.error();
+  if (isolate) {
+    if (auto st = exec(sql::release, "append: RELEASE"); !st) return st.error();
+  }
   return append_result{cur->version + 1, cur->version + r.events.size(), now};
 }
 
 std::vector<expected<append_result>>
-sqlite_backend::append_batch(std::span<const append_request> batch, time_point now) {
-  std::vector<expected<append_result>> out;
-  if (batch.empty()) return out;
+sqlite_backend::append_all(std::span<const append_request> batch, time_point now, bool isolate) {
   auto fail_all = [&](const error& e) {
     return std::vector<expected<append_result>>(batch.size(), expected<append_result>{e});
   };
+  std::vector<expected<append_result>> out;
   if (auto st = exec(sql::begin, "append_batch: BEGIN IMMEDIATE"); !st) return fail_all(st.error());
   out.reserve(batch.size());
   for (const auto& r : batch) {
-    out.push_back(append_one(r, now));
+    bool partial = false;
+    out.push_back(append_one(r, now, isolate, partial));
     if (!in_transaction()) {
       // An I/O error, a full disk or similar: SQLite rolled back everything, earlier requests too.
       auto e = out.back() ? corrupt("append_batch: the transaction was rolled back")
                           : out.back().error();
       return fail_all(e);
     }
+    if (partial) {
+      // Rare (the checks passed, so only a failing write gets here): start over with a
+      // savepoint per request, which leaves out this request's rows and keeps the others'.
+      rollback();
+      return {};
+    }
   }
   if (auto st = exec(sql::commit, "append_batch: COMMIT"); !st) {
     rollback();
     return fail_all(st.error());
   }
+  return out;
+}
+
+std::vector<expected<append_result>>
+sqlite_backend::append_batch(std::span<const append_request> batch, time_point now) {
+  if (batch.empty()) return {};
+  // The requests were checked (versions, tenants) before anything is written, so a write rarely
+  // fails; the fast path therefore takes no savepoint per request (two statements each) and
+  // falls back to savepoints only when a write did fail half-way through a request.
+  auto out = append_all(batch, now, false);
+  if (out.empty()) out = append_all(batch, now, true);
   return out;
 }
 
