@@ -281,6 +281,53 @@ TEST_CASE("sqlite: migration 4 stores events in commit order and keeps what sche
   CHECK(raw.one("SELECT count(*) FROM sqlite_master WHERE name = 'events_by_stream'") == "0");
 }
 
+TEST_CASE("sqlite: connections of one process to one file commit through one writer", "[sqlite]") {
+  // The journal and the audit writer each have a connection; SQLite admits one writer at a time.
+  // With no busy timeout at all, two connections writing at once would get "database is locked";
+  // through the process's commit hub they never contend, and whoever commits carries the other's
+  // queued writes.
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "agentflow.db").string();
+  auto journal = must_open({.path = path, .busy_timeout_ms = 0});
+  auto journal2 = must_open({.path = path, .busy_timeout_ms = 0});
+  auto audit = must_open({.path = path, .busy_timeout_ms = 0});
+  constexpr int k_rounds = 300;
+  std::vector<std::string> errors[3];
+  auto appender = [&](backend& db, const std::string& stream, std::vector<std::string>& errs) {
+    for (int i = 0; i < k_rounds; ++i) {
+      auto out = db.append_batch(std::vector{req(stream, static_cast<std::uint64_t>(i), 1)}, t0);
+      if (!out.at(0)) errs.push_back(out[0].error().to_string());
+    }
+  };
+  std::thread a([&] { appender(*journal, "exec/a", errors[0]); });
+  std::thread b([&] { appender(*journal2, "exec/b", errors[1]); });
+  std::thread c([&] {
+    sha256_digest prev{};
+    for (int i = 1; i <= k_rounds; ++i) {
+      audit_row row{static_cast<std::uint64_t>(i), "t1", t0, "tester", "test.write", "exec/a",
+                    "record-" + std::to_string(i), prev, {}};
+      row.hash.fill(static_cast<std::uint8_t>(i));
+      row.hash[0] = static_cast<std::uint8_t>(i >> 8);
+      if (auto st = audit->audit_append(std::span{&row, 1}); !st)
+        errors[2].push_back(st.error().to_string());
+      prev = row.hash;
+    }
+  });
+  a.join();
+  b.join();
+  c.join();
+  for (const auto& e : errors) {
+    INFO((e.empty() ? std::string{} : e.front()));
+    CHECK(e.empty());
+  }
+  CHECK(journal->version("exec/a").value() == k_rounds);
+  CHECK(journal->version("exec/b").value() == k_rounds);
+  CHECK(audit->audit_last().value().seq == k_rounds);
+  raw_db raw{path};
+  CHECK(raw.one("SELECT count(*) FROM events") == std::to_string(2 * k_rounds));
+  CHECK(raw.one("SELECT count(*) FROM audit_log") == std::to_string(k_rounds));
+}
+
 TEST_CASE("sqlite: the embedded migrations are numbered 1..n with both directions", "[sqlite]") {
   for (std::string_view backend : {"sqlite", "postgres"}) {
     INFO(backend);
