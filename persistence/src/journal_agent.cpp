@@ -33,6 +33,8 @@ std::string bytes_of(const sha256_digest& d) {
 }
 
 constexpr std::uint32_t k_default_max = 1000;
+/// Holds shorter than this are not started (journal_options::hold_fraction).
+constexpr auto k_min_hold = std::chrono::microseconds(50);
 
 class journal_agent : public agent_base<journal_agent> {
 public:
@@ -126,7 +128,8 @@ public:
       return false;
     const auto wait = std::min<duration>(
         opts_.hold_max, std::chrono::duration_cast<duration>(last_commit_ * opts_.hold_fraction));
-    if (wait <= duration::zero()) return false;
+    // A commit that fast (the memory store, a page-cache-only SQLite) is not worth a timer.
+    if (wait < k_min_hold) return false;
     holding_ = true;
     v1::JournalFlush end;
     end.set_hold(++hold_number_);

@@ -30,8 +30,8 @@ struct journal_options {
   /// gathered: without waiting, they split into two cohorts that alternate, each paying a sync.
   /// When appends are waiting but streams replied to by the last commit have not appended again
   /// yet, the journal holds the commit until they have, for at most this fraction of the last
-  /// commit's duration and at most `hold_max` (0 disables holding). A lone appender never waits:
-  /// its own append is the one awaited.
+  /// commit's duration and at most `hold_max` (0 disables holding; holds under 50 µs are not
+  /// started). A lone appender never waits: its own append is the one awaited.
   double hold_fraction = 0.5;
   duration hold_max = std::chrono::milliseconds(2);
   /// Appends whose commit failed with a transient error (SQLite busy past its timeout, a
