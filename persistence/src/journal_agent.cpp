@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <unordered_set>
 
 namespace af::store {
 
@@ -32,6 +33,8 @@ std::string bytes_of(const sha256_digest& d) {
 }
 
 constexpr std::uint32_t k_default_max = 1000;
+/// Holds shorter than this are not started (journal_options::hold_fraction).
+constexpr auto k_min_hold = std::chrono::microseconds(50);
 
 class journal_agent : public agent_base<journal_agent> {
 public:
@@ -97,20 +100,56 @@ public:
       req.events.push_back({e.type(), e.payload(), digest_of(e.envelope_hash())});
     }
     retry_->on_first_attempt();
+    const bool was_awaited = awaited_.erase(req.stream) > 0;
     pending_.push_back({std::move(req), std::move(reply), 1});
-    // The flush arrives after every message already in the mailbox: all of them join the batch.
-    if (!flush_scheduled_) {
-      flush_scheduled_ = true;
-      ctx.tell(ctx.self_ref(), v1::JournalFlush{});
+    if (holding_) {
+      // Every stream of the last commit is back: commit now rather than at the hold's end.
+      if (was_awaited && awaited_.empty()) {
+        holding_ = false; // the hold's timer finds it over
+        request_flush(ctx);
+      }
+      return;
     }
+    request_flush(ctx);
+  }
+
+  /// The flush arrives after every message already in the mailbox: all of them join the batch.
+  void request_flush(context& ctx) {
+    if (flush_scheduled_) return;
+    flush_scheduled_ = true;
+    ctx.tell(ctx.self_ref(), v1::JournalFlush{});
+  }
+
+  /// Whether to wait for the streams the last commit replied to (journal_options::hold_fraction)
+  /// before committing what is pending; starts the hold's timer if so.
+  bool hold(context& ctx) {
+    if (opts_.hold_fraction <= 0 || awaited_.empty() || pending_.empty()
+        || pending_.size() >= opts_.max_batch || link_.db() == nullptr)
+      return false;
+    const auto wait = std::min<duration>(
+        opts_.hold_max, std::chrono::duration_cast<duration>(last_commit_ * opts_.hold_fraction));
+    // A commit that fast (the memory store, a page-cache-only SQLite) is not worth a timer.
+    if (wait < k_min_hold) return false;
+    holding_ = true;
+    v1::JournalFlush end;
+    end.set_hold(++hold_number_);
+    ctx.schedule(wait, end);
+    return true;
   }
 
   void on_reopen(context& ctx, const v1::JournalReopen&) {
     if (link_.db() == nullptr) open(ctx);
   }
 
-  void on_flush(context& ctx, const v1::JournalFlush&) {
-    flush_scheduled_ = false;
+  void on_flush(context& ctx, const v1::JournalFlush& f) {
+    if (f.hold() != 0) {
+      if (!holding_ || f.hold() != hold_number_) return; // that hold ended already
+      holding_ = false;                                  // its time is up: commit what is there
+    } else {
+      flush_scheduled_ = false;
+      if (holding_ || hold(ctx)) return; // the hold commits when it ends
+    }
+    awaited_.clear();
     while (!pending_.empty()) {
       if (link_.db() == nullptr) {
         for (auto& p : pending_)
@@ -125,12 +164,14 @@ public:
         batch.push_back(std::move(pending_[i].req)); // moved back below if it is retried
       auto t0 = ctx.monotonic();
       auto results = link_.db()->append_batch(batch, ctx.now());
-      append_seconds_.observe(std::chrono::duration<double>(ctx.monotonic() - t0).count());
+      last_commit_ = ctx.monotonic() - t0;
+      append_seconds_.observe(std::chrono::duration<double>(last_commit_).count());
       batch_size_.observe(static_cast<double>(n));
       for (std::size_t i = 0; i < n; ++i) {
         auto& r = results[i];
         auto& reply = pending_[i].reply;
         if (r) {
+          if (!batch[i].finish) awaited_.insert(batch[i].stream);
           v1::AppendResult out;
           out.set_first_version(r->first_version);
           out.set_last_version(r->last_version);
@@ -176,10 +217,7 @@ public:
         ++it;
       }
     }
-    if (any && !flush_scheduled_) {
-      flush_scheduled_ = true;
-      ctx.tell(ctx.self_ref(), v1::JournalFlush{});
-    }
+    if (any && !holding_) request_flush(ctx);
   }
 
   // --- retention -----------------------------------------------------------------------------
@@ -321,6 +359,13 @@ private:
   std::optional<sup::retry_policy> retry_;
   counter_handle compacted_deleted_, compacted_pruned_, compacted_events_;
   bool flush_scheduled_ = false;
+  /// Streams the last commit replied to that have not appended again, the hold on the commit
+  /// that waits for them (numbered, so that the timer of an earlier hold is told apart), and
+  /// how long the last append_batch call took.
+  std::unordered_set<std::string> awaited_;
+  bool holding_ = false;
+  std::uint64_t hold_number_ = 0;
+  duration last_commit_{};
   histogram_handle append_seconds_, batch_size_;
   counter_handle conflicts_;
 };

@@ -1,5 +1,6 @@
 // The SQLite backend, the embedded default: one file (DATA_DIR/agentflow.db) in WAL mode, group
-// commit as one BEGIN IMMEDIATE transaction with a savepoint per request, statements prepared once.
+// commit as one BEGIN IMMEDIATE transaction (a savepoint per request only when a write failed
+// half-way), events stored in commit order (migration 4), statements prepared once.
 //
 // Thread-safety: a backend object is used by one store actor at a time (the connection is opened
 // with SQLITE_OPEN_NOMUTEX); several processes may share the file (SQLite's locks and
@@ -16,7 +17,13 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <system_error>
 
 namespace af::store {
@@ -54,6 +61,9 @@ enum class sql : std::size_t {
   savepoint,
   release,
   rollback_to,
+  job_savepoint,
+  job_release,
+  job_rollback_to,
   stream_get,
   event_insert,
   stream_upsert,
@@ -91,6 +101,9 @@ constexpr std::array<const char*, static_cast<std::size_t>(sql::count_)> k_sql =
     "SAVEPOINT af_request",
     "RELEASE af_request",
     "ROLLBACK TO af_request",
+    "SAVEPOINT af_job",
+    "RELEASE af_job",
+    "ROLLBACK TO af_job",
     "SELECT version, tenant, finished_at, pruned_through FROM streams WHERE stream = ?1",
     "INSERT INTO events (stream, version, tenant, type, payload, envelope_hash, committed_at)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -237,6 +250,57 @@ std::optional<std::string> prefix_upper_bound(std::string_view prefix) {
   return upper;
 }
 
+class sqlite_backend;
+
+/// One write of a backend call (an append_batch, an audit_append), run inside a transaction that
+/// may carry other connections' writes too (commit_hub).
+struct hub_job {
+  /// Writes on `conn` (the committing connection, maybe not the caller's) inside the job's own
+  /// savepoint and records its outcome; false: undo this job's writes (its outcome says why).
+  std::function<bool(sqlite_backend& conn)> run;
+  /// The transaction failed as a whole: nothing of the job was written.
+  std::function<void(const error&)> fail;
+  /// Set by `run` when the transaction was lost during it: the error that lost it.
+  std::optional<error> lost;
+  /// May wait (up to k_piggyback_wait) for another connection's next commit to carry it.
+  bool piggyback = false;
+  bool done = false;
+};
+
+/// Group commit across the connections of one process to one database file (with the same
+/// `synchronous`): af.journal and af.audit each have a connection, and SQLite admits one writer
+/// at a time. Instead of contending for the lock (the loser sleeps in the busy handler, 1 ms and
+/// up) and paying one sync each, a writer queues its job here; whoever finds no commit in
+/// progress commits every queued job in one transaction, with one sync, and wakes the others.
+/// Audit jobs piggyback: arriving during a journal commit, they wait (briefly) for the next one.
+struct commit_hub {
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<hub_job*> queue;
+  bool busy = false;
+
+  /// The hub of a file and setting, shared by every connection of this process to it.
+  static std::shared_ptr<commit_hub> of(const std::string& path, const std::string& synchronous) {
+    static std::mutex registry_m;
+    static std::map<std::string, std::weak_ptr<commit_hub>> registry;
+    std::error_code ec;
+    auto key = std::filesystem::weakly_canonical(path, ec).string();
+    if (ec) key = path;
+    key += '|' + synchronous;
+    std::lock_guard g{registry_m};
+    for (auto it = registry.begin(); it != registry.end();) // forget hubs nobody uses
+      it = it->second.expired() ? registry.erase(it) : std::next(it);
+    auto& slot = registry[key];
+    auto hub = slot.lock();
+    if (!hub) slot = hub = std::make_shared<commit_hub>();
+    return hub;
+  }
+};
+
+/// How long an audit job that arrived during another connection's commit waits for a later one
+/// to carry it before committing itself: a few syncs' worth.
+constexpr auto k_piggyback_wait = std::chrono::milliseconds(10);
+
 class sqlite_backend final : public backend {
 public:
   explicit sqlite_backend(std::string path) : path_(std::move(path)) {}
@@ -299,11 +363,25 @@ private:
 
   status configure(const sqlite_options& opts);
   expected<stream_state> stream_get(std::string_view stream);
-  expected<append_result> append_one(const append_request& r, time_point now);
+  /// `isolate`: a savepoint around the request's writes, so that a write failing half-way
+  /// takes back only this request's rows. Without it, `partial` is set when a write failed
+  /// after an earlier one of the request succeeded (the caller must roll the batch back).
+  expected<append_result> append_one(const append_request& r, time_point now, bool isolate,
+                                     bool& partial);
+  /// The requests in the current transaction. nullopt: a write failed after an earlier one of
+  /// the same request succeeded without `isolate` (roll back and call again with it).
+  std::optional<std::vector<expected<append_result>>>
+  append_requests(std::span<const append_request> batch, time_point now, bool isolate);
+  status audit_rows(std::span<const audit_row> rows);
+  /// Queues `job` on the hub and returns once it is committed or failed, committing it (and any
+  /// other queued job) on this connection when no other connection is committing.
+  void submit(hub_job& job);
+  void commit_group(std::vector<hub_job*>& jobs);
   status insert_events(const append_request& r, std::uint64_t first, time_point now);
   status apply_migration(const migration& m, bool up);
 
   std::string path_;
+  std::shared_ptr<commit_hub> hub_;
   db_ptr db_;
   std::array<stmt_ptr, static_cast<std::size_t>(sql::count_)> stmts_;
 };
@@ -414,6 +492,7 @@ expected<std::unique_ptr<backend>> sqlite_backend::open(const sqlite_options& in
     return validation_error("sqlite " + opts.path + ": is a directory, not a database file");
 
   auto b = std::make_unique<sqlite_backend>(opts.path);
+  b->hub_ = commit_hub::of(opts.path, opts.synchronous);
   sqlite3* raw = nullptr;
   int rc =
       sqlite3_open_v2(opts.path.c_str(), &raw,
@@ -492,7 +571,8 @@ status sqlite_backend::insert_events(const append_request& r, std::uint64_t firs
   return {};
 }
 
-expected<append_result> sqlite_backend::append_one(const append_request& r, time_point now) {
+expected<append_result> sqlite_backend::append_one(const append_request& r, time_point now,
+                                                   bool isolate, bool& partial) {
   if (auto st = check_append(r); !st) return st.error();
   auto cur = stream_get(r.stream);
   if (!cur) return cur.error();
@@ -500,41 +580,70 @@ expected<append_result> sqlite_backend::append_one(const append_request& r, time
           check_expected(r, cur->exists, cur->tenant, cur->version, cur->finished_at.has_value());
       !st)
     return st.error();
-  if (auto st = exec(sql::savepoint, "append: SAVEPOINT"); !st) return st.error();
+  if (isolate) {
+    if (auto st = exec(sql::savepoint, "append: SAVEPOINT"); !st) return st.error();
+  }
   if (auto st = insert_events(r, cur->version + 1, now); !st) {
-    // Only this request's rows go, unless SQLite already rolled the whole transaction back.
-    if (in_transaction()) {
-      (void)exec(sql::rollback_to, "append: ROLLBACK TO");
-      (void)exec(sql::release, "append: RELEASE");
+    if (isolate) {
+      // Only this request's rows go, unless SQLite already rolled the whole transaction back.
+      if (in_transaction()) {
+        (void)exec(sql::rollback_to, "append: ROLLBACK TO");
+        (void)exec(sql::release, "append: RELEASE");
+      }
+    } else {
+      // A failed statement takes back only its own changes: the request's earlier rows may
+      // stay, and the caller starts the batch over with savepoints.
+      partial = true;
     }
     return st.error();
   }
-  if (auto st = exec(sql::release, "append: RELEASE"); !st) return st.error();
+  if (isolate) {
+    if (auto st = exec(sql::release, "append: RELEASE"); !st) return st.error();
+  }
   return append_result{cur->version + 1, cur->version + r.events.size(), now};
+}
+
+std::optional<std::vector<expected<append_result>>>
+sqlite_backend::append_requests(std::span<const append_request> batch, time_point now,
+                                bool isolate) {
+  std::vector<expected<append_result>> out;
+  out.reserve(batch.size());
+  for (const auto& r : batch) {
+    bool partial = false;
+    out.push_back(append_one(r, now, isolate, partial));
+    if (!in_transaction()) return out; // the caller fails the whole transaction
+    if (partial) return std::nullopt;
+  }
+  return out;
 }
 
 std::vector<expected<append_result>>
 sqlite_backend::append_batch(std::span<const append_request> batch, time_point now) {
+  if (batch.empty()) return {};
   std::vector<expected<append_result>> out;
-  if (batch.empty()) return out;
-  auto fail_all = [&](const error& e) {
-    return std::vector<expected<append_result>>(batch.size(), expected<append_result>{e});
-  };
-  if (auto st = exec(sql::begin, "append_batch: BEGIN IMMEDIATE"); !st) return fail_all(st.error());
-  out.reserve(batch.size());
-  for (const auto& r : batch) {
-    out.push_back(append_one(r, now));
-    if (!in_transaction()) {
-      // An I/O error, a full disk or similar: SQLite rolled back everything, earlier requests too.
-      auto e = out.back() ? corrupt("append_batch: the transaction was rolled back")
-                          : out.back().error();
-      return fail_all(e);
+  hub_job job;
+  job.run = [&](sqlite_backend& c) {
+    // The requests were checked (versions, tenants) before anything is written, so a write
+    // rarely fails; the fast path therefore takes no savepoint per request (two statements
+    // each) and falls back to savepoints only when a write did fail half-way through one.
+    auto r = c.append_requests(batch, now, false);
+    if (!r && c.in_transaction()) {
+      (void)c.exec(sql::job_rollback_to, "append_batch: ROLLBACK TO");
+      r = c.append_requests(batch, now, true);
     }
-  }
-  if (auto st = exec(sql::commit, "append_batch: COMMIT"); !st) {
-    rollback();
-    return fail_all(st.error());
-  }
+    if (!r || r->size() != batch.size()) {
+      if (!c.in_transaction())
+        job.lost = r && !r->empty() && !r->back() ? r->back().error()
+                                                  : c.corrupt("append_batch: transaction lost");
+      else
+        job.lost = c.corrupt("append_batch: a request left rows half-written");
+      return false;
+    }
+    out = std::move(*r);
+    return true; // each request's error is its own; the others commit
+  };
+  job.fail = [&](const error& e) { out.assign(batch.size(), expected<append_result>{e}); };
+  submit(job);
   return out;
 }
 
@@ -765,15 +874,13 @@ expected<audit_head> sqlite_backend::audit_last() {
   }
 }
 
-status sqlite_backend::audit_append(std::span<const audit_row> rows) {
-  if (rows.empty()) return {};
-  if (auto st = exec(sql::begin, "audit_append: BEGIN IMMEDIATE"); !st) return st;
+status sqlite_backend::audit_rows(std::span<const audit_row> rows) {
   auto head = audit_last();
-  status result = head ? check_audit_rows(*head, rows) : status{head.error()};
+  if (!head) return head.error();
+  if (auto st = check_audit_rows(*head, rows); !st) return st;
   auto ins = prepared(sql::audit_insert, "audit_append");
-  if (result && !ins) result = ins.error();
-  for (std::size_t i = 0; result && i < rows.size(); ++i) {
-    const auto& r = rows[i];
+  if (!ins) return ins.error();
+  for (const auto& r : rows) {
     stmt_use q{*ins};
     q.integer(1, clamp_i64(r.seq))
         .text(2, r.tenant)
@@ -785,11 +892,88 @@ status sqlite_backend::audit_append(std::span<const audit_row> rows) {
         .blob(8, r.prev_hash)
         .blob(9, r.hash);
     if (int rc = q.step(); rc != SQLITE_DONE)
-      result = fail("audit_append seq " + std::to_string(r.seq), rc);
+      return fail("audit_append seq " + std::to_string(r.seq), rc);
   }
-  if (result) result = exec(sql::commit, "audit_append: COMMIT");
-  if (!result) rollback();
+  return {};
+}
+
+status sqlite_backend::audit_append(std::span<const audit_row> rows) {
+  if (rows.empty()) return {};
+  status result;
+  hub_job job;
+  job.piggyback = true;
+  job.run = [&](sqlite_backend& c) {
+    result = c.audit_rows(rows);
+    if (!result && !c.in_transaction()) job.lost = result.error();
+    return result.has_value();
+  };
+  job.fail = [&](const error& e) { result = e; };
+  submit(job);
   return result;
+}
+
+// --- group commit across connections -----------------------------------------------------------
+
+void sqlite_backend::submit(hub_job& job) {
+  std::unique_lock lock{hub_->m};
+  hub_->queue.push_back(&job);
+  if (job.piggyback && hub_->busy) {
+    // Another connection is committing, and more of its commits are likely to follow (the
+    // journal under load commits back to back): let one of them carry this job rather than
+    // commit it alone after the current one, with a sync of its own. The audit writer's callers
+    // do not wait for its acknowledgement; appenders wait for the journal's. When nothing else
+    // is committing (a quiet node, a single thread), the job is committed at once.
+    hub_->cv.wait_for(lock, k_piggyback_wait, [&] { return job.done; });
+  }
+  while (!job.done) {
+    if (hub_->busy) {
+      hub_->cv.wait(lock, [&] { return job.done || !hub_->busy; });
+      continue;
+    }
+    hub_->busy = true;
+    std::vector<hub_job*> jobs;
+    jobs.swap(hub_->queue);
+    lock.unlock();
+    commit_group(jobs);
+    lock.lock();
+    for (auto* j : jobs)
+      j->done = true;
+    hub_->busy = false;
+    hub_->cv.notify_all();
+  }
+}
+
+void sqlite_backend::commit_group(std::vector<hub_job*>& jobs) {
+  auto fail_all = [&](const error& e) {
+    for (auto* j : jobs)
+      j->fail(e);
+  };
+  if (auto st = exec(sql::begin, "group commit: BEGIN IMMEDIATE"); !st) return fail_all(st.error());
+  for (auto* j : jobs) {
+    if (auto st = exec(sql::job_savepoint, "group commit: SAVEPOINT"); !st) {
+      rollback();
+      return fail_all(st.error());
+    }
+    const bool keep = j->run(*this);
+    if (!in_transaction()) {
+      // An I/O error, a full disk or similar: SQLite rolled back everything, other jobs too.
+      return fail_all(j->lost ? *j->lost
+                              : corrupt("group commit: the transaction was rolled back"));
+    }
+    if (j->lost) { // the job could not keep its own writes apart: nothing of the batch stays
+      rollback();
+      return fail_all(*j->lost);
+    }
+    if (!keep) (void)exec(sql::job_rollback_to, "group commit: ROLLBACK TO");
+    if (auto st = exec(sql::job_release, "group commit: RELEASE"); !st) {
+      rollback();
+      return fail_all(st.error());
+    }
+  }
+  if (auto st = exec(sql::commit, "group commit: COMMIT"); !st) {
+    rollback();
+    fail_all(st.error());
+  }
 }
 
 expected<std::vector<audit_row>> sqlite_backend::audit_read(std::uint64_t from_seq,

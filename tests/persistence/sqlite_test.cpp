@@ -108,13 +108,15 @@ TEST_CASE("sqlite: the database file goes where asked in WAL mode with its direc
         == std::vector<std::string>{"audit_log", "events", "schema_migrations", "snapshots",
                                     "streams"});
   auto applied = raw.rows("SELECT version, name, applied_at FROM schema_migrations ORDER BY 1");
-  REQUIRE(applied.size() == 3);
+  REQUIRE(applied.size() == 4);
   CHECK(applied[0][0] == "1");
   CHECK(applied[0][1] == "journal");
   CHECK(applied[1][0] == "2");
   CHECK(applied[1][1] == "audit_log");
   CHECK(applied[2][0] == "3");
   CHECK(applied[2][1] == "retention");
+  CHECK(applied[3][0] == "4");
+  CHECK(applied[3][1] == "events_append_order");
   CHECK_THAT(applied[0][2], Catch::Matches(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)"));
 }
 
@@ -207,12 +209,123 @@ TEST_CASE("sqlite: migrating to 0 leaves only schema_migrations and up again rec
   // Opening migrates the rest of the way.
   db.reset();
   db = must_open({.path = path});
-  CHECK(db->schema_version().value() == 3);
+  CHECK(db->schema_version().value() == 4);
   // Opening with migrate = false leaves the schema alone.
   REQUIRE(db->migrate_to(0));
   db.reset();
   db = must_open({.path = path, .migrate = false});
   CHECK(db->schema_version().value() == 0);
+}
+
+TEST_CASE("sqlite: migration 4 stores events in commit order and keeps what schema 3 wrote",
+          "[sqlite]") {
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "agentflow.db").string();
+  auto db = must_open({.path = path});
+  REQUIRE(db->migrate_to(3));
+  // Written with the layout of migration 1: clustered by (stream, version), no seq column.
+  REQUIRE(db->append_batch(std::vector{req("exec/b", 0, 3), req("exec/a", 0, 2)}, t0).at(0));
+  REQUIRE(db->append_batch(std::vector{req("exec/a", 2, 1)}, t0).at(0));
+  auto before_a = db->read("exec/a", 1, 100).value();
+  auto before_b = db->read("exec/b", 1, 100).value();
+  REQUIRE(before_a.size() == 3);
+  {
+    raw_db raw{path};
+    CHECK(raw.one("SELECT count(*) FROM pragma_table_info('events') WHERE name = 'seq'") == "0");
+  }
+  REQUIRE(db->migrate_to(4));
+  {
+    raw_db raw{path};
+    // Copied in (stream, version) order; the key is a unique index now.
+    CHECK(raw.rows("SELECT seq, stream, version FROM events ORDER BY seq")
+          == std::vector<std::vector<std::string>>{{"1", "exec/a", "1"},
+                                                   {"2", "exec/a", "2"},
+                                                   {"3", "exec/a", "3"},
+                                                   {"4", "exec/b", "1"},
+                                                   {"5", "exec/b", "2"},
+                                                   {"6", "exec/b", "3"}});
+    CHECK(raw.one("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name ="
+                  " 'events_by_stream' AND sql LIKE '%UNIQUE%'")
+          == "1");
+    CHECK(raw.exec("INSERT INTO events (stream, version, tenant, type, payload, envelope_hash,"
+                   " committed_at) VALUES ('exec/a', 2, 't1', 't', x'', zeroblob(32), 0)")
+          == SQLITE_CONSTRAINT);
+  }
+  auto same = [](const std::vector<event_record>& x, const std::vector<event_record>& y) {
+    REQUIRE(x.size() == y.size());
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      CHECK(x[i].stream == y[i].stream);
+      CHECK(x[i].version == y[i].version);
+      CHECK(x[i].tenant == y[i].tenant);
+      CHECK(x[i].type == y[i].type);
+      CHECK(x[i].payload == y[i].payload);
+      CHECK(x[i].envelope_hash == y[i].envelope_hash);
+      CHECK(x[i].committed_at == y[i].committed_at);
+    }
+  };
+  same(db->read("exec/a", 1, 100).value(), before_a);
+  same(db->read("exec/b", 1, 100).value(), before_b);
+  // New appends continue the streams and go after the copied rows.
+  REQUIRE(db->append_batch(std::vector{req("exec/b", 3, 1), req("exec/a", 3, 1)}, t0).at(1));
+  {
+    raw_db raw{path};
+    CHECK(raw.rows("SELECT seq, stream, version FROM events WHERE seq > 6 ORDER BY seq")
+          == std::vector<std::vector<std::string>>{{"7", "exec/b", "4"}, {"8", "exec/a", "4"}});
+  }
+  // Down again: the clustered table with every event.
+  REQUIRE(db->migrate_to(3));
+  CHECK(db->read("exec/a", 1, 100).value().size() == 4);
+  CHECK(db->read("exec/b", 1, 100).value().size() == 4);
+  raw_db raw{path};
+  CHECK(raw.one("SELECT count(*) FROM pragma_table_info('events') WHERE name = 'seq'") == "0");
+  CHECK(raw.one("SELECT count(*) FROM sqlite_master WHERE name = 'events_by_stream'") == "0");
+}
+
+TEST_CASE("sqlite: connections of one process to one file commit through one writer", "[sqlite]") {
+  // The journal and the audit writer each have a connection; SQLite admits one writer at a time.
+  // With no busy timeout at all, two connections writing at once would get "database is locked";
+  // through the process's commit hub they never contend, and whoever commits carries the other's
+  // queued writes.
+  af::test::temp_dir dir{"af-sqlite"};
+  const auto path = (dir.path() / "agentflow.db").string();
+  auto journal = must_open({.path = path, .busy_timeout_ms = 0});
+  auto journal2 = must_open({.path = path, .busy_timeout_ms = 0});
+  auto audit = must_open({.path = path, .busy_timeout_ms = 0});
+  constexpr int k_rounds = 300;
+  std::vector<std::string> errors[3];
+  auto appender = [&](backend& db, const std::string& stream, std::vector<std::string>& errs) {
+    for (int i = 0; i < k_rounds; ++i) {
+      auto out = db.append_batch(std::vector{req(stream, static_cast<std::uint64_t>(i), 1)}, t0);
+      if (!out.at(0)) errs.push_back(out[0].error().to_string());
+    }
+  };
+  std::thread a([&] { appender(*journal, "exec/a", errors[0]); });
+  std::thread b([&] { appender(*journal2, "exec/b", errors[1]); });
+  std::thread c([&] {
+    sha256_digest prev{};
+    for (int i = 1; i <= k_rounds; ++i) {
+      audit_row row{static_cast<std::uint64_t>(i), "t1", t0, "tester", "test.write", "exec/a",
+                    "record-" + std::to_string(i), prev, {}};
+      row.hash.fill(static_cast<std::uint8_t>(i));
+      row.hash[0] = static_cast<std::uint8_t>(i >> 8);
+      if (auto st = audit->audit_append(std::span{&row, 1}); !st)
+        errors[2].push_back(st.error().to_string());
+      prev = row.hash;
+    }
+  });
+  a.join();
+  b.join();
+  c.join();
+  for (const auto& e : errors) {
+    INFO((e.empty() ? std::string{} : e.front()));
+    CHECK(e.empty());
+  }
+  CHECK(journal->version("exec/a").value() == k_rounds);
+  CHECK(journal->version("exec/b").value() == k_rounds);
+  CHECK(audit->audit_last().value().seq == k_rounds);
+  raw_db raw{path};
+  CHECK(raw.one("SELECT count(*) FROM events") == std::to_string(2 * k_rounds));
+  CHECK(raw.one("SELECT count(*) FROM audit_log") == std::to_string(k_rounds));
 }
 
 TEST_CASE("sqlite: the embedded migrations are numbered 1..n with both directions", "[sqlite]") {

@@ -25,6 +25,15 @@ struct journal_options {
   std::function<expected<std::unique_ptr<backend>>()> open;
   /// Appends taken into one transaction at most.
   std::size_t max_batch = 512;
+  /// Group commit policy. Appenders usually append again soon after their reply (an execution
+  /// journals its next step), so the appends of one commit come back while the next is being
+  /// gathered: without waiting, they split into two cohorts that alternate, each paying a sync.
+  /// When appends are waiting but streams replied to by the last commit have not appended again
+  /// yet, the journal holds the commit until they have, for at most this fraction of the last
+  /// commit's duration and at most `hold_max` (0 disables holding; holds under 50 µs are not
+  /// started). A lone appender never waits: its own append is the one awaited.
+  double hold_fraction = 0.5;
+  duration hold_max = std::chrono::milliseconds(2);
   /// Appends whose commit failed with a transient error (SQLite busy past its timeout, a
   /// PostgreSQL connection lost before COMMIT was sent, ...) are retried after a backoff by this
   /// policy, but only those with an expected version: the version check makes a retry safe
