@@ -56,16 +56,16 @@ v1::MetaCommandResult meta_store::apply(const v1::MetaCommand& cmd, std::uint64_
   if (s == nullptr || s->client_id().empty()) return execute(cmd, index);
   auto& sess = sessions_[s->client_id()];
   sess.last_active_ns = last_time_ns_;
-  if (auto it = sess.results.find(s->seq()); it != sess.results.end()) return it->second;
-  if (!sess.results.empty() && s->seq() < sess.results.begin()->first)
+  if (const auto* done = sess.find(s->seq())) return *done;
+  if (!sess.results.empty() && s->seq() < sess.results.front().first)
     return error_result(errc::conflict, "session '" + s->client_id() + "': seq "
                                             + std::to_string(s->seq())
                                             + " is older than the retries remembered (from "
-                                            + std::to_string(sess.results.begin()->first) + ")");
+                                            + std::to_string(sess.results.front().first) + ")");
   auto r = execute(cmd, index);
-  sess.results.emplace(s->seq(), r);
+  sess.insert(s->seq(), r);
   while (sess.results.size() > opts_.session_window)
-    sess.results.erase(sess.results.begin());
+    sess.results.pop_front();
   if (sessions_.size() > opts_.max_sessions) {
     // The least recently active session goes (ties: by client id), never the one just used.
     auto victim = sessions_.end();
@@ -77,6 +77,25 @@ v1::MetaCommandResult meta_store::apply(const v1::MetaCommand& cmd, std::uint64_
     if (victim != sessions_.end()) sessions_.erase(victim);
   }
   return r;
+}
+
+const v1::MetaCommandResult* meta_store::session::find(std::uint64_t seq) const {
+  auto it = std::lower_bound(results.begin(), results.end(), seq,
+                             [](const auto& e, std::uint64_t s) { return e.first < s; });
+  return it != results.end() && it->first == seq ? &it->second : nullptr;
+}
+
+void meta_store::session::insert(std::uint64_t seq, v1::MetaCommandResult r) {
+  if (results.empty() || results.back().first < seq) {
+    results.emplace_back(seq, std::move(r));
+    return;
+  }
+  auto it = std::lower_bound(results.begin(), results.end(), seq,
+                             [](const auto& e, std::uint64_t s) { return e.first < s; });
+  if (it != results.end() && it->first == seq)
+    it->second = std::move(r); // a duplicate seq in a snapshot: the last one wins, as in a map
+  else
+    results.emplace(it, seq, std::move(r));
 }
 
 void meta_store::expire_sessions() {
@@ -301,7 +320,7 @@ status meta_store::restore(const std::string& bytes) {
     auto& o = sessions[ss.client_id()];
     o.last_active_ns = ss.last_active_ns();
     for (int i = 0; i < ss.seqs_size(); ++i)
-      o.results[ss.seqs(i)] = ss.results(i);
+      o.insert(ss.seqs(i), ss.results(i));
   }
   kv_ = std::move(kvs);
   leases_ = std::move(leases);
