@@ -1,6 +1,10 @@
 // The metadata store's state machine (see meta_store.hpp for lease and session semantics).
 #include "cluster/meta_store.hpp"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/wire_format_lite.h>
+
 #include <algorithm>
 #include <optional>
 #include <vector>
@@ -36,6 +40,61 @@ const v1::MetaSession* session_of(const v1::MetaCommand& c) {
 constexpr std::int64_t k_ms = 1'000'000;
 
 } // namespace
+
+namespace {
+
+template <class Op>
+constexpr int k_op_field = 0;
+// The field numbers of MetaCommand's oneof op (raft.proto).
+template <>
+constexpr int k_op_field<v1::MetaPut> = v1::MetaCommand::kPutFieldNumber;
+template <>
+constexpr int k_op_field<v1::MetaCas> = v1::MetaCommand::kCasFieldNumber;
+template <>
+constexpr int k_op_field<v1::MetaDelete> = v1::MetaCommand::kDelFieldNumber;
+template <>
+constexpr int k_op_field<v1::LeaseAcquire> = v1::MetaCommand::kAcquireFieldNumber;
+template <>
+constexpr int k_op_field<v1::LeaseRelease> = v1::MetaCommand::kReleaseFieldNumber;
+
+} // namespace
+
+template <class Op>
+std::string encode_command(const command_stamp& s, const Op& op) {
+  using wfl = google::protobuf::internal::WireFormatLite;
+  static_assert(k_op_field<Op> != 0, "not an op of MetaCommand");
+  const auto op_size = op.ByteSizeLong();
+  std::string out;
+  out.reserve(op_size + 40);
+  {
+    google::protobuf::io::StringOutputStream sos{&out};
+    google::protobuf::io::CodedOutputStream c{&sos};
+    // proto3: a field at its default value is not written.
+    if (s.leader_time_ns != 0) {
+      c.WriteTag(wfl::MakeTag(v1::MetaCommand::kLeaderTimeNsFieldNumber, wfl::WIRETYPE_VARINT));
+      c.WriteVarint64(static_cast<std::uint64_t>(s.leader_time_ns));
+    }
+    if (s.leader_since_ns != 0) {
+      c.WriteTag(wfl::MakeTag(v1::MetaCommand::kLeaderSinceNsFieldNumber, wfl::WIRETYPE_VARINT));
+      c.WriteVarint64(static_cast<std::uint64_t>(s.leader_since_ns));
+    }
+    if (s.term != 0) {
+      c.WriteTag(wfl::MakeTag(v1::MetaCommand::kTermFieldNumber, wfl::WIRETYPE_VARINT));
+      c.WriteVarint64(s.term);
+    }
+    // A oneof member is written even when empty.
+    c.WriteTag(wfl::MakeTag(k_op_field<Op>, wfl::WIRETYPE_LENGTH_DELIMITED));
+    c.WriteVarint32(static_cast<std::uint32_t>(op_size));
+    op.SerializeWithCachedSizes(&c);
+  }
+  return out;
+}
+
+template std::string encode_command(const command_stamp&, const v1::MetaPut&);
+template std::string encode_command(const command_stamp&, const v1::MetaCas&);
+template std::string encode_command(const command_stamp&, const v1::MetaDelete&);
+template std::string encode_command(const command_stamp&, const v1::LeaseAcquire&);
+template std::string encode_command(const command_stamp&, const v1::LeaseRelease&);
 
 v1::MetaCommandResult meta_store::apply(const std::string& command, std::uint64_t index) {
   v1::MetaCommand cmd;
@@ -80,6 +139,8 @@ v1::MetaCommandResult meta_store::apply(const v1::MetaCommand& cmd, std::uint64_
 }
 
 const v1::MetaCommandResult* meta_store::session::find(std::uint64_t seq) const {
+  // The common case: the client's next seq, newer than every outcome kept.
+  if (results.empty() || results.back().first < seq) return nullptr;
   auto it = std::lower_bound(results.begin(), results.end(), seq,
                              [](const auto& e, std::uint64_t s) { return e.first < s; });
   return it != results.end() && it->first == seq ? &it->second : nullptr;

@@ -40,6 +40,20 @@ struct meta_store_options {
   std::size_t max_value_bytes = 1 << 20;
 };
 
+/// The stamp a leader puts on every command (see the lease rules above).
+struct command_stamp {
+  std::int64_t leader_time_ns = 0;
+  std::int64_t leader_since_ns = 0;
+  std::uint64_t term = 0;
+};
+
+/// A serialized MetaCommand carrying `op` (a MetaPut, MetaCas, MetaDelete, LeaseAcquire or
+/// LeaseRelease), byte for byte what MetaCommand::SerializeAsString gives, written straight from
+/// the client's request: the leader's hot path does not copy the request into a MetaCommand
+/// first. Protobuf writes known fields in field-number order: the stamp (1-3), then the op.
+template <class Op>
+[[nodiscard]] std::string encode_command(const command_stamp& s, const Op& op);
+
 class meta_store {
 public:
   explicit meta_store(meta_store_options opts = {}) : opts_(opts) {}

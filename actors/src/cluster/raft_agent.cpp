@@ -738,17 +738,14 @@ private:
     return true;
   }
 
-  template <class Reply, class Msg, class Set, class Take>
-  void write(context& ctx, const Msg& msg, responder<Reply> reply, Set set, Take take) {
+  template <class Reply, class Msg, class Take>
+  void write(context& ctx, const Msg& msg, responder<Reply> reply, Take take) {
     if (forward_if_needed(ctx, msg, reply)) return;
-    v1::MetaCommand cmd;
     note_office(ctx);
     last_stamp_ = std::max(last_stamp_, ctx.now().time_since_epoch().count());
-    cmd.set_leader_time_ns(last_stamp_);
-    cmd.set_leader_since_ns(leader_since_.time_since_epoch().count());
-    cmd.set_term(core_->term());
-    set(cmd, msg);
-    auto idx = core_->propose(cmd.SerializeAsString(), ctx.now());
+    const command_stamp stamp{last_stamp_, leader_since_.time_since_epoch().count(), core_->term()};
+    // The log entry is the serialized MetaCommand, written straight from the request.
+    auto idx = core_->propose(encode_command(stamp, msg), ctx.now());
     if (!idx) return reply.fail(idx.error());
     proposals_total_.inc();
     proposals_[*idx] = {core_->term(), ctx.now() + opts_->request_timeout,
@@ -781,31 +778,19 @@ private:
   }
 
   void on_put(context& ctx, const v1::MetaPut& m, responder<v1::MetaResult> reply) {
-    write(
-        ctx, m, std::move(reply),
-        [](v1::MetaCommand& c, const v1::MetaPut& x) { *c.mutable_put() = x; }, take_meta);
+    write(ctx, m, std::move(reply), take_meta);
   }
   void on_cas(context& ctx, const v1::MetaCas& m, responder<v1::MetaResult> reply) {
-    write(
-        ctx, m, std::move(reply),
-        [](v1::MetaCommand& c, const v1::MetaCas& x) { *c.mutable_cas() = x; }, take_meta);
+    write(ctx, m, std::move(reply), take_meta);
   }
   void on_delete(context& ctx, const v1::MetaDelete& m, responder<v1::MetaResult> reply) {
-    write(
-        ctx, m, std::move(reply),
-        [](v1::MetaCommand& c, const v1::MetaDelete& x) { *c.mutable_del() = x; }, take_meta);
+    write(ctx, m, std::move(reply), take_meta);
   }
   void on_acquire(context& ctx, const v1::LeaseAcquire& m, responder<v1::LeaseResult> reply) {
-    write(
-        ctx, m, std::move(reply),
-        [](v1::MetaCommand& c, const v1::LeaseAcquire& x) { *c.mutable_acquire() = x; },
-        take_lease);
+    write(ctx, m, std::move(reply), take_lease);
   }
   void on_release(context& ctx, const v1::LeaseRelease& m, responder<v1::LeaseResult> reply) {
-    write(
-        ctx, m, std::move(reply),
-        [](v1::MetaCommand& c, const v1::LeaseRelease& x) { *c.mutable_release() = x; },
-        take_lease);
+    write(ctx, m, std::move(reply), take_lease);
   }
 
   /// A linearizable read through ReadIndex at the leader, then `serve` once applied.
