@@ -1,6 +1,10 @@
 // The metadata store's state machine (see meta_store.hpp for lease and session semantics).
 #include "cluster/meta_store.hpp"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/wire_format_lite.h>
+
 #include <algorithm>
 #include <optional>
 #include <vector>
@@ -37,6 +41,61 @@ constexpr std::int64_t k_ms = 1'000'000;
 
 } // namespace
 
+namespace {
+
+template <class Op>
+constexpr int k_op_field = 0;
+// The field numbers of MetaCommand's oneof op (raft.proto).
+template <>
+constexpr int k_op_field<v1::MetaPut> = v1::MetaCommand::kPutFieldNumber;
+template <>
+constexpr int k_op_field<v1::MetaCas> = v1::MetaCommand::kCasFieldNumber;
+template <>
+constexpr int k_op_field<v1::MetaDelete> = v1::MetaCommand::kDelFieldNumber;
+template <>
+constexpr int k_op_field<v1::LeaseAcquire> = v1::MetaCommand::kAcquireFieldNumber;
+template <>
+constexpr int k_op_field<v1::LeaseRelease> = v1::MetaCommand::kReleaseFieldNumber;
+
+} // namespace
+
+template <class Op>
+std::string encode_command(const command_stamp& s, const Op& op) {
+  using wfl = google::protobuf::internal::WireFormatLite;
+  static_assert(k_op_field<Op> != 0, "not an op of MetaCommand");
+  const auto op_size = op.ByteSizeLong();
+  std::string out;
+  out.reserve(op_size + 40);
+  {
+    google::protobuf::io::StringOutputStream sos{&out};
+    google::protobuf::io::CodedOutputStream c{&sos};
+    // proto3: a field at its default value is not written.
+    if (s.leader_time_ns != 0) {
+      c.WriteTag(wfl::MakeTag(v1::MetaCommand::kLeaderTimeNsFieldNumber, wfl::WIRETYPE_VARINT));
+      c.WriteVarint64(static_cast<std::uint64_t>(s.leader_time_ns));
+    }
+    if (s.leader_since_ns != 0) {
+      c.WriteTag(wfl::MakeTag(v1::MetaCommand::kLeaderSinceNsFieldNumber, wfl::WIRETYPE_VARINT));
+      c.WriteVarint64(static_cast<std::uint64_t>(s.leader_since_ns));
+    }
+    if (s.term != 0) {
+      c.WriteTag(wfl::MakeTag(v1::MetaCommand::kTermFieldNumber, wfl::WIRETYPE_VARINT));
+      c.WriteVarint64(s.term);
+    }
+    // A oneof member is written even when empty.
+    c.WriteTag(wfl::MakeTag(k_op_field<Op>, wfl::WIRETYPE_LENGTH_DELIMITED));
+    c.WriteVarint32(static_cast<std::uint32_t>(op_size));
+    op.SerializeWithCachedSizes(&c);
+  }
+  return out;
+}
+
+template std::string encode_command(const command_stamp&, const v1::MetaPut&);
+template std::string encode_command(const command_stamp&, const v1::MetaCas&);
+template std::string encode_command(const command_stamp&, const v1::MetaDelete&);
+template std::string encode_command(const command_stamp&, const v1::LeaseAcquire&);
+template std::string encode_command(const command_stamp&, const v1::LeaseRelease&);
+
 v1::MetaCommandResult meta_store::apply(const std::string& command, std::uint64_t index) {
   v1::MetaCommand cmd;
   if (!cmd.ParseFromString(command)) {
@@ -56,16 +115,16 @@ v1::MetaCommandResult meta_store::apply(const v1::MetaCommand& cmd, std::uint64_
   if (s == nullptr || s->client_id().empty()) return execute(cmd, index);
   auto& sess = sessions_[s->client_id()];
   sess.last_active_ns = last_time_ns_;
-  if (auto it = sess.results.find(s->seq()); it != sess.results.end()) return it->second;
-  if (!sess.results.empty() && s->seq() < sess.results.begin()->first)
+  if (const auto* done = sess.find(s->seq())) return *done;
+  if (!sess.results.empty() && s->seq() < sess.results.front().first)
     return error_result(errc::conflict, "session '" + s->client_id() + "': seq "
                                             + std::to_string(s->seq())
                                             + " is older than the retries remembered (from "
-                                            + std::to_string(sess.results.begin()->first) + ")");
+                                            + std::to_string(sess.results.front().first) + ")");
   auto r = execute(cmd, index);
-  sess.results.emplace(s->seq(), r);
+  sess.insert(s->seq(), r);
   while (sess.results.size() > opts_.session_window)
-    sess.results.erase(sess.results.begin());
+    sess.results.pop_front();
   if (sessions_.size() > opts_.max_sessions) {
     // The least recently active session goes (ties: by client id), never the one just used.
     auto victim = sessions_.end();
@@ -77,6 +136,27 @@ v1::MetaCommandResult meta_store::apply(const v1::MetaCommand& cmd, std::uint64_
     if (victim != sessions_.end()) sessions_.erase(victim);
   }
   return r;
+}
+
+const v1::MetaCommandResult* meta_store::session::find(std::uint64_t seq) const {
+  // The common case: the client's next seq, newer than every outcome kept.
+  if (results.empty() || results.back().first < seq) return nullptr;
+  auto it = std::lower_bound(results.begin(), results.end(), seq,
+                             [](const auto& e, std::uint64_t s) { return e.first < s; });
+  return it != results.end() && it->first == seq ? &it->second : nullptr;
+}
+
+void meta_store::session::insert(std::uint64_t seq, v1::MetaCommandResult r) {
+  if (results.empty() || results.back().first < seq) {
+    results.emplace_back(seq, std::move(r));
+    return;
+  }
+  auto it = std::lower_bound(results.begin(), results.end(), seq,
+                             [](const auto& e, std::uint64_t s) { return e.first < s; });
+  if (it != results.end() && it->first == seq)
+    it->second = std::move(r); // a duplicate seq in a snapshot: the last one wins, as in a map
+  else
+    results.emplace(it, seq, std::move(r));
 }
 
 void meta_store::expire_sessions() {
@@ -301,7 +381,7 @@ status meta_store::restore(const std::string& bytes) {
     auto& o = sessions[ss.client_id()];
     o.last_active_ns = ss.last_active_ns();
     for (int i = 0; i < ss.seqs_size(); ++i)
-      o.results[ss.seqs(i)] = ss.results(i);
+      o.insert(ss.seqs(i), ss.results(i));
   }
   kv_ = std::move(kvs);
   leases_ = std::move(leases);

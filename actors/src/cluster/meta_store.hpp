@@ -26,6 +26,7 @@
 #include "af/v1/raft.pb.h"
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <string>
 
@@ -38,6 +39,20 @@ struct meta_store_options {
   std::size_t max_key_bytes = 1024;
   std::size_t max_value_bytes = 1 << 20;
 };
+
+/// The stamp a leader puts on every command (see the lease rules above).
+struct command_stamp {
+  std::int64_t leader_time_ns = 0;
+  std::int64_t leader_since_ns = 0;
+  std::uint64_t term = 0;
+};
+
+/// A serialized MetaCommand carrying `op` (a MetaPut, MetaCas, MetaDelete, LeaseAcquire or
+/// LeaseRelease), byte for byte what MetaCommand::SerializeAsString gives, written straight from
+/// the client's request: the leader's hot path does not copy the request into a MetaCommand
+/// first. Protobuf writes known fields in field-number order: the stamp (1-3), then the op.
+template <class Op>
+[[nodiscard]] std::string encode_command(const command_stamp& s, const Op& op);
 
 class meta_store {
 public:
@@ -78,7 +93,12 @@ private:
   };
   struct session {
     std::int64_t last_active_ns = 0;
-    std::map<std::uint64_t, v1::MetaCommandResult> results;
+    /// The outcomes of the last `session_window` seqs, sorted by seq. A deque rather than a map:
+    /// seqs mostly arrive in order (push at the back, pop at the front) and a lookup is a binary
+    /// search over a few contiguous blocks instead of a chase through 64 tree nodes per apply.
+    std::deque<std::pair<std::uint64_t, v1::MetaCommandResult>> results;
+    [[nodiscard]] const v1::MetaCommandResult* find(std::uint64_t seq) const;
+    void insert(std::uint64_t seq, v1::MetaCommandResult r);
   };
 
   v1::MetaCommandResult execute(const v1::MetaCommand& cmd, std::uint64_t index);

@@ -38,6 +38,14 @@ void to_proto(const rc::entry& e, v1::RaftEntry& out) {
   out.set_data(e.data);
 }
 
+/// For entries the caller owns (a ready's copies): the bytes move instead of being copied again.
+void to_proto(rc::entry&& e, v1::RaftEntry& out) {
+  out.set_index(e.index);
+  out.set_term(e.term);
+  out.set_kind(static_cast<std::uint32_t>(e.kind));
+  out.set_data(std::move(e.data));
+}
+
 expected<rc::entry> from_proto(const v1::RaftEntry& e) {
   if (e.kind() > 2)
     return validation_error("raft entry " + std::to_string(e.index()) + " has kind "
@@ -62,13 +70,14 @@ rc::snapshot_meta from_proto(const v1::RaftSnapshotMeta& m) {
   return out;
 }
 
-v1::RaftMessage to_proto(const rc::message& m, const std::string& group) {
+/// Consumes `m`: entry and snapshot bytes move into the message instead of being copied.
+v1::RaftMessage to_proto(rc::message&& m, const std::string& group) {
   v1::RaftMessage out;
   out.set_group(group);
   out.set_from(m.from);
   out.set_to(m.to);
   std::visit(
-      [&](const auto& b) {
+      [&](auto& b) {
         using T = std::decay_t<decltype(b)>;
         if constexpr (std::is_same_v<T, rc::vote_request>) {
           auto* o = out.mutable_vote_request();
@@ -87,8 +96,8 @@ v1::RaftMessage to_proto(const rc::message& m, const std::string& group) {
           o->set_commit(b.commit);
           o->set_seq(b.seq);
           o->mutable_entries()->Reserve(static_cast<int>(b.entries.size()));
-          for (const auto& e : b.entries)
-            to_proto(e, *o->add_entries());
+          for (auto& e : b.entries)
+            to_proto(std::move(e), *o->add_entries());
         } else if constexpr (std::is_same_v<T, rc::append_response>) {
           auto* o = out.mutable_append_response();
           o->set_term(b.term);
@@ -100,7 +109,7 @@ v1::RaftMessage to_proto(const rc::message& m, const std::string& group) {
           auto* o = out.mutable_snapshot_request();
           o->set_term(b.term);
           to_proto(b.meta, *o->mutable_meta());
-          o->set_data(b.data);
+          o->set_data(std::move(b.data));
           o->set_seq(b.seq);
         } else {
           auto* o = out.mutable_snapshot_response();
@@ -413,8 +422,8 @@ private:
   void handle(context& ctx, rc::ready r) {
     for (const auto& ev : r.events)
       on_event(ctx, ev);
-    for (const auto& m : r.send)
-      send(ctx, m);
+    for (auto& m : r.send)
+      send(ctx, std::move(m));
     if (r.snapshot) {
       if (auto st = store_.restore(r.snapshot_data); !st) {
         // The leader sent a snapshot this build cannot read: fail loudly (a restart reloads).
@@ -442,24 +451,28 @@ private:
           h->set_vote(r.hard->vote);
         }
         j.write.set_truncate_from(r.truncate_from);
-        j.write.mutable_entries()->Reserve(static_cast<int>(r.entries.size()));
-        for (const auto& e : r.entries)
-          to_proto(e, *j.write.add_entries());
         j.truncate_from = r.truncate_from;
         if (opts_->observer)
           for (const auto& e : r.entries)
             j.appended.push_back({e.index, e.term, digest_of(e)});
+        j.write.mutable_entries()->Reserve(static_cast<int>(r.entries.size()));
+        for (auto& e : r.entries)
+          to_proto(std::move(e), *j.write.add_entries());
       }
       j.held = std::move(r.send_after_write);
       writes_.push_back(std::move(j));
       pump_writes(ctx);
     } else if (!r.send_after_write.empty()) {
-      // They may depend on writes still under way (an append answered from an earlier batch).
+      // They may depend on writes still under way (an append answered from an earlier batch):
+      // they leave with the latest write, the one whose completion makes every earlier one
+      // durable too (not when the queue drains: under steady load it never does).
+      auto& after = !writes_.empty() ? writes_.back().held : held_after_;
       if (writes_.empty() && !write_in_flight_)
-        for (const auto& m : r.send_after_write)
-          send(ctx, m);
+        for (auto& m : r.send_after_write)
+          send(ctx, std::move(m));
       else
-        held_after_.insert(held_after_.end(), r.send_after_write.begin(), r.send_after_write.end());
+        after.insert(after.end(), std::make_move_iterator(r.send_after_write.begin()),
+                     std::make_move_iterator(r.send_after_write.end()));
     }
     for (const auto& e : r.apply)
       apply(ctx, e);
@@ -501,11 +514,11 @@ private:
     }
   }
 
-  void send(context& ctx, const rc::message& m) {
+  void send(context& ctx, rc::message&& m) {
     auto ref = ctx.lookup(address{m.to, std::string{k_raft_agent}});
     if (!ref) return; // no route now: Raft retries (heartbeats, elections)
     sent_.inc();
-    ctx.tell(*ref, to_proto(m, opts_->group));
+    ctx.tell(*ref, to_proto(std::move(m), opts_->group));
   }
 
   // --- durable writes: one journal request at a time, batching what waits meanwhile -----------
@@ -594,16 +607,18 @@ private:
         opts_->observer->appended(self_, e.index, e.term, e.digest);
     }
     if (j.seq != 0) core_->persisted(j.seq);
-    for (const auto& m : j.held)
-      send(ctx, m);
+    for (auto& m : j.held)
+      send(ctx, std::move(m));
+    j.held.clear();
   }
 
+  /// The write in flight is durable: what waited for it (held_after_) leaves, the next batch
+  /// starts.
   void after_writes(context& ctx) {
-    if (!write_in_flight_ && writes_.empty()) {
-      for (const auto& m : held_after_)
-        send(ctx, m);
-      held_after_.clear();
-    }
+    auto held = std::move(held_after_);
+    held_after_.clear();
+    for (auto& m : held)
+      send(ctx, std::move(m));
     pump_writes(ctx);
     process(ctx);
   }
@@ -723,17 +738,14 @@ private:
     return true;
   }
 
-  template <class Reply, class Msg, class Set, class Take>
-  void write(context& ctx, const Msg& msg, responder<Reply> reply, Set set, Take take) {
+  template <class Reply, class Msg, class Take>
+  void write(context& ctx, const Msg& msg, responder<Reply> reply, Take take) {
     if (forward_if_needed(ctx, msg, reply)) return;
-    v1::MetaCommand cmd;
     note_office(ctx);
     last_stamp_ = std::max(last_stamp_, ctx.now().time_since_epoch().count());
-    cmd.set_leader_time_ns(last_stamp_);
-    cmd.set_leader_since_ns(leader_since_.time_since_epoch().count());
-    cmd.set_term(core_->term());
-    set(cmd, msg);
-    auto idx = core_->propose(cmd.SerializeAsString(), ctx.now());
+    const command_stamp stamp{last_stamp_, leader_since_.time_since_epoch().count(), core_->term()};
+    // The log entry is the serialized MetaCommand, written straight from the request.
+    auto idx = core_->propose(encode_command(stamp, msg), ctx.now());
     if (!idx) return reply.fail(idx.error());
     proposals_total_.inc();
     proposals_[*idx] = {core_->term(), ctx.now() + opts_->request_timeout,
@@ -766,31 +778,19 @@ private:
   }
 
   void on_put(context& ctx, const v1::MetaPut& m, responder<v1::MetaResult> reply) {
-    write(
-        ctx, m, std::move(reply),
-        [](v1::MetaCommand& c, const v1::MetaPut& x) { *c.mutable_put() = x; }, take_meta);
+    write(ctx, m, std::move(reply), take_meta);
   }
   void on_cas(context& ctx, const v1::MetaCas& m, responder<v1::MetaResult> reply) {
-    write(
-        ctx, m, std::move(reply),
-        [](v1::MetaCommand& c, const v1::MetaCas& x) { *c.mutable_cas() = x; }, take_meta);
+    write(ctx, m, std::move(reply), take_meta);
   }
   void on_delete(context& ctx, const v1::MetaDelete& m, responder<v1::MetaResult> reply) {
-    write(
-        ctx, m, std::move(reply),
-        [](v1::MetaCommand& c, const v1::MetaDelete& x) { *c.mutable_del() = x; }, take_meta);
+    write(ctx, m, std::move(reply), take_meta);
   }
   void on_acquire(context& ctx, const v1::LeaseAcquire& m, responder<v1::LeaseResult> reply) {
-    write(
-        ctx, m, std::move(reply),
-        [](v1::MetaCommand& c, const v1::LeaseAcquire& x) { *c.mutable_acquire() = x; },
-        take_lease);
+    write(ctx, m, std::move(reply), take_lease);
   }
   void on_release(context& ctx, const v1::LeaseRelease& m, responder<v1::LeaseResult> reply) {
-    write(
-        ctx, m, std::move(reply),
-        [](v1::MetaCommand& c, const v1::LeaseRelease& x) { *c.mutable_release() = x; },
-        take_lease);
+    write(ctx, m, std::move(reply), take_lease);
   }
 
   /// A linearizable read through ReadIndex at the leader, then `serve` once applied.
