@@ -1131,7 +1131,11 @@ private:
                 true);
       clean_exit_ = false;
     }
-    if (handshaking && l->outbound) handshake_failed(*l, "connection closed during the handshake");
+    // A dialler whose connection ends before its session is up backs off (also when the link
+    // was refused here first: its dialer must not wait for a handshake that cannot finish).
+    if (l->outbound)
+      handshake_failed(*l, handshaking ? "connection closed during the handshake"
+                                       : "connection closed: " + why);
     links_.erase(conn);
   }
 
