@@ -2,6 +2,7 @@
 
 #include "af/v1/envelope.pb.h"
 
+#include <google/protobuf/arena.h>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
@@ -376,7 +377,14 @@ expected<envelope> envelope::decode(std::string_view wire, const decode_options&
                             + " bytes exceeds the limit of " + std::to_string(limit)
                             + " (envelope.max_payload_bytes + header allowance)");
   if (wire.empty()) return validation_error("envelope: empty input");
-  v1::Envelope pb;
+  // The wire message is parsed into an arena that starts in this thread's scratch block: its
+  // strings and sub-messages are not allocated and freed one by one (the fields are copied out).
+  alignas(8) thread_local char scratch[4096];
+  google::protobuf::ArenaOptions arena_opts;
+  arena_opts.initial_block = scratch;
+  arena_opts.initial_block_size = sizeof(scratch);
+  google::protobuf::Arena arena{arena_opts};
+  auto& pb = *google::protobuf::Arena::CreateMessage<v1::Envelope>(&arena);
   if (!pb.ParseFromArray(wire.data(), static_cast<int>(wire.size())))
     return validation_error("envelope: truncated or malformed Protobuf encoding ("
                             + std::to_string(wire.size()) + " bytes)");
