@@ -13,6 +13,9 @@
 #include "transport_auth.hpp"
 #include "transport_frame.hpp"
 
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -28,6 +31,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -933,4 +937,44 @@ TEST_CASE("transport: two nodes that dial each other at once end up with working
     CHECK(metric(*a, "af_cluster_peer_refused_total") == 0);
     CHECK(metric(*b, "af_cluster_peer_refused_total") == 0);
   }
+}
+
+namespace {
+/// Threads of this process now (/proc/self/task).
+std::size_t thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task"))
+    ++n;
+  return n;
+}
+} // namespace
+
+TEST_CASE("transport: a supervisor restart joins the I/O thread and listens on the same port",
+          "[transport]") {
+  test::temp_dir d{"af-transport"};
+  const auto secret = secret_file(d, "secret", "correct horse battery staple");
+  log_lines log_a, log_b;
+  auto b = must_start("b", "127.0.0.1:0", secret, log_b);
+  auto a = must_start("a", "127.0.0.1:0", secret, log_a);
+  REQUIRE(b->spawn<greeter>("greeter").has_value());
+  add_route(*a, "b", endpoint_of(*b));
+  REQUIRE(greet_remote(*a, "b").has_value());
+  const auto port = b->cluster_port();
+  const auto threads = thread_count();
+  for (int round = 0; round < 3; ++round) {
+    auto old = b->core().registry.find(k_cluster_transport);
+    REQUIRE(old != nullptr);
+    caf::anon_send_exit(caf::actor_cast<caf::actor>(old), caf::exit_reason::kill);
+    CHECK(eventually([&] {
+      auto now = b->core().registry.find(k_cluster_transport);
+      return now != nullptr && now != old;
+    }));
+    // A sees the connection go, dials again, and B's new transport answers on the same port.
+    CHECK(eventually([&] { return greet_remote(*a, "b", "again", 2s).has_value(); }, 15s));
+    CHECK(b->cluster_port() == port);
+    CHECK(log_b.count("\"event\":\"cluster_listening\"", std::to_string(port))
+          == static_cast<std::size_t>(round) + 2);
+  }
+  // The old I/O threads were joined: as many threads as before the restarts.
+  CHECK(eventually([&] { return thread_count() == threads; }, 5s));
 }
