@@ -92,6 +92,7 @@ struct transport_io::impl {
   std::optional<asio::ssl::context> ssl;
   asio::io_context ctx{1};
   tcp::acceptor acceptor{ctx};
+  asio::steady_timer accept_retry{ctx};
   std::uint16_t port = 0;
   std::mutex map_mtx;
   std::condition_variable map_cv;
@@ -139,7 +140,11 @@ struct transport_io::impl {
     acceptor.async_accept(c->sock(), [this, c](const error_code& ec) {
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-        do_accept();
+        // Out of descriptors or memory: accepting again at once would spin; wait a little.
+        accept_retry.expires_after(std::chrono::milliseconds(100));
+        accept_retry.async_wait([this](const error_code& e) {
+          if (!e && acceptor.is_open()) do_accept();
+        });
         return;
       }
       setup(c);
@@ -407,6 +412,7 @@ struct transport_io::impl {
     asio::post(ctx, [this] {
       error_code ig;
       acceptor.close(ig);
+      accept_retry.cancel();
       std::vector<conn_ptr> all;
       {
         std::lock_guard g{map_mtx};
