@@ -1015,7 +1015,9 @@ private:
     l.refilled = l.since;
     // A second connection to the same node (both dialled at once, or the peer restarted before
     // its old connection was seen closed) does not drop the first: both stay usable, envelopes
-    // go out on the newest, replies on the connection their ask came through.
+    // go out on the newest (after a restart the old one may be half-open and never answer),
+    // replies on the connection their ask came through. Envelopes sent just before the switch
+    // may be overtaken by later ones on the new connection.
     by_node_[l.node] = l.id;
     const bool again = seen_.contains(l.node);
     seen_.insert(l.node);
