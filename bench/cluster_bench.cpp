@@ -5,6 +5,7 @@
 // two kinds of processes. The server is this binary again, exec'd in server mode per run.
 //
 //   af_bench_cluster [--runs 5] [--n 20000] [--warmup 2000] [--tells 400000]
+//   af_bench_cluster --af-one-way-only 1 [--tells N]   (profiling: the AgentFlow one-way job only)
 //   af_bench_cluster --serve af|bare SECRET_FILE stealing|sharing   (server mode: prints
 //                                                   "PORT n", runs until stdin closes)
 #include "bench_common.hpp"
@@ -434,6 +435,17 @@ int main(int argc, char** argv) {
     out << "bench cluster secret, not secret at all\n";
   }
 
+  // Profiling aid: only the AgentFlow one-way job, its rate on stdout (no JSON row).
+  if (bench::int_option(argc, argv, "--af-one-way-only", 0) != 0) {
+    job j;
+    j.warmup = 20 * k_batch;
+    j.n = tells;
+    run_af_job<sender_agent>(secret, j, "sender");
+    std::printf("af one-way: %.0f envelopes/s, %.1f envelopes per frame\n",
+                static_cast<double>(j.n) / j.seconds, j.envelopes_per_frame);
+    std::filesystem::remove(secret);
+    return 0;
+  }
   std::vector<bench::run> af_lat, bare_lat, af_tp, bare_tp, af_ow, bare_ow, af_lat_sh, bare_lat_sh;
   std::vector<double> tp_batch, ow_batch;  // envelopes per frame sent by the client
   for (std::size_t r = 0; r < runs; ++r) { // interleaved, so drift hits all variants alike

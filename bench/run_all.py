@@ -169,10 +169,12 @@ GROUPS = [
      "the same with 64 asks in flight (asks/s over 40,000 replies; p50/p99 over runs). **One-way**: "
      "one agent tells a remote agent `Int64Value`s in batches of 1,000, each followed by an ask "
      "the remote agent answers with its count, at most 2 batches unacknowledged; the transport "
-     "packs the envelopes into frames (one CAF message per frame); envelopes/s over 400,000 "
+     "packs the envelopes into MAC'd batch frames on its own TCP connection (length-prefixed, "
+     "one I/O thread per node; CAF's middleman is not involved); envelopes/s over 400,000 "
      "after 20,000 warm-up, p50/p99 over 1,000-envelope batches. Baseline: bare CAF actors "
      "published with `middleman().publish` and reached with `remote_actor` (BASP), `int64_t` "
-     "request/response and one-way `send` (one BASP message each), same protocol. Targets from "
+     "request/response and one-way `send` (one BASP message each, `int64_t` payloads without "
+     "envelopes, hashes or MACs), same protocol. Targets from "
      "issue 7: remote ask p50 < 100 us, one-way >= 350,000 envelopes/s."),
     ("swim", "11. SWIM membership in the simulator (issue 7)",
      "`bench/swim_bench.cpp`, one thread, virtual time (figures count protocol periods, so they "

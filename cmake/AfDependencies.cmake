@@ -3,6 +3,8 @@ find_package(Threads REQUIRED)
 find_package(CAF 0.17 REQUIRED)
 find_package(Protobuf REQUIRED)
 find_package(OpenSSL REQUIRED)
+# Header-only Boost.Asio (with asio::ssl over OpenSSL) under the cluster transport's sockets.
+find_package(Boost 1.74 REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(yaml-cpp REQUIRED)

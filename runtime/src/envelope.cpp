@@ -2,16 +2,18 @@
 
 #include "af/v1/envelope.pb.h"
 
+#include <google/protobuf/arena.h>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/stubs/logging.h>
 
+#include <atomic>
 #include <cassert>
 #include <cstring>
-#include <atomic>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 namespace af {
 
@@ -176,11 +178,29 @@ void append_canonical(const envelope_fields& f, std::string_view payload_type,
   assert(w.pos() == out.data() + out.size());
 }
 
+namespace {
+struct name_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+} // namespace
+
 const google::protobuf::Message* find_prototype(std::string_view full_name) {
+  // Every decoded envelope looks its payload type up: a pool lookup builds a string and takes the
+  // pool's lock. Found prototypes never change, so each thread keeps them; misses are not kept
+  // (a plugin loaded later may link the type).
+  thread_local std::unordered_map<std::string, const google::protobuf::Message*, name_hash,
+                                  std::equal_to<>>
+      cache;
+  if (auto it = cache.find(full_name); it != cache.end()) return it->second;
   const auto* pool = google::protobuf::DescriptorPool::generated_pool();
   const auto* desc = pool->FindMessageTypeByName(std::string{full_name});
   if (desc == nullptr) return nullptr;
-  return google::protobuf::MessageFactory::generated_factory()->GetPrototype(desc);
+  const auto* proto = google::protobuf::MessageFactory::generated_factory()->GetPrototype(desc);
+  if (proto != nullptr && cache.size() < 4096) cache.emplace(std::string{full_name}, proto);
+  return proto;
 }
 
 envelope envelope::make(envelope_fields f) {
@@ -248,10 +268,99 @@ void envelope::to_proto(v1::Envelope& out) const {
   out.set_hash(std::string{view(h)});
 }
 
+namespace {
+
+// Protobuf's wire encoding, for the direct writer in envelope::encode.
+std::size_t varint_size(std::uint64_t v) {
+  std::size_t n = 1;
+  for (; v >= 0x80; v >>= 7)
+    ++n;
+  return n;
+}
+
+void put_varint(std::string& out, std::uint64_t v) {
+  for (; v >= 0x80; v >>= 7)
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+  out.push_back(static_cast<char>(v));
+}
+
+/// Bytes a length-delimited field (tag below 16) of `n` bytes takes.
+std::size_t field_size(std::size_t n) { return 1 + varint_size(n) + n; }
+
+void put_field(std::string& out, std::uint32_t number, std::string_view b) {
+  out.push_back(static_cast<char>((number << 3) | 2));
+  put_varint(out, b.size());
+  out.append(b);
+}
+
+/// A proto3 string/bytes field: omitted when empty.
+std::size_t opt_field_size(std::string_view b) { return b.empty() ? 0 : field_size(b.size()); }
+void put_opt_field(std::string& out, std::uint32_t number, std::string_view b) {
+  if (!b.empty()) put_field(out, number, b);
+}
+
+std::size_t address_size(const address& a) {
+  return opt_field_size(a.node) + opt_field_size(a.name);
+}
+
+} // namespace
+
 std::string envelope::encode() const {
-  v1::Envelope pb;
-  to_proto(pb);
-  return serialize_deterministic(pb);
+  const auto& f = fields();
+  if (!f.headers.empty()) {
+    v1::Envelope pb;
+    to_proto(pb);
+    return serialize_deterministic(pb);
+  }
+  // Without headers (the common case) the bytes are written directly: the same bytes as
+  // to_proto + deterministic serialization (fields in number order, proto3 defaults omitted,
+  // sub-messages always present as to_proto sets them; tests/runtime/envelope_test.cpp checks it)
+  // without building an af.v1.Envelope (a dozen string copies and allocations per envelope).
+  const auto& type = payload_type_name();
+  const auto& payload = payload_bytes();
+  const auto& h = hash();
+  const bool parent = f.trace.parent_span_id != decltype(f.trace.parent_span_id){};
+  const std::size_t trace_size = field_size(16) + field_size(8) + (parent ? field_size(8) : 0)
+                                 + (f.trace.flags != 0 ? 1 + varint_size(f.trace.flags) : 0);
+  const std::size_t sender_size = address_size(f.sender);
+  const std::size_t receiver_size = address_size(f.receiver);
+  const std::size_t total =
+      field_size(16) + opt_field_size(f.tenant) + field_size(trace_size)
+      + (f.correlation_id.is_nil() ? 0 : field_size(16))
+      + (f.causation_id.is_nil() ? 0 : field_size(16)) + field_size(sender_size)
+      + field_size(receiver_size) + opt_field_size(type) + opt_field_size(payload)
+      + (f.logical_ts != 0 ? 1 + varint_size(f.logical_ts) : 0) + field_size(h.size());
+  std::string out;
+  out.reserve(total);
+  put_field(out, 1, f.message_id.raw());
+  put_opt_field(out, 2, f.tenant);
+  out.push_back(static_cast<char>((3 << 3) | 2));
+  put_varint(out, trace_size);
+  put_field(out, 1, view(f.trace.trace_id));
+  put_field(out, 2, view(f.trace.span_id));
+  if (parent) put_field(out, 3, view(f.trace.parent_span_id));
+  if (f.trace.flags != 0) {
+    out.push_back(static_cast<char>(4 << 3));
+    put_varint(out, f.trace.flags);
+  }
+  if (!f.correlation_id.is_nil()) put_field(out, 4, f.correlation_id.raw());
+  if (!f.causation_id.is_nil()) put_field(out, 5, f.causation_id.raw());
+  for (auto [number, a, size] :
+       {std::tuple{6u, &f.sender, sender_size}, std::tuple{7u, &f.receiver, receiver_size}}) {
+    out.push_back(static_cast<char>((number << 3) | 2));
+    put_varint(out, size);
+    put_opt_field(out, 1, a->node);
+    put_opt_field(out, 2, a->name);
+  }
+  put_opt_field(out, 8, type);
+  put_opt_field(out, 9, payload);
+  if (f.logical_ts != 0) {
+    out.push_back(static_cast<char>(10 << 3));
+    put_varint(out, f.logical_ts);
+  }
+  put_field(out, 12, view(h));
+  assert(out.size() == total);
+  return out;
 }
 
 expected<envelope> envelope::decode(std::string_view wire, const decode_options& opt) {
@@ -268,7 +377,14 @@ expected<envelope> envelope::decode(std::string_view wire, const decode_options&
                             + " bytes exceeds the limit of " + std::to_string(limit)
                             + " (envelope.max_payload_bytes + header allowance)");
   if (wire.empty()) return validation_error("envelope: empty input");
-  v1::Envelope pb;
+  // The wire message is parsed into an arena that starts in this thread's scratch block: its
+  // strings and sub-messages are not allocated and freed one by one (the fields are copied out).
+  alignas(8) thread_local char scratch[4096];
+  google::protobuf::ArenaOptions arena_opts;
+  arena_opts.initial_block = scratch;
+  arena_opts.initial_block_size = sizeof(scratch);
+  google::protobuf::Arena arena{arena_opts};
+  auto& pb = *google::protobuf::Arena::CreateMessage<v1::Envelope>(&arena);
   if (!pb.ParseFromArray(wire.data(), static_cast<int>(wire.size())))
     return validation_error("envelope: truncated or malformed Protobuf encoding ("
                             + std::to_string(wire.size()) + " bytes)");

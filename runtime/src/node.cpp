@@ -16,7 +16,6 @@
 #include <caf/atom.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/io/middleman.hpp>
-#include <caf/openssl/manager.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
@@ -221,14 +220,6 @@ expected<std::unique_ptr<node>> node::start(options opt) {
          caf::timespan{std::chrono::microseconds(cfg.get_int("scheduler.idle_poll_sleep_us"))});
   cc.set("middleman.workers", static_cast<std::size_t>(0));
   cc.load<caf::io::middleman>();
-  if (*transport_opts && (*transport_opts)->tls) {
-    // Mutual TLS: with certificate, key and CA set, CAF's OpenSSL module requires and verifies
-    // the peer's certificate and refuses anonymous cipher suites (docs/cluster.md).
-    cc.load<caf::openssl::manager>();
-    cc.openssl_certificate = cfg.get_string("cluster.tls_cert");
-    cc.openssl_key = cfg.get_string("cluster.tls_key");
-    cc.openssl_cafile = cfg.get_string("cluster.tls_ca");
-  }
   cc.add_message_type<envelope>("af.envelope");
   p->sys = std::make_unique<caf::actor_system>(cc);
   core.sys = p->sys.get();
@@ -241,8 +232,9 @@ expected<std::unique_ptr<node>> node::start(options opt) {
     im->transport = std::make_shared<detail::transport_status>();
     // Before the cluster services (af.cluster.*: membership asks it for its endpoint), after
     // the others: under rest_for_one a transport restart then restarts only what uses it.
-    auto at = std::find_if(opt.system_services.begin(), opt.system_services.end(),
-                           [](const sup::child_spec& c) { return c.id.starts_with("af.cluster."); });
+    auto at =
+        std::find_if(opt.system_services.begin(), opt.system_services.end(),
+                     [](const sup::child_spec& c) { return c.id.starts_with("af.cluster."); });
     opt.system_services.insert(
         at, detail::transport_child(im->core, std::move(**transport_opts), im->transport));
     // Other nodes' agents are reached through the transport (whichever instance runs now).
@@ -272,14 +264,7 @@ expected<std::unique_ptr<node>> node::start(options opt) {
     }
     im->exit_cv.notify_all();
   });
-  // Readiness: the tree answers once every supervisor has started its children.
-  if (auto t = self->tree(1, std::chrono::seconds(30)); !t)
-    return error{errc::internal,
-                 "node '" + im->core.node_name
-                     + "': supervision tree did not start: " + t.error().to_string()};
-  auto ctl = im->core.lookup(k_control_agent);
-  if (!ctl) return ctl.error();
-  im->control = *ctl;
+  // A transport that cannot listen stops the tree at once: report that, not its consequences.
   if (im->transport) {
     std::unique_lock g{im->transport->mtx};
     im->transport->cv.wait_for(g, std::chrono::seconds(30), [im] {
@@ -290,6 +275,14 @@ expected<std::unique_ptr<node>> node::start(options opt) {
       return error{errc::internal, "node '" + im->core.node_name
                                        + "': the cluster transport did not start listening"};
   }
+  // Readiness: the tree answers once every supervisor has started its children.
+  if (auto t = self->tree(1, std::chrono::seconds(30)); !t)
+    return error{errc::internal,
+                 "node '" + im->core.node_name
+                     + "': supervision tree did not start: " + t.error().to_string()};
+  auto ctl = im->core.lookup(k_control_agent);
+  if (!ctl) return ctl.error();
+  im->control = *ctl;
 
   if (auto listen = cfg.get_string("node.listen"); !listen.empty())
     if (auto r = self->listen(listen); !r) return r.error();
@@ -410,8 +403,8 @@ void node::tell_erased(const agent_ref& to, std::shared_ptr<const google::protob
                                 core.default_tenant, r);
   if ((!to.addr().node.empty() && to.addr().node != core.node_name)
       || to.addr().name == k_cluster_transport) {
-    // The cluster transport refuses envelopes without a local sender (it is published, and an
-    // anonymous message may come from a peer that never authenticated).
+    // The cluster transport refuses envelopes without a local sender (only this node's actors
+    // may hand it envelopes).
     caf::scoped_actor self{*impl_->sys};
     self->send(to_actor(to), std::move(env));
     return;

@@ -7,8 +7,6 @@
 #include "af/host_port.hpp"
 #include "af/sup/spec.hpp"
 
-#include <caf/atom.hpp>
-
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -20,14 +18,12 @@ namespace af::detail {
 
 struct node_core;
 
-/// A frame between two transports: (transport_frame_atom, std::string frame) over CAF's BASP.
-using transport_frame_atom = caf::atom_constant<caf::atom("afframe")>;
-
 struct transport_options {
   host_port listen;
   std::string advertise; ///< "host:port" peers are told to reach this node at
   std::string secret;
-  bool tls = false;
+  bool tls = false; ///< mutual TLS with the three files below
+  std::string tls_cert, tls_key, tls_ca;
   std::size_t max_frame_bytes = 16u << 20;
   double peer_rate = 0; ///< inbound envelopes per second per peer; 0: unlimited
   std::size_t queue_limit = 10000;
@@ -51,7 +47,7 @@ struct transport_status {
 };
 
 /// The transport as a child of af.sup.system: registers itself as af.cluster.transport and
-/// publishes itself on `opts.listen` (TLS through CAF's OpenSSL module when `opts.tls`).
+/// listens on `opts.listen` (mutual TLS through asio::ssl when `opts.tls`).
 [[nodiscard]] sup::child_spec transport_child(node_core& core, transport_options opts,
                                               std::shared_ptr<transport_status> status);
 

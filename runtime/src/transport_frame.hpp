@@ -1,5 +1,6 @@
-// Private: the bytes two cluster transports exchange in one CAF message (a frame): a type byte,
-// then a handshake message (transport.proto) or a batch of envelopes in a compact binary form.
+// Private: the bytes two cluster transports exchange as one frame (on the wire: a little-endian
+// u32 length, then these bytes): a type byte, then a handshake message (transport.proto), a
+// goodbye, or a batch of envelopes in a compact binary form.
 #pragma once
 
 #include "af/error.hpp"
@@ -18,6 +19,7 @@ enum class frame_type : std::uint8_t {
   proof = 'P',
   welcome = 'W',
   refused = 'R',
+  goodbye = 'G', ///< the sender is shutting down cleanly; its close follows
   batch = 'B',
 };
 

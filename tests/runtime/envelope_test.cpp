@@ -7,6 +7,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -207,6 +210,34 @@ TEST_CASE("no hash collision over 100k random envelopes", "[envelope][property]"
     seen.insert(e.hash_hex());
   }
   REQUIRE(seen.size() == 100'000);
+}
+
+TEST_CASE("encode writes exactly Protobuf's deterministic encoding of to_proto", "[envelope]") {
+  // encode() writes envelopes without headers directly; the bytes must not differ from the
+  // Protobuf path (hashes, MACs and peers on older builds depend on them).
+  rng r{4242};
+  for (int i = 0; i < 2000; ++i) {
+    auto s = random_spec(r);
+    if (r.uniform(2)) s.headers.clear();
+    if (r.uniform(4) == 0) s.ts = 0;
+    if (r.uniform(4) == 0) s.trace.flags = 0;
+    if (r.uniform(4) == 0) s.tenant.clear();
+    if (r.uniform(4) == 0) s.from = {};
+    if (r.uniform(4) == 0) s.to.name.clear();
+    if (r.uniform(4) == 0) s.payload_name = random_string(r, 400);
+    auto e = build(s, 1);
+    v1::Envelope pb;
+    e.to_proto(pb);
+    std::string want;
+    {
+      google::protobuf::io::StringOutputStream zero_copy{&want};
+      google::protobuf::io::CodedOutputStream coded{&zero_copy};
+      coded.SetSerializationDeterministic(true);
+      REQUIRE(pb.SerializeToCodedStream(&coded));
+    }
+    INFO("envelope " << i << ", " << s.headers.size() << " headers");
+    REQUIRE(e.encode() == want);
+  }
 }
 
 TEST_CASE("encode and decode round-trip every field and the hash", "[envelope]") {
