@@ -100,14 +100,22 @@ put() {
     --json --timeout-ms 3000 >"$tmp/put.json" 2>"$tmp/put.err"
 }
 
+# read_meta NAME NODE REQUEST_JSON PYTHON_EXPR: asks af.cluster.raft on NODE for af.v1.NAME and
+# prints PYTHON_EXPR evaluated over the reply's payload `p` (stderr in $tmp/NAME.err).
+read_meta() {
+  local name=$1 node=$2 request=$3 expr=$4
+  "$AF" ask --connect "127.0.0.1:$(ctl "$node")" af.cluster.raft "af.v1.$name" "$request" \
+    --json --timeout-ms 3000 >"$tmp/$name.json" 2>"$tmp/$name.err" || return 1
+  python3 -c "import json, sys; p = json.load(open(sys.argv[1]))['payload']; print($expr)" \
+    "$tmp/$name.json"
+}
+
 # get NODE KEY [stale]: the value of KEY read through NODE (linearizable, or the local replica).
 get() {
   local stale=false
   [[ ${3:-} == stale ]] && stale=true
-  "$AF" ask --connect "127.0.0.1:$(ctl "$1")" af.cluster.raft af.v1.MetaGet \
-    "{\"key\":\"$2\",\"stale_ok\":$stale}" --json --timeout-ms 3000 >"$tmp/get.json" 2>"$tmp/get.err" ||
-    return 1
-  python3 -c 'import json, sys; p = json.load(open(sys.argv[1]))["payload"]; print(p["value"] if p.get("found") else "<absent>")' "$tmp/get.json"
+  read_meta MetaGet "$1" "{\"key\":\"$2\",\"stale_ok\":$stale}" \
+    "p['value'] if p.get('found') else '<absent>'"
 }
 
 # list NODE [stale]: every key under "k" read through NODE in one MetaList (linearizable, or the
@@ -115,17 +123,15 @@ get() {
 list() {
   local stale=false
   [[ ${2:-} == stale ]] && stale=true
-  "$AF" ask --connect "127.0.0.1:$(ctl "$1")" af.cluster.raft af.v1.MetaList \
-    "{\"prefix\":\"k\",\"stale_ok\":$stale}" --json --timeout-ms 3000 >"$tmp/list.json" 2>"$tmp/list.err" ||
-    return 1
-  python3 -c 'import json, sys; p = json.load(open(sys.argv[1]))["payload"]; print("\n".join(sorted(e["key"] + "=" + e["value"] for e in p.get("entries", []))))' "$tmp/list.json"
+  read_meta MetaList "$1" "{\"prefix\":\"k\",\"stale_ok\":$stale}" \
+    "'\\n'.join(sorted(e['key'] + '=' + e['value'] for e in p.get('entries', [])))"
 }
 
 # check_all NODE [stale]: every acknowledged write reads back through NODE.
 check_all() {
   local want got
   want=$(for k in "${!acked[@]}"; do echo "$k=${acked[$k]}"; done | LC_ALL=C sort)
-  got=$(list "$@") || fail "MetaList through $1 failed: $(cat "$tmp/list.err")"
+  got=$(list "$@") || fail "MetaList through $1 failed: $(cat "$tmp/MetaList.err")"
   [[ $got == "$want" ]] || fail "$1 ${2:-linearizable} reads differ from the acknowledged writes: $(diff <(echo "$want") <(echo "$got") | head -5 | tr '\n' ' ')"
 }
 
@@ -198,7 +204,7 @@ echo "new leader $new after ${elapsed} ms"
 
 step="no acknowledged write lost (linearizable reads through the survivors)"
 for k in k1 k25; do
-  v=$(get "${survivors[0]}" "$k") || fail "get $k failed: $(cat "$tmp/get.err")"
+  v=$(get "${survivors[0]}" "$k") || fail "get $k failed: $(cat "$tmp/MetaGet.err")"
   [[ $v == "${acked[$k]}" ]] || fail "$k reads '$v' after the crash, '${acked[$k]}' was acknowledged"
 done
 check_all "${survivors[0]}"
@@ -223,7 +229,7 @@ until applied=$(raft_field "$old" 'j["applied_index"]') && ((applied >= leader_c
 done
 grep -q '"raft_snapshot_installed"' "$tmp/$old.err" "$tmp/$old.out" ||
   fail "$old caught up without installing a snapshot (the leader compacted through $leader_snap)"
-v=$(get "$old" k50 stale) || fail "stale get k50 on $old failed: $(cat "$tmp/get.err")"
+v=$(get "$old" k50 stale) || fail "stale get k50 on $old failed: $(cat "$tmp/MetaGet.err")"
 [[ $v == v50 ]] || fail "$old's replica has k50 = '$v', 'v50' was acknowledged"
 check_all "$old" stale
 
