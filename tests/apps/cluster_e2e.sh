@@ -13,78 +13,10 @@ AF=${1:?usage: cluster_e2e.sh PATH/TO/af}
 [[ -n ${AF_TEST_PG_URL:-} ]] || { echo "FAIL: AF_TEST_PG_URL is not set (run under with_postgres.sh)" >&2; exit 1; }
 
 PERIOD_MS=1000  # SWIM protocol period of every node (3 periods leave room for an `af` process per try)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-cluster-e2e.XXXXXX")
-declare -A pids=()
-step="setup"
-
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do
-    if kill -0 "$p" 2>/dev/null; then
-      kill -KILL "$p" 2>/dev/null || true
-      wait "$p" 2>/dev/null || true
-    fi
-  done
-  if ((rc != 0)); then
-    echo "FAIL during: $step (exit $rc)" >&2
-    for f in "$tmp"/*.out "$tmp"/*.err; do
-      [[ -f $f ]] || continue
-      echo "----- $(basename "$f") -----" >&2
-      tail -n 30 "$f" >&2
-    done
-  fi
-  rm -rf "$tmp"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-json_get() { # json_get FILE EXPR: EXPR evaluated on the JSON object `j` in FILE
-  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
-}
-
-wait_until() { # wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s
-  local limit=$1
-  shift
-  local deadline=$((SECONDS + limit))
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.1
-  done
-}
-
-now_ms() { date +%s%3N; }
-
-head -c 32 /dev/urandom | base64 >"$tmp/secret"
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
+e2e_init cluster
+NODE_ARGS=(--set "store.url=$AF_TEST_PG_URL" --set "cluster.swim.period_ms=$PERIOD_MS")
 head -c 32 /dev/urandom | base64 >"$tmp/wrong-secret"
-
-# start_node NAME [SEED]: starts node NAME (joining through SEED host:port when given) and waits
-# for its port file.
-start_node() {
-  local name=$1 seed=${2:-}
-  rm -f "$tmp/$name.json"
-  local -a join=()
-  [[ -n $seed ]] && join=(--join "$seed")
-  "$AF" node start --name "$name" --data-dir "$tmp/$name" --set "store.url=$AF_TEST_PG_URL" \
-    --listen 127.0.0.1:0 --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/secret" \
-    "${join[@]}" --set "cluster.swim.period_ms=$PERIOD_MS" --no-demo-service \
-    --log-format json --port-file "$tmp/$name.json" >>"$tmp/$name.out" 2>>"$tmp/$name.err" &
-  pids[$name]=$!
-  local deadline=$((SECONDS + 30))
-  until [[ -s $tmp/$name.json ]]; do
-    kill -0 "${pids[$name]}" 2>/dev/null || fail "node $name exited before writing its port file"
-    ((SECONDS < deadline)) || fail "node $name wrote no port file within 30 s"
-    sleep 0.1
-  done
-}
-
-ctl() { json_get "$tmp/$1.json" 'j["listen_port"]'; }
-cport() { json_get "$tmp/$1.json" 'j["cluster_port"]'; }
 
 # alive_set NODE: the sorted alive members NODE sees, comma-separated ("" when it cannot answer).
 alive_set() {
@@ -164,9 +96,7 @@ for id in $(seq 1 12); do
   if [[ ${owner[$id]} != n1 ]]; then victim=${owner[$id]}; vid=$id; break; fi
 done
 [[ -n $victim ]] || fail "no id owned by a node other than n1"
-kill -KILL "${pids[$victim]}"
-wait "${pids[$victim]}" 2>/dev/null || true
-unset "pids[$victim]"
+kill9 "$victim"
 t0=$(now_ms)
 until add n1 "$vid" "second-$vid" 1000; do
   (($(now_ms) - t0 < 20000)) || fail "counter/$vid did not answer within 20 s of killing $victim: $(cat "$tmp/ask.err")"

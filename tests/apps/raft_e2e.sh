@@ -11,65 +11,10 @@ AF=${1:?usage: raft_e2e.sh PATH/TO/af}
 [[ -x $AF ]] || { echo "FAIL: '$AF' is not executable" >&2; exit 1; }
 
 SNAPSHOT_EVERY=10
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-raft-e2e.XXXXXX")
-declare -A pids=()
-step="setup"
-
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do
-    if kill -0 "$p" 2>/dev/null; then
-      kill -KILL "$p" 2>/dev/null || true
-      wait "$p" 2>/dev/null || true
-    fi
-  done
-  if ((rc != 0)); then
-    echo "FAIL during: $step (exit $rc)" >&2
-    for f in "$tmp"/*.out "$tmp"/*.err; do
-      [[ -f $f ]] || continue
-      echo "----- $(basename "$f") -----" >&2
-      tail -n 30 "$f" >&2
-    done
-  fi
-  rm -rf "$tmp"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-now_ms() { date +%s%3N; }
-
-head -c 32 /dev/urandom | base64 >"$tmp/secret"
-
-# start_node NAME [SEED]: starts node NAME (joining through SEED host:port when given) and waits
-# for its port file.
-start_node() {
-  local name=$1 seed=${2:-}
-  rm -f "$tmp/$name.json"
-  local -a join=()
-  [[ -n $seed ]] && join=(--join "$seed")
-  "$AF" node start --name "$name" --data-dir "$tmp/$name" \
-    --listen 127.0.0.1:0 --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/secret" \
-    "${join[@]}" --set cluster.raft.members=n1,n2,n3 \
-    --set "cluster.raft.snapshot_every=$SNAPSHOT_EVERY" --set cluster.swim.period_ms=500 \
-    --no-demo-service --log-format json --port-file "$tmp/$name.json" \
-    >>"$tmp/$name.out" 2>>"$tmp/$name.err" &
-  pids[$name]=$!
-  local deadline=$((SECONDS + 30))
-  until [[ -s $tmp/$name.json ]]; do
-    kill -0 "${pids[$name]}" 2>/dev/null || fail "node $name exited before writing its port file"
-    ((SECONDS < deadline)) || fail "node $name wrote no port file in 30 s"
-    sleep 0.05
-  done
-}
-
-ctl() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["listen_port"])' "$tmp/$1.json"; }
-cport() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cluster_port"])' "$tmp/$1.json"; }
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
+e2e_init raft
+NODE_ARGS=(--set cluster.raft.members=n1,n2,n3 --set "cluster.raft.snapshot_every=$SNAPSHOT_EVERY"
+  --set cluster.swim.period_ms=500)
 
 # raft_field NODE EXPR: EXPR over the node's `af cluster raft --json` object `j` (fails when the
 # node does not answer).
@@ -168,9 +113,7 @@ old_last=$(raft_field "$leader" 'j["last_index"]')
 
 step="kill -9 the leader"
 old=$leader
-kill -KILL "${pids[$old]}"
-wait "${pids[$old]}" 2>/dev/null || true
-unset "pids[$old]"
+kill9 "$old"
 t0=$(now_ms)
 survivors=()
 for n in n1 n2 n3; do [[ $n == "$old" ]] || survivors+=("$n"); done

@@ -17,55 +17,14 @@ PSQL=$(command -v psql || echo /usr/lib/postgresql/15/bin/psql)
 
 LEASE_TTL_MS=3000  # a dead node's executions wait about this long to be taken over
 EXECUTIONS=50      # half before the first kill, half before the second
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-takeover-e2e.XXXXXX")
-declare -A pids=()
-step="setup"
+E2E_POLL=0.2 E2E_LOG_LINES=40 E2E_LOG_SKIP='"level":"debug"'
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
+e2e_init takeover
+NODE_ARGS=(--set "store.url=$AF_TEST_PG_URL" --raft-members n1,n2,n3 --set "cluster.swim.period_ms=500"
+  --set "cluster.exec.lease_ttl_ms=$LEASE_TTL_MS" --set "cluster.exec.scan_ms=500")
 t_start=$SECONDS
 
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do
-    if kill -0 "$p" 2>/dev/null; then
-      kill -KILL "$p" 2>/dev/null || true
-      wait "$p" 2>/dev/null || true
-    fi
-  done
-  if ((rc != 0)); then
-    echo "FAIL during: $step (exit $rc)" >&2
-    for f in "$tmp"/*.out "$tmp"/*.err; do
-      [[ -f $f ]] || continue
-      echo "----- $(basename "$f") -----" >&2
-      grep -v '"level":"debug"' "$f" | tail -n 40 >&2
-    done
-  fi
-  rm -rf "$tmp"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-wait_until() { # wait_until SECONDS COMMAND...: polls COMMAND every 0.2 s
-  local limit=$1
-  shift
-  local deadline=$((SECONDS + limit))
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
-
-json_get() { # json_get FILE EXPR: EXPR evaluated on the JSON object `j` in FILE
-  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
-}
-
 sql() { "$PSQL" -X -q -t -A -v ON_ERROR_STOP=1 "$AF_TEST_PG_URL" -c "$1"; }
-
-head -c 32 /dev/urandom | base64 >"$tmp/secret"
 
 cat >"$tmp/payout.yaml" <<'YAML'
 apiVersion: agentflow/v1
@@ -95,37 +54,6 @@ spec:
       after: [clear]
 YAML
 LEDGER_STEPS=3
-
-# start_node NAME [SEED]: starts node NAME (joining through SEED host:port when given) and waits
-# for its port file.
-start_node() {
-  local name=$1 seed=${2:-}
-  rm -f "$tmp/$name.json"
-  local -a join=()
-  [[ -n $seed ]] && join=(--join "$seed")
-  "$AF" node start --name "$name" --data-dir "$tmp/$name" --set "store.url=$AF_TEST_PG_URL" \
-    --listen 127.0.0.1:0 --cluster-listen 127.0.0.1:0 --cluster-secret-file "$tmp/secret" \
-    "${join[@]}" --raft-members n1,n2,n3 --set "cluster.swim.period_ms=500" \
-    --set "cluster.exec.lease_ttl_ms=$LEASE_TTL_MS" --set "cluster.exec.scan_ms=500" \
-    --no-demo-service --log-format json --port-file "$tmp/$name.json" \
-    >>"$tmp/$name.out" 2>>"$tmp/$name.err" &
-  pids[$name]=$!
-  local deadline=$((SECONDS + 30))
-  until [[ -s $tmp/$name.json ]]; do
-    kill -0 "${pids[$name]}" 2>/dev/null || fail "node $name exited before writing its port file"
-    ((SECONDS < deadline)) || fail "node $name wrote no port file within 30 s"
-    sleep 0.1
-  done
-}
-
-ctl() { json_get "$tmp/$1.json" 'j["listen_port"]'; }
-cport() { json_get "$tmp/$1.json" 'j["cluster_port"]'; }
-
-kill9() { # kill9 NAME
-  kill -KILL "${pids[$1]}"
-  wait "${pids[$1]}" 2>/dev/null || true
-  unset "pids[$1]"
-}
 
 # submit_one ID NODE: submits execution ID through NODE, retried (same id: idempotent) until the
 # node accepts it (no Raft leader yet, a node just restarted: `transient`).
