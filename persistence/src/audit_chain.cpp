@@ -6,7 +6,6 @@
 #include "audit_detail.hpp"
 
 #include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
 #include <algorithm>
 #include <vector>
@@ -14,13 +13,16 @@
 namespace af::store {
 
 std::string canonical_bytes(const v1::AuditRecord& record) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream stream{&out};
-    google::protobuf::io::CodedOutputStream coded{&stream};
-    coded.SetSerializationDeterministic(true);
-    record.SerializeToCodedStream(&coded);
-  }
+  // What SerializeToCodedStream with SetSerializationDeterministic(true) writes, into a buffer
+  // of the exact size (as MessageLite::SerializeToArray does) instead of a growing string that
+  // a stream zero-fills to its capacity: every audited step pays this.
+  const auto size = record.ByteSizeLong();
+  std::string out(size, '\0');
+  auto* target = reinterpret_cast<std::uint8_t*>(out.data());
+  google::protobuf::io::EpsCopyOutputStream stream{target, static_cast<int>(size),
+                                                   /*deterministic=*/true};
+  auto* end = record._InternalSerialize(target, &stream);
+  out.resize(static_cast<std::size_t>(end - target));
   return out;
 }
 

@@ -171,10 +171,11 @@ private:
   void acknowledge(const std::vector<audit_row>& rows, std::size_t n) {
     records_.inc(static_cast<double>(n));
     for (std::size_t i = 0; i < n; ++i) {
+      if (!pending_[i].reply) continue; // told, not asked (executors): nobody to answer
       v1::AuditAppended out;
       out.set_seq(rows[i].seq);
       out.set_hash(std::string{rows[i].hash.begin(), rows[i].hash.end()});
-      if (pending_[i].reply) pending_[i].reply->reply(std::move(out));
+      pending_[i].reply->reply(std::move(out));
     }
   }
 
