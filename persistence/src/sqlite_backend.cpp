@@ -10,6 +10,7 @@
 #include "sqlite_backend.hpp"
 
 #include "migrations.hpp"
+#include "sqlite_wal_vfs.hpp"
 #include "store_checks.hpp"
 
 #include <sqlite3.h>
@@ -504,7 +505,8 @@ expected<std::unique_ptr<backend>> sqlite_backend::open(const sqlite_options& in
   sqlite3* raw = nullptr;
   int rc =
       sqlite3_open_v2(opts.path.c_str(), &raw,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      sqlite_wal_vfs_name()); // WAL writes gathered (sqlite_wal_vfs.cpp)
   b->db_.reset(raw);
   if (rc != SQLITE_OK) {
     std::string msg = raw != nullptr ? sqlite3_errmsg(raw) : sqlite3_errstr(rc);
