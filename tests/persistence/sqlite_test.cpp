@@ -597,10 +597,12 @@ TEST_CASE("sqlite: WAL writes are gathered, and a commit is on the file when app
     const auto after = sqlite_wal_writes();
     const auto requested = after.requested - before.requested;
     const auto issued = after.issued - before.issued;
-    // Each batch dirties dozens of pages, two writes per WAL frame; gathered, a handful.
-    CHECK(requested >= rounds * streams / 2);
-    CHECK(issued * 8 <= requested);
-    CHECK(issued >= rounds); // at least one write per commit
+    // Each batch dirties several pages (the events table, its index, streams and their index),
+    // two writes per WAL frame; gathered, one write per commit of under 64 KiB.
+    INFO("requested " << requested << ", issued " << issued);
+    CHECK(requested >= rounds * 8);
+    CHECK(issued >= rounds);
+    CHECK(issued * 4 <= requested);
   }
 
   SECTION("commits survive a process that exits without closing its connection") {
