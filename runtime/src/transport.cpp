@@ -55,6 +55,8 @@ constexpr std::size_t k_batch_header = 1 + 8 + k_mac_bytes;
 constexpr auto k_sweep_period = std::chrono::milliseconds(250);
 /// A batch frame is sent once it holds this many bytes, even while envelopes keep coming.
 constexpr std::size_t k_flush_bytes = 256 * 1024;
+/// A link keeps its frame buffer between frames up to this capacity.
+constexpr std::size_t k_keep_frame_buffer = 2 * k_flush_bytes;
 /// An ask whose reply never comes (the remote agent dropped it) is forgotten after this long;
 /// the asking agent's own timeout has answered it long before.
 constexpr auto k_pending_ask_ttl = std::chrono::minutes(10);
@@ -692,6 +694,12 @@ private:
                                std::string_view{frame}.substr(k_batch_header));
     std::copy(mac.begin(), mac.end(), frame.begin() + 9);
     send_frame(l, frame);
+    // The next frame fills the same buffer: no regrowth (and fresh pages) per frame of a burst.
+    // A buffer an oversized envelope grew is let go.
+    if (l.out.empty() && frame.capacity() <= k_keep_frame_buffer) {
+      frame.clear();
+      l.out.swap(frame);
+    }
   }
 
   // --- dialling -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@
 #include <caf/send.hpp>
 
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/ssl.h>
 
 #include <catch2/catch.hpp>
@@ -405,6 +406,40 @@ TEST_CASE("transport: handshake proofs bind role, names and nonces", "[transport
   REQUIRE(n2.has_value());
   CHECK(n1->size() == detail::k_nonce_bytes);
   CHECK(*n1 != *n2);
+}
+
+TEST_CASE("transport: the frame MAC is HMAC-SHA256 of direction and sequence and body",
+          "[transport]") {
+  // The wire contract (docs/cluster.md): HMAC-SHA256 under the session key of the direction
+  // byte, the little-endian sequence number and the body. Checked against OpenSSL's one-shot
+  // HMAC over the concatenation, for an empty, a small and a large (multi-block) body.
+  const std::string key = "session-key-0123456789abcdef0123";
+  for (std::size_t size : {std::size_t{0}, std::size_t{37}, std::size_t{300000}}) {
+    std::string body(size, '\0');
+    for (std::size_t i = 0; i < size; ++i)
+      body[i] = static_cast<char>((i * 131 + 7) & 0xff);
+    const std::uint64_t seq = 0x0102030405060708ull + size;
+    std::string msg{'c'};
+    for (int i = 0; i < 8; ++i)
+      msg.push_back(static_cast<char>((seq >> (8 * i)) & 0xff));
+    msg += body;
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    REQUIRE(HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+                 reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len)
+            != nullptr);
+    const std::string expected(reinterpret_cast<const char*>(out), len);
+    const auto mac = detail::frame_mac(key, 'c', seq, body);
+    CHECK(mac.size() == 32);
+    CHECK(mac == expected);
+    CHECK(mac != detail::frame_mac(key, 's', seq, body));
+    CHECK(mac != detail::frame_mac(key, 'c', seq + 1, body));
+    CHECK(mac != detail::frame_mac("another-session-key-0123456789ab", 'c', seq, body));
+    if (size > 0) {
+      body[size / 2] = static_cast<char>(body[size / 2] ^ 1);
+      CHECK(mac != detail::frame_mac(key, 'c', seq, body));
+    }
+  }
 }
 
 TEST_CASE("transport: batch frames parse back and garbage is refused", "[transport]") {
