@@ -129,6 +129,11 @@ agent_host::agent_host(caf::actor_config& cfg, node_core* core, std::unique_ptr<
   set_default_handler([](caf::scheduled_actor* self,
                          caf::message_view& m) -> caf::result<caf::message> {
     auto* host = static_cast<agent_host*>(self);
+    // Tells from the cluster transport, several per CAF message (caf_glue.hpp).
+    if (m.content().match_elements<envelope_batch>()) {
+      host->handle_batch(*static_cast<const envelope_batch*>(m.content().get(0)));
+      return caf::message{};
+    }
     auto what = to_string(m.content());
     host->core_->log.warn("unexpected_message", "not an af.envelope: " + what,
                           {{"agent", host->addr_.name}, {"kind", host->kind()}});
@@ -224,6 +229,14 @@ caf::result<envelope> agent_host::handle(const envelope& e) {
   current_ = nullptr;
   count(e.tenant(), k_handled);
   return caf::delegated<envelope>{};
+}
+
+void agent_host::handle_batch(const envelope_batch& b) {
+  for (const auto& e : b.items) {
+    // An envelope that stopped the agent drops the rest, as a stop drops the rest of a mailbox.
+    if (getf(is_shutting_down_flag)) return; // set by quit()
+    (void)handle(e); // tells: nothing to reply
+  }
 }
 
 caf::result<envelope> agent_host::forward(const envelope& e) {

@@ -7,6 +7,7 @@
 #include "node_core.hpp"
 
 #include <caf/actor_clock.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
 
 #include <cstdint>
 #include <optional>
@@ -14,6 +15,13 @@
 #include <vector>
 
 namespace af::detail {
+
+/// Tells for one agent host, in the order they arrived, delivered as one CAF message: the
+/// cluster transport's receive path (one mailbox element and one dispatch per batch instead of
+/// per envelope). Local only, never serialized; the host handles each envelope as a tell.
+struct envelope_batch {
+  std::vector<envelope> items;
+};
 
 class agent_host : public envelope_actor::base {
 public:
@@ -49,6 +57,8 @@ public:
 
 private:
   caf::result<envelope> handle(const envelope& e);
+  /// Handles each envelope of `b` as a tell, in order (the cluster transport's receive path).
+  void handle_batch(const envelope_batch& b);
   caf::result<envelope> forward(const envelope& e);
   /// Hands `e` (for another name) to the agent's router and delegates it where that says.
   caf::result<envelope> route(const envelope& e, bool is_request);
@@ -97,3 +107,5 @@ private:
 };
 
 } // namespace af::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(af::detail::envelope_batch)

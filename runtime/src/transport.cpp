@@ -16,6 +16,7 @@
 #include "af/node.hpp"
 #include "af/v1/cluster.pb.h"
 #include "af/v1/transport.pb.h"
+#include "agent_host.hpp"
 #include "caf_glue.hpp"
 #include "node_core.hpp"
 #include "transport_auth.hpp"
@@ -55,6 +56,8 @@ constexpr std::size_t k_batch_header = 1 + 8 + k_mac_bytes;
 constexpr auto k_sweep_period = std::chrono::milliseconds(250);
 /// A batch frame is sent once it holds this many bytes, even while envelopes keep coming.
 constexpr std::size_t k_flush_bytes = 256 * 1024;
+/// A link keeps its frame buffer between frames up to this capacity.
+constexpr std::size_t k_keep_frame_buffer = 2 * k_flush_bytes;
 /// An ask whose reply never comes (the remote agent dropped it) is forgotten after this long;
 /// the asking agent's own timeout has answered it long before.
 constexpr auto k_pending_ask_ttl = std::chrono::minutes(10);
@@ -692,6 +695,12 @@ private:
                                std::string_view{frame}.substr(k_batch_header));
     std::copy(mac.begin(), mac.end(), frame.begin() + 9);
     send_frame(l, frame);
+    // The next frame fills the same buffer: no regrowth (and fresh pages) per frame of a burst.
+    // A buffer an oversized envelope grew is let go.
+    if (l.out.empty() && frame.capacity() <= k_keep_frame_buffer) {
+      frame.clear();
+      l.out.swap(frame);
+    }
   }
 
   // --- dialling -------------------------------------------------------------------------------
@@ -1197,19 +1206,37 @@ private:
     batch_targets_.clear();
     for (const auto& it : *items) {
       auto* lk = find_link(id);
-      if (lk == nullptr || lk->state != link_state::up) return;
+      if (lk == nullptr || lk->state != link_state::up) break;
       switch (it.kind) {
       case item_kind::tell:
+        deliver_in(*lk, it);
+        break;
       case item_kind::ask:
+        hand_over(); // what came before it in the frame reaches its agent before it
         deliver_in(*lk, it);
         break;
       case item_kind::reply:
       case item_kind::fail:
+        hand_over();
         settle_ask(*lk, it);
         break;
       }
     }
+    hand_over();
     batch_targets_.clear();
+  }
+
+  /// Sends the held tells to their agent host: one CAF message for several (envelope_batch),
+  /// the envelope itself for one. Called before anything else is sent to an actor from a batch
+  /// frame, so every actor still gets what a frame carries for it in the frame's order.
+  void hand_over() {
+    if (held_.empty()) return;
+    if (held_.size() == 1)
+      send(held_for_, std::move(held_.front()));
+    else
+      send(caf::actor_cast<caf::actor>(held_for_), envelope_batch{std::move(held_)});
+    held_.clear();
+    held_for_ = envelope_actor{};
   }
 
   void fail_back(link& l, std::uint64_t ask_id, const error& e) {
@@ -1271,11 +1298,20 @@ private:
                            {{"reason", "not_found"}, {"peer", l.node}});
         return;
       }
-      cached = batch_targets_.emplace(to.name, to_actor(*target)).first;
+      auto actor = to_actor(*target);
+      const bool host = dynamic_cast<agent_host*>(ctrl_of(actor)->get()) != nullptr;
+      cached = batch_targets_.emplace(to.name, batch_target{std::move(actor), host}).first;
     }
-    const auto& actor = cached->second;
+    const auto& actor = cached->second.actor;
     if (!ask) {
-      send(actor, std::move(*env));
+      if (!cached->second.host) {
+        hand_over();
+        send(actor, std::move(*env));
+        return;
+      }
+      if (held_for_ != actor) hand_over();
+      held_for_ = actor;
+      held_.push_back(std::move(*env));
       return;
     }
     const auto link_id = l.id;
@@ -1374,7 +1410,14 @@ private:
   bool flush_scheduled_ = false;
   std::uint64_t next_ask_ = 0;
   std::unordered_map<std::string, counter_handle> counters_;
-  std::unordered_map<std::string, envelope_actor> batch_targets_;
+  struct batch_target {
+    envelope_actor actor;
+    bool host = false; ///< a local agent host: its tells can share one CAF message
+  };
+  std::unordered_map<std::string, batch_target> batch_targets_;
+  /// Tells of the batch being read for one agent host, not yet sent (see hand_over).
+  envelope_actor held_for_;
+  std::vector<envelope> held_;
   bool clean_exit_ = false; ///< the link being lost went down with a clean exit reason
   gauge_handle peers_gauge_;
 };

@@ -6,6 +6,8 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
@@ -110,13 +112,36 @@ std::string session_key(std::string_view secret, std::string_view client_node,
 
 std::string frame_mac(std::string_view key, char direction, std::uint64_t seq,
                       std::string_view body) {
-  std::string msg;
-  msg.reserve(9 + body.size());
-  msg.push_back(direction);
+  // Streamed: the frame body (up to a few hundred KiB) is not copied behind its 9-byte prefix.
+  // The MAC algorithm is fetched once per thread; the context is re-keyed for every frame.
+  struct mac_ctx {
+    EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    EVP_MAC_CTX* ctx = mac != nullptr ? EVP_MAC_CTX_new(mac) : nullptr;
+    ~mac_ctx() {
+      EVP_MAC_CTX_free(ctx);
+      EVP_MAC_free(mac);
+    }
+  };
+  thread_local mac_ctx m;
+  if (m.ctx == nullptr) return {};
+  unsigned char prefix[9];
+  prefix[0] = static_cast<unsigned char>(direction);
   for (int i = 0; i < 8; ++i)
-    msg.push_back(static_cast<char>((seq >> (8 * i)) & 0xff));
-  msg.append(body);
-  return hmac_sha256(key, msg);
+    prefix[1 + i] = static_cast<unsigned char>((seq >> (8 * i)) & 0xff);
+  char digest_name[] = "SHA256";
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+      OSSL_PARAM_construct_end()};
+  unsigned char out[EVP_MAX_MD_SIZE];
+  std::size_t len = 0;
+  if (EVP_MAC_init(m.ctx, reinterpret_cast<const unsigned char*>(key.data()), key.size(), params)
+          != 1
+      || EVP_MAC_update(m.ctx, prefix, sizeof prefix) != 1
+      || EVP_MAC_update(m.ctx, reinterpret_cast<const unsigned char*>(body.data()), body.size())
+             != 1
+      || EVP_MAC_final(m.ctx, out, &len, sizeof out) != 1)
+    return {};
+  return std::string(reinterpret_cast<const char*>(out), len);
 }
 
 bool proofs_equal(std::string_view a, std::string_view b) noexcept {

@@ -29,6 +29,10 @@ using error_code = boost::system::error_code;
 
 /// Read buffer per connection; a larger frame grows it for as long as it takes to read it.
 constexpr std::size_t k_read_buffer = 64 * 1024;
+/// A buffer grown for large frames is kept up to this size (batch frames are sent at 256 KiB, so
+/// a burst reads into the same buffer instead of growing and shrinking it for every frame); one
+/// grown beyond it for a rare larger frame shrinks back to k_read_buffer.
+constexpr std::size_t k_keep_read_buffer = 1024 * 1024;
 /// How long a connection closed here waits for the peer's end before it is cut.
 constexpr auto k_linger = std::chrono::seconds(2);
 /// How long `stop` lets queued frames (goodbyes) drain.
@@ -274,7 +278,7 @@ struct transport_io::impl {
     }
     if (need > c->in.size()) {
       c->in.resize(need);
-    } else if (c->in.size() > k_read_buffer && c->in_len <= k_read_buffer && need == 0) {
+    } else if (c->in.size() > k_keep_read_buffer && c->in_len <= k_read_buffer && need == 0) {
       c->in.resize(k_read_buffer);
       c->in.shrink_to_fit();
     }
