@@ -201,7 +201,7 @@ TEST_CASE("engine: transient failures retry with backoff, others fail at once", 
   CHECK(v.eng->status() == v1::EXEC_FAILED); // not retryable
 }
 
-TEST_CASE("engine: auto mode lets independent branches finish; strict fails at once",
+TEST_CASE("engine: auto mode lets independent branches finish - strict fails at once",
           "[engine]") {
   v1::PlanIR p;
   p.set_type(v1::PLAN_DAG);

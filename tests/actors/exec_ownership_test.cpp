@@ -326,7 +326,7 @@ TEST_CASE("exec ownership: a start of an execution another node holds is not run
   CHECK_FALSE(st->has_value()); // nothing was journaled for it here
 }
 
-TEST_CASE("exec ownership: without renewals the executor stops, its journal untouched; "
+TEST_CASE("exec ownership: without renewals the executor stops, its journal untouched - "
           "it resumes once the lease can be taken again",
           "[exec][ownership]") {
   test::temp_dir dir{"af-own"};
@@ -398,7 +398,7 @@ TEST_CASE("exec ownership: another node takes over an execution once its owner's
 }
 
 TEST_CASE("exec ownership: an append that meets a newer version stops the executor "
-          "(exec_fenced); it resumes from the journal as it is",
+          "(exec_fenced) - it resumes from the journal as it is",
           "[exec][ownership]") {
   test::temp_dir dir{"af-own"};
   const auto db = (dir.path() / "af.db").string();

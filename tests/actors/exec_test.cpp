@@ -281,7 +281,7 @@ TEST_CASE("exec: a node restart resumes unfinished executions from the journal",
   CHECK(recovered);
 }
 
-TEST_CASE("exec: a crash of af.exec resumes its executions; approvals still reach them",
+TEST_CASE("exec: a crash of af.exec resumes its executions - approvals still reach them",
           "[exec]") {
   test::temp_dir dir{"af-exec"};
   const auto db = (dir.path() / "af.db").string();

@@ -44,7 +44,7 @@ TEST_CASE("lease_book: a grant for a lease not asked for is ignored", "[lease]")
   CHECK_FALSE(b.known("e9"));
 }
 
-TEST_CASE("lease_book: renewals extend; an older grant never shortens", "[lease]") {
+TEST_CASE("lease_book: renewals extend - an older grant never shortens", "[lease]") {
   auto b = book();
   b.acquiring("e1");
   REQUIRE(b.granted("e1", 0s, 100ms)); // until 8 s

@@ -361,7 +361,7 @@ void check_end(saga_node& t, const std::string& id, int fail_at, const v1::Execu
 
 } // namespace
 
-TEST_CASE("saga: the coordinator crashes at every event boundary of a 5-step saga; the end is "
+TEST_CASE("saga: the coordinator crashes at every event boundary of a 5-step saga - the end is "
           "all-completed or all-compensated, each side effect applied at most once",
           "[saga][exec]") {
   saga_node t;
@@ -402,7 +402,7 @@ TEST_CASE("saga: the coordinator crashes at every event boundary of a 5-step sag
             << " redeliveries answered without a second application" << std::endl;
 }
 
-TEST_CASE("saga: compensations retry until they succeed; journal and state say so",
+TEST_CASE("saga: compensations retry until they succeed - journal and state say so",
           "[saga][exec]") {
   saga_node t;
   const auto plan = compile(five_step_saga());
@@ -454,7 +454,7 @@ spec:
 
 } // namespace
 
-TEST_CASE("saga: an operator marks a compensating saga stuck; af exec list shows it; resume "
+TEST_CASE("saga: an operator marks a compensating saga stuck - af exec list shows it - resume "
           "and cancel",
           "[saga][exec]") {
   saga_node t;
@@ -533,7 +533,7 @@ TEST_CASE("saga: an operator marks a compensating saga stuck; af exec list shows
   CHECK(std::count(types.begin(), types.end(), "af.v1.SagaStuck") == 2);
 }
 
-TEST_CASE("saga: stuck is refused while the saga runs forward; a cancel (even of a paused saga) "
+TEST_CASE("saga: stuck is refused while the saga runs forward - a cancel (even of a paused saga) "
           "compensates the completed steps once the running one ends",
           "[saga][exec]") {
   saga_node t;

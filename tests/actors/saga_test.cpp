@@ -277,7 +277,7 @@ struct driver {
 
 } // namespace
 
-TEST_CASE("saga engine: steps in order; a failure compensates the completed steps in reverse",
+TEST_CASE("saga engine: steps in order - a failure compensates the completed steps in reverse",
           "[saga][engine]") {
   driver d{started(saga_ir(4))};
   CHECK(d.running().step_id() == "s1");
@@ -327,7 +327,7 @@ TEST_CASE("saga engine: steps in order; a failure compensates the completed step
   CHECK(r->eng->saga_state() == "compensated");
 }
 
-TEST_CASE("saga engine: success completes with every step's output; step 1 failing has nothing "
+TEST_CASE("saga engine: success completes with every step's output - step 1 failing has nothing "
           "to undo",
           "[saga][engine]") {
   driver ok{started(saga_ir(2))};
@@ -360,7 +360,7 @@ TEST_CASE("saga engine: strict mode does not retry actions but still compensates
   CHECK(d.eng->saga_state() == "compensated");
 }
 
-TEST_CASE("saga engine: stuck pauses compensation until resume; a cancel compensates; a "
+TEST_CASE("saga engine: stuck pauses compensation until resume - a cancel compensates - a "
           "compensation that cannot start makes the saga stuck by itself",
           "[saga][engine]") {
   driver d{started(saga_ir(3))};

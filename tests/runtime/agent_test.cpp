@@ -154,7 +154,7 @@ double metric_value(node& n, const std::string& needle) {
 
 } // namespace
 
-TEST_CASE("ask gets a typed reply; handler errors come back as af::error", "[agent]") {
+TEST_CASE("ask gets a typed reply - handler errors come back as af::error", "[agent]") {
   auto n = make_node();
   auto g = n->spawn<greeter>("greeter");
   REQUIRE(g);

@@ -679,7 +679,7 @@ TEST_CASE("transport: a wrong secret and unauthenticated frames are refused, log
   CHECK(total->value() == 0);
 }
 
-TEST_CASE("transport: oversized and garbage frames are refused; the node keeps serving",
+TEST_CASE("transport: oversized and garbage frames are refused - the node keeps serving",
           "[transport]") {
   test::temp_dir d{"af-transport"};
   const auto secret = secret_file(d, "secret", "correct horse battery staple");
@@ -813,7 +813,7 @@ bool tls_client_gets_frame(std::uint16_t port, bool anon) {
 
 } // namespace
 
-TEST_CASE("transport: mutual TLS works; untrusted and anonymous peers are refused",
+TEST_CASE("transport: mutual TLS works - untrusted and anonymous peers are refused",
           "[transport][tls]") {
   test::temp_dir d{"af-transport-tls"};
   test_pki pki{d};
@@ -855,7 +855,7 @@ TEST_CASE("transport: mutual TLS works; untrusted and anonymous peers are refuse
   CHECK(eventually([&] { return greet_remote(*a, "b", "again", 2s).has_value(); }, 10s));
 }
 
-TEST_CASE("transport: without TLS the payload is on the wire in clear; with TLS it is not",
+TEST_CASE("transport: without TLS the payload is on the wire in clear - with TLS it is not",
           "[transport][tls]") {
   test::temp_dir d{"af-transport-wire"};
   test_pki pki{d};

@@ -63,7 +63,7 @@ void require_all_ok(const af::sim::report& r) {
 
 } // namespace
 
-TEST_CASE("the same seed gives the same trace hash; another seed another", "[sim]") {
+TEST_CASE("the same seed gives the same trace hash - another seed another", "[sim]") {
   auto sc = work_exchange();
   auto a = run_ok(sc, 7);
   auto b = run_ok(sc, 7);
@@ -84,7 +84,7 @@ TEST_CASE("the same seed gives the same trace hash; another seed another", "[sim
   CHECK(a.timeline[0].find("partition [n1] | [n2,n3]") != std::string::npos);
 }
 
-TEST_CASE("a crashed node loses its actors, restarts and recovers; tasks still end once", "[sim]") {
+TEST_CASE("a crashed node loses its actors, restarts and recovers - tasks still end once", "[sim]") {
   auto sc = work_exchange();
   fault_spec crash;
   crash.what = fault_spec::kind::crash;

@@ -66,7 +66,7 @@ TEST_CASE("virtual agents: one activation per id across three nodes, asks cross 
   CHECK(again.trace_hash == r.trace_hash);
 }
 
-TEST_CASE("virtual agents: an owner crashes; its ids answer from the new owner with state "
+TEST_CASE("virtual agents: an owner crashes - its ids answer from the new owner with state "
           "reloaded",
           "[sim][placement]") {
   auto sc = placed();
@@ -91,7 +91,7 @@ TEST_CASE("virtual agents: an owner crashes; its ids answer from the new owner w
   CHECK(v.adds_acked > v.adds_sent * 9 / 10);
 }
 
-TEST_CASE("virtual agents: views in disagreement make duplicate activations; the journal "
+TEST_CASE("virtual agents: views in disagreement make duplicate activations - the journal "
           "fences them",
           "[sim][placement]") {
   auto sc = placed(10);

@@ -280,7 +280,7 @@ TEST_CASE("retry: the budget caps retries per window and recovers as the window 
   }
 }
 
-TEST_CASE("retry: metrics are counted per outcome and registered on first use; decisions are "
+TEST_CASE("retry: metrics are counted per outcome and registered on first use - decisions are "
           "logged",
           "[resilience][retry]") {
   af::manual_clock clk;
@@ -425,7 +425,7 @@ TEST_CASE("breaker: every error kind is classified for counting", "[resilience][
   }
 }
 
-TEST_CASE("breaker: opens after N consecutive failures; a success resets the run",
+TEST_CASE("breaker: opens after N consecutive failures - a success resets the run",
           "[resilience][breaker]") {
   af::manual_clock clk;
   af::sup::circuit_breaker b{"db", consecutive_only(3), clk};
