@@ -12,53 +12,10 @@ for tool in curl python3 promtool; do
     { echo "FAIL: '$tool' not found (promtool: Debian package 'prometheus', see 'make deps')" >&2; exit 1; }
 done
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-node-e2e.XXXXXX")
-pid=""
-second_pid=""
-step="setup"
-
-cleanup() {
-  local rc=$?
-  for p in $pid $second_pid; do
-    if kill -0 "$p" 2>/dev/null; then
-      kill -KILL "$p" 2>/dev/null || true
-      wait "$p" 2>/dev/null || true
-    fi
-  done
-  if ((rc != 0)); then
-    echo "FAIL during: $step (exit $rc)" >&2
-    for f in "$tmp"/*.out "$tmp"/*.err; do
-      [[ -f $f ]] || continue
-      echo "----- $(basename "$f") -----" >&2
-      tail -n 40 "$f" >&2
-    done
-  fi
-  rm -rf "$tmp"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-# json_get FILE EXPR: prints the Python expression EXPR evaluated on the JSON object `j` in FILE.
-json_get() {
-  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
-}
-
-# wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds or time runs out.
-wait_until() {
-  local limit=$1
-  shift
-  local deadline=$((SECONDS + limit))
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.1
-  done
-}
+E2E_LOG_LINES=40
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_lib.sh"
+e2e_init node
+pid="" # the node under test (also in pids[node], which the cleanup kills)
 
 alive() { kill -0 "$pid" 2>/dev/null; }
 port_file_ready() { # port_file_ready FILE
@@ -91,6 +48,7 @@ write_config false 8
 "$AF" node start --data-dir "$tmp/data" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 \
   --port-file "$tmp/ports.json" --config "$tmp/node.yaml" >"$tmp/node.out" 2>"$tmp/node.err" &
 pid=$!
+pids[node]=$pid
 wait_until 20 port_file_ready "$tmp/ports.json" || fail "no port file within 20 s"
 
 port=$(json_get "$tmp/ports.json" 'j["listen_port"]')
@@ -321,6 +279,7 @@ wait_until 20 eval '! alive' || fail "the node still runs 20 s after SIGTERM"
 rc=0
 wait "$pid" || rc=$?
 pid=""
+unset "pids[node]"
 ((rc == 0)) || fail "the node exited $rc after SIGTERM"
 grep -q "af node e2e-node stopped" "$tmp/node.out" || fail "no 'stopped' line on stdout"
 
@@ -353,6 +312,7 @@ step="restart: submit an ended id"
 "$AF" node start --data-dir "$tmp/data" --no-demo-service --port-file "$tmp/ports5.json" \
   --listen 127.0.0.1:0 >"$tmp/restart.out" 2>"$tmp/restart.err" &
 pid=$!
+pids[node]=$pid
 wait_until 20 port_file_ready "$tmp/ports5.json" || fail "no port file within 20 s"
 port=$(json_get "$tmp/ports5.json" 'j["listen_port"]')
 "$AF" submit "$tmp/approve.yaml" --connect "127.0.0.1:$port" --id e2e-1 --wait --json \
@@ -366,6 +326,7 @@ kill -TERM "$pid"
 wait_until 20 eval '! alive' || fail "the restarted node still runs 20 s after SIGTERM"
 wait "$pid" || fail "the restarted node exited non-zero"
 pid=""
+unset "pids[node]"
 "$AF" audit verify --data-dir "$tmp/data" --json >"$tmp/verify2.json"
 [[ $(json_get "$tmp/verify2.json" 'j["count"]') == 10 ]] || fail "the restart added audit records"
 "$AF" exec list --all --data-dir "$tmp/data" --json >"$tmp/list_store.json"
@@ -382,6 +343,7 @@ step="SIGHUP without --config"
 "$AF" node start --data-dir "$tmp/data4" --no-demo-service --port-file "$tmp/ports4.json" \
   >"$tmp/noconfig.out" 2>"$tmp/noconfig.err" &
 pid=$!
+pids[node]=$pid
 wait_until 20 port_file_ready "$tmp/ports4.json" || fail "no port file within 20 s"
 kill -HUP "$pid"
 wait_until 10 grep -q "without a configuration file" "$tmp/noconfig.err" ||
@@ -392,6 +354,7 @@ wait_until 20 eval '! alive' || fail "the node still runs 20 s after SIGTERM"
 rc=0
 wait "$pid" || rc=$?
 pid=""
+unset "pids[node]"
 ((rc == 0)) || fail "the node without --config exited $rc after SIGTERM"
 
 step="done"

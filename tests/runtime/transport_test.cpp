@@ -209,15 +209,31 @@ double metric(node& n, const std::string& series) {
 
 std::string endpoint_of(node& n) { return "127.0.0.1:" + std::to_string(n.cluster_port()); }
 
+/// The address 127.0.0.1:`port` (0: any free port, for bind).
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  return a;
+}
+
+/// A TCP connection to 127.0.0.1:`port` whose reads give up after `timeout_s` seconds.
+int dial_loopback(std::uint16_t port, int timeout_s) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  auto a = loopback(port);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  timeval tv{timeout_s, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
 /// A TCP relay on 127.0.0.1 that records every byte it forwards (both directions).
 class recording_relay {
 public:
   explicit recording_relay(std::uint16_t target) : target_(target) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
+    auto a = loopback(0);
     REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
     REQUIRE(::listen(listen_fd_, 8) == 0);
     socklen_t len = sizeof(a);
@@ -252,10 +268,7 @@ private:
       int c = ::accept(listen_fd_, nullptr, nullptr);
       if (c < 0) return;
       int u = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      a.sin_port = htons(target_);
+      auto a = loopback(target_);
       if (::connect(u, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
         ::close(c);
         ::close(u);
@@ -296,14 +309,7 @@ private:
 /// Writes raw bytes to a TCP port on 127.0.0.1, reads whatever comes back until the peer closes
 /// or 2 s pass; true when the peer closed the connection.
 bool send_raw(std::uint16_t port, const std::string& bytes) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-  timeval tv{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  int fd = dial_loopback(port, 2);
   (void)::write(fd, bytes.data(), bytes.size());
   char buf[4096];
   bool closed = false;
@@ -324,14 +330,7 @@ bool send_raw(std::uint16_t port, const std::string& bytes) {
 class raw_peer {
 public:
   explicit raw_peer(std::uint16_t port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-    timeval tv{5, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    fd_ = dial_loopback(port, 5);
   }
   ~raw_peer() { ::close(fd_); }
   raw_peer(const raw_peer&) = delete;
@@ -776,14 +775,7 @@ bool tls_client_gets_frame(std::uint16_t port, bool anon) {
     SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
     REQUIRE(SSL_CTX_set_cipher_list(ctx, "aNULL:@SECLEVEL=0") == 1);
   }
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-  timeval tv{3, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  int fd = dial_loopback(port, 3);
   SSL* ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
   bool got = false;
