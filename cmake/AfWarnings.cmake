@@ -3,6 +3,14 @@ function(af_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic)
 endfunction()
 if(AF_SANITIZE)
-  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer)
+  # UBSan without its `null` and `alignment` checks: ASan already reports a null dereference (a
+  # SEGV with its stack) and x86-64 loads misaligned data correctly; at -O0 these two checks on
+  # every member access cost about a fifth of the test build's compile time (CI's budget).
+  add_compile_options(-fsanitize=address,undefined -fno-sanitize=null,alignment
+                      -fno-omit-frame-pointer)
   add_link_options(-fsanitize=address,undefined)
+  # The test build's executables are not position independent: a PIE `af` of this build carries
+  # about 5 million relative relocations, which cost every process start (the end-to-end scripts
+  # start hundreds) ~0.45 s of CPU in the loader and in copy-on-write faults.
+  add_link_options($<$<STREQUAL:$<TARGET_PROPERTY:TYPE>,EXECUTABLE>:-no-pie>)
 endif()

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build_pkgs=(
-  g++ cmake ninja-build ccache pkg-config make python3
+  g++ lld cmake ninja-build ccache pkg-config make python3
   libcaf-dev protobuf-compiler libprotobuf-dev libssl-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev
   prometheus-cpp-dev libboost-dev catch2 libbenchmark-dev libsqlite3-dev libpq-dev

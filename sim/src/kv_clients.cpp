@@ -61,7 +61,8 @@ private:
     o.op = pick < s.put           ? kv_op_kind::put
            : pick < s.put + s.get ? kv_op_kind::get
                                   : kv_op_kind::cas;
-    o.key = "k" + std::to_string(ctx.rng().uniform(s.keys));
+    // append, not "k" + ...: GCC 12 warns falsely (-Wrestrict, its bug 105329) on the latter.
+    o.key = std::string{"k"}.append(std::to_string(ctx.rng().uniform(s.keys)));
     if (o.op != kv_op_kind::get) {
       // Unique values make the check strong: a read names the one write it saw.
       o.value = "c" + std::to_string(index_) + "-" + std::to_string(c.issued);

@@ -14,7 +14,7 @@ const time_point t0{std::chrono::seconds{1'000}};
 append_request req(std::string stream, std::uint64_t expected, std::size_t n) {
   append_request r{std::move(stream), "t1", expected, {}};
   for (std::size_t i = 0; i < n; ++i)
-    r.events.push_back({"af.v1.T", "p" + std::to_string(i), {}});
+    r.events.push_back({"af.v1.T", std::string{"p"}.append(std::to_string(i)), {}});
   return r;
 }
 
@@ -26,7 +26,7 @@ void must_append(backend& db, append_request r) {
 audit_row row(std::uint64_t seq, sha256_digest prev) {
   audit_row r;
   r.seq = seq;
-  r.record = "r" + std::to_string(seq);
+  r.record = std::string{"r"}.append(std::to_string(seq));
   r.prev_hash = prev;
   r.hash.fill(static_cast<std::uint8_t>(seq));
   return r;
