@@ -675,3 +675,38 @@ TEST_CASE("raft core: a single voter commits alone", "[raft]") {
   c.drain("n1");
   REQUIRE(c.reads.size() == 1);
 }
+
+TEST_CASE("raft core: members take their snapshots in turns", "[raft]") {
+  const std::vector<std::string> voters{"n3", "n1", "n2"};
+  CHECK(raft::snapshot_phase("n1", voters, 9000) == 0);
+  CHECK(raft::snapshot_phase("n2", voters, 9000) == 3000);
+  CHECK(raft::snapshot_phase("n3", voters, 9000) == 6000);
+  CHECK(raft::snapshot_phase("n9", voters, 9000) == 0); // not a voter
+  CHECK(raft::snapshot_phase("n2", voters, 0) == 0);
+  CHECK(raft::snapshot_phase("solo", {"solo"}, 10) == 0);
+
+  // Where each member snapshots from an empty log on: its first index at or beyond its phase
+  // that is at least every / 2 past its last snapshot, then every `every`.
+  auto indices = [](std::uint64_t every, std::uint64_t phase, std::uint64_t upto) {
+    std::vector<std::uint64_t> out;
+    std::uint64_t snap = 0;
+    for (std::uint64_t applied = 1; applied <= upto; ++applied)
+      if (raft::snapshot_due(snap, applied, every, phase)) out.push_back(snap = applied);
+    return out;
+  };
+  CHECK(indices(9000, 0, 30000) == std::vector<std::uint64_t>{9000, 18000, 27000});
+  CHECK(indices(9000, 3000, 30000) == std::vector<std::uint64_t>{12000, 21000, 30000});
+  CHECK(indices(9000, 6000, 30000) == std::vector<std::uint64_t>{6000, 15000, 24000});
+  CHECK(indices(10, 0, 25) == std::vector<std::uint64_t>{10, 20}); // a single member, as before
+  CHECK(indices(0, 0, 100).empty());
+
+  // Applies come in batches: a snapshot is due as soon as the batch passes the member's index,
+  // and after a snapshot taken off-phase (one installed from the leader) the next comes at
+  // least every / 2 later, back on the member's phase.
+  CHECK_FALSE(raft::snapshot_due(0, 5999, 9000, 6000));
+  CHECK(raft::snapshot_due(0, 6100, 9000, 6000));
+  CHECK_FALSE(raft::snapshot_due(14000, 15000, 9000, 6000)); // 15000 is under every / 2 away
+  CHECK_FALSE(raft::snapshot_due(14000, 23999, 9000, 6000));
+  CHECK(raft::snapshot_due(14000, 24000, 9000, 6000));
+  CHECK_FALSE(raft::snapshot_due(24000, 24000, 9000, 6000)); // nothing new applied
+}

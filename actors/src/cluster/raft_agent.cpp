@@ -664,12 +664,15 @@ private:
     p.done(std::move(result));
   }
 
-  /// Every snapshot_every applied entries: snapshot the store, compact the log, and save the
-  /// durable image as the journal's snapshot of the stream.
+  /// Every snapshot_every applied entries, at this member's phase of them (members take turns,
+  /// see rc::snapshot_phase): snapshot the store, compact the log, and save the durable image as
+  /// the journal's snapshot of the stream.
   void maybe_compact(context& ctx) {
     if (opts_->snapshot_every == 0 || compact_queued_) return;
     const auto applied = core_->applied_index();
-    if (applied < core_->snapshot().index + opts_->snapshot_every) return;
+    if (applied < core_->snapshot().index + opts_->snapshot_every / 2) return;
+    const auto phase = rc::snapshot_phase(self_, core_->voters(), opts_->snapshot_every);
+    if (!rc::snapshot_due(core_->snapshot().index, applied, opts_->snapshot_every, phase)) return;
     if (auto st = core_->compact(applied, store_.snapshot()); !st) {
       ctx.log().warn("raft_compact_failed", st.error().message(), {{"index", applied}});
       return;

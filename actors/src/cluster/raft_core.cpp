@@ -37,6 +37,27 @@ std::vector<std::string> decode_voters(const std::string& data) {
   return out;
 }
 
+std::uint64_t snapshot_phase(const std::string& self, const std::vector<std::string>& voters,
+                             std::uint64_t every) {
+  auto sorted = voters;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  const auto it = std::find(sorted.begin(), sorted.end(), self);
+  if (it == sorted.end() || every == 0) return 0;
+  const auto rank = static_cast<std::uint64_t>(it - sorted.begin());
+  return rank * every / sorted.size();
+}
+
+bool snapshot_due(std::uint64_t snapshot_index, std::uint64_t applied, std::uint64_t every,
+                  std::uint64_t phase) {
+  if (every == 0) return false;
+  phase %= every;
+  const auto earliest = snapshot_index + every / 2;
+  auto at = phase;
+  if (earliest > phase) at += (earliest - phase + every - 1) / every * every;
+  return applied >= at && applied > snapshot_index;
+}
+
 std::string_view to_string(role r) noexcept {
   switch (r) {
   case role::follower:

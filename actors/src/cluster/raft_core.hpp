@@ -32,6 +32,20 @@ struct entry {
 [[nodiscard]] std::string encode_voters(std::vector<std::string> voters);
 [[nodiscard]] std::vector<std::string> decode_voters(const std::string& data);
 
+/// Where in every `every` log indices this member takes its snapshots: its rank among the sorted
+/// `voters` times every / voters (0 when it is not among them). Members at different phases
+/// never write their snapshot images at the same time: an image write stalls the member's log
+/// writes, and with every member stalled at once no majority could commit meanwhile.
+[[nodiscard]] std::uint64_t snapshot_phase(const std::string& self,
+                                           const std::vector<std::string>& voters,
+                                           std::uint64_t every);
+/// Whether a member whose snapshot covers `snapshot_index` and that applied up to `applied`
+/// takes a snapshot now: at the first index `phase + k * every` at least every / 2 beyond its
+/// snapshot (so snapshots are every / 2 to 3 * every / 2 apart, every apart in steady state).
+/// Never with `every` 0.
+[[nodiscard]] bool snapshot_due(std::uint64_t snapshot_index, std::uint64_t applied,
+                                std::uint64_t every, std::uint64_t phase);
+
 enum class role : std::uint8_t { follower, candidate, leader };
 [[nodiscard]] std::string_view to_string(role r) noexcept;
 
