@@ -280,7 +280,7 @@ TEST_CASE("raft core: entries replicate in batches with bounded pipelining", "[r
   c.elect("n1");
   REQUIRE(c.leader() == "n1");
   for (int i = 0; i < 100; ++i)
-    (void)c.core("n1").propose("cmd" + std::to_string(i), c.now);
+    (void)c.core("n1").propose(std::string{"cmd"}.append(std::to_string(i)), c.now);
   auto r = c.core("n1").take_ready();
   CHECK(r.entries.size() == 100); // one write for the whole burst
   // Per follower: at most max_inflight appends out, each of at most max_batch entries.
@@ -310,7 +310,7 @@ TEST_CASE("raft core: the leader crashes, another is elected, the old one catche
   auto first = c.leader();
   REQUIRE(!first.empty());
   for (int i = 0; i < 20; ++i)
-    c.propose(first, "x" + std::to_string(i));
+    c.propose(first, std::string{"x"}.append(std::to_string(i)));
   c.run();
   const auto committed = c.core(first).commit_index();
   c.crash(first);
@@ -322,7 +322,7 @@ TEST_CASE("raft core: the leader crashes, another is elected, the old one catche
   // Leader completeness: the new leader holds everything committed before.
   CHECK(c.core(second).last_index() >= committed);
   for (int i = 0; i < 5; ++i)
-    c.propose(second, "y" + std::to_string(i));
+    c.propose(second, std::string{"y"}.append(std::to_string(i)));
   c.run();
   c.boot(first);
   c.advance(500ms);
@@ -367,7 +367,7 @@ TEST_CASE("raft core: a lagging follower gets the leader's snapshot", "[raft]") 
   c.elect("n1");
   c.crash("n3");
   for (int i = 0; i < 50; ++i)
-    c.propose("n1", "v" + std::to_string(i));
+    c.propose("n1", std::string{"v"}.append(std::to_string(i)));
   c.run();
   const auto applied = c.core("n1").applied_index();
   REQUIRE(applied == 51);
@@ -404,7 +404,7 @@ TEST_CASE("raft core: single-server membership changes", "[raft]") {
   c.start();
   c.elect("n1");
   for (int i = 0; i < 10; ++i)
-    c.propose("n1", "a" + std::to_string(i));
+    c.propose("n1", std::string{"a"}.append(std::to_string(i)));
   c.run();
   // n4 is not a voter: it never campaigns.
   c.advance(1s);
