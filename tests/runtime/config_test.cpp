@@ -220,6 +220,21 @@ TEST_CASE("config: wrong types in the file name key, value, expectation and plac
   }
 }
 
+TEST_CASE("config: malloc.arena_max defaults to one arena, 0 keeps glibc's default",
+          "[config]") {
+  CHECK(af::config::defaults().get_int("malloc.arena_max") == 1);
+  auto env = af::config::load({{}, {{"AF_MALLOC_ARENA_MAX", "0"}}, {}});
+  REQUIRE(env);
+  CHECK(env->get_int("malloc.arena_max") == 0);
+  auto flag = load_flag("malloc.arena_max", "8");
+  REQUIRE(flag);
+  CHECK(flag->get_int("malloc.arena_max") == 8);
+  CHECK_THAT(error_of(load_flag("malloc.arena_max", "-1")),
+             Contains("malloc.arena_max = '-1': expected an integer in 0..1024"));
+  CHECK_THAT(error_of(load_flag("malloc.arena_max", "1025")),
+             Contains("expected an integer in 0..1024"));
+}
+
 TEST_CASE("config: out-of-range values are rejected from every layer", "[config]") {
   temp_dir dir;
   CHECK_THAT(error_of(load_yaml(dir, "scheduler:\n  threads: 65\n")),
