@@ -86,7 +86,7 @@ constexpr std::array k_schema{
              .max = 10000},
     key_spec{.key = "malloc.arena_max",
              .type = kind::integer,
-             .default_value = "1",
+             .default_value = "0",
              .description = "glibc malloc arenas the process may use, set when a node starts "
                             "(mallopt M_ARENA_MAX); 0: glibc's default (8 per core)",
              .min = 0,

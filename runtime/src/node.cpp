@@ -220,7 +220,8 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   // Before the scheduler's threads exist: with one arena per thread, memory that one worker
   // frees is reusable only by threads of its arena, and each arena grows into fresh pages of
   // its own (page faults are dear on a VM). One shared arena halved the page faults of a
-  // 10,000-step chain and cut its time (docs/architecture.md, "Memory allocator").
+  // 10,000-step chain; its effect on time is not settled (docs/architecture.md, "Memory
+  // allocator"), so it is off by default.
   if (const auto arenas = cfg.get_int("malloc.arena_max"); arenas > 0)
     set_malloc_arena_max(arenas);
 

@@ -221,12 +221,12 @@ TEST_CASE("config: wrong types in the file name key, value, expectation and plac
   }
 }
 
-TEST_CASE("config: malloc.arena_max defaults to one arena, 0 keeps glibc's default",
+TEST_CASE("config: malloc.arena_max defaults to 0 (glibc's default), settable in 0..1024",
           "[config]") {
-  CHECK(af::config::defaults().get_int("malloc.arena_max") == 1);
-  auto env = af::config::load({{}, {{"AF_MALLOC_ARENA_MAX", "0"}}, {}});
+  CHECK(af::config::defaults().get_int("malloc.arena_max") == 0);
+  auto env = af::config::load({{}, {{"AF_MALLOC_ARENA_MAX", "1"}}, {}});
   REQUIRE(env);
-  CHECK(env->get_int("malloc.arena_max") == 0);
+  CHECK(env->get_int("malloc.arena_max") == 1);
   auto flag = load_flag("malloc.arena_max", "8");
   REQUIRE(flag);
   CHECK(flag->get_int("malloc.arena_max") == 8);
