@@ -5,9 +5,11 @@
 #include "store_checks.hpp"
 
 #include <algorithm>
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 
 namespace af::store {
 
@@ -50,8 +52,11 @@ public:
     const auto& s = it->second;
     if (auto st = check_not_pruned(stream, from_version, s.pruned); !st) return st.error();
     const auto first = std::max<std::uint64_t>(from_version, 1) - 1 - s.pruned;
-    for (auto i = first; i < s.events.size() && out.size() < max; ++i)
-      out.push_back(s.events[i]);
+    for (auto i = first; i < s.events.size() && out.size() < max; ++i) {
+      const auto& e = s.events[i];
+      out.push_back(event_record{it->first, s.pruned + i + 1, s.tenant, *e.type, e.payload,
+                                 e.envelope_hash, e.committed_at});
+    }
     return out;
   }
 
@@ -120,7 +125,7 @@ public:
     for (const auto& [id, s] : data_.streams) {
       total += id.size() + s.tenant.size();
       for (const auto& e : s.events)
-        total += e.type.size() + e.payload.size() + e.envelope_hash.size();
+        total += e.type->size() + e.payload.size() + e.envelope_hash.size();
     }
     for (const auto& [id, snap] : data_.snapshots)
       total += id.size() + snap.type.size() + snap.payload.size();
@@ -226,10 +231,19 @@ public:
   }
 
 private:
+  /// An event as kept: the stream, its tenant and the version are the stream's (read() puts
+  /// them back), the type one of few interned names. Every journaled event pays for what is
+  /// stored here, and a deque grows without moving what it holds.
+  struct stored_event {
+    const std::string* type = nullptr; ///< in types_
+    std::string payload;
+    sha256_digest envelope_hash{};
+    time_point committed_at{};
+  };
   struct stream_data {
     std::string tenant;
-    std::vector<event_record> events; ///< events[i] has version pruned + i + 1
-    std::uint64_t pruned = 0;         ///< events 1..pruned were removed by compaction
+    std::deque<stored_event> events; ///< events[i] has version pruned + i + 1
+    std::uint64_t pruned = 0;        ///< events 1..pruned were removed by compaction
     std::optional<time_point> finished_at;
     [[nodiscard]] std::uint64_t version() const { return pruned + events.size(); }
   };
@@ -237,7 +251,7 @@ private:
     int schema = 0;
     std::map<std::string, stream_data, std::less<>> streams;
     std::map<std::string, snapshot_record, std::less<>> snapshots;
-    std::vector<audit_row> audit;
+    std::deque<audit_row> audit;
   };
 
   /// What an SQL backend reports as a missing table.
@@ -280,8 +294,8 @@ private:
     auto& s = it->second;
     const std::uint64_t first = s.version() + 1;
     for (const auto& e : r.events)
-      s.events.push_back(event_record{r.stream, s.version() + 1, r.tenant, e.type, e.payload,
-                                      e.envelope_hash, now});
+      s.events.push_back(
+          stored_event{&*types_.insert(e.type).first, e.payload, e.envelope_hash, now});
     if (r.finish) s.finished_at = now;
     return append_result{first, s.version(), now};
   }
@@ -289,6 +303,7 @@ private:
   memory_options opts_;
   std::string location_ = "memory:";
   state data_;
+  std::set<std::string, std::less<>> types_;      ///< every event type appended (a handful)
   std::vector<std::function<void(state&)>> undo_; ///< oldest first, since the last sync
 };
 

@@ -84,6 +84,13 @@ constexpr std::array k_schema{
                             "(CAF's default 50; a sleeping worker is not woken by new work)",
              .min = 0,
              .max = 10000},
+    key_spec{.key = "malloc.arena_max",
+             .type = kind::integer,
+             .default_value = "0",
+             .description = "glibc malloc arenas the process may use, set when a node starts "
+                            "(mallopt M_ARENA_MAX); 0: glibc's default (8 per core)",
+             .min = 0,
+             .max = 1024},
     key_spec{.key = "log.level",
              .type = kind::enumeration,
              .default_value = "info",

@@ -23,6 +23,10 @@
 #include <condition_variable>
 #include <mutex>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace af {
 
 namespace {
@@ -136,6 +140,16 @@ struct node::impl {
 
 namespace {
 
+/// Caps glibc's malloc arenas (process-wide; the last node started sets it). Elsewhere, and
+/// under sanitizers whose allocator ignores it, a no-op.
+void set_malloc_arena_max(std::int64_t arenas) {
+#if defined(__GLIBC__)
+  (void)mallopt(M_ARENA_MAX, static_cast<int>(arenas));
+#else
+  (void)arenas;
+#endif
+}
+
 duration ms(const config& cfg, const std::string& key) {
   return std::chrono::milliseconds(cfg.get_int(key));
 }
@@ -202,6 +216,14 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   core.log = logger{backend};
   p->metrics = std::make_unique<af::metrics>(core.node_name, AF_VERSION);
   core.metrics = p->metrics.get();
+
+  // Before the scheduler's threads exist: with one arena per thread, memory that one worker
+  // frees is reusable only by threads of its arena, and each arena grows into fresh pages of
+  // its own (page faults are dear on a VM). One shared arena halved the page faults of a
+  // 10,000-step chain; its effect on time is not settled (docs/architecture.md, "Memory
+  // allocator"), so it is off by default.
+  if (const auto arenas = cfg.get_int("malloc.arena_max"); arenas > 0)
+    set_malloc_arena_max(arenas);
 
   // CAF: scheduler chosen on purpose for 2 cores (docs/architecture.md, "Scheduler").
   p->caf_cfg = std::make_unique<node_caf_config>();

@@ -188,6 +188,46 @@ TEST_CASE("exec: a dag with fan-out, retries and a ledger runs to completion", "
   CHECK(rep->recorded_hash() == rep->replay_hash());
 }
 
+TEST_CASE("exec: the started event journals the request's plan, resolved inputs and id",
+          "[exec]") {
+  // af.exec shares the request's plan with the executor instead of copying it: what the journal
+  // records must still be the whole plan, with the inputs af.exec resolved and the id it chose.
+  test::temp_dir dir{"af-exec"};
+  const auto db = (dir.path() / "af.db").string();
+  test_node t{db};
+  const auto plan = compile(k_fanout);
+  REQUIRE(plan.steps_size() == 4);
+  for (const std::string id : {"", "chosen-id"}) {
+    auto r = t.start(plan, true, "{}", id);
+    REQUIRE(r);
+    CHECK(r->status() == v1::EXEC_COMPLETED);
+    if (!id.empty()) CHECK(r->execution_id() == id);
+    auto rr = t.n->ask<v1::ReadResult>(store::k_journal_agent, [&] {
+      v1::ReadRequest q;
+      q.set_stream(plan::stream_of(r->execution_id()));
+      q.set_max(1);
+      return q;
+    }(), 10s);
+    REQUIRE(rr);
+    REQUIRE(rr->events_size() == 1);
+    REQUIRE(rr->events(0).type() == "af.v1.ExecutionStarted");
+    v1::ExecutionStarted st;
+    REQUIRE(st.ParseFromString(rr->events(0).payload()));
+    CHECK(st.execution_id() == r->execution_id());
+    CHECK(st.started_by() == "test");
+    CHECK(st.mode() == v1::EXEC_AUTO);
+    CHECK(st.plan().SerializeAsString() == plan.SerializeAsString());
+    CHECK(nlohmann::json::parse(st.inputs_json())
+          == nlohmann::json::parse(R"({"items":[1,2,3,4]})"));
+  }
+  // The plan read back from the journal replays the recorded history.
+  v1::ReplayRequest rq;
+  rq.set_execution_id("chosen-id");
+  auto rep = t.n->ask<v1::ReplayReport>(plan::k_exec_agent, rq, 30s);
+  REQUIRE(rep);
+  CHECK(rep->compatible());
+}
+
 namespace {
 
 const char* k_approval = R"(

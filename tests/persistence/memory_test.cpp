@@ -89,3 +89,57 @@ TEST_CASE("memory: an unsynced migration is undone by a crash with its data", "[
   CHECK(db->schema_version().value() == 4);
   CHECK(db->version("exec/1").value() == 2);
 }
+
+TEST_CASE("memory: events read back whole: stream, version, tenant, type, payload, hash, time",
+          "[memory]") {
+  // The backend keeps an event without its stream and tenant and with an interned type; read()
+  // must give back exactly what was appended, across streams, tenants, types and compaction.
+  auto db = make_memory_backend();
+  const std::vector<std::string> types{"af.v1.ExecutionStarted", "af.v1.StepScheduled",
+                                       "af.v1.StepCompleted"};
+  constexpr std::size_t n = 5000; // many deque blocks
+  for (std::size_t i = 0; i < n; ++i) {
+    for (const auto& [stream, tenant] :
+         {std::pair{"exec/a-stream-name-longer-than-sso", "tenant-one"}, std::pair{"s/b", "t2"}}) {
+      append_request r{stream, tenant, i, {}};
+      sha256_digest h{};
+      h.fill(static_cast<std::uint8_t>(i));
+      r.events.push_back(
+          {types[i % types.size()], std::string(i % 40, 'x') + std::to_string(i), h});
+      auto out = db->append_batch(std::span{&r, 1}, t0 + std::chrono::nanoseconds{i});
+      REQUIRE(out.at(0));
+      REQUIRE(out[0]->first_version == i + 1);
+    }
+  }
+  for (const auto& [stream, tenant] :
+       {std::pair{"exec/a-stream-name-longer-than-sso", "tenant-one"}, std::pair{"s/b", "t2"}}) {
+    auto all = db->read(stream, 1, n + 10).value();
+    REQUIRE(all.size() == n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& e = all[i];
+      REQUIRE(e.stream == stream);
+      REQUIRE(e.version == i + 1);
+      REQUIRE(e.tenant == tenant);
+      REQUIRE(e.type == types[i % types.size()]);
+      REQUIRE(e.payload == std::string(i % 40, 'x') + std::to_string(i));
+      REQUIRE(e.envelope_hash[31] == static_cast<std::uint8_t>(i));
+      REQUIRE(e.committed_at == t0 + std::chrono::nanoseconds{i});
+    }
+    auto page = db->read(stream, 4001, 3).value();
+    REQUIRE(page.size() == 3);
+    CHECK(page[0].version == 4001);
+    CHECK(page[2].payload == all[4002].payload);
+  }
+  // A snapshot at 4000 and compaction prune the stream's first 4000 events; the rest keep their
+  // versions and contents.
+  const auto stream = std::string{"s/b"};
+  REQUIRE(db->save_snapshot({stream, "t2", 4000, "af.v1.S", "snap", t0}));
+  auto c = db->compact({.now = t0 + std::chrono::hours{1}, .retention = std::chrono::seconds{1}});
+  REQUIRE(c);
+  CHECK(c->events_deleted == 4000);
+  auto rest = db->read(stream, 4001, n).value();
+  REQUIRE(rest.size() == n - 4000);
+  CHECK(rest.front().version == 4001);
+  CHECK(rest.front().type == types[4000 % types.size()]);
+  CHECK(rest.back().payload == std::string((n - 1) % 40, 'x') + std::to_string(n - 1));
+}

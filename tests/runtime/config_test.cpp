@@ -72,7 +72,8 @@ TEST_CASE("config: defaults come from the schema table", "[config]") {
 TEST_CASE("config: schema documents every key with its env variable", "[config]") {
   auto rows = af::config::schema();
   // 27 + 12 cluster.* transport + 8 membership/placement + 4 raft + 5 execution takeover keys
-  REQUIRE(rows.size() == 58);
+  // (58 in all) + malloc.arena_max
+  REQUIRE(rows.size() == 59);
   CHECK(rows.front().key == "node.name");
   CHECK(rows.front().env_var == "AF_NODE_NAME");
   CHECK(rows.front().default_value == "af-node");
@@ -218,6 +219,21 @@ TEST_CASE("config: wrong types in the file name key, value, expectation and plac
     CHECK_THAT(error_of(load_yaml(dir, "log:\n  file: {path: x}\n")),
                Contains("log.file: expected a string, got a map"));
   }
+}
+
+TEST_CASE("config: malloc.arena_max defaults to 0 (glibc's default), settable in 0..1024",
+          "[config]") {
+  CHECK(af::config::defaults().get_int("malloc.arena_max") == 0);
+  auto env = af::config::load({{}, {{"AF_MALLOC_ARENA_MAX", "1"}}, {}});
+  REQUIRE(env);
+  CHECK(env->get_int("malloc.arena_max") == 1);
+  auto flag = load_flag("malloc.arena_max", "8");
+  REQUIRE(flag);
+  CHECK(flag->get_int("malloc.arena_max") == 8);
+  CHECK_THAT(error_of(load_flag("malloc.arena_max", "-1")),
+             Contains("malloc.arena_max = '-1': expected an integer in 0..1024"));
+  CHECK_THAT(error_of(load_flag("malloc.arena_max", "1025")),
+             Contains("expected an integer in 0..1024"));
 }
 
 TEST_CASE("config: out-of-range values are rejected from every layer", "[config]") {
