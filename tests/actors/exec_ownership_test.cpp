@@ -409,8 +409,23 @@ TEST_CASE("exec ownership: an append that meets a newer version stops the execut
     auto i = t.show("fenced");
     return i && i->steps_completed() == 1 && i->steps_in_flight() == 1;
   });
+  // The executor reports the step in flight before the append that records it is acknowledged:
+  // wait until it has nothing in flight, i.e. its acknowledged version is the journal's and stays
+  // so over 20 polls (it appends nothing more until the approval). Otherwise the write below can
+  // land first and fence that append instead of the approval (seen under CI load).
+  std::uint64_t seen = 0;
+  int steady = 0;
+  REQUIRE_UNTIL(t, [&] {
+    auto i = t.show("fenced");
+    const auto v = stream_state_of(db, "fenced").version;
+    if (!i || i->version() != v || v != seen) {
+      seen = v;
+      steady = 0;
+      return false;
+    }
+    return ++steady >= 20;
+  });
   // Another writer (a stale owner elsewhere) appends to the stream behind this executor's back.
-  // (The executor's own last batch may still be on its way: read the version until it holds.)
   stream_state st;
   for (int attempt = 0;; ++attempt) {
     st = stream_state_of(db, "fenced");
