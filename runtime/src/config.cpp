@@ -278,8 +278,9 @@ constexpr std::array k_schema{
     // --- cluster membership and placement (apps/src/cluster_services.cpp) ---
     key_spec{.key = "cluster.join",
              .default_value = "",
-             .description = "Seed nodes to join through: comma-separated host:port of their "
-                            "cluster.listen; empty: start a cluster of its own and wait to be joined"},
+             .description =
+                 "Seed nodes to join through: comma-separated host:port of their "
+                 "cluster.listen; empty: start a cluster of its own and wait to be joined"},
     key_spec{.key = "cluster.swim.period_ms",
              .type = kind::integer,
              .default_value = "1000",

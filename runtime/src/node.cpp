@@ -222,8 +222,7 @@ expected<std::unique_ptr<node>> node::start(options opt) {
   // its own (page faults are dear on a VM). One shared arena halved the page faults of a
   // 10,000-step chain; its effect on time is not settled (docs/architecture.md, "Memory
   // allocator"), so it is off by default.
-  if (const auto arenas = cfg.get_int("malloc.arena_max"); arenas > 0)
-    set_malloc_arena_max(arenas);
+  if (const auto arenas = cfg.get_int("malloc.arena_max"); arenas > 0) set_malloc_arena_max(arenas);
 
   // CAF: scheduler chosen on purpose for 2 cores (docs/architecture.md, "Scheduler").
   p->caf_cfg = std::make_unique<node_caf_config>();

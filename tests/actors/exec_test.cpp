@@ -165,11 +165,14 @@ TEST_CASE("exec: a dag with fan-out, retries and a ledger runs to completion", "
                            + "/pay[%]/1'")
         == 4);
   // Every decision is in the journal, and the stream is finished.
-  auto rr = t.n->ask<v1::ReadResult>(store::k_journal_agent, [&] {
-    v1::ReadRequest q;
-    q.set_stream(plan::stream_of(r->execution_id()));
-    return q;
-  }(), 10s);
+  auto rr = t.n->ask<v1::ReadResult>(
+      store::k_journal_agent,
+      [&] {
+        v1::ReadRequest q;
+        q.set_stream(plan::stream_of(r->execution_id()));
+        return q;
+      }(),
+      10s);
   REQUIRE(rr);
   std::map<std::string, int> types;
   for (const auto& e : rr->events())
@@ -188,8 +191,7 @@ TEST_CASE("exec: a dag with fan-out, retries and a ledger runs to completion", "
   CHECK(rep->recorded_hash() == rep->replay_hash());
 }
 
-TEST_CASE("exec: the started event journals the request's plan, resolved inputs and id",
-          "[exec]") {
+TEST_CASE("exec: the started event journals the request's plan, resolved inputs and id", "[exec]") {
   // af.exec shares the request's plan with the executor instead of copying it: what the journal
   // records must still be the whole plan, with the inputs af.exec resolved and the id it chose.
   test::temp_dir dir{"af-exec"};
@@ -202,12 +204,15 @@ TEST_CASE("exec: the started event journals the request's plan, resolved inputs 
     REQUIRE(r);
     CHECK(r->status() == v1::EXEC_COMPLETED);
     if (!id.empty()) CHECK(r->execution_id() == id);
-    auto rr = t.n->ask<v1::ReadResult>(store::k_journal_agent, [&] {
-      v1::ReadRequest q;
-      q.set_stream(plan::stream_of(r->execution_id()));
-      q.set_max(1);
-      return q;
-    }(), 10s);
+    auto rr = t.n->ask<v1::ReadResult>(
+        store::k_journal_agent,
+        [&] {
+          v1::ReadRequest q;
+          q.set_stream(plan::stream_of(r->execution_id()));
+          q.set_max(1);
+          return q;
+        }(),
+        10s);
     REQUIRE(rr);
     REQUIRE(rr->events_size() == 1);
     REQUIRE(rr->events(0).type() == "af.v1.ExecutionStarted");
@@ -274,7 +279,8 @@ TEST_CASE("exec: approval, pause, resume and cancel are journaled and audited", 
   std::this_thread::sleep_for(100ms);
   CHECK(count_rows(db, "SELECT count(*) FROM ledger") == 1);
   REQUIRE(t.control(id, v1::ExecControl::RESUME));
-  auto end = t.until(id, [](const v1::ExecutionInfo& i) { return i.status() == v1::EXEC_COMPLETED; });
+  auto end =
+      t.until(id, [](const v1::ExecutionInfo& i) { return i.status() == v1::EXEC_COMPLETED; });
   CHECK(count_rows(db, "SELECT count(*) FROM ledger") == 2);
   auto c = t.control(id, v1::ExecControl::CANCEL);
   REQUIRE_FALSE(c);
@@ -312,7 +318,8 @@ TEST_CASE("exec: a node restart resumes unfinished executions from the journal",
   auto waiting = t.until(id, [](const v1::ExecutionInfo& i) { return i.steps_size() >= 2; });
   CHECK(waiting.status() == v1::EXEC_RUNNING);
   REQUIRE(t.control(id, v1::ExecControl::APPROVE, "review"));
-  auto end = t.until(id, [](const v1::ExecutionInfo& i) { return i.status() == v1::EXEC_COMPLETED; });
+  auto end =
+      t.until(id, [](const v1::ExecutionInfo& i) { return i.status() == v1::EXEC_COMPLETED; });
   CHECK(end.steps_completed() == 3);
   CHECK(count_rows(db, "SELECT count(*) FROM ledger") == 2);
   bool recovered = false;
@@ -335,14 +342,14 @@ TEST_CASE("exec: a crash of af.exec resumes its executions - approvals still rea
   expected<v1::ExecutionInfo> approved = error{errc::internal, "not yet"};
   for (int i = 0; i < 500 && !approved; ++i) {
     auto now = t.n->lookup(plan::k_exec_agent);
-    if (now && !(*now == *old)) approved = t.control("survivor", v1::ExecControl::APPROVE, "review");
+    if (now && !(*now == *old))
+      approved = t.control("survivor", v1::ExecControl::APPROVE, "review");
     if (!approved) std::this_thread::sleep_for(10ms);
   }
   INFO((approved ? std::string{} : approved.error().to_string()));
   REQUIRE(approved);
-  auto end = t.until("survivor", [](const v1::ExecutionInfo& i) {
-    return i.status() == v1::EXEC_COMPLETED;
-  });
+  auto end = t.until("survivor",
+                     [](const v1::ExecutionInfo& i) { return i.status() == v1::EXEC_COMPLETED; });
   CHECK(end.steps_completed() == 3);
   CHECK(count_rows(db, "SELECT count(*) FROM ledger WHERE execution_id = 'survivor'") == 2);
 }
@@ -351,10 +358,11 @@ TEST_CASE("exec: fsm and bt plans, tools and sub-plans run on a node", "[exec]")
   test::temp_dir dir{"af-exec"};
   const auto db = (dir.path() / "af.db").string();
   auto tools = std::make_shared<tool::registry>();
-  REQUIRE(tools->add("math.double", [](const nlohmann::json& in, const tool::call_info&)
-                                        -> expected<nlohmann::json> {
-    return nlohmann::json{{"value", in.at("value").get<int>() * 2}};
-  }));
+  REQUIRE(
+      tools->add("math.double",
+                 [](const nlohmann::json& in, const tool::call_info&) -> expected<nlohmann::json> {
+                   return nlohmann::json{{"value", in.at("value").get<int>() * 2}};
+                 }));
   test_node t{db, tools};
 
   auto fsm = t.start(compile(R"(
@@ -553,12 +561,14 @@ spec:
                      true, "{}", "sign-1");
     REQUIRE(r);
     CHECK(r->status() == v1::EXEC_FAILED);
-    CHECK_THAT(r->error(), Catch::Contains("timeout: ")
-                               && Catch::Contains("approval step 'sign' was not approved within 100 ms"));
+    CHECK_THAT(r->error(),
+               Catch::Contains("timeout: ")
+                   && Catch::Contains("approval step 'sign' was not approved within 100 ms"));
   }
 
   SECTION("execution ids that would make ambiguous keys are refused") {
-    for (const std::string& id : std::vector<std::string>{"a/b", "has space", std::string(129, 'x')}) {
+    for (const std::string& id :
+         std::vector<std::string>{"a/b", "has space", std::string(129, 'x')}) {
       auto r = t.start(compile(R"(
 apiVersion: agentflow/v1
 kind: Plan
@@ -604,9 +614,8 @@ spec:
     auto c = t.control("p1", v1::ExecControl::CANCEL);
     REQUIRE(c);
     CHECK(c->status() == v1::EXEC_CANCELED);
-    auto child = t.until("p1.sub.1", [](const v1::ExecutionInfo& i) {
-      return i.status() == v1::EXEC_CANCELED;
-    });
+    auto child = t.until(
+        "p1.sub.1", [](const v1::ExecutionInfo& i) { return i.status() == v1::EXEC_CANCELED; });
     CHECK_THAT(child.error(), Catch::Contains("exec:p1"));
   }
 }

@@ -34,10 +34,8 @@ struct captured_log {
   af::logger log;
 
   captured_log() {
-    af::log_options opts;
-    opts.level = af::log_level::debug;
-    opts.format = "json";
-    opts.node = "n1";
+    const af::log_options opts{
+        .level = af::log_level::debug, .format = "json", .file = {}, .node = "n1"};
     log = af::logger{af::make_memory_log_backend(opts, lines)};
   }
   // The parsed lines whose event is `event`.

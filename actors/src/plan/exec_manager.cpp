@@ -33,7 +33,6 @@ bool ended(v1::ExecStatus s) {
   return s == v1::EXEC_COMPLETED || s == v1::EXEC_FAILED || s == v1::EXEC_CANCELED;
 }
 
-
 class exec_manager : public agent_base<exec_manager> {
 public:
   explicit exec_manager(std::shared_ptr<const exec_shared> shared) : shared_(std::move(shared)) {}
@@ -103,11 +102,13 @@ public:
       // Ids become stream names and idempotency keys (ID/STEP/ATTEMPT): no '/', nothing odd.
       const auto& id = m.execution_id();
       const bool ok = id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.';
-      });
+                        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-'
+                               || c == '_' || c == '.';
+                      });
       if (!ok) {
-        r.fail(validation_error("start: execution id '" + id + "': expected at most 128 of "
-                                "[A-Za-z0-9_.-]"));
+        r.fail(validation_error("start: execution id '" + id
+                                + "': expected at most 128 of "
+                                  "[A-Za-z0-9_.-]"));
         return;
       }
     }
@@ -217,25 +218,24 @@ public:
     show_from_journal(ctx, m, std::move(r));
   }
 
-  void show_from_journal(context& ctx, const v1::ExecutionRef& m,
-                         responder<v1::ExecutionInfo> r) {
+  void show_from_journal(context& ctx, const v1::ExecutionRef& m, responder<v1::ExecutionInfo> r) {
     const std::string id = m.execution_id();
-    read_all(ctx, id, 1, {}, [id, r, steps = m.steps()](context&,
-                                                        expected<std::vector<v1::ExecEvent>> ev,
-                                                        std::int64_t last_ns) mutable {
-      if (!ev) {
-        r.fail(std::move(ev).error());
-        return;
-      }
-      auto rep = replay(*ev);
-      if (!rep) {
-        r.fail(rep.error());
-        return;
-      }
-      auto info = summary(id, *rep->eng, ev->size(), steps);
-      if (rep->eng->finished()) info.set_ended_at_ns(last_ns);
-      r.reply(std::move(info));
-    });
+    read_all(ctx, id, 1, {},
+             [id, r, steps = m.steps()](context&, expected<std::vector<v1::ExecEvent>> ev,
+                                        std::int64_t last_ns) mutable {
+               if (!ev) {
+                 r.fail(std::move(ev).error());
+                 return;
+               }
+               auto rep = replay(*ev);
+               if (!rep) {
+                 r.fail(rep.error());
+                 return;
+               }
+               auto info = summary(id, *rep->eng, ev->size(), steps);
+               if (rep->eng->finished()) info.set_ended_at_ns(last_ns);
+               r.reply(std::move(info));
+             });
   }
 
   /// Lists from the journal (so ended executions from before a restart and executions of an
@@ -381,8 +381,8 @@ public:
       if (!ctx.lookup(name)) {
         agent_options o;
         o.detached = t->detached;
-        auto made = ctx.spawn_erased([n = m.target(), tt = *t] { return tool::make_invoker(n, tt); },
-                                     name, o);
+        auto made = ctx.spawn_erased(
+            [n = m.target(), tt = *t] { return tool::make_invoker(n, tt); }, name, o);
         if (!made) return std::move(made).error();
       }
       res.add_names(name);
@@ -933,16 +933,16 @@ private:
       if (resume && ref.error().code() == errc::conflict) {
         // A resume while the executor of a previous af.exec instance still stops (its name is
         // still bound): list again shortly; the stream is resumed once the name is free.
-        ctx.log().warn("exec_resume_later", {}, nlohmann::json{{"execution_id", id},
-                                                              {"error", ref.error().to_string()}});
+        ctx.log().warn("exec_resume_later", {},
+                       nlohmann::json{{"execution_id", id}, {"error", ref.error().to_string()}});
         if (!resume_again_) {
           resume_again_ = true;
           ctx.schedule(std::chrono::milliseconds{100}, v1::ExecResume{});
         }
         return;
       }
-      ctx.log().error("exec_spawn_failed", {}, nlohmann::json{{"execution_id", id},
-                                                              {"error", ref.error().to_string()}});
+      ctx.log().error("exec_spawn_failed", {},
+                      nlohmann::json{{"execution_id", id}, {"error", ref.error().to_string()}});
       fail_waiters(id, ref.error());
       return;
     }
@@ -980,7 +980,8 @@ private:
         [this, &ctx](expected<v1::ListStreamsResult> r) {
           if (!r) {
             // The journal may still be opening its store: try again shortly.
-            ctx.log().warn("exec_resume_retry", {}, nlohmann::json{{"error", r.error().to_string()}});
+            ctx.log().warn("exec_resume_retry", {},
+                           nlohmann::json{{"error", r.error().to_string()}});
             ctx.schedule(std::chrono::milliseconds{500}, v1::ExecResume{});
             return;
           }
@@ -1076,7 +1077,7 @@ private:
   }
 
   std::shared_ptr<const exec_shared> shared_;
-  bool resuming_ = false; ///< the unfinished executions of the store are being spawned
+  bool resuming_ = false;     ///< the unfinished executions of the store are being spawned
   bool resume_again_ = false; ///< a resume is scheduled (an executor's name was still taken)
   std::vector<std::function<void(context&)>> after_resume_; ///< controls that wait for that
   std::set<std::string> live_;
@@ -1123,8 +1124,8 @@ sup::child_spec exec_child(exec_options opts) {
   spec.id = std::string{k_exec_agent};
   spec.restart = sup::restart_policy::permanent;
   spec.system = true;
-  spec.make_agent = sup::agent_factory<exec_manager>(
-      std::shared_ptr<const exec_shared>{std::move(shared)});
+  spec.make_agent =
+      sup::agent_factory<exec_manager>(std::shared_ptr<const exec_shared>{std::move(shared)});
   return spec;
 }
 
