@@ -140,9 +140,8 @@ public:
   }
 
   /// The request with its id and resolved inputs set, sharing the request's plan instead of
-  /// copying it: the plan is immutable once sent, a 10,000-step plan is about 1 MB of Protobuf,
-  /// and copying and freeing it cost ~2.5 us of CPU per step of such a chain. The deleter keeps the
-  /// request's envelope alive and takes the plan back before the copy is deleted.
+  /// copying it (with_borrowed_plan; ~2.5 us of CPU per step of a 10,000-step chain): the plan is
+  /// immutable once sent, and a copy of the request's envelope keeps it alive.
   static std::shared_ptr<const v1::StartExecution> borrow_start(context& ctx,
                                                                 const v1::StartExecution& m,
                                                                 const std::string& id,
@@ -154,12 +153,8 @@ public:
       copy->set_execution_id(id);
       return copy;
     }
-    std::shared_ptr<v1::StartExecution> start(new v1::StartExecution(),
-                                              [keep = *cur](v1::StartExecution* p) {
-                                                (void)p->unsafe_arena_release_plan();
-                                                delete p;
-                                              });
-    start->unsafe_arena_set_allocated_plan(const_cast<v1::PlanIR*>(&m.plan()));
+    // Every field of StartExecution but the plan, which is borrowed.
+    auto start = with_borrowed_plan<v1::StartExecution>(m.plan(), std::make_shared<envelope>(*cur));
     start->set_inputs_json(std::move(inputs));
     start->set_mode(m.mode());
     start->set_by(m.by());

@@ -19,6 +19,20 @@
 
 namespace af::plan {
 
+/// A new, empty `M` whose `plan` field is `plan` itself, not a copy (a 10,000-step plan is about
+/// 1 MB of Protobuf; copying and freeing it cost microseconds per step of such a chain). `owner`
+/// keeps the plan alive as long as the message; the deleter takes the plan back before the
+/// message is deleted. The plan must not change meanwhile.
+template <class M>
+std::shared_ptr<M> with_borrowed_plan(const v1::PlanIR& plan, std::shared_ptr<const void> owner) {
+  std::shared_ptr<M> m(new M(), [owner = std::move(owner)](M* p) {
+    (void)p->unsafe_arena_release_plan();
+    delete p;
+  });
+  m->unsafe_arena_set_allocated_plan(const_cast<v1::PlanIR*>(&plan));
+  return m;
+}
+
 /// What every executor of a node shares (read-only after start).
 struct exec_shared {
   exec_options opts;
@@ -37,8 +51,7 @@ public:
   void on_stop(context& ctx) override;
   void recover(context& ctx, const restart_info& info) override;
 
-  void on_start_request(context& ctx, const v1::StartExecution& m,
-                        responder<v1::ExecutionInfo> r);
+  void on_start_request(context& ctx, const v1::StartExecution& m, responder<v1::ExecutionInfo> r);
   void on_info(context& ctx, const v1::ExecutionRef& m, responder<v1::ExecutionInfo> r);
   void on_control(context& ctx, const v1::ExecControl& m, responder<v1::ExecutionInfo> r);
   void on_step_due(context& ctx, const v1::StepDue& m);
@@ -104,7 +117,7 @@ private:
   std::shared_ptr<const v1::StartExecution> start_; ///< shared with the restart factory
   std::unique_ptr<engine> engine_;
   std::uint64_t version_ = 0;
-  bool ready_ = false;      ///< the state is loaded (inputs before that wait)
+  bool ready_ = false; ///< the state is loaded (inputs before that wait)
   bool appending_ = false;
   batch next_;
   std::map<std::string, std::vector<std::string>, std::less<>> targets_; ///< resolved agents
@@ -113,9 +126,10 @@ private:
   std::int64_t started_at_ns_ = 0;
   std::int64_t ended_at_ns_ = 0;
   bool stopping_ = false;
-  bool creating_ = false;      ///< the first append of a new execution is on its way
+  bool creating_ = false; ///< the first append of a new execution is on its way
   bool ended_before_ = false;
-  bool end_committed_ = false; ///< the event that ended the execution is durable  ///< the stream had already ended when this executor loaded it
+  bool end_committed_ = false; ///< the event that ended the execution is durable  ///< the stream
+                               ///< had already ended when this executor loaded it
   std::int64_t last_commit_ns_ = 0; ///< commit time of the last event loaded from the journal
   v1::AuditAppend audit_;           ///< records not yet sent (see audit)
   std::string told_saga_state_;     ///< the saga state af.exec was last told (notify)
