@@ -3,10 +3,12 @@
 #include "af/client.hpp"
 #include "af/config.hpp"
 #include "af/node.hpp"
+#include "af/plan/executor.hpp"
 #include "af/store/audit.hpp"
 #include "af/store/journal.hpp"
 #include "af/sup/supervisor.hpp"
 #include "af/v1/cluster.pb.h"
+#include "af/v1/exec.pb.h"
 #include "af/v1/gossip.pb.h"
 #include "af/v1/runtime.pb.h"
 #include "af/v1/supervision.pb.h"
@@ -201,6 +203,8 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   // a shared store: those whose lease it can take, its own first).
   auto ownership = detail::exec_ownership_from(*cfg);
   if (!ownership) return fail(err, ownership.error());
+  const bool owns_executions = ownership->enabled;
+  const auto lease_ttl = ownership->lease_ttl;
   auto exec = detail::exec_service(*cfg, plugins, ext, true, std::move(*ownership));
   if (!exec) return fail(err, exec.error());
   opt.system_services.push_back(std::move(exec->spec));
@@ -244,6 +248,14 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
     }
     nd.log().info("signal_received", sig == SIGINT ? "SIGINT" : "SIGTERM");
     break;
+  }
+  // With execution ownership, hand the executions over before leaving: af.exec stops its
+  // executors and releases their leases, so the other nodes take them at once (they scan when
+  // they hear this node left) instead of after the lease ttl.
+  if (owns_executions) {
+    auto h = nd.ask<v1::ExecHandoverResult>(plan::k_exec_agent, v1::ExecHandover{},
+                                            lease_ttl + std::chrono::seconds(2));
+    if (!h) nd.log().warn("exec_handover_failed", h.error().to_string());
   }
   // A graceful leave: a few members are told at once and gossip spreads it, so this node's
   // virtual agents move without waiting for failure detection.

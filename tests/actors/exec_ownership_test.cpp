@@ -15,6 +15,7 @@
 #include "support/temp_dir.hpp"
 
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -40,6 +41,9 @@ struct lease_table {
   };
   std::map<std::string, lease> leases;
   std::vector<std::string> requests; ///< "acquire KEY OWNER", "release KEY OWNER", "get KEY"
+  /// Granted acquires: "OWNER KEY HOW", HOW one of free, renewal, released, expired (what the
+  /// lease was when it was granted).
+  std::vector<std::string> grants;
 
   std::size_t count(const std::string& prefix) {
     std::lock_guard lk{mu};
@@ -72,6 +76,11 @@ public:
     auto& l = t_->leases[a.key()];
     v1::LeaseResult r;
     if (l.owner.empty() || l.expires <= now || l.owner == a.owner()) {
+      const char* how = l.owner.empty()            ? "free"
+                        : l.expires == duration{}  ? "released"
+                        : l.expires <= now         ? "expired"
+                                                   : "renewal";
+      t_->grants.push_back(a.owner() + " " + a.key() + " " + how);
       if (l.owner != a.owner() || l.expires <= now) ++l.epoch;
       l.owner = a.owner();
       l.expires = now + std::chrono::milliseconds{a.ttl_ms()};
@@ -464,4 +473,148 @@ TEST_CASE("exec ownership: an append that meets a newer version stops the execut
   });
   CHECK(stream_state_of(db, "fenced").version == st.version + 1);
   CHECK(t.log_events("exec_fenced").size() == 1);
+}
+
+namespace {
+
+v1::ExecHandoverResult handover(owning_node& n) {
+  auto r = n.n->ask<v1::ExecHandoverResult>(plan::k_exec_agent, v1::ExecHandover{}, 10s);
+  if (!r) FAIL(r.error().to_string() << "\n" << n.exec_log());
+  return *r;
+}
+
+std::int64_t count_rows(const std::string& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+  auto v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return v;
+}
+
+std::size_t count_lines(const std::vector<std::string>& v, const std::string& needle) {
+  return static_cast<std::size_t>(
+      std::count_if(v.begin(), v.end(), [&](const auto& s) { return s == needle; }));
+}
+
+} // namespace
+
+TEST_CASE("exec ownership: a handover stops the executors and releases their leases - another "
+          "node takes the execution at once, not after the lease ran out",
+          "[exec][ownership][handover]") {
+  test::temp_dir dir{"af-own"};
+  const auto db = (dir.path() / "af.db").string();
+  auto table = std::make_shared<lease_table>();
+  const auto key = plan::lease_of("handed");
+  std::uint64_t version_at_handover = 0;
+  {
+    owning_node a{db, table, "nodeA"};
+    REQUIRE(a.start(compile(k_sleepy), false, "handed"));
+    REQUIRE_UNTIL(a, [&] {
+      auto i = a.show("handed");
+      return i && i->steps_in_flight() == 1;
+    });
+    const auto h = handover(a);
+    CHECK(h.stopped() == 1);
+    CHECK(h.released() == 1);
+    CHECK(h.release_failed() == 0);
+    CHECK(h.still_running() == 0);
+    CHECK_FALSE(a.running_here("handed"));
+    {
+      std::lock_guard lk{table->mu};
+      CHECK(table->leases[key].owner == "nodeA");
+      CHECK(table->leases[key].expires == duration{}); // released, not left to run out
+    }
+    const auto st = stream_state_of(db, "handed");
+    CHECK_FALSE(st.finished); // stopped, not ended: the journal is the next owner's
+    version_at_handover = st.version;
+    // A stopping node takes no new execution, and says why.
+    auto refused = a.start(compile(k_quick), false, "late");
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code() == errc::transient);
+    CHECK_THAT(refused.error().message(), Catch::Contains("is stopping"));
+    CHECK(table->count("acquire " + plan::lease_of("late")) == 0);
+    // Asked again (a second SIGTERM): the same answer, nothing done twice.
+    const auto again = handover(a);
+    CHECK(again.stopped() == 1);
+    CHECK(again.released() == 1);
+    CHECK(a.log_events("exec_handover").size() == 1);
+    const auto relinquished = a.log_events("exec_relinquished");
+    REQUIRE(relinquished.size() == 1);
+    CHECK_THAT(relinquished[0], Catch::Contains("\"handover\":true"));
+  }
+  owning_node b{db, table, "nodeB"};
+  REQUIRE_UNTIL(b, [&] {
+    auto i = b.show("handed");
+    return i && i->status() == v1::EXEC_COMPLETED;
+  });
+  auto taken = b.log_events("exec_taken_over");
+  REQUIRE(taken.size() == 1);
+  CHECK_THAT(taken[0], Catch::Contains("\"previous_owner\":\"nodeA\""));
+  std::lock_guard lk{table->mu};
+  // nodeB got the lease because nodeA gave it back, not because it expired.
+  CHECK(count_lines(table->grants, "nodeB " + key + " released") == 1);
+  CHECK(count_lines(table->grants, "nodeB " + key + " expired") == 0);
+  CHECK(stream_state_of(db, "handed").version > version_at_handover);
+}
+
+TEST_CASE("exec ownership: a handover in the middle of a busy chain waits for the append in "
+          "flight - the next owner's appends are never fenced",
+          "[exec][ownership][handover]") {
+  // 300 echo steps one after the other: an append is in flight most of the time.
+  std::string yaml = "apiVersion: agentflow/v1\nkind: Plan\nmetadata: {name: busy}\nspec:\n"
+                     "  type: dag\n  steps:\n";
+  constexpr int k_steps = 300;
+  for (int i = 0; i < k_steps; ++i) {
+    yaml += "    - id: s" + std::to_string(i) + "\n      agent: std.echo\n      input: {n: "
+            + std::to_string(i) + "}\n";
+    if (i > 0) yaml += "      after: [s" + std::to_string(i - 1) + "]\n";
+  }
+  const auto plan = compile(yaml);
+  test::temp_dir dir{"af-own"};
+  const auto db = (dir.path() / "af.db").string();
+  auto table = std::make_shared<lease_table>();
+  std::uint32_t done_at_handover = 0;
+  {
+    owning_node a{db, table, "nodeA"};
+    REQUIRE(a.start(plan, false, "busy"));
+    REQUIRE_UNTIL(a, [&] {
+      auto i = a.show("busy");
+      return i && i->steps_completed() >= 20;
+    });
+    const auto h = handover(a);
+    CHECK(h.stopped() == 1);
+    CHECK(h.released() == 1);
+    CHECK(h.still_running() == 0);
+    const auto st = stream_state_of(db, "busy");
+    REQUIRE_FALSE(st.finished);
+    // Nothing lands after the handover: the executor's last append came back before it stopped.
+    std::this_thread::sleep_for(200ms);
+    CHECK(stream_state_of(db, "busy").version == st.version);
+    auto i = a.show("busy"); // from the journal now
+    REQUIRE(i);
+    done_at_handover = i->steps_completed();
+    CHECK(done_at_handover < k_steps);
+  }
+  owning_node b{db, table, "nodeB"};
+  REQUIRE_UNTIL(b, [&] {
+    auto i = b.show("busy");
+    return i && i->status() == v1::EXEC_COMPLETED;
+  });
+  auto i = b.show("busy");
+  REQUIRE(i);
+  CHECK(i->steps_completed() == k_steps);
+  CHECK(b.metric("af_exec_fenced_total") == 0);
+  CHECK(b.log_events("exec_fenced").empty());
+  CHECK(b.log_events("exec_taken_over").size() == 1);
+  // Every step's completion is audited exactly once: those nodeA committed by nodeA (its last
+  // append included: the handover waited for it), the rest by nodeB.
+  const std::string completed =
+      "SELECT count(*) FROM audit_log WHERE subject = 'busy' AND action = 'step.completed'";
+  for (int n = 0; n < 500 && count_rows(db, completed) < k_steps; ++n)
+    std::this_thread::sleep_for(10ms);
+  CHECK(count_rows(db, completed) == k_steps);
 }

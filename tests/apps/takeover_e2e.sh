@@ -5,7 +5,10 @@
 # Raft leader while its executions run, then (after it restarted, so a majority stays) kill -9
 # of another node (the new leader when it can): their executions are taken over by the
 # survivors (exec_taken_over), every execution completes, the `ledger` table has exactly one row
-# per ledger step (the first attempt's key), and the audit chain verifies.
+# per ledger step (the first attempt's key), and the audit chain verifies. Then a graceful stop:
+# SIGTERM of a node with executions running hands them over (af.exec stops its executors and
+# releases their leases before the node leaves), and the others take them at once, well before
+# the leases could have run out.
 # Usage: with_postgres.sh takeover_e2e.sh PATH/TO/af   (needs AF_TEST_PG_URL)
 set -euo pipefail
 
@@ -55,12 +58,33 @@ spec:
 YAML
 LEDGER_STEPS=3
 
+cat >"$tmp/quick.yaml" <<'YAML'
+apiVersion: agentflow/v1
+kind: Plan
+metadata: {name: handover-payout}
+spec:
+  type: dag
+  steps:
+    - id: debit
+      agent: std.ledger
+      input: {amount: 10}
+    - id: settle
+      agent: std.sleep
+      input: {ms: 10000}
+      after: [debit]
+    - id: credit
+      agent: std.ledger
+      input: {amount: 10}
+      after: [settle]
+YAML
+GRACEFUL=6 # executions running on the node stopped with SIGTERM
+
 # submit_one ID NODE: submits execution ID through NODE, retried (same id: idempotent) until the
 # node accepts it (no Raft leader yet, a node just restarted: `transient`).
 submit_one() {
-  local id=$1 node=$2 port deadline=$((SECONDS + 30))
+  local id=$1 node=$2 plan=${3:-$tmp/payout.yaml} port deadline=$((SECONDS + 30))
   port=$(ctl "$node")
-  until "$AF" submit "$tmp/payout.yaml" --connect "127.0.0.1:$port" --id "$id" \
+  until "$AF" submit "$plan" --connect "127.0.0.1:$port" --id "$id" \
     >/dev/null 2>>"$tmp/submit-$node.err"; do
     ((SECONDS < deadline)) || { echo "submit of $id through $node kept failing: $(tail -n 1 "$tmp/submit-$node.err")" >&2; return 1; }
     sleep 0.2
@@ -189,6 +213,64 @@ step="audit verify"
   fail "af audit verify: $(cat "$tmp/verify.json" "$tmp/verify.err")"
 
 echo "taken over: $(taken_over_from "$first") from $first, $(taken_over_from "$second") from $second"
+
+# ---- graceful stop: SIGTERM hands the executions over -------------------------------------------
+step="restart $second"
+start_node "$second" "127.0.0.1:$(cport "$first")"
+wait_until 20 has_leader "$second" || fail "restarted $second knows no Raft leader"
+leader=$(raft_leader "$first")
+victim=""
+for n in n1 n2 n3; do [[ $n == "$leader" || -n $victim ]] || victim=$n; done
+step="submit tg-1..tg-$GRACEFUL through $victim"
+submitters=()
+for ((i = 1; i <= GRACEFUL; i++)); do
+  submit_one "tg-$i" "$victim" "$tmp/quick.yaml" &
+  submitters+=($!)
+done
+for w in "${submitters[@]}"; do wait "$w" || fail "submitting tg- executions through $victim failed"; done
+handed_over() { # all tg- executions taken over from $victim
+  local n total=0 c
+  for n in n1 n2 n3; do
+    [[ $n == "$victim" ]] && continue
+    c=$(grep -c "\"event\":\"exec_taken_over\".*\"execution_id\":\"tg-[0-9]*\".*\"previous_owner\":\"$victim\"" "$tmp/$n.err" || true)
+    total=$((total + c))
+  done
+  ((total == GRACEFUL))
+}
+sleep 0.5
+step="SIGTERM $victim with $GRACEFUL executions running"
+t_term=$(now_ms)
+kill -TERM "${pids[$victim]}"
+wait_until 15 handed_over || fail "the others did not take all $GRACEFUL executions over from $victim"
+took_ms=$(($(now_ms) - t_term))
+rc=0
+wait "${pids[$victim]}" || rc=$?
+unset "pids[$victim]"
+((rc == 0)) || fail "$victim exited $rc on SIGTERM"
+handover=$(grep '"event":"exec_handover"' "$tmp/$victim.err" | tail -n 1)
+[[ -n $handover ]] || fail "$victim logged no exec_handover"
+released=$(python3 -c 'import json, sys; j = json.loads(sys.argv[1]); print(j["stopped"], j["released"], j["release_failed"], j["still_running"])' "$(sed 's/^[^{]*//' <<<"$handover")")
+read -r h_stopped h_released h_failed h_running <<<"$released"
+((h_stopped == GRACEFUL && h_released == GRACEFUL && h_failed == 0 && h_running == 0)) ||
+  fail "$victim's handover: stopped $h_stopped, released $h_released, failed $h_failed, still running $h_running (expected $GRACEFUL, $GRACEFUL, 0, 0)"
+# Run out, the leases would have been free no earlier than ttl - renew_ms (2.2 s) after the SIGTERM.
+((took_ms < 2000)) || fail "taking $victim's executions over took $took_ms ms after its SIGTERM (lease ttl $LEASE_TTL_MS ms): not a handover"
+echo "$victim stopped with SIGTERM: $GRACEFUL executions handed over and taken within $took_ms ms (lease ttl $LEASE_TTL_MS ms)"
+step="the handed-over executions complete"
+check_node=$leader
+tg_completed() {
+  local c
+  c=$("$AF" exec list --all --json --connect "127.0.0.1:$(ctl "$check_node")" 2>/dev/null |
+    python3 -c 'import json, sys; print(sum(1 for e in json.load(sys.stdin) if e["status"] == "completed" and e["execution_id"].startswith("tg-")))' || echo 0)
+  ((c == GRACEFUL))
+}
+wait_until 30 tg_completed || fail "the handed-over executions did not all complete"
+rows=$(sql "SELECT count(*) FROM ledger WHERE execution_id LIKE 'tg-%'")
+steps=$(sql "SELECT count(DISTINCT (execution_id, step_id)) FROM ledger WHERE execution_id LIKE 'tg-%'")
+((rows == GRACEFUL * 2 && steps == rows)) ||
+  fail "ledger: $rows rows for $steps distinct steps of the handed-over executions (expected $((GRACEFUL * 2)))"
+"$AF" audit verify --store "$AF_TEST_PG_URL" --json >"$tmp/verify.json" 2>"$tmp/verify.err" ||
+  fail "af audit verify after the handover: $(cat "$tmp/verify.json" "$tmp/verify.err")"
 
 # ---- clean stop ---------------------------------------------------------------------------------
 step="SIGTERM"

@@ -50,7 +50,9 @@ public:
         .on(&exec_manager::on_lease_tick)
         .on(&exec_manager::on_scan)
         .on(&exec_manager::on_fenced)
-        .on(&exec_manager::on_membership);
+        .on(&exec_manager::on_membership)
+        .on(&exec_manager::on_handover)
+        .on(&exec_manager::on_handover_check);
   }
 
   [[nodiscard]] sup::flags child_supervision() const override {
@@ -75,6 +77,7 @@ public:
 
   void on_resume(context& ctx, const v1::ExecResume&) {
     resume_again_ = false;
+    if (handover_) return; // stopping: nothing more starts here
     if (own_) {
       run_scan(ctx); // with ownership, resuming is taking the leases of this node's executions
       return;
@@ -115,6 +118,10 @@ public:
     const std::string id = m.execution_id().empty() ? ctx.next_id().to_string() : m.execution_id();
     if (auto it = infos_.find(id); it != infos_.end() && ended(it->second.status())) {
       answer({r, m.plan().hash()}, it->second);
+      return;
+    }
+    if (handover_) {
+      r.fail(stopping_error("start: execution " + id));
       return;
     }
     auto shared_start = borrow_start(ctx, m, id, std::move(*inputs));
@@ -528,7 +535,7 @@ private:
     const auto now = ctx.monotonic();
     if (own_->check_at && now >= *own_->check_at) own_->check_at.reset();
     stop_expired(ctx, now);
-    if (t.renew()) {
+    if (t.renew() && !handover_) {
       // One batch: every held lease, the earliest deadline first; each reply moves its
       // deadline to (this send time + ttl - margin).
       for (const auto& id : own_->book.renew_batch(now, own_opts().renew_max))
@@ -584,12 +591,14 @@ private:
   }
 
   /// Stops the executor of `id` without ending the execution (its journal stays as it is).
-  void relinquish(context& ctx, const std::string& id, const std::string& reason) {
+  void relinquish(context& ctx, const std::string& id, const std::string& reason,
+                  bool handover = false) {
     if (!live_.contains(id)) return;
     live_.erase(id);
     infos_.erase(id);
     v1::ExecRelinquish m;
     m.set_reason(reason);
+    m.set_handover(handover);
     (void)ctx.tell(stream_of(id), std::move(m));
     fail_waiters(id, error{errc::transient, "execution " + id + " stopped running on node "
                                                 + own_->owner + ": " + reason});
@@ -603,20 +612,133 @@ private:
     ctx.schedule(std::max(*next - ctx.monotonic(), duration::zero()), v1::ExecLeaseTick{});
   }
 
-  void release(context& ctx, const std::string& id) {
+  /// Frees the lease of `id` at the leader; `done` (if any) learns whether that was confirmed.
+  void release(context& ctx, const std::string& id, std::function<void(bool)> done = {}) {
     own_->book.drop(id);
     own_->held.set(static_cast<double>(own_->book.held_count()));
     v1::LeaseRelease rel;
     rel.set_key(lease_of(id));
     rel.set_owner(own_->owner);
-    // An unreleased lease just expires: nothing waits for this.
+    // An unreleased lease just expires: only a handover waits for this.
     ctx.ask<v1::LeaseResult>(
         cluster::k_raft_agent, std::move(rel), own_opts().ask_timeout,
-        [&ctx, id](expected<v1::LeaseResult> r) {
+        [&ctx, id, done = std::move(done)](expected<v1::LeaseResult> r) {
           if (!r)
             ctx.log().debug("exec_lease_release_failed", {},
                             nlohmann::json{{"execution_id", id}, {"error", r.error().to_string()}});
+          if (done) done(static_cast<bool>(r));
         });
+  }
+
+  // ---- handover before the node stops ---------------------------------------------------------
+
+  struct handover_state {
+    duration started{};
+    duration deadline{};                 ///< past it, executors still running keep their leases
+    std::vector<std::string> stopping;   ///< executors told to stop, not gone yet
+    std::set<std::string> running;       ///< executors that did not stop by the deadline
+    std::size_t releases_pending = 0;
+    bool done = false;
+    v1::ExecHandoverResult result;
+    std::vector<responder<v1::ExecHandoverResult>> waiters;
+  };
+
+  [[nodiscard]] error stopping_error(const std::string& what) const {
+    return error{errc::transient, what + ": node " + (own_ ? own_->owner : std::string{"(this)"})
+                                      + " is stopping and hands its executions over; "
+                                        "submit to another node"};
+  }
+
+  /// Stops taking executions, stops the executors (each once its append in flight is back) and
+  /// releases their leases, so that another node takes them at once (docs/consensus.md).
+  void on_handover(context& ctx, const v1::ExecHandover&, responder<v1::ExecHandoverResult> r) {
+    if (handover_) {
+      if (handover_->done)
+        r.reply(handover_->result);
+      else
+        handover_->waiters.push_back(std::move(r));
+      return;
+    }
+    handover_.emplace();
+    auto& h = *handover_;
+    h.waiters.push_back(std::move(r));
+    h.started = ctx.monotonic();
+    // Waiting longer than a lease lasts is pointless: by then it has run out anyway.
+    h.deadline = h.started + (own_ ? own_opts().lease_ttl : shared_->opts.journal_timeout);
+    const std::vector<std::string> ids(live_.begin(), live_.end());
+    ctx.log().info("exec_handover_started", {},
+                   nlohmann::json{{"executions", ids.size()},
+                                  {"leases_held", own_ ? own_->book.held_count() : 0}});
+    for (const auto& id : ids) {
+      relinquish(ctx, id, "the node is stopping: handed over", true);
+      h.stopping.push_back(id);
+    }
+    fail_all_waiters(stopping_error("execution"));
+    handover_check(ctx);
+  }
+
+  void on_handover_check(context& ctx, const v1::ExecHandoverCheck&) {
+    if (handover_ && !handover_->done) handover_check(ctx);
+  }
+
+  void handover_check(context& ctx) {
+    auto& h = *handover_;
+    const auto now = ctx.monotonic();
+    std::erase_if(h.stopping, [&](const std::string& id) {
+      if (ctx.lookup(stream_of(id))) return false;
+      h.result.set_stopped(h.result.stopped() + 1);
+      return true;
+    });
+    // A renewal still on its way could land after the release and take the lease back.
+    bool renewing = false;
+    if (own_)
+      for (const auto& id : own_->book.held_ids())
+        renewing = renewing || own_->book.in_flight(id);
+    if ((!h.stopping.empty() || renewing) && now < h.deadline) {
+      ctx.schedule(std::chrono::milliseconds{5}, v1::ExecHandoverCheck{});
+      return;
+    }
+    h.running.insert(h.stopping.begin(), h.stopping.end());
+    h.result.set_still_running(static_cast<std::uint32_t>(h.running.size()));
+    if (own_) {
+      for (const auto& id : own_->book.held_ids()) {
+        if (h.running.contains(id)) continue; // its executor may still append: keep the lease
+        ++h.releases_pending;
+        release(ctx, id, [this, &ctx](bool ok) {
+          auto& hh = *handover_;
+          if (ok)
+            hh.result.set_released(hh.result.released() + 1);
+          else
+            hh.result.set_release_failed(hh.result.release_failed() + 1);
+          if (--hh.releases_pending == 0) handover_done(ctx);
+        });
+      }
+    }
+    if (h.releases_pending == 0) handover_done(ctx);
+  }
+
+  void handover_done(context& ctx) {
+    auto& h = *handover_;
+    h.done = true;
+    h.result.set_elapsed_ms(to_ms(ctx.monotonic() - h.started));
+    ctx.log().info("exec_handover", {},
+                   nlohmann::json{{"stopped", h.result.stopped()},
+                                  {"released", h.result.released()},
+                                  {"release_failed", h.result.release_failed()},
+                                  {"still_running", h.result.still_running()},
+                                  {"elapsed_ms", h.result.elapsed_ms()}});
+    for (auto& w : h.waiters)
+      w.reply(h.result);
+    h.waiters.clear();
+  }
+
+  void fail_all_waiters(const error& e) {
+    std::vector<std::string> ids;
+    for (const auto* m : {&start_waiters_, &end_waiters_})
+      for (const auto& [id, _] : *m)
+        ids.push_back(id);
+    for (const auto& id : ids)
+      fail_waiters(id, e);
   }
 
   void on_fenced(context& ctx, const v1::ExecFenced& f) {
@@ -694,6 +816,7 @@ private:
   /// scan_max of them; the listing goes on from there at the next scan.
   void run_scan(context& ctx) {
     if (!resuming_ && !shared_->opts.resume) return;
+    if (handover_) return; // stopping: takes no execution
     if (own_->scanning) {
       own_->scan_again = true;
       return;
@@ -916,6 +1039,13 @@ private:
 
   /// `start` is shared by every instance the executor's restarts create (null: a resume).
   void spawn(context& ctx, const std::string& id, std::shared_ptr<const v1::StartExecution> start) {
+    if (handover_) {
+      // A lease granted while the node hands over (an acquire that was on its way): give it
+      // back rather than start an executor that is about to be stopped.
+      fail_waiters(id, stopping_error("execution " + id));
+      if (own_ && own_->book.known(id)) release(ctx, id);
+      return;
+    }
     agent_options o;
     o.restart = sup::restart_policy::transient;
     const bool resume = !start;
@@ -1082,6 +1212,7 @@ private:
   std::unordered_map<std::string, std::vector<waiter>> end_waiters_;
   std::unordered_map<std::string, v1::EnsureAgentResult> spawned_;
   std::optional<ownership_state> own_; ///< with exec_options::ownership.enabled
+  std::optional<handover_state> handover_; ///< the node is stopping (ExecHandover)
 };
 
 } // namespace

@@ -88,14 +88,28 @@ void executor::on_stop(context& ctx) {
 }
 
 void executor::on_relinquish(context& ctx, const v1::ExecRelinquish& m) {
-  if (stopping_) return;
+  if (stopping_ || handing_over_) return;
+  if (m.handover() && appending_) {
+    // A handover (the node is stopping, its lease still good): the append in flight comes back
+    // first, so the next owner finds the journal as this executor left it and the commit's
+    // outcomes are audited here; nothing of it is acted on (committed without act_on).
+    handing_over_ = true;
+    ctx.log().info("exec_relinquished", {},
+                   nlohmann::json{{"execution_id", id_}, {"reason", m.reason()},
+                                  {"appending", true}, {"handover", true}});
+    return;
+  }
   // Whatever is in flight (an append, steps) is left as it is: the node that takes the
   // execution over replays the journal and dispatches unfinished steps again with their keys;
   // an append of ours that lands late makes its first append conflict and reload.
   stopping_ = true;
-  ctx.log().warn(
-      "exec_relinquished", {},
-      nlohmann::json{{"execution_id", id_}, {"reason", m.reason()}, {"appending", appending_}});
+  nlohmann::json what{{"execution_id", id_}, {"reason", m.reason()}, {"appending", appending_}};
+  if (m.handover()) {
+    what["handover"] = true;
+    ctx.log().info("exec_relinquished", {}, std::move(what));
+  } else {
+    ctx.log().warn("exec_relinquished", {}, std::move(what));
+  }
   ctx.stop();
 }
 
@@ -310,6 +324,22 @@ void executor::flush(context& ctx) {
       store::k_journal_agent, std::move(req), shared_->opts.journal_timeout,
       [this, &ctx, b = std::move(b), n, finishes](expected<v1::AppendResult> r) mutable {
         appending_ = false;
+        if (handing_over_) {
+          // Stopping for a handover: audit what became durable, act on nothing, append no more.
+          if (r) {
+            version_ = r->last_version();
+            if (finishes) end_committed_ = true;
+            committed(ctx, std::move(b), false);
+          } else {
+            for (auto& f : b.on_commit)
+              f(ctx, &r.error());
+          }
+          if (!stopping_) {
+            stopping_ = true;
+            ctx.stop();
+          }
+          return;
+        }
         const bool creating = std::exchange(creating_, false);
         if (!r && creating && r.error().code() == errc::conflict) {
           // The stream exists: this id was started before (on this node, before a restart).
@@ -364,7 +394,7 @@ void executor::flush(context& ctx) {
       });
 }
 
-void executor::committed(context& ctx, batch b) {
+void executor::committed(context& ctx, batch b, bool act_on) {
   // The records of one commit (its step outcomes) go to af.audit in one message, chained in
   // this order, before anything of the commit takes effect (as one message each did).
   audit_held_ = true;
@@ -420,6 +450,10 @@ void executor::committed(context& ctx, batch b) {
   send_audit(ctx);
   for (auto& f : b.on_commit)
     f(ctx, nullptr);
+  if (!act_on) {
+    if (end_committed_ && !stopping_) ended(ctx);
+    return;
+  }
   for (auto i : b.acts)
     act(ctx, b.events[i]);
   for (const auto& d : b.decisions)

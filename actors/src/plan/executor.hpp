@@ -81,7 +81,9 @@ private:
   bool take(context& ctx, v1::ExecEvent e);
   void decide(context& ctx);
   void flush(context& ctx);
-  void committed(context& ctx, batch b);
+  /// A batch is durable: audits its outcomes, answers its waiters and (with `act_on`) acts on
+  /// its decisions. A handover commits without acting: the next owner acts from the journal.
+  void committed(context& ctx, batch b, bool act_on = true);
   void act(context& ctx, const v1::ExecEvent& d);
   void dispatch(context& ctx, const v1::StepScheduled& s);
   void call_agent(context& ctx, const v1::StepScheduled& s, const std::vector<std::string>& names);
@@ -126,6 +128,7 @@ private:
   std::int64_t started_at_ns_ = 0;
   std::int64_t ended_at_ns_ = 0;
   bool stopping_ = false;
+  bool handing_over_ = false; ///< told to stop once the append in flight is back (a handover)
   bool creating_ = false; ///< the first append of a new execution is on its way
   bool ended_before_ = false;
   bool end_committed_ = false; ///< the event that ended the execution is durable  ///< the stream

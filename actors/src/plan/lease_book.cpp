@@ -58,6 +58,18 @@ std::size_t lease_book::held_count() const {
       std::count_if(mine_.begin(), mine_.end(), [](const auto& e) { return e.second.deadline; }));
 }
 
+std::vector<std::string> lease_book::held_ids() const {
+  std::vector<std::string> out;
+  for (const auto& [id, m] : mine_)
+    if (m.deadline) out.push_back(id);
+  return out;
+}
+
+bool lease_book::in_flight(const std::string& id) const {
+  auto it = mine_.find(id);
+  return it != mine_.end() && (!it->second.deadline || it->second.renewing);
+}
+
 std::vector<std::string> lease_book::renew_batch(duration now, std::size_t max) {
   std::vector<std::pair<duration, const std::string*>> due;
   for (const auto& [id, m] : mine_)

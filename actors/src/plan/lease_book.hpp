@@ -47,6 +47,10 @@ public:
   [[nodiscard]] bool known(const std::string& id) const { return mine_.contains(id); }
   [[nodiscard]] std::optional<duration> deadline(const std::string& id) const;
   [[nodiscard]] std::size_t held_count() const;
+  /// Every lease held (granted, whatever its deadline), in key order.
+  [[nodiscard]] std::vector<std::string> held_ids() const;
+  /// Whether a request for `id` (a first acquire or a renewal) is still on its way.
+  [[nodiscard]] bool in_flight(const std::string& id) const;
 
   /// The renewals to send at `now`: held leases with no renewal in flight, the earliest deadline
   /// first, at most `max`; they are marked in flight.
