@@ -94,7 +94,21 @@ public:
       in_doubt_.reset();
       if (st) {
         head_ = audit_head{rows.back().seq, rows.back().hash};
+        conflicts_in_row_ = 0;
         acknowledge(rows, n);
+      } else if (st.error().code() == errc::conflict && conflicts_in_row_ < k_max_conflicts) {
+        // Another writer on the same store (another node on one PostgreSQL database, another
+        // process on one SQLite file) appended first: nothing of this batch was written. Chain
+        // it again after the rows that are there now. Each conflict means some writer made
+        // progress; the bound only stops a store that refuses every head it reports.
+        ++conflicts_in_row_;
+        head_.reset();
+        ctx.log().debug("audit_append_conflict",
+                        "another writer extended the chain; chaining the batch after it",
+                        {{"records", static_cast<double>(n)},
+                         {"error", st.error().to_string()},
+                         {"conflicts_in_row", static_cast<double>(conflicts_in_row_)}});
+        continue; // nothing written: the same records again, after the new head
       } else {
         // The head may have moved (another writer on the same store), or a transient failure
         // may hide a commit that landed: read it again before the next batch.
@@ -216,6 +230,10 @@ private:
   std::optional<std::vector<audit_row>> in_doubt_; ///< the rows of the failed commit
   std::optional<sup::retry_policy> retry_;
   counter_handle records_;
+  /// Conflicts in a row (another writer appended first); past the bound, the retry policy
+  /// decides as for any other error.
+  static constexpr std::uint32_t k_max_conflicts = 1000;
+  std::uint32_t conflicts_in_row_ = 0;
 };
 
 } // namespace

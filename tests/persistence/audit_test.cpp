@@ -14,8 +14,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -122,6 +124,73 @@ TEST_CASE("audit writer: one append of several records chains them in order, rep
   }
   CHECK(actions == std::vector<std::string>{"first", "one", "two", "three"});
   CHECK(to_hex(r->hash()) == to_hex(std::string{rows.back().hash.begin(), rows.back().hash.end()}));
+}
+
+TEST_CASE("audit writer: two writers on one store (two nodes) interleave their records on one "
+          "chain - a writer whose head moved chains after the other's rows, drops nothing",
+          "[audit]") {
+  test::temp_dir dir;
+  const auto path = (dir.path() / "agentflow.db").string();
+  auto lines_a = std::make_shared<std::vector<std::string>>();
+  auto lines_b = std::make_shared<std::vector<std::string>>();
+  auto with_lines = [&](std::shared_ptr<std::vector<std::string>> lines) {
+    auto o = with_audit(path);
+    log_options lo;
+    lo.level = log_level::debug;
+    lo.format = "json";
+    o.log = make_memory_log_backend(lo, std::move(lines));
+    return o;
+  };
+  auto a = node::start(with_lines(lines_a));
+  REQUIRE(a);
+  auto b = node::start(with_lines(lines_b));
+  REQUIRE(b);
+  // Both writers read the (empty) head when they opened; A's row makes B's head stale.
+  auto r1 = (*a)->ask<v1::AuditAppended>(store::k_audit_agent, append("a", "one", 1), 5s);
+  REQUIRE(r1);
+  CHECK(r1->seq() == 1);
+  auto r2 = (*b)->ask<v1::AuditAppended>(store::k_audit_agent, append("b", "two", 2), 5s);
+  INFO((r2 ? std::string{} : r2.error().to_string()));
+  REQUIRE(r2);
+  CHECK(r2->seq() == 2);
+  auto r3 = (*a)->ask<v1::AuditAppended>(store::k_audit_agent, append("a", "three", 3), 5s);
+  REQUIRE(r3);
+  CHECK(r3->seq() == 3);
+  // Then both at once, told without waiting (as executors do): 2 x 300 records.
+  constexpr int k_each = 300;
+  auto wa = (*a)->lookup(store::k_audit_agent);
+  auto wb = (*b)->lookup(store::k_audit_agent);
+  REQUIRE(wa);
+  REQUIRE(wb);
+  std::thread ta{[&] {
+    for (int i = 0; i < k_each; ++i)
+      (*a)->tell(*wa, append("a", "burst", 100 + i));
+  }};
+  std::thread tb{[&] {
+    for (int i = 0; i < k_each; ++i)
+      (*b)->tell(*wb, append("b", "burst", 1000 + i));
+  }};
+  ta.join();
+  tb.join();
+  (*a)->shutdown(); // a stopping writer commits what it has taken in
+  (*b)->shutdown();
+  auto db = store::open_url("sqlite:" + path);
+  REQUIRE(db);
+  const auto rows = read_all(**db);
+  CHECK(rows.size() == 3 + 2 * k_each);
+  check_chain_independently(rows);
+  std::map<std::string, int> per_actor;
+  for (const auto& row : rows)
+    ++per_actor[row.actor];
+  CHECK(per_actor["a"] == 2 + k_each);
+  CHECK(per_actor["b"] == 1 + k_each);
+  for (const auto* lines : {lines_a.get(), lines_b.get()})
+    for (const auto& l : *lines)
+      CHECK(l.find("audit_record_dropped") == std::string::npos);
+  // B's first append met A's row: it chained after it instead of failing.
+  CHECK(std::any_of(lines_b->begin(), lines_b->end(), [](const std::string& l) {
+    return l.find("audit_append_conflict") != std::string::npos;
+  }));
 }
 
 TEST_CASE("audit writer: chains records, replies after commit, continues after a restart",
