@@ -271,6 +271,11 @@ steps=$(sql "SELECT count(DISTINCT (execution_id, step_id)) FROM ledger WHERE ex
   fail "ledger: $rows rows for $steps distinct steps of the handed-over executions (expected $((GRACEFUL * 2)))"
 "$AF" audit verify --store "$AF_TEST_PG_URL" --json >"$tmp/verify.json" 2>"$tmp/verify.err" ||
   fail "af audit verify after the handover: $(cat "$tmp/verify.json" "$tmp/verify.err")"
+# Three audit writers share the chain: one that finds the head moved chains after it, never drops.
+for n in n1 n2 n3; do
+  ! grep -q '"event":"audit_record_dropped"' "$tmp/$n.err" ||
+    fail "$n dropped audit records: $(grep -m 1 '"event":"audit_record_dropped"' "$tmp/$n.err")"
+done
 
 # ---- clean stop ---------------------------------------------------------------------------------
 step="SIGTERM"
