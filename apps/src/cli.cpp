@@ -2,6 +2,7 @@
 
 #include "af/client.hpp"
 #include "af/config.hpp"
+#include "af/cluster/singleton.hpp"
 #include "af/node.hpp"
 #include "af/plan/executor.hpp"
 #include "af/store/audit.hpp"
@@ -10,6 +11,7 @@
 #include "af/v1/cluster.pb.h"
 #include "af/v1/exec.pb.h"
 #include "af/v1/gossip.pb.h"
+#include "af/v1/placement.pb.h"
 #include "af/v1/runtime.pb.h"
 #include "af/v1/supervision.pb.h"
 #include "commands.hpp"
@@ -208,6 +210,11 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   auto exec = detail::exec_service(*cfg, plugins, ext, true, std::move(*ownership));
   if (!exec) return fail(err, exec.error());
   opt.system_services.push_back(std::move(exec->spec));
+  // Cluster singletons (cluster.singletons), after af.exec: they are made from its agent types.
+  auto singletons = detail::singletons_service(*cfg, *exec->agents);
+  if (!singletons) return fail(err, singletons.error());
+  const bool runs_singletons = singletons->has_value();
+  if (runs_singletons) opt.system_services.push_back(std::move(**singletons));
   opt.cfg = std::move(*cfg);
   auto n = node::start(std::move(opt));
   if (!n) return fail(err, n.error());
@@ -252,6 +259,11 @@ int cmd_node_start(const node_flags& flags, const std::string& port_file, bool d
   // With execution ownership, hand the executions over before leaving: af.exec stops its
   // executors and releases their leases, so the other nodes take them at once (they scan when
   // they hear this node left) instead of after the lease ttl.
+  if (runs_singletons) {
+    auto h = nd.ask<v1::SingletonHandoverResult>(cluster::k_singletons_agent,
+                                                 v1::SingletonHandover{}, std::chrono::seconds(5));
+    if (!h) nd.log().warn("singleton_handover_failed", h.error().to_string());
+  }
   if (owns_executions) {
     auto h = nd.ask<v1::ExecHandoverResult>(plan::k_exec_agent, v1::ExecHandover{},
                                             lease_ttl + std::chrono::seconds(2));

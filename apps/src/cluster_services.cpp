@@ -7,6 +7,7 @@
 #include "af/cluster/membership.hpp"
 #include "af/cluster/placement.hpp"
 #include "af/cluster/raft.hpp"
+#include "af/cluster/singleton.hpp"
 #include "af/host_port.hpp"
 #include "af/store/journal.hpp"
 #include "commands.hpp"
@@ -77,6 +78,42 @@ expected<plan::exec_ownership> exec_ownership_from(const config& cfg) {
     return validation_error("cluster.exec (" + cfg.origin("cluster.exec.lease_ttl_ms")
                             + "): " + st.error().message());
   return o;
+}
+
+expected<std::optional<sup::child_spec>> singletons_service(const config& cfg,
+                                                            const plan::agent_types& agents) {
+  const auto where = "cluster.singletons (" + cfg.origin("cluster.singletons") + ")";
+  cluster::singleton_options so;
+  std::stringstream names{cfg.get_string("cluster.singletons")};
+  for (std::string s; std::getline(names, s, ',');) {
+    s = trim(s);
+    if (s.empty()) continue;
+    const auto* t = agents.find(s);
+    if (t == nullptr) {
+      std::string known;
+      for (const auto& n : agents.names())
+        known += (known.empty() ? "" : ", ") + n;
+      return validation_error(where + ": no agent type '" + s + "' is registered (registered: "
+                              + known + ")");
+    }
+    so.singletons[s] = {t->factory, t->detached};
+  }
+  if (so.singletons.empty()) return std::optional<sup::child_spec>{};
+  auto members = raft_members(cfg);
+  if (!members) return members.error();
+  if (members->empty())
+    return validation_error(where + " needs cluster.raft.members: a singleton's lease is kept "
+                                    "by the Raft group");
+  so.owner = cfg.get_string("node.name");
+  so.lease_ttl = ms(cfg, "cluster.exec.lease_ttl_ms");
+  so.margin = cfg.get_int("cluster.exec.margin_ms") > 0 ? duration{ms(cfg, "cluster.exec.margin_ms")}
+                                                        : so.lease_ttl / 5;
+  so.renew_every = cfg.get_int("cluster.exec.renew_ms") > 0
+                       ? duration{ms(cfg, "cluster.exec.renew_ms")}
+                       : (so.lease_ttl - so.margin) / 3;
+  so.ask_timeout = std::min<duration>(so.renew_every, std::chrono::seconds(5));
+  if (auto st = cluster::validate(so); !st) return validation_error(where + ": " + st.error().message());
+  return std::optional{cluster::singletons_child(std::move(so))};
 }
 
 expected<std::vector<sup::child_spec>> cluster_services(const config& cfg) {

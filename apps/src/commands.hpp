@@ -88,6 +88,9 @@ expected<std::vector<sup::child_spec>> cluster_services(const config& cfg);
 /// af.exec's ownership settings: enabled with cluster.raft.members and a PostgreSQL store
 /// (executions have owner leases and are taken over), off otherwise.
 expected<plan::exec_ownership> exec_ownership_from(const config& cfg);
+/// af.cluster.singletons for the agent types named by cluster.singletons (none: no service).
+expected<std::optional<sup::child_spec>> singletons_service(const config& cfg,
+                                                            const plan::agent_types& agents);
 
 /// The agent types and tools a command offers: the built-in ones `builtins` registers, then the
 /// user's extensions, then the plugins of --plugin (their code stays mapped while `plugins`
@@ -108,6 +111,7 @@ expected<agent_catalog> load_agents(const std::vector<std::string>& plugin_files
 struct exec_service_parts {
   sup::child_spec spec;
   std::shared_ptr<plan::plugin_set> plugins;
+  std::shared_ptr<plan::agent_types> agents; ///< the catalog af.exec spawns from
 };
 expected<exec_service_parts> exec_service(const config& cfg,
                                           const std::vector<std::string>& plugin_files,

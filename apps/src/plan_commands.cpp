@@ -51,7 +51,8 @@ expected<exec_service_parts> exec_service(const config& cfg,
   o.tools = catalog->tools;
   o.resume = resume;
   o.ownership = std::move(ownership);
-  return exec_service_parts{plan::exec_child(std::move(o)), std::move(catalog->plugins)};
+  return exec_service_parts{plan::exec_child(std::move(o)), std::move(catalog->plugins),
+                            catalog->agents};
 }
 
 namespace {

@@ -562,28 +562,45 @@ status node_core::set_virtual_router(virtual_routing r) {
       return validation_error("virtual kind '" + k + "' (router '" + r.router
                               + "'): must be non-empty and hold no '/'");
   std::unique_lock guard{routing_mtx_};
-  if (routing_ && routing_->router != r.router
-      && registry.find(routing_->router) == routing_->actor)
-    return error{errc::conflict, "node '" + node_name + "': agent '" + routing_->router
-                                     + "' routes virtual names already"};
-  routing_ = std::make_shared<const virtual_routing>(std::move(r));
+  auto next = std::make_shared<std::vector<virtual_routing>>();
+  if (routing_)
+    for (const auto& o : *routing_) {
+      if (o.router == r.router) continue; // replaced by this claim
+      if (registry.find(o.router) != o.actor) continue; // a router that is gone
+      for (const auto& k : r.kinds)
+        if (std::find(o.kinds.begin(), o.kinds.end(), k) != o.kinds.end())
+          return error{errc::conflict, "node '" + node_name + "': agent '" + o.router
+                                           + "' routes virtual kind '" + k + "' already"};
+      next->push_back(o);
+    }
+  next->push_back(std::move(r));
+  routing_ = std::move(next);
   return {};
 }
 
 void node_core::clear_virtual_router(const caf::actor_control_block* actor) {
   std::unique_lock guard{routing_mtx_};
-  if (routing_ && routing_->actor.get() == actor) routing_.reset();
+  if (!routing_) return;
+  auto next = std::make_shared<std::vector<virtual_routing>>();
+  for (const auto& o : *routing_)
+    if (o.actor.get() != actor) next->push_back(o);
+  if (next->empty())
+    routing_.reset();
+  else
+    routing_ = std::move(next);
 }
 
 expected<agent_ref> node_core::lookup(std::string_view name) const {
   if (auto kind = virtual_kind(name); !kind.empty()) {
-    std::shared_ptr<const virtual_routing> r;
+    std::shared_ptr<const std::vector<virtual_routing>> r;
     {
       std::shared_lock guard{routing_mtx_};
       r = routing_;
     }
-    if (r && std::find(r->kinds.begin(), r->kinds.end(), kind) != r->kinds.end())
-      return agent_ref{r->actor.get(), address{node_name, std::string{name}}};
+    if (r)
+      for (const auto& o : *r)
+        if (std::find(o.kinds.begin(), o.kinds.end(), kind) != o.kinds.end())
+          return agent_ref{o.actor.get(), address{node_name, std::string{name}}};
     if (r) {
       auto found = lookup_registered(name);
       if (found) return found;

@@ -384,6 +384,12 @@ constexpr std::array k_schema{
                             "at the leader; 0: a fifth of lease_ttl",
              .min = 0,
              .max = 86400000},
+    key_spec{.key = "cluster.singletons",
+             .default_value = "",
+             .description = "Agent types (comma-separated) this node runs as cluster singletons: "
+                            "each on one node at a time, under a Raft lease (lease timings of "
+                            "cluster.exec.*), reachable as singleton/<type> from every node; "
+                            "needs cluster.raft.members"},
     key_spec{.key = "cluster.exec.scan_ms",
              .type = kind::integer,
              .default_value = "2000",

@@ -74,15 +74,16 @@ struct node_core {
   /// not reachable from this node).
   std::function<expected<agent_ref>(const address&)> remote;
 
-  /// The agent that receives envelopes for virtual names (`Kind/id` of the kinds it claimed:
-  /// the placement agent), replaced as a whole so that lookups on other threads read a
-  /// consistent value.
+  /// An agent that receives envelopes for virtual names (`Kind/id` of the kinds it claimed: the
+  /// placement agent, af.cluster.singletons). The set of routers is replaced as a whole so that
+  /// lookups on other threads read a consistent value.
   struct virtual_routing {
     std::string router;          ///< its registered name
     caf::strong_actor_ptr actor; ///< the router's actor
     std::vector<std::string> kinds;
   };
-  /// Claims the virtual kinds for `router` (see context::route_kinds).
+  /// Claims the virtual kinds for `router` (see context::route_kinds); `conflict` when a live
+  /// other router claims one of them.
   status set_virtual_router(virtual_routing r);
   /// Drops the claim when `actor` still holds it (the router stopped).
   void clear_virtual_router(const caf::actor_control_block* actor);
@@ -91,7 +92,7 @@ struct node_core {
 
 private:
   mutable std::shared_mutex routing_mtx_;
-  std::shared_ptr<const virtual_routing> routing_;
+  std::shared_ptr<const std::vector<virtual_routing>> routing_;
   std::mutex crash_log_mtx_;
   double crash_log_tokens_ = 50;
   duration crash_log_refill_{};

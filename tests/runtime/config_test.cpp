@@ -73,7 +73,7 @@ TEST_CASE("config: schema documents every key with its env variable", "[config]"
   auto rows = af::config::schema();
   // 27 + 12 cluster.* transport + 8 membership/placement + 4 raft + 5 execution takeover keys
   // (58 in all) + malloc.arena_max
-  REQUIRE(rows.size() == 59);
+  REQUIRE(rows.size() == 60);
   CHECK(rows.front().key == "node.name");
   CHECK(rows.front().env_var == "AF_NODE_NAME");
   CHECK(rows.front().default_value == "af-node");

@@ -151,7 +151,7 @@ TEST_CASE("a router receives the virtual names it claimed and delegates them", "
   CHECK(other.error().code() == errc::not_found);
   CHECK(other.error().message().find("kind 'other'") != std::string::npos);
 
-  // One router per node; an agent without a router cannot claim kinds.
+  // One router per kind; an agent without a router cannot claim kinds.
   auto second = std::make_shared<claim>(-1);
   REQUIRE(n.spawn<shard_router>("router-2", second));
   CHECK(wait_for(*second) == code_of(errc::conflict));
@@ -205,5 +205,16 @@ TEST_CASE("routed_kinds are claimed when the router is spawned", "[agent][router
   auto r = n.ask<StringValue>("early/9", str("hi"), 10s);
   REQUIRE(r);
   CHECK(r->value() == "hi at backend-0 for backend-0");
+  // Routers of different kinds live side by side (placement and singletons on one node); a
+  // second router for a kind already routed is refused.
+  auto shards = std::make_shared<claim>(-1);
+  REQUIRE(n.spawn<shard_router>("shard-router", shards));
+  CHECK(wait_for(*shards) == 0);
+  auto s = n.ask<StringValue>("shard/2", str("x"), 10s); // to backend-0
+  REQUIRE(s);
+  CHECK(n.ask<StringValue>("early/9", str("hi"), 10s));
+  auto again = std::make_shared<claim>(-1);
+  REQUIRE(n.spawn<shard_router>("shard-router-2", again));
+  CHECK(wait_for(*again) == code_of(errc::conflict));
   n.shutdown();
 }
