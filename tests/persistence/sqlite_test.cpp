@@ -318,7 +318,8 @@ TEST_CASE("sqlite: migrations 4 (commit order) and 5 (stream ids) keep what sche
     raw_db raw{path};
     CHECK(raw.one("SELECT id FROM streams WHERE stream = 'exec/c'") == "3");
     CHECK(raw.rows("SELECT seq, stream_id, version FROM events WHERE seq > 6 ORDER BY seq")
-          == std::vector<std::vector<std::string>>{{"7", "2", "4"}, {"8", "3", "1"}, {"9", "3", "2"}});
+          == std::vector<std::vector<std::string>>{
+              {"7", "2", "4"}, {"8", "3", "1"}, {"9", "3", "2"}});
   }
   // Down to 4: every event under its stream's name again.
   REQUIRE(db->migrate_to(4));
