@@ -586,7 +586,8 @@ bench::run read_raw_sqlite(const std::string& path, const std::string& stream, s
     die("sqlite3_open_v2 failed");
   sqlite3_stmt* st = nullptr;
   const char* sql = "SELECT version, tenant, type, payload, envelope_hash, committed_at FROM events"
-                    " WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3";
+                    " WHERE stream_id = (SELECT id FROM streams WHERE stream = ?1)"
+                    " AND version >= ?2 ORDER BY version LIMIT ?3";
   if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) die("prepare failed");
   bench::run r;
   std::size_t got = 0, bytes = 0;

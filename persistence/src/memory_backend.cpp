@@ -16,12 +16,12 @@ namespace af::store {
 namespace {
 
 // The schema levels of the SQL backends' migrations, emulated: 1 = journal and snapshots,
-// 2 = audit log, 3 = retention, 4 = SQLite's events in commit order (a storage layout: nothing
-// to emulate). Keep in step with persistence/migrations/sqlite/.
+// 2 = audit log, 3 = retention, 4 = SQLite's events in commit order and 5 = its integer stream
+// ids (storage layouts: nothing to emulate). Keep in step with persistence/migrations/sqlite/.
 constexpr int k_journal_schema = 1;
 constexpr int k_audit_schema = 2;
 constexpr int k_retention_schema = 3;
-constexpr int k_latest_schema = 4;
+constexpr int k_latest_schema = 5;
 // The journal's calls use the retention columns (migration 3), as the SQL backends' do.
 constexpr int k_journal_needs = k_retention_schema;
 

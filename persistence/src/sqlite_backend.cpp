@@ -67,7 +67,8 @@ enum class sql : std::size_t {
   job_rollback_to,
   stream_get,
   event_insert,
-  stream_upsert,
+  stream_insert,
+  stream_update,
   read,
   list_all,
   list_all_bounded,
@@ -105,14 +106,15 @@ constexpr std::array<const char*, static_cast<std::size_t>(sql::count_)> k_sql =
     "SAVEPOINT af_job",
     "RELEASE af_job",
     "ROLLBACK TO af_job",
-    "SELECT version, tenant, finished_at, pruned_through FROM streams WHERE stream = ?1",
-    "INSERT INTO events (stream, version, tenant, type, payload, envelope_hash, committed_at)"
+    "SELECT version, tenant, finished_at, pruned_through, id FROM streams WHERE stream = ?1",
+    "INSERT INTO events (stream_id, version, tenant, type, payload, envelope_hash, committed_at)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    "INSERT INTO streams (stream, tenant, version, finished_at) VALUES (?1, ?2, ?3, ?4)"
-    " ON CONFLICT (stream) DO UPDATE SET version = excluded.version,"
-    " finished_at = excluded.finished_at",
+    "INSERT INTO streams (stream, tenant, version, finished_at, id) VALUES (?1, ?2, ?3, ?4,"
+    " (SELECT coalesce(max(id), 0) + 1 FROM streams)) RETURNING id",
+    "UPDATE streams SET version = ?2, finished_at = ?3 WHERE stream = ?1",
     "SELECT version, tenant, type, payload, envelope_hash, committed_at FROM events"
-    " WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3",
+    " WHERE stream_id = (SELECT id FROM streams WHERE stream = ?1) AND version >= ?2"
+    " ORDER BY version LIMIT ?3",
     AF_LIST_SQL("", ""),
     AF_LIST_SQL("", " AND stream < ?3"),
     AF_LIST_SQL(" AND tenant = ?4", ""),
@@ -124,12 +126,13 @@ constexpr std::array<const char*, static_cast<std::size_t>(sql::count_)> k_sql =
     "SELECT tenant, version, type, payload, taken_at FROM snapshots WHERE stream = ?1",
     "SELECT stream FROM streams WHERE finished_at IS NOT NULL AND finished_at <= ?1"
     " ORDER BY finished_at LIMIT ?2",
-    "DELETE FROM events WHERE stream = ?1",
+    "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE stream = ?1)",
     "DELETE FROM snapshots WHERE stream = ?1",
     "DELETE FROM streams WHERE stream = ?1",
     "SELECT s.stream, s.version FROM snapshots AS s JOIN streams AS t ON t.stream = s.stream"
     " WHERE s.taken_at <= ?1 AND s.version > t.pruned_through ORDER BY s.taken_at LIMIT ?2",
-    "DELETE FROM events WHERE stream = ?1 AND version <= ?2",
+    "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE stream = ?1)"
+    " AND version <= ?2",
     "UPDATE streams SET pruned_through = ?2 WHERE stream = ?1",
     "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
     "INSERT INTO audit_log (seq, tenant, ts, actor, action, subject, record, prev_hash, hash)"
@@ -343,6 +346,7 @@ private:
     std::string tenant;
     std::optional<time_point> finished_at;
     std::uint64_t pruned_through = 0;
+    std::int64_t id = 0; ///< the stream's integer id (events.stream_id), when it exists
   };
 
   [[nodiscard]] error fail(std::string_view op, int rc) const {
@@ -378,7 +382,7 @@ private:
   /// other queued job) on this connection when no other connection is committing.
   void submit(hub_job& job);
   void commit_group(std::vector<hub_job*>& jobs);
-  status insert_events(const append_request& r, std::uint64_t first, time_point now);
+  status insert_events(const append_request& r, const stream_state& cur, time_point now);
   status apply_migration(const migration& m, bool up);
 
   std::string path_;
@@ -543,6 +547,7 @@ expected<sqlite_backend::stream_state> sqlite_backend::stream_get(std::string_vi
     st.tenant = q.str(1);
     if (!q.is_null(2)) st.finished_at = time_of(q.i64(2));
     st.pruned_through = q.u64(3);
+    st.id = q.i64(4);
     return st;
   case SQLITE_DONE:
     return st;
@@ -551,14 +556,34 @@ expected<sqlite_backend::stream_state> sqlite_backend::stream_get(std::string_vi
   }
 }
 
-status sqlite_backend::insert_events(const append_request& r, std::uint64_t first, time_point now) {
+status sqlite_backend::insert_events(const append_request& r, const stream_state& cur,
+                                     time_point now) {
+  const auto first = cur.version + 1;
+  const auto last = clamp_i64(first + r.events.size() - 1);
+  auto id = cur.id;
+  if (!cur.exists) {
+    // A new stream: its row first, for the id its events carry.
+    auto add = prepared(sql::stream_insert, "append: add stream");
+    if (!add) return add.error();
+    stmt_use q{*add};
+    q.text(1, r.stream).text(2, r.tenant).integer(3, last);
+    if (r.finish)
+      q.integer(4, ns_of(now));
+    else
+      q.null(4);
+    if (int rc = q.step(); rc != SQLITE_ROW)
+      return fail("append to stream " + r.stream + ": add stream", rc);
+    id = q.i64(0);
+    if (int rc = q.step(); rc != SQLITE_DONE)
+      return fail("append to stream " + r.stream + ": add stream", rc);
+  }
   auto ins = prepared(sql::event_insert, "append: insert event");
   if (!ins) return ins.error();
   for (std::size_t i = 0; i < r.events.size(); ++i) {
     const auto& e = r.events[i];
     const auto v = first + i;
     stmt_use q{*ins};
-    q.text(1, r.stream)
+    q.integer(1, id)
         .integer(2, clamp_i64(v))
         .text(3, r.tenant)
         .text(4, e.type)
@@ -568,14 +593,15 @@ status sqlite_backend::insert_events(const append_request& r, std::uint64_t firs
     if (int rc = q.step(); rc != SQLITE_DONE)
       return fail("append to stream " + r.stream + " version " + std::to_string(v), rc);
   }
-  auto up = prepared(sql::stream_upsert, "append: update stream");
+  if (!cur.exists) return {};
+  auto up = prepared(sql::stream_update, "append: update stream");
   if (!up) return up.error();
   stmt_use q{*up};
-  q.text(1, r.stream).text(2, r.tenant).integer(3, clamp_i64(first + r.events.size() - 1));
+  q.text(1, r.stream).integer(2, last);
   if (r.finish)
-    q.integer(4, ns_of(now));
+    q.integer(3, ns_of(now));
   else
-    q.null(4);
+    q.null(3);
   if (int rc = q.step(); rc != SQLITE_DONE)
     return fail("append to stream " + r.stream + ": update stream version", rc);
   return {};
@@ -593,7 +619,7 @@ expected<append_result> sqlite_backend::append_one(const append_request& r, time
   if (isolate) {
     if (auto st = exec(sql::savepoint, "append: SAVEPOINT"); !st) return st.error();
   }
-  if (auto st = insert_events(r, cur->version + 1, now); !st) {
+  if (auto st = insert_events(r, *cur, now); !st) {
     if (isolate) {
       // Only this request's rows go, unless SQLite already rolled the whole transaction back.
       if (in_transaction()) {

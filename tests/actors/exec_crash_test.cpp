@@ -286,10 +286,11 @@ std::map<std::string, exec_state> read_states(const std::string& db_path) {
   std::map<std::string, exec_state> out;
   if (!fs::exists(db_path)) return out;
   db_reader db{db_path};
-  for (const auto& r : db.rows("SELECT stream, type, count(*) FROM events WHERE stream LIKE "
-                               "'exec/%' AND type IN ('af.v1.ExecutionStarted', "
-                               "'af.v1.ExecutionCompleted', 'af.v1.ExecutionFailed', "
-                               "'af.v1.ExecutionCanceled') GROUP BY stream, type",
+  for (const auto& r : db.rows("SELECT s.stream, e.type, count(*) FROM events AS e JOIN streams AS"
+                               " s ON s.id = e.stream_id WHERE s.stream LIKE 'exec/%' AND e.type IN"
+                               " ('af.v1.ExecutionStarted', 'af.v1.ExecutionCompleted',"
+                               " 'af.v1.ExecutionFailed', 'af.v1.ExecutionCanceled')"
+                               " GROUP BY s.stream, e.type",
                                true)) {
     auto& s = out[r[0].substr(5)];
     const int n = std::stoi(r[2]);
@@ -647,8 +648,9 @@ TEST_CASE("exec: executions of a ledger plan survive SIGKILLs of their node exac
   std::map<std::pair<std::string, std::string>, int> completions;
   std::vector<std::string> not_once;
   int redelivered = 0;
-  for (const auto& r : db.rows("SELECT stream, payload FROM events WHERE stream LIKE 'exec/%' "
-                               "AND type = 'af.v1.StepCompleted'")) {
+  for (const auto& r : db.rows("SELECT s.stream, e.payload FROM events AS e JOIN streams AS s ON"
+                               " s.id = e.stream_id WHERE s.stream LIKE 'exec/%'"
+                               " AND e.type = 'af.v1.StepCompleted'")) {
     af::v1::StepCompleted c;
     REQUIRE(c.ParseFromString(r[1]));
     if (std::find(k_ledger_steps.begin(), k_ledger_steps.end(), c.step_id())

@@ -105,12 +105,13 @@ void migrate_round_trip(const std::string& flag, const std::string& where, int l
 TEST_CASE("af db migrate: up, down to 0 and up again on SQLite", "[cli][db]") {
   af::test::temp_dir dir{"af-db-cli"};
   const auto data = (dir.path() / "data").string();
-  // SQLite's migration 4 stores events in commit order (PostgreSQL has no such step).
-  migrate_round_trip("--data-dir", data, 4);
+  // SQLite's migrations 4 and 5 store events in commit order and give streams integer ids
+  // (PostgreSQL has no such steps).
+  migrate_round_trip("--data-dir", data, 5);
   // The same store through --store (a data directory path).
-  CHECK(status_of("--store", data).at("schema_version") == 4);
+  CHECK(status_of("--store", data).at("schema_version") == 5);
   auto text = af_cmd({"db", "status", "--data-dir", data});
-  CHECK_THAT(text.out, Contains("backend:  sqlite") && Contains("schema:   4 (latest 4)")
+  CHECK_THAT(text.out, Contains("backend:  sqlite") && Contains("schema:   5 (latest 5)")
                            && Contains(" bytes"));
 }
 

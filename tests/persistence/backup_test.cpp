@@ -134,13 +134,13 @@ TEST_CASE("backup: a SQLite backup of a live store restores the journal and audi
   writer.join();
   REQUIRE(writer_error.empty());
   REQUIRE(r.has_value());
-  CHECK(r->schema_version == 4);
+  CHECK(r->schema_version == 5);
   CHECK(r->bytes > 0);
 
   const auto restored_path = (dir.path() / "restored" / "agentflow.db").string();
   auto rr = restore_store(backup_file, data_dir_target((dir.path() / "restored").string()), false);
   REQUIRE(rr.has_value());
-  CHECK(rr->schema_version == 4);
+  CHECK(rr->schema_version == 5);
   CHECK(rr->location == restored_path);
 
   auto src = open_sqlite({.path = src_path});

@@ -109,7 +109,7 @@ TEST_CASE("sqlite: the database file goes where asked in WAL mode with its direc
         == std::vector<std::string>{"audit_log", "events", "schema_migrations", "snapshots",
                                     "streams"});
   auto applied = raw.rows("SELECT version, name, applied_at FROM schema_migrations ORDER BY 1");
-  REQUIRE(applied.size() == 4);
+  REQUIRE(applied.size() == 5);
   CHECK(applied[0][0] == "1");
   CHECK(applied[0][1] == "journal");
   CHECK(applied[1][0] == "2");
@@ -118,6 +118,8 @@ TEST_CASE("sqlite: the database file goes where asked in WAL mode with its direc
   CHECK(applied[2][1] == "retention");
   CHECK(applied[3][0] == "4");
   CHECK(applied[3][1] == "events_append_order");
+  CHECK(applied[4][0] == "5");
+  CHECK(applied[4][1] == "stream_ids");
   CHECK_THAT(applied[0][2], Catch::Matches(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)"));
 }
 
@@ -166,8 +168,9 @@ TEST_CASE("sqlite: rows are plain SQL an operator can read", "[sqlite]") {
   REQUIRE(db->save_snapshot({"exec/7", "acme", 1, "af.v1.S", "snap", t0}));
 
   raw_db raw{path};
-  auto events = raw.rows("SELECT stream, version, tenant, type, typeof(payload), length(payload),"
-                         " hex(envelope_hash), committed_at FROM events ORDER BY version");
+  auto events = raw.rows("SELECT s.stream, e.version, e.tenant, e.type, typeof(e.payload),"
+                         " length(e.payload), hex(e.envelope_hash), e.committed_at FROM events AS e"
+                         " JOIN streams AS s ON s.id = e.stream_id ORDER BY e.version");
   REQUIRE(events.size() == 2);
   std::string hash_hex;
   for (int i = 0; i < 32; ++i)
@@ -185,7 +188,9 @@ TEST_CASE("sqlite: rows are plain SQL an operator can read", "[sqlite]") {
             {"exec/7", "acme", "1", "af.v1.S", "snap", "1700000000000000001"}});
   // A second connection sees an acknowledged append at once: it is committed.
   REQUIRE(db->append_batch(std::vector{req("exec/8", 0, 3)}, t0).at(0));
-  CHECK(raw.one("SELECT count(*) FROM events WHERE stream = 'exec/8'") == "3");
+  CHECK(raw.one("SELECT count(*) FROM events WHERE stream_id ="
+                " (SELECT id FROM streams WHERE stream = 'exec/8')")
+        == "3");
 }
 
 TEST_CASE("sqlite: migrating to 0 leaves only schema_migrations and up again recreates",
@@ -212,7 +217,7 @@ TEST_CASE("sqlite: migrating to 0 leaves only schema_migrations and up again rec
   // Opening migrates the rest of the way.
   db.reset();
   db = must_open({.path = path});
-  CHECK(db->schema_version().value() == 4);
+  CHECK(db->schema_version().value() == 5);
   // Opening with migrate = false leaves the schema alone.
   REQUIRE(db->migrate_to(0));
   db.reset();
@@ -220,21 +225,27 @@ TEST_CASE("sqlite: migrating to 0 leaves only schema_migrations and up again rec
   CHECK(db->schema_version().value() == 0);
 }
 
-TEST_CASE("sqlite: migration 4 stores events in commit order and keeps what schema 3 wrote",
+TEST_CASE("sqlite: migrations 4 (commit order) and 5 (stream ids) keep what schema 3 wrote",
           "[sqlite]") {
   af::test::temp_dir dir{"af-sqlite"};
   const auto path = (dir.path() / "agentflow.db").string();
   auto db = must_open({.path = path});
   REQUIRE(db->migrate_to(3));
-  // Written with the layout of migration 1: clustered by (stream, version), no seq column.
-  REQUIRE(db->append_batch(std::vector{req("exec/b", 0, 3), req("exec/a", 0, 2)}, t0).at(0));
-  REQUIRE(db->append_batch(std::vector{req("exec/a", 2, 1)}, t0).at(0));
-  auto before_a = db->read("exec/a", 1, 100).value();
-  auto before_b = db->read("exec/b", 1, 100).value();
-  REQUIRE(before_a.size() == 3);
   {
+    // Rows as a schema-3 build wrote them: events clustered by (stream, version), no seq.
     raw_db raw{path};
     CHECK(raw.one("SELECT count(*) FROM pragma_table_info('events') WHERE name = 'seq'") == "0");
+    REQUIRE(raw.exec("INSERT INTO streams (stream, tenant, version) VALUES ('exec/b', 't1', 3),"
+                     " ('exec/a', 't2', 3)")
+            == SQLITE_OK);
+    REQUIRE(raw.exec("INSERT INTO events (stream, version, tenant, type, payload, envelope_hash,"
+                     " committed_at) VALUES ('exec/b', 1, 't1', 'T', x'b1', zeroblob(32), 11),"
+                     " ('exec/a', 1, 't2', 'T', x'a1', zeroblob(32), 12),"
+                     " ('exec/b', 2, 't1', 'T', x'b2', zeroblob(32), 13),"
+                     " ('exec/a', 2, 't2', 'T', x'a2', zeroblob(32), 14),"
+                     " ('exec/b', 3, 't1', 'T', x'b3', zeroblob(32), 15),"
+                     " ('exec/a', 3, 't2', 'U', x'a3', randomblob(32), 16)")
+            == SQLITE_OK);
   }
   REQUIRE(db->migrate_to(4));
   {
@@ -247,41 +258,96 @@ TEST_CASE("sqlite: migration 4 stores events in commit order and keeps what sche
                                                    {"4", "exec/b", "1"},
                                                    {"5", "exec/b", "2"},
                                                    {"6", "exec/b", "3"}});
-    CHECK(raw.one("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name ="
-                  " 'events_by_stream' AND sql LIKE '%UNIQUE%'")
-          == "1");
     CHECK(raw.exec("INSERT INTO events (stream, version, tenant, type, payload, envelope_hash,"
                    " committed_at) VALUES ('exec/a', 2, 't1', 't', x'', zeroblob(32), 0)")
           == SQLITE_CONSTRAINT);
   }
-  auto same = [](const std::vector<event_record>& x, const std::vector<event_record>& y) {
-    REQUIRE(x.size() == y.size());
-    for (std::size_t i = 0; i < x.size(); ++i) {
-      CHECK(x[i].stream == y[i].stream);
-      CHECK(x[i].version == y[i].version);
-      CHECK(x[i].tenant == y[i].tenant);
-      CHECK(x[i].type == y[i].type);
-      CHECK(x[i].payload == y[i].payload);
-      CHECK(x[i].envelope_hash == y[i].envelope_hash);
-      CHECK(x[i].committed_at == y[i].committed_at);
-    }
-  };
-  same(db->read("exec/a", 1, 100).value(), before_a);
-  same(db->read("exec/b", 1, 100).value(), before_b);
-  // New appends continue the streams and go after the copied rows.
-  REQUIRE(db->append_batch(std::vector{req("exec/b", 3, 1), req("exec/a", 3, 1)}, t0).at(1));
+  const auto hash_a3 = [&] {
+    raw_db raw{path};
+    return raw.one("SELECT hex(envelope_hash) FROM events WHERE stream = 'exec/a' AND version = 3");
+  }();
+  REQUIRE(db->migrate_to(5));
   {
     raw_db raw{path};
-    CHECK(raw.rows("SELECT seq, stream, version FROM events WHERE seq > 6 ORDER BY seq")
-          == std::vector<std::vector<std::string>>{{"7", "exec/b", "4"}, {"8", "exec/a", "4"}});
+    // Ids in stream order; events keep their seq and name their stream by id.
+    CHECK(raw.rows("SELECT stream, id FROM streams ORDER BY stream")
+          == std::vector<std::vector<std::string>>{{"exec/a", "1"}, {"exec/b", "2"}});
+    CHECK(raw.rows("SELECT seq, stream_id, version, hex(payload), committed_at FROM events"
+                   " ORDER BY seq")
+          == std::vector<std::vector<std::string>>{{"1", "1", "1", "A1", "12"},
+                                                   {"2", "1", "2", "A2", "14"},
+                                                   {"3", "1", "3", "A3", "16"},
+                                                   {"4", "2", "1", "B1", "11"},
+                                                   {"5", "2", "2", "B2", "13"},
+                                                   {"6", "2", "3", "B3", "15"}});
+    CHECK(raw.one("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name ="
+                  " 'events_by_stream' AND sql LIKE '%UNIQUE%(stream_id, version)%'")
+          == "1");
+    CHECK(raw.exec("INSERT INTO events (stream_id, version, tenant, type, payload, envelope_hash,"
+                   " committed_at) VALUES (1, 2, 't1', 't', x'', zeroblob(32), 0)")
+          == SQLITE_CONSTRAINT);
+    CHECK(raw.exec("UPDATE streams SET id = 1 WHERE stream = 'exec/b'") == SQLITE_CONSTRAINT);
   }
-  // Down again: the clustered table with every event.
+  // Reads by name find the events through the id.
+  auto a = db->read("exec/a", 2, 100).value();
+  REQUIRE(a.size() == 2);
+  CHECK(a[0].stream == "exec/a");
+  CHECK(a[0].version == 2);
+  CHECK(a[0].tenant == "t2");
+  CHECK(a[0].payload == "\xa2");
+  CHECK(a[1].type == "U");
+  CHECK(a[1].committed_at == af::time_point{std::chrono::nanoseconds{16}});
+  std::string hex;
+  for (auto byte : a[1].envelope_hash) {
+    constexpr const char* digits = "0123456789ABCDEF";
+    hex += digits[byte >> 4];
+    hex += digits[byte & 15];
+  }
+  CHECK(hex == hash_a3);
+  CHECK(db->read("exec/b", 1, 100).value().size() == 3);
+  CHECK(db->version("exec/b").value() == 3);
+  // Appends continue the streams; a new stream gets the next id; a stale version still conflicts.
+  auto out = db->append_batch(
+      std::vector{req("exec/b", 3, 1), req("exec/c", 0, 2), req("exec/b", 3, 1)}, t0);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0]);
+  CHECK(out[1]);
+  REQUIRE_FALSE(out[2]);
+  CHECK(out[2].error().code() == af::errc::conflict);
+  {
+    raw_db raw{path};
+    CHECK(raw.one("SELECT id FROM streams WHERE stream = 'exec/c'") == "3");
+    CHECK(raw.rows("SELECT seq, stream_id, version FROM events WHERE seq > 6 ORDER BY seq")
+          == std::vector<std::vector<std::string>>{
+              {"7", "2", "4"}, {"8", "3", "1"}, {"9", "3", "2"}});
+  }
+  // Down to 4: every event under its stream's name again.
+  REQUIRE(db->migrate_to(4));
+  {
+    raw_db raw{path};
+    CHECK(raw.rows("SELECT seq, stream, version FROM events WHERE seq > 5 ORDER BY seq")
+          == std::vector<std::vector<std::string>>{{"6", "exec/b", "3"},
+                                                   {"7", "exec/b", "4"},
+                                                   {"8", "exec/c", "1"},
+                                                   {"9", "exec/c", "2"}});
+    CHECK(raw.one("SELECT count(*) FROM pragma_table_info('streams') WHERE name = 'id'") == "0");
+    CHECK(raw.one("SELECT count(*) FROM sqlite_master WHERE name = 'streams_by_id'") == "0");
+  }
+  // Down to 3: the clustered table with every event; and up again to the latest.
   REQUIRE(db->migrate_to(3));
-  CHECK(db->read("exec/a", 1, 100).value().size() == 4);
+  {
+    raw_db raw{path};
+    CHECK(raw.one("SELECT count(*) FROM events") == "9");
+    CHECK(raw.one("SELECT count(*) FROM pragma_table_info('events') WHERE name = 'seq'") == "0");
+    CHECK(raw.one("SELECT count(*) FROM sqlite_master WHERE name = 'events_by_stream'") == "0");
+  }
+  REQUIRE(db->migrate_to(5));
+  CHECK(db->read("exec/a", 1, 100).value().size() == 3);
   CHECK(db->read("exec/b", 1, 100).value().size() == 4);
+  CHECK(db->read("exec/c", 1, 100).value().size() == 2);
+  REQUIRE(db->append_batch(std::vector{req("exec/d", 0, 1)}, t0).at(0));
   raw_db raw{path};
-  CHECK(raw.one("SELECT count(*) FROM pragma_table_info('events') WHERE name = 'seq'") == "0");
-  CHECK(raw.one("SELECT count(*) FROM sqlite_master WHERE name = 'events_by_stream'") == "0");
+  CHECK(raw.one("SELECT id FROM streams WHERE stream = 'exec/d'") == "4");
 }
 
 TEST_CASE("sqlite: connections of one process to one file commit through one writer", "[sqlite]") {
@@ -549,7 +615,8 @@ TEST_CASE("sqlite: a request that fails inside the transaction rolls back only i
     // A trigger stands in for a failure half-way through one request's inserts.
     raw_db raw{path};
     REQUIRE(raw.exec("CREATE TRIGGER fail_third BEFORE INSERT ON events"
-                     " WHEN NEW.stream = 'exec/bad' AND NEW.version = 3"
+                     " WHEN NEW.stream_id = (SELECT id FROM streams WHERE stream = 'exec/bad')"
+                     " AND NEW.version = 3"
                      " BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
             == SQLITE_OK);
   }
@@ -562,7 +629,8 @@ TEST_CASE("sqlite: a request that fails inside the transaction rolls back only i
                                            && Catch::Contains("injected failure"));
   CHECK(out[2]);
   raw_db raw{path};
-  CHECK(raw.one("SELECT count(*) FROM events WHERE stream = 'exec/bad'") == "0");
+  CHECK(raw.one("SELECT count(*) FROM events WHERE stream_id NOT IN (SELECT id FROM streams)")
+        == "0");
   CHECK(raw.one("SELECT count(*) FROM streams WHERE stream = 'exec/bad'") == "0");
   CHECK(raw.one("SELECT count(*) FROM events") == "3");
 }
