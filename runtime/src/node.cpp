@@ -7,6 +7,7 @@
 #include "af/v1/supervision.pb.h"
 #include "agent_host.hpp"
 #include "caf_glue.hpp"
+#include "caf_scheduler.hpp"
 #include "exit_reason.hpp"
 #include "supervisor_actor.hpp"
 #include "transport.hpp"
@@ -239,6 +240,7 @@ expected<std::unique_ptr<node>> node::start(options opt) {
          static_cast<std::size_t>(cfg.get_int("scheduler.idle_polls")));
   cc.set("work-stealing.moderate-sleep-duration",
          caf::timespan{std::chrono::microseconds(cfg.get_int("scheduler.idle_poll_sleep_us"))});
+  if (cfg.get_string("scheduler.policy") == "stealing") detail::use_work_stealing_scheduler(cc);
   cc.set("middleman.workers", static_cast<std::size_t>(0));
   cc.load<caf::io::middleman>();
   cc.add_message_type<envelope>("af.envelope");
