@@ -48,6 +48,58 @@ audit_row make_audit_row(const v1::AuditRecord& record, const sha256_digest& pre
   return row;
 }
 
+audit_row make_audit_row(const v1::AuditRecord& record, std::uint64_t seq, std::string_view tenant,
+                         time_point ts, const sha256_digest& prev_hash) {
+  const auto ts_ns = static_cast<std::int64_t>(ts.time_since_epoch().count());
+  if (record.seq() != 0 || !record.tenant().empty() || record.ts_ns() != 0) {
+    v1::AuditRecord r = record; // the writer replaces what the sender set there
+    r.set_seq(seq);
+    r.set_tenant(std::string{tenant});
+    r.set_ts_ns(ts_ns);
+    return make_audit_row(r, prev_hash);
+  }
+  // Deterministic serialization writes fields in number order: seq (1), tenant (2) and ts_ns (3)
+  // first, then the record's other fields, which are the bytes of `record` itself (its fields 1-3
+  // are unset, so it writes none of them). Proto3 writes no field that holds its default.
+  using google::protobuf::io::CodedOutputStream;
+  const auto ts_bits = static_cast<std::uint64_t>(ts_ns);
+  std::size_t head = 0;
+  if (seq != 0) head += 1 + CodedOutputStream::VarintSize64(seq);
+  if (!tenant.empty()) head += 1 + CodedOutputStream::VarintSize64(tenant.size()) + tenant.size();
+  if (ts_bits != 0) head += 1 + CodedOutputStream::VarintSize64(ts_bits);
+  const auto body = record.ByteSizeLong();
+  audit_row row;
+  row.seq = seq;
+  row.tenant = tenant;
+  row.ts = time_point{std::chrono::nanoseconds{ts_ns}};
+  row.actor = record.actor();
+  row.action = record.action();
+  row.subject = record.subject();
+  row.record.resize(head + body);
+  auto* p = reinterpret_cast<std::uint8_t*>(row.record.data());
+  if (seq != 0) {
+    p = CodedOutputStream::WriteTagToArray(1 << 3, p);
+    p = CodedOutputStream::WriteVarint64ToArray(seq, p);
+  }
+  if (!tenant.empty()) {
+    p = CodedOutputStream::WriteTagToArray((2 << 3) | 2, p);
+    p = CodedOutputStream::WriteVarint64ToArray(tenant.size(), p);
+    p = std::copy(tenant.begin(), tenant.end(), p);
+  }
+  if (ts_bits != 0) {
+    p = CodedOutputStream::WriteTagToArray(3 << 3, p);
+    p = CodedOutputStream::WriteVarint64ToArray(ts_bits, p);
+  }
+  google::protobuf::io::EpsCopyOutputStream stream{p, static_cast<int>(body),
+                                                   /*deterministic=*/true};
+  auto* end = record._InternalSerialize(p, &stream);
+  row.record.resize(
+      static_cast<std::size_t>(end - reinterpret_cast<std::uint8_t*>(row.record.data())));
+  row.prev_hash = prev_hash;
+  row.hash = chain_hash(prev_hash, row.record);
+  return row;
+}
+
 std::string_view to_string(chain_fault f) noexcept {
   switch (f) {
   case chain_fault::none:

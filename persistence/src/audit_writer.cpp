@@ -44,15 +44,22 @@ public:
       if (m.action().empty())
         return reply.fail(validation_error("audit append: more.action must not be empty"));
     retry_->on_first_attempt();
+    // The records stay in the message (not copied: a copy cost a dozen allocations each), which
+    // the waiting records keep alive until they are committed or dropped.
+    std::shared_ptr<const void> keep;
+    if (const auto* e = ctx.current(); e != nullptr && e->fields().payload.get() == &r)
+      keep = e->fields().payload;
+    else
+      keep = std::make_shared<const v1::AuditAppend>(r);
+    const auto& msg = *static_cast<const v1::AuditAppend*>(keep.get());
     // The reply goes with the last record: it is committed last.
     auto take = [&](const v1::AuditRecord& rec, bool last) {
-      waiting w{rec, last ? std::optional{std::move(reply)} : std::nullopt};
-      w.record.set_tenant(ctx.tenant());
-      pending_.push_back(std::move(w));
+      pending_.push_back(
+          {&rec, keep, ctx.tenant(), last ? std::optional{std::move(reply)} : std::nullopt});
     };
-    take(r.record(), r.more().empty());
-    for (int i = 0; i < r.more_size(); ++i)
-      take(r.more(i), i + 1 == r.more_size());
+    take(msg.record(), msg.more().empty());
+    for (int i = 0; i < msg.more_size(); ++i)
+      take(msg.more(i), i + 1 == msg.more_size());
     // The flush arrives after every message already in the mailbox: all of them join the batch.
     if (!flush_scheduled_) {
       flush_scheduled_ = true;
@@ -79,15 +86,13 @@ public:
       if (!head_ && !read_head(ctx)) return; // read_head failed every pending append
       if (in_doubt_ && acknowledge_landed()) continue;
       auto n = std::min(pending_.size(), std::max<std::size_t>(opts_.max_batch, 1));
-      const auto ts = ctx.now().time_since_epoch().count();
+      const auto ts = ctx.now();
       std::vector<audit_row> rows;
       rows.reserve(n);
       auto prev = head_->hash;
       for (std::size_t i = 0; i < n; ++i) {
-        auto& rec = pending_[i].record;
-        rec.set_seq(head_->seq + 1 + i);
-        rec.set_ts_ns(ts);
-        rows.push_back(make_audit_row(rec, prev));
+        const auto& w = pending_[i];
+        rows.push_back(make_audit_row(*w.record, head_->seq + 1 + i, w.tenant, ts, prev));
         prev = rows.back().hash;
       }
       auto st = link_.db()->audit_append(rows);
@@ -143,7 +148,8 @@ public:
   void on_stop(context& ctx) override {
     // Records taken in but not yet flushed (their flush message queues behind the stop) are
     // committed now: a node stopping right after an execution ended keeps the records of it.
-    if (!pending_.empty() && !backing_off_ && link_.db() != nullptr) on_flush(ctx, v1::AuditFlush{});
+    if (!pending_.empty() && !backing_off_ && link_.db() != nullptr)
+      on_flush(ctx, v1::AuditFlush{});
     drop(ctx, pending_.size(), error{errc::transient, "audit writer stopped before commit"});
   }
 
@@ -152,9 +158,10 @@ public:
   void drop(context& ctx, std::size_t n, const error& e) {
     if (n == 0) return;
     for (std::size_t i = 0; i < n; ++i) {
-      const auto& rec = pending_[i].record;
-      ctx.log().error("audit_record_dropped", "audit record not written: " + e.to_string(),
-                      {{"action", rec.action()}, {"subject", rec.subject()}, {"actor", rec.actor()}});
+      const auto& rec = *pending_[i].record;
+      ctx.log().error(
+          "audit_record_dropped", "audit record not written: " + e.to_string(),
+          {{"action", rec.action()}, {"subject", rec.subject()}, {"actor", rec.actor()}});
       if (pending_[i].reply) pending_[i].reply->fail(e);
     }
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
@@ -162,7 +169,9 @@ public:
 
 private:
   struct waiting {
-    v1::AuditRecord record;
+    const v1::AuditRecord* record;                     ///< in the message `keep` holds
+    std::shared_ptr<const void> keep;                  ///< the AuditAppend it came in
+    std::string tenant;                                ///< the request's tenant
     std::optional<responder<v1::AuditAppended>> reply; ///< the last record of an append only
     std::uint32_t attempt = 1;
   };

@@ -26,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <system_error>
+#include <thread>
 
 namespace af::store {
 
@@ -269,6 +270,7 @@ struct hub_job {
   /// May wait (up to k_piggyback_wait) for another connection's next commit to carry it.
   bool piggyback = false;
   bool done = false;
+  std::thread::id from; ///< the submitting thread
 };
 
 /// Group commit across the connections of one process to one database file (with the same
@@ -276,12 +278,18 @@ struct hub_job {
 /// at a time. Instead of contending for the lock (the loser sleeps in the busy handler, 1 ms and
 /// up) and paying one sync each, a writer queues its job here; whoever finds no commit in
 /// progress commits every queued job in one transaction, with one sync, and wakes the others.
-/// Audit jobs piggyback: arriving during a journal commit, they wait (briefly) for the next one.
+/// Audit jobs piggyback: arriving during a journal commit, or between two (the journal's last
+/// commit carried appends), they wait (briefly) for the next one.
 struct commit_hub {
   std::mutex m;
   std::condition_variable cv;
   std::vector<hub_job*> queue;
   bool busy = false;
+  /// The last commit carried a job that does not piggyback (a journal append), submitted by
+  /// `carrier`: more are likely to follow from that thread, also while no commit is in progress
+  /// (the journal holding its next batch).
+  bool carrier_active = false;
+  std::thread::id carrier;
 
   /// The hub of a file and setting, shared by every connection of this process to it.
   static std::shared_ptr<commit_hub> of(const std::string& path, const std::string& synchronous) {
@@ -507,10 +515,9 @@ expected<std::unique_ptr<backend>> sqlite_backend::open(const sqlite_options& in
   auto b = std::make_unique<sqlite_backend>(opts.path);
   b->hub_ = commit_hub::of(opts.path, opts.synchronous);
   sqlite3* raw = nullptr;
-  int rc =
-      sqlite3_open_v2(opts.path.c_str(), &raw,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                      sqlite_wal_vfs_name()); // WAL writes gathered (sqlite_wal_vfs.cpp)
+  int rc = sqlite3_open_v2(opts.path.c_str(), &raw,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           sqlite_wal_vfs_name()); // WAL writes gathered (sqlite_wal_vfs.cpp)
   b->db_.reset(raw);
   if (rc != SQLITE_OK) {
     std::string msg = raw != nullptr ? sqlite3_errmsg(raw) : sqlite3_errstr(rc);
@@ -953,12 +960,17 @@ status sqlite_backend::audit_append(std::span<const audit_row> rows) {
 void sqlite_backend::submit(hub_job& job) {
   std::unique_lock lock{hub_->m};
   hub_->queue.push_back(&job);
-  if (job.piggyback && hub_->busy) {
-    // Another connection is committing, and more of its commits are likely to follow (the
-    // journal under load commits back to back): let one of them carry this job rather than
-    // commit it alone after the current one, with a sync of its own. The audit writer's callers
-    // do not wait for its acknowledgement; appenders wait for the journal's. When nothing else
-    // is committing (a quiet node, a single thread), the job is committed at once.
+  job.from = std::this_thread::get_id();
+  // A carrier on this very thread cannot commit while this one waits (one thread writing the
+  // journal and the audit chain in turn, as the benchmarks' store replay does).
+  if (job.piggyback && (hub_->busy || (hub_->carrier_active && hub_->carrier != job.from))) {
+    // Another connection is committing, or committed appends last and is likely to commit
+    // again soon (the journal under load commits back to back, and between two commits holds
+    // for its appenders' next appends): let one of its commits carry this job rather than
+    // commit it alone, with a sync of its own that the journal's next commit would wait for.
+    // The audit writer's callers do not wait for its acknowledgement; appenders wait for the
+    // journal's. When nothing else has committed since the last job that waited in vain (a
+    // quiet node, a single thread), the job is committed at once.
     hub_->cv.wait_for(lock, k_piggyback_wait, [&] { return job.done; });
   }
   while (!job.done) {
@@ -972,6 +984,12 @@ void sqlite_backend::submit(hub_job& job) {
     lock.unlock();
     commit_group(jobs);
     lock.lock();
+    hub_->carrier_active = false;
+    for (const auto* j : jobs)
+      if (!j->piggyback) {
+        hub_->carrier_active = true;
+        hub_->carrier = j->from;
+      }
     for (auto* j : jobs)
       j->done = true;
     hub_->busy = false;

@@ -135,8 +135,10 @@ private:
                                ///< had already ended when this executor loaded it
   std::int64_t last_commit_ns_ = 0; ///< commit time of the last event loaded from the journal
   v1::AuditAppend audit_;           ///< records not yet sent (see audit)
-  std::string told_saga_state_;     ///< the saga state af.exec was last told (notify)
-  bool audit_held_ = false;         ///< committed() is running: its records go together
+  /// The last message told to af.audit, kept until the next one (see send_audit).
+  std::shared_ptr<const v1::AuditAppend> audit_sent_;
+  std::string told_saga_state_; ///< the saga state af.exec was last told (notify)
+  bool audit_held_ = false;     ///< committed() is running: its records go together
 };
 
 } // namespace af::plan

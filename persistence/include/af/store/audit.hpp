@@ -57,6 +57,12 @@ struct audit_options {
 [[nodiscard]] audit_row make_audit_row(const v1::AuditRecord& record,
                                        const sha256_digest& prev_hash);
 
+/// The same row as for a copy of `record` with `seq`, `tenant` and `ts` set, without the copy
+/// when the sender left those three fields unset (as the writer's callers do).
+[[nodiscard]] audit_row make_audit_row(const v1::AuditRecord& record, std::uint64_t seq,
+                                       std::string_view tenant, time_point ts,
+                                       const sha256_digest& prev_hash);
+
 /// What is wrong with the chain at first_bad_seq.
 enum class chain_fault {
   none,
