@@ -50,6 +50,25 @@ expected<std::vector<std::string>> raft_members(const config& cfg) {
   return out;
 }
 
+/// The lease timings of cluster.exec.* (execution and singleton leases).
+struct lease_timing {
+  duration ttl{}, margin{}, renew_every{}, ask_timeout{};
+};
+
+lease_timing lease_timing_of(const config& cfg) {
+  lease_timing t;
+  t.ttl = ms(cfg, "cluster.exec.lease_ttl_ms");
+  t.margin = cfg.get_int("cluster.exec.margin_ms") > 0 ? duration{ms(cfg, "cluster.exec.margin_ms")}
+                                                       : t.ttl / 5;
+  t.renew_every = cfg.get_int("cluster.exec.renew_ms") > 0
+                      ? duration{ms(cfg, "cluster.exec.renew_ms")}
+                      : (t.ttl - t.margin) / 3;
+  // A request to Raft may wait for an election; a renewal must still come back before the
+  // next one is due.
+  t.ask_timeout = std::min<duration>(t.renew_every, std::chrono::seconds(5));
+  return t;
+}
+
 } // namespace
 
 expected<plan::exec_ownership> exec_ownership_from(const config& cfg) {
@@ -64,16 +83,12 @@ expected<plan::exec_ownership> exec_ownership_from(const config& cfg) {
     return o;
   o.enabled = true;
   o.owner = cfg.get_string("node.name");
-  o.lease_ttl = ms(cfg, "cluster.exec.lease_ttl_ms");
-  o.margin = cfg.get_int("cluster.exec.margin_ms") > 0 ? duration{ms(cfg, "cluster.exec.margin_ms")}
-                                                       : o.lease_ttl / 5;
-  o.renew_every = cfg.get_int("cluster.exec.renew_ms") > 0
-                      ? duration{ms(cfg, "cluster.exec.renew_ms")}
-                      : (o.lease_ttl - o.margin) / 3;
+  const auto t = lease_timing_of(cfg);
+  o.lease_ttl = t.ttl;
+  o.margin = t.margin;
+  o.renew_every = t.renew_every;
+  o.ask_timeout = t.ask_timeout;
   o.scan_every = ms(cfg, "cluster.exec.scan_ms");
-  // A request to Raft may wait for an election; a renewal must still come back before the
-  // next one is due.
-  o.ask_timeout = std::min<duration>(o.renew_every, std::chrono::seconds(5));
   if (auto st = plan::validate(o); !st)
     return validation_error("cluster.exec (" + cfg.origin("cluster.exec.lease_ttl_ms")
                             + "): " + st.error().message());
@@ -105,13 +120,11 @@ expected<std::optional<sup::child_spec>> singletons_service(const config& cfg,
     return validation_error(where + " needs cluster.raft.members: a singleton's lease is kept "
                                     "by the Raft group");
   so.owner = cfg.get_string("node.name");
-  so.lease_ttl = ms(cfg, "cluster.exec.lease_ttl_ms");
-  so.margin = cfg.get_int("cluster.exec.margin_ms") > 0 ? duration{ms(cfg, "cluster.exec.margin_ms")}
-                                                        : so.lease_ttl / 5;
-  so.renew_every = cfg.get_int("cluster.exec.renew_ms") > 0
-                       ? duration{ms(cfg, "cluster.exec.renew_ms")}
-                       : (so.lease_ttl - so.margin) / 3;
-  so.ask_timeout = std::min<duration>(so.renew_every, std::chrono::seconds(5));
+  const auto t = lease_timing_of(cfg);
+  so.lease_ttl = t.ttl;
+  so.margin = t.margin;
+  so.renew_every = t.renew_every;
+  so.ask_timeout = t.ask_timeout;
   if (auto st = cluster::validate(so); !st) return validation_error(where + ": " + st.error().message());
   return std::optional{cluster::singletons_child(std::move(so))};
 }

@@ -15,6 +15,8 @@
 #include "lease_stand_in.hpp"
 #include "support/temp_dir.hpp"
 
+#include "sqlite_count.hpp"
+
 #include <catch2/catch.hpp>
 #include <sqlite3.h>
 
@@ -26,6 +28,7 @@
 #include <thread>
 
 using namespace af;
+using af::test::count_rows;
 using af::test::lease_table;
 using af::test::lease_stand_in;
 using namespace std::chrono_literals;
@@ -391,18 +394,6 @@ v1::ExecHandoverResult handover(owning_node& n) {
   auto r = n.n->ask<v1::ExecHandoverResult>(plan::k_exec_agent, v1::ExecHandover{}, 10s);
   if (!r) FAIL(r.error().to_string() << "\n" << n.exec_log());
   return *r;
-}
-
-std::int64_t count_rows(const std::string& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
-  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
-  auto v = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_close(h);
-  return v;
 }
 
 std::size_t count_lines(const std::vector<std::string>& v, const std::string& needle) {

@@ -14,6 +14,8 @@
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
 
+#include "sqlite_count.hpp"
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
@@ -24,6 +26,7 @@
 #include <thread>
 
 using namespace af;
+using af::test::count_rows;
 using namespace std::chrono_literals;
 
 namespace {
@@ -105,18 +108,6 @@ v1::PlanIR compile(const std::string& yaml) {
   auto p = plan::compile_text(yaml, "test.yaml");
   if (!p) FAIL(p.error().to_string());
   return *p;
-}
-
-std::int64_t count_rows(const std::string& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
-  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
-  auto v = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_close(h);
-  return v;
 }
 
 const char* k_fanout = R"(

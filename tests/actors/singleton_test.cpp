@@ -124,7 +124,7 @@ TEST_CASE("singletons: one node runs it, the virtual name reaches it, renewals k
   CHECK_THAT(unknown.error().message(), Catch::Contains("registered: leader"));
 }
 
-TEST_CASE("singletons: without renewals it stops before its lease can expire; another node "
+TEST_CASE("singletons: without renewals it stops before its lease can expire - another node "
           "starts it once the lease expired",
           "[cluster][singleton]") {
   auto table = std::make_shared<lease_table>();
@@ -150,7 +150,7 @@ TEST_CASE("singletons: without renewals it stops before its lease can expire; an
         == 1);
 }
 
-TEST_CASE("singletons: a handover stops it and releases the lease; the other node takes it at "
+TEST_CASE("singletons: a handover stops it and releases the lease - the other node takes it at "
           "its next tick",
           "[cluster][singleton]") {
   auto table = std::make_shared<lease_table>();
