@@ -135,11 +135,7 @@ done
 
 # ---- graceful leave: a node stopped with SIGTERM is `left` (not dead) in the others' views ----
 step="graceful leave"
-kill -TERM "${pids[n3]}"
-rc=0
-wait "${pids[n3]}" || rc=$?
-unset 'pids[n3]'
-((rc == 0)) || fail "node n3 exited $rc on SIGTERM"
+stop_nodes n3
 for n in n1 n2; do
   [[ $(state_of "$n" n3) == left ]] || fail "$n sees n3 as $(state_of "$n" n3) right after its SIGTERM, not left"
 done
@@ -147,14 +143,6 @@ grep -q '"event":"swim_left"' "$tmp/n3.err" || fail "n3 did not log swim_left"
 
 # ---- clean stop -------------------------------------------------------------------------------
 step="SIGTERM"
-for n in n1 n2; do
-  kill -TERM "${pids[$n]}"
-done
-for n in n1 n2; do
-  rc=0
-  wait "${pids[$n]}" || rc=$?
-  unset "pids[$n]"
-  ((rc == 0)) || fail "node $n exited $rc on SIGTERM"
-done
+stop_nodes n1 n2
 step="done"
 echo "cluster e2e: ok"

@@ -9,7 +9,7 @@
 # E2E_LOG_LINES (log lines printed per file on failure, default 30), E2E_LOG_SKIP (a grep -E
 # pattern of log lines left out on failure, default none).
 # Provides: tmp, pids (node name -> pid), step (what the script is doing, printed on failure),
-# fail, wait_until, json_get, now_ms, start_node, ctl, cport, kill9.
+# fail, wait_until, json_get, now_ms, start_node, ctl, cport, reap_node, stop_nodes, kill9.
 
 e2e_init() {
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/af-$1-e2e.XXXXXX")
@@ -88,6 +88,19 @@ start_node() {
 
 ctl() { json_get "$tmp/$1.json" 'j["listen_port"]'; }   # ctl NAME: its control port
 cport() { json_get "$tmp/$1.json" 'j["cluster_port"]'; } # cport NAME: its cluster port
+
+reap_node() { # reap_node NAME: waits for node NAME to exit; it must exit 0 (a clean stop)
+  local rc=0
+  wait "${pids[$1]}" || rc=$?
+  unset "pids[$1]"
+  ((rc == 0)) || fail "node $1 exited $rc on SIGTERM"
+}
+
+stop_nodes() { # stop_nodes NAME...: SIGTERM to each node, then each must exit 0
+  local n
+  for n in "$@"; do kill -TERM "${pids[$n]}"; done
+  for n in "$@"; do reap_node "$n"; done
+}
 
 kill9() { # kill9 NAME: kill -9 of node NAME, reaped
   kill -KILL "${pids[$1]}"

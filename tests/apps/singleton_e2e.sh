@@ -70,10 +70,7 @@ for n in n1 n2 n3; do [[ $n == "$first" ]] || others+=("$n"); done
 started_elsewhere() { cat "$tmp/${others[0]}.err" "$tmp/${others[1]}.err" | grep -q '"event":"singleton_started"'; }
 kill -TERM "${pids[$first]}"
 wait_until 10 started_elsewhere || fail "no other node started the singleton 10 s after $first's SIGTERM"
-rc=0
-wait "${pids[$first]}" || rc=$?
-unset "pids[$first]"
-((rc == 0)) || fail "$first exited $rc on SIGTERM"
+reap_node "$first"
 grep -q '"event":"singleton_stopped"' "$tmp/$first.err" || fail "$first logged no singleton_stopped"
 moved() { local r; r=$(runner "${others[@]}") && [[ $r != "$first" ]]; }
 wait_until 10 moved || fail "the survivors do not agree on the new runner: $(status "${others[0]}"), $(status "${others[1]}")"
@@ -108,12 +105,6 @@ wait_until 30 moved_again || fail "no survivor runs the singleton 30 s after kil
 echo "kill -9 of $second: the singleton runs on $(runner "${survivors[@]}") after $(($(now_ms) - t_kill)) ms"
 
 step="SIGTERM"
-for n in "${!pids[@]}"; do kill -TERM "${pids[$n]}"; done
-for n in "${!pids[@]}"; do
-  rc=0
-  wait "${pids[$n]}" || rc=$?
-  unset "pids[$n]"
-  ((rc == 0)) || fail "node $n exited $rc on SIGTERM"
-done
+stop_nodes "${!pids[@]}"
 step="done"
 echo "singleton e2e: ok ($((SECONDS - t_start)) s)"

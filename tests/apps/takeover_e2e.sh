@@ -243,10 +243,7 @@ t_term=$(now_ms)
 kill -TERM "${pids[$victim]}"
 wait_until 15 handed_over || fail "the others did not take all $GRACEFUL executions over from $victim"
 took_ms=$(($(now_ms) - t_term))
-rc=0
-wait "${pids[$victim]}" || rc=$?
-unset "pids[$victim]"
-((rc == 0)) || fail "$victim exited $rc on SIGTERM"
+reap_node "$victim"
 handover=$(grep '"event":"exec_handover"' "$tmp/$victim.err" | tail -n 1)
 [[ -n $handover ]] || fail "$victim logged no exec_handover"
 released=$(python3 -c 'import json, sys; j = json.loads(sys.argv[1]); print(j["stopped"], j["released"], j["release_failed"], j["still_running"])' "$(sed 's/^[^{]*//' <<<"$handover")")
@@ -279,14 +276,6 @@ done
 
 # ---- clean stop ---------------------------------------------------------------------------------
 step="SIGTERM"
-for n in "${!pids[@]}"; do
-  kill -TERM "${pids[$n]}"
-done
-for n in "${!pids[@]}"; do
-  rc=0
-  wait "${pids[$n]}" || rc=$?
-  unset "pids[$n]"
-  ((rc == 0)) || fail "node $n exited $rc on SIGTERM"
-done
+stop_nodes "${!pids[@]}"
 step="done"
 echo "takeover e2e: ok ($((SECONDS - t_start)) s)"
