@@ -403,11 +403,12 @@ TEST_CASE("sqlite: an audit write between two journal commits rides in the next 
   // next appends in between): an audit batch arriving in that gap waits for the next journal
   // commit to carry it instead of committing alone, with a sync of its own that the journal's
   // next commit would wait for. A commit alone takes well under a millisecond here
-  // (synchronous=OFF); the wait lasts up to 10 ms, so 3 ms after it started the audit write is
-  // still waiting, unless this thread overslept its 3 ms by more than 7 (a loaded machine):
-  // such an attempt is tried again.
+  // (synchronous=OFF); the wait lasts up to 10 ms, so 1 ms after it started the audit write is
+  // still waiting, unless this thread overslept its 1 ms by more than 9 (a loaded machine, as
+  // a full CI run under ASan: 5 attempts of a 3 ms sleep all overslept once): such an attempt
+  // is tried again.
   bool waited = false;
-  for (int attempt = 0; attempt < 5 && !waited; ++attempt) {
+  for (int attempt = 0; attempt < 20 && !waited; ++attempt) {
     af::test::temp_dir dir{"af-sqlite"};
     const auto path = (dir.path() / "agentflow.db").string();
     auto journal = must_open({.path = path, .synchronous = "OFF"});
@@ -423,7 +424,7 @@ TEST_CASE("sqlite: an audit write between two journal commits rides in the next 
       audited = audit->audit_append(std::span{&row, 1});
       audit_done = true;
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
     waited = !audit_done.load();
     std::thread j2(
         [&] { REQUIRE(journal->append_batch(std::vector{req("exec/a", 1, 1)}, t0).at(0)); });
