@@ -1,10 +1,13 @@
 // The journal agent: group commit of appends, reads, stream listing and snapshots, over one
-// backend, on a thread of its own.
+// backend. The agent runs on the scheduler; a blocking backend's calls run on a thread of their
+// own (backend_thread.hpp), one at a time, in the order the agent made them.
 #include "af/store/journal.hpp"
 
 #include "af/agent.hpp"
 #include "af/metrics.hpp"
+#include "af/node.hpp"
 #include "af/v1/store.pb.h"
+#include "backend_thread.hpp"
 #include "store_link.hpp"
 
 #include <algorithm>
@@ -44,6 +47,7 @@ public:
     h.kind("af.journal")
         .on(&journal_agent::on_append)
         .on(&journal_agent::on_flush)
+        .on(&journal_agent::on_backend_done)
         .on(&journal_agent::on_reopen)
         .on(&journal_agent::on_retry)
         .on(&journal_agent::on_compact)
@@ -74,6 +78,11 @@ public:
     if (auto c = m.counter("af_journal_compacted_events_total", "Events deleted by retention"))
       compacted_events_ = *c;
     retry_.emplace("journal", opts_.retry, ctx.clock(), ctx.rng(), ctx.log(), &ctx.metrics());
+    if (opts_.blocking) {
+      auto* node = &ctx.this_node();
+      worker_ = std::make_unique<detail::backend_thread>(
+          "af.journal.db", [node, self = ctx.self_ref()] { node->tell(self, v1::JournalBackendDone{}); });
+    }
     open(ctx);
     if (opts_.retention > duration::zero())
       ctx.schedule(opts_.compact_interval, v1::JournalCompact{});
@@ -102,6 +111,7 @@ public:
     retry_->on_first_attempt();
     const bool was_awaited = awaited_.erase(req.stream) > 0;
     pending_.push_back({std::move(req), std::move(reply), 1});
+    if (committing_) return; // the commit in flight flushes what is pending when it is done
     if (holding_) {
       // Every stream of the last commit is back: commit now rather than at the hold's end.
       if (was_awaited && awaited_.empty()) {
@@ -147,61 +157,116 @@ public:
       holding_ = false;                                  // its time is up: commit what is there
     } else {
       flush_scheduled_ = false;
+      if (committing_) return;
       if (holding_ || hold(ctx)) return; // the hold commits when it ends
     }
+    if (committing_) return; // the commit in flight flushes what is pending when it is done
     awaited_.clear();
-    while (!pending_.empty()) {
+    // On the scheduler's thread (the memory store) each commit completes at once and the loop
+    // takes the next; with a backend thread the first one is in flight when it returns.
+    while (!pending_.empty() && !committing_) {
       if (link_.db() == nullptr) {
         for (auto& p : pending_)
           p.reply.fail(unavailable());
         pending_.clear();
         return;
       }
-      auto n = std::min(pending_.size(), opts_.max_batch);
-      std::vector<append_request> batch;
-      batch.reserve(n);
-      for (std::size_t i = 0; i < n; ++i)
-        batch.push_back(std::move(pending_[i].req)); // moved back below if it is retried
-      auto t0 = ctx.monotonic();
-      auto results = link_.db()->append_batch(batch, ctx.now());
-      last_commit_ = ctx.monotonic() - t0;
-      append_seconds_.observe(std::chrono::duration<double>(last_commit_).count());
-      batch_size_.observe(static_cast<double>(n));
-      for (std::size_t i = 0; i < n; ++i) {
-        auto& r = results[i];
-        auto& reply = pending_[i].reply;
-        if (r) {
-          if (!batch[i].finish) awaited_.insert(batch[i].stream);
-          v1::AppendResult out;
-          out.set_first_version(r->first_version);
-          out.set_last_version(r->last_version);
-          out.set_committed_at_ns(ns_of(r->committed_at));
-          reply.reply(std::move(out));
-          continue;
-        }
-        if (r.error().code() == errc::conflict) {
-          conflicts_.inc();
-          reply.fail(r.error());
-          continue;
-        }
-        store_error(ctx, r.error());
-        auto& w = pending_[i];
-        if (w.req.expected_version == k_any_version) {
-          reply.fail(r.error());
-          continue;
-        }
-        auto d = retry_->next(r.error(), w.attempt);
-        if (!d.retry()) {
-          reply.fail(retry_->give_up_error(d, r.error()));
-          continue;
-        }
-        ++w.attempt;
-        w.req = std::move(batch[i]); // append_batch left it as it was
-        retrying_.push_back({std::move(w), ctx.monotonic() + d.delay});
-        ctx.schedule(d.delay, v1::JournalRetry{});
-      }
-      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+      commit(ctx);
     }
+  }
+
+  /// Results of the backend thread's calls, in the order they were made.
+  void on_backend_done(context& ctx, const v1::JournalBackendDone&) {
+    if (worker_) worker_->run_done(ctx);
+  }
+
+  /// Runs `work(backend&)` on the backend thread (else right here) and `then(ctx, result)` back
+  /// on the agent. The backend is open (callers check link_.db()) and stays open.
+  template <class Work, class Then>
+  void call(context& ctx, Work work, Then then) {
+    auto* db = link_.db();
+    if (!worker_) {
+      then(ctx, work(*db));
+      return;
+    }
+    worker_->post([db, work = std::move(work), then = std::move(then)]() mutable {
+      auto r = std::make_shared<decltype(work(*db))>(work(*db));
+      return detail::backend_thread::completion{
+          [then = std::move(then), r](context& c) mutable { then(c, std::move(*r)); }};
+    });
+  }
+
+  struct commit_outcome {
+    std::vector<expected<append_result>> results;
+    std::vector<append_request> batch; ///< back from the call, for retries
+    duration took{};
+  };
+
+  /// One transaction of the first (up to max_batch) pending appends.
+  void commit(context& ctx) {
+    const auto n = std::min(pending_.size(), opts_.max_batch);
+    std::vector<append_request> batch;
+    batch.reserve(n);
+    for (std::size_t i = 0; i < n; ++i)
+      batch.push_back(std::move(pending_[i].req)); // moved back below if it is retried
+    committing_ = true;
+    call(
+        ctx,
+        [batch = std::move(batch), now = ctx.now(), clk = &ctx.clock()](backend& db) mutable {
+          commit_outcome o;
+          const auto t0 = clk->monotonic();
+          o.results = db.append_batch(batch, now);
+          o.took = clk->monotonic() - t0;
+          o.batch = std::move(batch);
+          return o;
+        },
+        [this, n](context& c, commit_outcome o) { committed(c, n, std::move(o)); });
+  }
+
+  /// Replies to the appends of a commit (or schedules their retry).
+  void committed(context& ctx, std::size_t n, commit_outcome o) {
+    committing_ = false;
+    last_commit_ = o.took;
+    append_seconds_.observe(std::chrono::duration<double>(last_commit_).count());
+    batch_size_.observe(static_cast<double>(n));
+    auto& results = o.results;
+    auto& batch = o.batch;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto& r = results[i];
+      auto& reply = pending_[i].reply;
+      if (r) {
+        if (!batch[i].finish) awaited_.insert(batch[i].stream);
+        v1::AppendResult out;
+        out.set_first_version(r->first_version);
+        out.set_last_version(r->last_version);
+        out.set_committed_at_ns(ns_of(r->committed_at));
+        reply.reply(std::move(out));
+        continue;
+      }
+      if (r.error().code() == errc::conflict) {
+        conflicts_.inc();
+        reply.fail(r.error());
+        continue;
+      }
+      store_error(ctx, r.error());
+      auto& w = pending_[i];
+      if (w.req.expected_version == k_any_version) {
+        reply.fail(r.error());
+        continue;
+      }
+      auto d = retry_->next(r.error(), w.attempt);
+      if (!d.retry()) {
+        reply.fail(retry_->give_up_error(d, r.error()));
+        continue;
+      }
+      ++w.attempt;
+      w.req = std::move(batch[i]); // append_batch left it as it was
+      retrying_.push_back({std::move(w), ctx.monotonic() + d.delay});
+      if (!stopping_) ctx.schedule(d.delay, v1::JournalRetry{});
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+    // Appends that came in during a commit on the backend thread: the usual flush (and hold).
+    if (worker_ && !pending_.empty() && !stopping_) request_flush(ctx);
   }
 
   /// Appends whose backoff has passed join the next batch.
@@ -225,30 +290,45 @@ public:
   /// One compaction step (one transaction); the next step comes right after the messages that
   /// arrived meanwhile when there is more to do, else after the interval.
   void on_compact(context& ctx, const v1::JournalCompact&) {
-    auto next = opts_.compact_interval;
-    if (link_.db() != nullptr) {
-      compact_options co;
-      co.now = ctx.now();
-      co.retention = opts_.retention;
-      co.max_streams = opts_.compact_batch;
-      auto t0 = ctx.monotonic();
-      if (auto r = link_.db()->compact(co); !r) {
-        store_error(ctx, r.error());
-        ctx.log().warn("journal_compact_failed", "compaction failed: " + r.error().to_string());
-      } else {
-        compacted_deleted_.inc(static_cast<double>(r->streams_deleted));
-        compacted_pruned_.inc(static_cast<double>(r->streams_pruned));
-        compacted_events_.inc(static_cast<double>(r->events_deleted));
-        if (r->streams_deleted + r->streams_pruned > 0)
-          ctx.log().info(
-              "journal_compacted", "retention compacted the journal",
-              {{"streams_deleted", static_cast<std::int64_t>(r->streams_deleted)},
-               {"streams_pruned", static_cast<std::int64_t>(r->streams_pruned)},
-               {"events_deleted", static_cast<std::int64_t>(r->events_deleted)},
-               {"ms", std::chrono::duration<double, std::milli>(ctx.monotonic() - t0).count()}});
-        if (r->more) next = duration::zero();
-      }
+    if (stopping_) return;
+    if (link_.db() == nullptr) {
+      ctx.schedule(opts_.compact_interval, v1::JournalCompact{});
+      return;
     }
+    compact_options co;
+    co.now = ctx.now();
+    co.retention = opts_.retention;
+    co.max_streams = opts_.compact_batch;
+    call(
+        ctx,
+        [co, clk = &ctx.clock()](backend& db) {
+          const auto t0 = clk->monotonic();
+          auto r = db.compact(co);
+          return std::pair{std::move(r), clk->monotonic() - t0};
+        },
+        [this](context& c, std::pair<expected<compact_result>, duration> out) {
+          compacted(c, out.first, out.second);
+        });
+  }
+
+  void compacted(context& ctx, const expected<compact_result>& r, duration took) {
+    auto next = opts_.compact_interval;
+    if (!r) {
+      store_error(ctx, r.error());
+      ctx.log().warn("journal_compact_failed", "compaction failed: " + r.error().to_string());
+    } else {
+      compacted_deleted_.inc(static_cast<double>(r->streams_deleted));
+      compacted_pruned_.inc(static_cast<double>(r->streams_pruned));
+      compacted_events_.inc(static_cast<double>(r->events_deleted));
+      if (r->streams_deleted + r->streams_pruned > 0)
+        ctx.log().info("journal_compacted", "retention compacted the journal",
+                       {{"streams_deleted", static_cast<std::int64_t>(r->streams_deleted)},
+                        {"streams_pruned", static_cast<std::int64_t>(r->streams_pruned)},
+                        {"events_deleted", static_cast<std::int64_t>(r->events_deleted)},
+                        {"ms", std::chrono::duration<double, std::milli>(took).count()}});
+      if (r->more) next = duration::zero();
+    }
+    if (stopping_) return;
     if (next == duration::zero())
       ctx.tell(ctx.self_ref(), v1::JournalCompact{});
     else
@@ -257,72 +337,102 @@ public:
 
   // --- reads -----------------------------------------------------------------------------------
 
-  expected<v1::ReadResult> on_read(context& ctx, const v1::ReadRequest& r) {
-    if (link_.db() == nullptr) return unavailable();
-    auto ev = link_.db()->read(r.stream(), std::max<std::uint64_t>(r.from_version(), 1),
-                               r.max() != 0 ? r.max() : k_default_max);
-    if (!ev) return store_error(ctx, ev.error());
-    auto v = link_.db()->version(r.stream());
-    if (!v) return store_error(ctx, v.error());
-    v1::ReadResult out;
-    out.set_stream_version(*v);
-    for (auto& e : *ev) {
-      auto* o = out.add_events();
-      o->set_stream(std::move(e.stream));
-      o->set_version(e.version);
-      o->set_tenant(std::move(e.tenant));
-      o->set_type(std::move(e.type));
-      o->set_payload(std::move(e.payload));
-      o->set_envelope_hash(bytes_of(e.envelope_hash));
-      o->set_committed_at_ns(ns_of(e.committed_at));
-    }
-    return out;
+  /// Replies with `then`'s result once `work` has run on the backend (see call); a backend
+  /// error is counted in af_store_errors_total.
+  template <class Reply, class Work>
+  void answer(context& ctx, responder<Reply> reply, Work work) {
+    if (link_.db() == nullptr) return reply.fail(unavailable());
+    call(ctx, std::move(work), [this, reply](context& c, expected<Reply> out) mutable {
+      if (out)
+        reply.reply(std::move(*out));
+      else
+        reply.fail(store_error(c, out.error()));
+    });
   }
 
-  expected<v1::ListStreamsResult> on_list(context& ctx, const v1::ListStreamsRequest& r) {
-    if (link_.db() == nullptr) return unavailable();
-    auto s = link_.db()->list_streams(r.prefix(), r.all_tenants() ? std::string{} : ctx.tenant(),
-                                      r.after(), r.max() != 0 ? r.max() : k_default_max);
-    if (!s) return store_error(ctx, s.error());
-    v1::ListStreamsResult out;
-    for (auto& i : *s) {
-      auto* o = out.add_streams();
-      o->set_stream(std::move(i.stream));
-      o->set_tenant(std::move(i.tenant));
-      o->set_version(i.version);
-      o->set_pruned_through(i.pruned_through);
-      if (i.finished_at) o->set_finished_at_ns(ns_of(*i.finished_at));
-    }
-    return out;
+  void on_read(context& ctx, const v1::ReadRequest& r, responder<v1::ReadResult> reply) {
+    answer(ctx, std::move(reply), [r](backend& db) -> expected<v1::ReadResult> {
+      auto ev = db.read(r.stream(), std::max<std::uint64_t>(r.from_version(), 1),
+                        r.max() != 0 ? r.max() : k_default_max);
+      if (!ev) return ev.error();
+      auto v = db.version(r.stream());
+      if (!v) return v.error();
+      v1::ReadResult out;
+      out.set_stream_version(*v);
+      for (auto& e : *ev) {
+        auto* o = out.add_events();
+        o->set_stream(std::move(e.stream));
+        o->set_version(e.version);
+        o->set_tenant(std::move(e.tenant));
+        o->set_type(std::move(e.type));
+        o->set_payload(std::move(e.payload));
+        o->set_envelope_hash(bytes_of(e.envelope_hash));
+        o->set_committed_at_ns(ns_of(e.committed_at));
+      }
+      return out;
+    });
   }
 
-  expected<v1::SnapshotResult> on_save_snapshot(context& ctx, const v1::SaveSnapshotRequest& r) {
-    if (link_.db() == nullptr) return unavailable();
+  void on_list(context& ctx, const v1::ListStreamsRequest& r,
+               responder<v1::ListStreamsResult> reply) {
+    answer(ctx, std::move(reply),
+           [r, tenant = r.all_tenants() ? std::string{} : ctx.tenant()](
+               backend& db) -> expected<v1::ListStreamsResult> {
+             auto s = db.list_streams(r.prefix(), tenant, r.after(),
+                                      r.max() != 0 ? r.max() : k_default_max);
+             if (!s) return s.error();
+             v1::ListStreamsResult out;
+             for (auto& i : *s) {
+               auto* o = out.add_streams();
+               o->set_stream(std::move(i.stream));
+               o->set_tenant(std::move(i.tenant));
+               o->set_version(i.version);
+               o->set_pruned_through(i.pruned_through);
+               if (i.finished_at) o->set_finished_at_ns(ns_of(*i.finished_at));
+             }
+             return out;
+           });
+  }
+
+  void on_save_snapshot(context& ctx, const v1::SaveSnapshotRequest& r,
+                        responder<v1::SnapshotResult> reply) {
     snapshot_record s{r.stream(), ctx.tenant(), r.version(), r.type(), r.payload(), ctx.now()};
-    if (auto st = link_.db()->save_snapshot(s); !st) return store_error(ctx, st.error());
-    v1::SnapshotResult out;
-    out.set_found(true);
-    out.set_version(s.version);
-    out.set_type(s.type);
-    out.set_taken_at_ns(ns_of(s.taken_at));
-    return out;
+    answer(ctx, std::move(reply), [s = std::move(s)](backend& db) -> expected<v1::SnapshotResult> {
+      if (auto st = db.save_snapshot(s); !st) return st.error();
+      v1::SnapshotResult out;
+      out.set_found(true);
+      out.set_version(s.version);
+      out.set_type(s.type);
+      out.set_taken_at_ns(ns_of(s.taken_at));
+      return out;
+    });
   }
 
-  expected<v1::SnapshotResult> on_load_snapshot(context& ctx, const v1::LoadSnapshotRequest& r) {
-    if (link_.db() == nullptr) return unavailable();
-    auto s = link_.db()->load_snapshot(r.stream());
-    if (!s) return store_error(ctx, s.error());
-    v1::SnapshotResult out;
-    if (!*s) return out;
-    out.set_found(true);
-    out.set_version((*s)->version);
-    out.set_type(std::move((*s)->type));
-    out.set_payload(std::move((*s)->payload));
-    out.set_taken_at_ns(ns_of((*s)->taken_at));
-    return out;
+  void on_load_snapshot(context& ctx, const v1::LoadSnapshotRequest& r,
+                        responder<v1::SnapshotResult> reply) {
+    answer(ctx, std::move(reply),
+           [stream = r.stream()](backend& db) -> expected<v1::SnapshotResult> {
+             auto s = db.load_snapshot(stream);
+             if (!s) return s.error();
+             v1::SnapshotResult out;
+             if (!*s) return out;
+             out.set_found(true);
+             out.set_version((*s)->version);
+             out.set_type(std::move((*s)->type));
+             out.set_payload(std::move((*s)->payload));
+             out.set_taken_at_ns(ns_of((*s)->taken_at));
+             return out;
+           });
   }
 
-  void on_stop(context&) override {
+  void on_stop(context& ctx) override {
+    stopping_ = true;
+    if (worker_) {
+      // What the backend thread has taken commits (or fails) before the agent goes, and its
+      // callers get their replies.
+      worker_->stop();
+      worker_->run_done(ctx);
+    }
     for (auto& p : pending_)
       p.reply.fail(error{errc::transient, "journal stopped before commit"});
     pending_.clear();
@@ -367,16 +477,22 @@ private:
   std::uint64_t hold_number_ = 0;
   duration last_commit_{};
   histogram_handle append_seconds_, batch_size_;
+  /// A commit is on the backend thread: appends wait for it to end.
+  bool committing_ = false;
+  bool stopping_ = false;
+  /// The blocking backend's calls (null for one that never blocks). Last member: destroyed first,
+  /// it finishes its calls while everything they use still exists.
   counter_handle conflicts_;
+  std::unique_ptr<detail::backend_thread> worker_;
 };
 
 } // namespace
 
 sup::child_spec journal_child(journal_options opts) {
-  const bool blocking = opts.blocking;
+  // Not detached: the agent itself never blocks (a blocking backend's calls run on a thread of
+  // their own), so appends reach it through the scheduler instead of waking a thread each.
   auto c = sup::agent_child<journal_agent>(std::string{k_journal_agent}, std::move(opts));
   c.system = true;
-  c.detached = blocking;
   c.shutdown = std::chrono::seconds(10);
   return c;
 }

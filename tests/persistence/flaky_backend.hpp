@@ -5,7 +5,9 @@
 #include "af/store/backend.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <memory>
+#include <thread>
 
 namespace af::test {
 
@@ -17,6 +19,8 @@ public:
     /// The first N audit_append calls write the rows, then report a transient failure (a
     /// connection lost after COMMIT was sent).
     int audit_failures_after_commit = 0;
+    /// While set, append_batch waits (a commit that takes long: a slow sync, a lock).
+    std::shared_ptr<std::atomic<bool>> hold_appends = nullptr;
   };
 
   /// `calls` counts append_batch and audit_append calls (shared with the test).
@@ -27,7 +31,10 @@ public:
   [[nodiscard]] const std::string& location() const noexcept override { return inner_->location(); }
   std::vector<expected<store::append_result>>
   append_batch(std::span<const store::append_request> batch, time_point now) override {
-    if (calls_->fetch_add(1) < faults_.append_failures)
+    const int n = calls_->fetch_add(1);
+    while (faults_.hold_appends && faults_.hold_appends->load())
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (n < faults_.append_failures)
       return std::vector<expected<store::append_result>>(batch.size(), busy());
     return inner_->append_batch(batch, now);
   }

@@ -15,6 +15,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <functional>
 #include <sstream>
 #include <thread>
 
@@ -146,6 +147,115 @@ TEST_CASE("journal agent: concurrent appends are group-committed", "[journal]") 
   const auto appends = metric_sum(n, "af_journal_batch_size_sum");
   CHECK(appends == k_threads * k_each);
   CHECK(batches < appends); // some transactions carried several appends
+}
+
+namespace {
+
+class echo_agent : public agent_base<echo_agent> {
+public:
+  static void define(handlers<echo_agent>& h) { h.kind("test.echo").on(&echo_agent::echo); }
+  expected<v1::ReadResult> echo(context&, const v1::ReadRequest& r) {
+    v1::ReadResult out;
+    out.set_stream_version(r.from_version());
+    return out;
+  }
+};
+
+/// A node with one scheduler thread and the journal over a flaky_backend whose appends wait
+/// while `hold` is set.
+std::unique_ptr<node> one_worker_node(std::shared_ptr<std::atomic<bool>> hold,
+                                      std::shared_ptr<std::atomic<int>> calls) {
+  store::journal_options jo;
+  jo.open = [hold, calls]() -> expected<std::unique_ptr<store::backend>> {
+    return std::unique_ptr<store::backend>{std::make_unique<test::flaky_backend>(
+        test::flaky_backend::faults{.hold_appends = hold}, calls)};
+  };
+  jo.blocking = true; // as for SQLite and PostgreSQL: the backend's calls get a thread
+  auto o = with_journal(std::move(jo));
+  auto cfg = config::load({{}, {}, {{"scheduler.threads", "1", ""}}});
+  REQUIRE(cfg);
+  o.cfg = *cfg;
+  auto nd = node::start(std::move(o));
+  REQUIRE(nd);
+  return std::move(*nd);
+}
+
+bool wait_for(const std::function<bool()>& f) {
+  for (int i = 0; i < 2000; ++i) {
+    if (f()) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return f();
+}
+
+} // namespace
+
+TEST_CASE("journal agent: a slow commit blocks no scheduler thread, and appends made during it "
+          "share the next commit",
+          "[journal]") {
+  auto hold = std::make_shared<std::atomic<bool>>(true);
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto n = one_worker_node(hold, calls);
+  auto echo = n->spawn<echo_agent>("echo");
+  REQUIRE(echo);
+
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0};
+  auto append_from_thread = [&](std::string stream) {
+    ts.emplace_back([&, stream] {
+      if (n->ask<v1::AppendResult>(store::k_journal_agent, append(stream, 0, 1), 10s)) ++ok;
+    });
+  };
+  append_from_thread("exec/first");
+  REQUIRE(wait_for([&] { return calls->load() == 1; })); // its commit waits in the backend
+
+  // The node's only scheduler thread is free: another agent answers meanwhile.
+  v1::ReadRequest ping;
+  ping.set_from_version(42);
+  auto pong = n->ask<v1::ReadResult>(*echo, ping, 5s);
+  REQUIRE(pong);
+  CHECK(pong->stream_version() == 42);
+
+  for (int i = 0; i < 5; ++i)
+    append_from_thread("exec/next-" + std::to_string(i));
+  std::this_thread::sleep_for(100ms); // they reach the journal while the first commit waits
+  CHECK(calls->load() == 1);
+  *hold = false;
+  for (auto& t : ts)
+    t.join();
+  CHECK(ok == 6);
+  CHECK(calls->load() == 2); // the five appends made during the first commit: one commit
+  CHECK(metric_sum(*n, "af_journal_batch_size_count") == 2);
+  CHECK(metric_sum(*n, "af_journal_batch_size_sum") == 6);
+
+  // Reads go through the same thread, after the commits before them.
+  v1::ReadRequest rr;
+  rr.set_stream("exec/next-3");
+  auto read = n->ask<v1::ReadResult>(store::k_journal_agent, rr, 5s);
+  REQUIRE(read);
+  CHECK(read->events_size() == 1);
+}
+
+TEST_CASE("journal agent: stopping during a slow commit still answers its appenders",
+          "[journal]") {
+  auto hold = std::make_shared<std::atomic<bool>>(true);
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto n = one_worker_node(hold, calls);
+  expected<v1::AppendResult> result = error{errc::internal, "no reply yet"};
+  std::thread asker{[&] {
+    result = n->ask<v1::AppendResult>(store::k_journal_agent, append("exec/s", 0, 2), 10s);
+  }};
+  REQUIRE(wait_for([&] { return calls->load() == 1; }));
+  std::thread release{[&] {
+    std::this_thread::sleep_for(200ms);
+    *hold = false;
+  }};
+  n->shutdown(); // waits for the commit the backend thread has taken
+  asker.join();
+  release.join();
+  INFO((result ? std::string{} : result.error().to_string()));
+  REQUIRE(result);
+  CHECK(result->last_version() == 2);
 }
 
 TEST_CASE("journal agent: a store that cannot be opened yet", "[journal]") {

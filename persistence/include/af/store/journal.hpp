@@ -1,7 +1,8 @@
 // The node's journal agent (af.journal): event streams and snapshots over a storage backend,
 // used by other agents through af.v1 requests (proto/af/v1/store.proto). It runs under
-// af.sup.system, detached when its backend calls block, and group-commits concurrent appends: one
-// transaction and one sync for every append waiting in its mailbox, replies after the commit.
+// af.sup.system on the scheduler (a blocking backend's calls run on a thread of their own) and
+// group-commits concurrent appends: one transaction and one sync for every append waiting when
+// the last commit ended, replies after the commit.
 #pragma once
 
 #include "af/config.hpp"
@@ -45,9 +46,9 @@ struct journal_options {
   duration retention{};
   duration compact_interval = std::chrono::seconds(60);
   std::size_t compact_batch = 500;
-  /// The backend's calls block (SQLite, PostgreSQL): the agent runs on a thread of its own.
-  /// False for one that never blocks (memory:): it runs on the scheduler then, because every
-  /// message to a detached agent wakes its thread, and a thread wakes the sender's worker back.
+  /// The backend's calls block (SQLite, PostgreSQL): they run on a thread of their own, one at a
+  /// time, while the agent stays on the scheduler and gathers the next appends. False for one
+  /// that never blocks (memory:): the agent calls it directly.
   bool blocking = true;
 };
 
