@@ -78,7 +78,7 @@ public:
     if (auto c = m.counter("af_journal_compacted_events_total", "Events deleted by retention"))
       compacted_events_ = *c;
     retry_.emplace("journal", opts_.retry, ctx.clock(), ctx.rng(), ctx.log(), &ctx.metrics());
-    if (opts_.blocking) {
+    if (opts_.blocking && ctx.threads_allowed()) {
       auto* node = &ctx.this_node();
       worker_ = std::make_unique<detail::backend_thread>(
           "af.journal.db", [node, self = ctx.self_ref()] { node->tell(self, v1::JournalBackendDone{}); });

@@ -725,6 +725,9 @@ ulid context::next_id() { return host_->core().svc.ids->next(); }
 af::metrics& context::metrics() const { return *host_->core().metrics; }
 const envelope* context::current() const { return host_->current(); }
 af::node& context::this_node() const { return *host_->core().owner; }
+bool context::threads_allowed() const {
+  return !host_->core().cooperative && host_->core().owner != nullptr;
+}
 duration context::default_timeout() const { return host_->core().ask_timeout; }
 
 const std::string& context::tenant() const {

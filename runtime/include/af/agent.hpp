@@ -236,6 +236,9 @@ public:
   /// The tenant of the current message, else the agent's own tenant.
   [[nodiscard]] const std::string& tenant() const;
   [[nodiscard]] af::node& this_node() const;
+  /// False under the simulator, which runs every agent on its one thread for determinism (and
+  /// hosts no af::node): an agent may hand blocking work to a thread of its own only when true.
+  [[nodiscard]] bool threads_allowed() const;
 
   // --- messaging --------------------------------------------------------------------------
   [[nodiscard]] expected<agent_ref> lookup(std::string_view name) const;
