@@ -96,32 +96,35 @@ template std::string encode_command(const command_stamp&, const v1::MetaDelete&)
 template std::string encode_command(const command_stamp&, const v1::LeaseAcquire&);
 template std::string encode_command(const command_stamp&, const v1::LeaseRelease&);
 
-v1::MetaCommandResult meta_store::apply(const std::string& command, std::uint64_t index) {
+meta_store::result_ptr meta_store::apply_shared(const std::string& command,
+                                                std::uint64_t index) {
   v1::MetaCommand cmd;
   if (!cmd.ParseFromString(command)) {
     applied_ = std::max(applied_, index);
-    return error_result(errc::validation,
-                        "meta command at index " + std::to_string(index) + " does not parse");
+    return std::make_shared<const v1::MetaCommandResult>(error_result(
+        errc::validation, "meta command at index " + std::to_string(index) + " does not parse"));
   }
-  return apply(cmd, index);
+  return apply_shared(cmd, index);
 }
 
-v1::MetaCommandResult meta_store::apply(const v1::MetaCommand& cmd, std::uint64_t index) {
+meta_store::result_ptr meta_store::apply_shared(const v1::MetaCommand& cmd, std::uint64_t index) {
   applied_ = std::max(applied_, index);
   last_time_ns_ = std::max(last_time_ns_, cmd.leader_time_ns());
   // Sweep idle sessions now and then (every replica at the same indices: deterministic).
   if (index % 1024 == 0) expire_sessions();
   const auto* s = session_of(cmd);
-  if (s == nullptr || s->client_id().empty()) return execute(cmd, index);
+  if (s == nullptr || s->client_id().empty())
+    return std::make_shared<const v1::MetaCommandResult>(execute(cmd, index));
   auto& sess = sessions_[s->client_id()];
   sess.last_active_ns = last_time_ns_;
   if (const auto* done = sess.find(s->seq())) return *done;
   if (!sess.results.empty() && s->seq() < sess.results.front().first)
-    return error_result(errc::conflict, "session '" + s->client_id() + "': seq "
-                                            + std::to_string(s->seq())
-                                            + " is older than the retries remembered (from "
-                                            + std::to_string(sess.results.front().first) + ")");
-  auto r = execute(cmd, index);
+    return std::make_shared<const v1::MetaCommandResult>(error_result(
+        errc::conflict, "session '" + s->client_id() + "': seq " + std::to_string(s->seq())
+                            + " is older than the retries remembered (from "
+                            + std::to_string(sess.results.front().first) + ")"));
+  // Moved, not copied, into the shared outcome (same arena, none: a swap).
+  auto r = std::make_shared<const v1::MetaCommandResult>(execute(cmd, index));
   sess.insert(s->seq(), r);
   while (sess.results.size() > opts_.session_window)
     sess.results.pop_front();
@@ -138,7 +141,7 @@ v1::MetaCommandResult meta_store::apply(const v1::MetaCommand& cmd, std::uint64_
   return r;
 }
 
-const v1::MetaCommandResult* meta_store::session::find(std::uint64_t seq) const {
+const meta_store::result_ptr* meta_store::session::find(std::uint64_t seq) const {
   // The common case: the client's next seq, newer than every outcome kept.
   if (results.empty() || results.back().first < seq) return nullptr;
   auto it = std::lower_bound(results.begin(), results.end(), seq,
@@ -146,7 +149,7 @@ const v1::MetaCommandResult* meta_store::session::find(std::uint64_t seq) const 
   return it != results.end() && it->first == seq ? &it->second : nullptr;
 }
 
-void meta_store::session::insert(std::uint64_t seq, v1::MetaCommandResult r) {
+void meta_store::session::insert(std::uint64_t seq, result_ptr r) {
   if (results.empty() || results.back().first < seq) {
     results.emplace_back(seq, std::move(r));
     return;
@@ -185,11 +188,18 @@ v1::MetaCommandResult meta_store::execute(const v1::MetaCommand& cmd, std::uint6
     const auto& p = cmd.put();
     if (auto e = check_key(p.key(), "MetaPut")) return error_result(errc::validation, *e);
     if (auto e = check_value(p.value(), "MetaPut")) return error_result(errc::validation, *e);
-    kv_[p.key()] = {p.value(), index};
+    auto& slot = kv_[p.key()];
+    slot.value = p.value();
+    slot.version = index;
     auto* m = out.mutable_meta();
     m->set_ok(true);
     m->set_index(index);
-    *m->mutable_entry() = get(p.key());
+    // What get(key) would give, without looking the key up again.
+    auto* e = m->mutable_entry();
+    e->set_key(p.key());
+    e->set_value(p.value());
+    e->set_found(true);
+    e->set_version(index);
     return out;
   }
   case v1::MetaCommand::kCas: {
@@ -329,42 +339,106 @@ std::size_t meta_store::leases_held(time_point now) const {
       }));
 }
 
+// MetaStoreSnapshot written field by field, byte for byte what building the message and
+// SerializeToString gives (fields in number order, proto3 defaults left out, seqs packed), without
+// building it: the message would hold a deep copy of every session's outcomes (64 clients x 64
+// outcomes), copied in and destroyed again at each snapshot.
 std::string meta_store::snapshot() const {
-  v1::MetaStoreSnapshot s;
-  for (const auto& [k, v] : kv_) {
-    auto* o = s.add_keys();
-    o->set_key(k);
-    o->set_value(v.value);
-    o->set_version(v.version);
-  }
-  for (const auto& [k, l] : leases_) {
-    auto* o = s.add_leases();
-    o->set_key(k);
-    o->set_owner(l.owner);
-    o->set_expires_ns(l.expires_ns);
-    o->set_ttl_ms(l.ttl_ms);
-    o->set_epoch(l.epoch);
-    o->set_granted_term(l.granted_term);
-    o->set_version(l.version);
-  }
+  using wfl = google::protobuf::internal::WireFormatLite;
+  using cos = google::protobuf::io::CodedOutputStream;
+  const auto tag_len = [](int field) { return wfl::MakeTag(field, wfl::WIRETYPE_LENGTH_DELIMITED); };
+  const auto tag_var = [](int field) { return wfl::MakeTag(field, wfl::WIRETYPE_VARINT); };
+  const auto str_size = [](int field, const std::string& v) -> std::size_t {
+    return v.empty() ? 0 : cos::VarintSize32(wfl::MakeTag(field, wfl::WIRETYPE_LENGTH_DELIMITED))
+                               + wfl::LengthDelimitedSize(v.size());
+  };
+  const auto u64_size = [](int field, std::uint64_t v) -> std::size_t {
+    return v == 0 ? 0 : cos::VarintSize32(wfl::MakeTag(field, wfl::WIRETYPE_VARINT))
+                            + cos::VarintSize64(v);
+  };
+  const auto key_size = [&](const std::string& k, const kv& v) {
+    return str_size(1, k) + str_size(2, v.value) + u64_size(3, v.version);
+  };
+  // The sessions' sizes, once: each is written after its length. ByteSizeLong also caches each
+  // outcome's size for SerializeWithCachedSizes below (outcomes live on this agent's thread only).
+  std::vector<std::size_t> session_sizes;
+  session_sizes.reserve(sessions_.size());
   for (const auto& [id, sess] : sessions_) {
-    auto* o = s.add_sessions();
-    o->set_client_id(id);
-    o->set_last_active_ns(sess.last_active_ns);
+    std::size_t packed = 0, results = 0;
     for (const auto& [seq, r] : sess.results) {
-      o->add_seqs(seq);
-      *o->add_results() = r;
+      packed += cos::VarintSize64(seq);
+      results += 1 + wfl::LengthDelimitedSize(r->ByteSizeLong()); // tag 4: one byte
     }
+    session_sizes.push_back(
+        str_size(1, id) + u64_size(2, static_cast<std::uint64_t>(sess.last_active_ns))
+        + (packed == 0 ? 0 : 1 + wfl::LengthDelimitedSize(packed)) + results);
   }
-  s.set_last_time_ns(last_time_ns_);
-  s.set_applied(applied_);
   std::string out;
-  s.SerializeToString(&out);
+  {
+    google::protobuf::io::StringOutputStream sos{&out};
+    cos c{&sos};
+    const auto put_str = [&](int field, const std::string& v) {
+      if (v.empty()) return;
+      c.WriteTag(tag_len(field));
+      c.WriteVarint32(static_cast<std::uint32_t>(v.size()));
+      c.WriteString(v);
+    };
+    const auto put_u64 = [&](int field, std::uint64_t v) {
+      if (v == 0) return;
+      c.WriteTag(tag_var(field));
+      c.WriteVarint64(v);
+    };
+    for (const auto& [k, v] : kv_) {
+      c.WriteTag(tag_len(v1::MetaStoreSnapshot::kKeysFieldNumber));
+      c.WriteVarint32(static_cast<std::uint32_t>(key_size(k, v)));
+      put_str(v1::MetaStoreKey::kKeyFieldNumber, k);
+      put_str(v1::MetaStoreKey::kValueFieldNumber, v.value);
+      put_u64(v1::MetaStoreKey::kVersionFieldNumber, v.version);
+    }
+    for (const auto& [k, l] : leases_) {
+      v1::MetaStoreLease o; // few, and seven fields: the message writes itself
+      o.set_key(k);
+      o.set_owner(l.owner);
+      o.set_expires_ns(l.expires_ns);
+      o.set_ttl_ms(l.ttl_ms);
+      o.set_epoch(l.epoch);
+      o.set_granted_term(l.granted_term);
+      o.set_version(l.version);
+      c.WriteTag(tag_len(v1::MetaStoreSnapshot::kLeasesFieldNumber));
+      c.WriteVarint32(static_cast<std::uint32_t>(o.ByteSizeLong()));
+      o.SerializeWithCachedSizes(&c);
+    }
+    std::size_t i = 0;
+    for (const auto& [id, sess] : sessions_) {
+      c.WriteTag(tag_len(v1::MetaStoreSnapshot::kSessionsFieldNumber));
+      c.WriteVarint32(static_cast<std::uint32_t>(session_sizes[i++]));
+      put_str(v1::MetaStoreSession::kClientIdFieldNumber, id);
+      put_u64(v1::MetaStoreSession::kLastActiveNsFieldNumber,
+              static_cast<std::uint64_t>(sess.last_active_ns));
+      if (!sess.results.empty()) {
+        std::size_t packed = 0;
+        for (const auto& e : sess.results)
+          packed += cos::VarintSize64(e.first);
+        c.WriteTag(tag_len(v1::MetaStoreSession::kSeqsFieldNumber));
+        c.WriteVarint32(static_cast<std::uint32_t>(packed));
+        for (const auto& e : sess.results)
+          c.WriteVarint64(e.first);
+      }
+      for (const auto& e : sess.results) {
+        c.WriteTag(tag_len(v1::MetaStoreSession::kResultsFieldNumber));
+        c.WriteVarint32(static_cast<std::uint32_t>(e.second->GetCachedSize()));
+        e.second->SerializeWithCachedSizes(&c);
+      }
+    }
+    put_u64(v1::MetaStoreSnapshot::kLastTimeNsFieldNumber,
+            static_cast<std::uint64_t>(last_time_ns_));
+    put_u64(v1::MetaStoreSnapshot::kAppliedFieldNumber, applied_);
+  }
   return out;
 }
 
 status meta_store::restore(const std::string& bytes) {
-  v1::MetaStoreSnapshot s;
+  v1::MetaStoreSnapshot s; // consumed: the outcomes move out of it
   if (!s.ParseFromString(bytes)) return validation_error("meta store snapshot does not parse");
   std::map<std::string, kv> kvs;
   std::map<std::string, lease_rec> leases;
@@ -374,14 +448,15 @@ status meta_store::restore(const std::string& bytes) {
   for (const auto& l : s.leases())
     leases[l.key()] = {l.owner(), l.expires_ns(),   l.ttl_ms(),
                        l.epoch(), l.granted_term(), l.version()};
-  for (const auto& ss : s.sessions()) {
+  for (auto& ss : *s.mutable_sessions()) {
     if (ss.seqs_size() != ss.results_size())
       return validation_error("meta store snapshot: session '" + ss.client_id()
                               + "' has mismatched seqs and results");
     auto& o = sessions[ss.client_id()];
     o.last_active_ns = ss.last_active_ns();
     for (int i = 0; i < ss.seqs_size(); ++i)
-      o.insert(ss.seqs(i), ss.results(i));
+      o.insert(ss.seqs(i),
+               std::make_shared<const v1::MetaCommandResult>(std::move(*ss.mutable_results(i))));
   }
   kv_ = std::move(kvs);
   leases_ = std::move(leases);

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <string>
 
 namespace af::cluster {
@@ -58,10 +59,21 @@ class meta_store {
 public:
   explicit meta_store(meta_store_options opts = {}) : opts_(opts) {}
 
+  /// An outcome, shared with the session that remembers it for retries (never modified after
+  /// apply: one object per command instead of a copy for the session and one for the caller).
+  using result_ptr = std::shared_ptr<const v1::MetaCommandResult>;
+
   /// Applies the command logged at `index` (a serialized MetaCommand). Never throws; bad input
   /// becomes an error result (the same on every replica).
-  v1::MetaCommandResult apply(const std::string& command, std::uint64_t index);
-  v1::MetaCommandResult apply(const v1::MetaCommand& cmd, std::uint64_t index);
+  result_ptr apply_shared(const std::string& command, std::uint64_t index);
+  result_ptr apply_shared(const v1::MetaCommand& cmd, std::uint64_t index);
+  /// The same, returning a copy of the outcome.
+  v1::MetaCommandResult apply(const std::string& command, std::uint64_t index) {
+    return *apply_shared(command, index);
+  }
+  v1::MetaCommandResult apply(const v1::MetaCommand& cmd, std::uint64_t index) {
+    return *apply_shared(cmd, index);
+  }
 
   [[nodiscard]] v1::MetaEntry get(const std::string& key) const;
   [[nodiscard]] v1::MetaEntries list(const std::string& prefix, std::uint32_t limit) const;
@@ -96,9 +108,9 @@ private:
     /// The outcomes of the last `session_window` seqs, sorted by seq. A deque rather than a map:
     /// seqs mostly arrive in order (push at the back, pop at the front) and a lookup is a binary
     /// search over a few contiguous blocks instead of a chase through 64 tree nodes per apply.
-    std::deque<std::pair<std::uint64_t, v1::MetaCommandResult>> results;
-    [[nodiscard]] const v1::MetaCommandResult* find(std::uint64_t seq) const;
-    void insert(std::uint64_t seq, v1::MetaCommandResult r);
+    std::deque<std::pair<std::uint64_t, result_ptr>> results;
+    [[nodiscard]] const result_ptr* find(std::uint64_t seq) const;
+    void insert(std::uint64_t seq, result_ptr r);
   };
 
   v1::MetaCommandResult execute(const v1::MetaCommand& cmd, std::uint64_t index);

@@ -634,13 +634,15 @@ private:
   // --- applying ------------------------------------------------------------------------------
 
   void apply(context& ctx, const rc::entry& e) {
-    v1::MetaCommandResult result;
+    meta_store::result_ptr result;
     if (e.kind == rc::entry_kind::command) {
-      result = store_.apply(e.data, e.index);
+      result = store_.apply_shared(e.data, e.index);
     } else {
-      auto* m = result.mutable_meta();
+      auto r = std::make_shared<v1::MetaCommandResult>();
+      auto* m = r->mutable_meta();
       m->set_ok(true);
       m->set_index(e.index);
+      result = std::move(r);
       if (e.kind == rc::entry_kind::config) {
         ctx.log().info("raft_membership_changed", {},
                        {{"group", opts_->group},
@@ -694,7 +696,7 @@ private:
   struct proposal {
     std::uint64_t term = 0;
     time_point deadline{};
-    std::function<void(expected<v1::MetaCommandResult>)> done;
+    std::function<void(expected<meta_store::result_ptr>)> done;
   };
   struct pending_read {
     time_point deadline{};
@@ -752,10 +754,11 @@ private:
     if (!idx) return reply.fail(idx.error());
     proposals_total_.inc();
     proposals_[*idx] = {core_->term(), ctx.now() + opts_->request_timeout,
-                        [reply, take](expected<v1::MetaCommandResult> r) mutable {
+                        [reply, take](expected<meta_store::result_ptr> r) mutable {
                           if (!r) return reply.fail(r.error());
-                          if (r->has_error()) return reply.fail(error_of(r->error()));
-                          auto out = take(*r);
+                          const auto& res = **r;
+                          if (res.has_error()) return reply.fail(error_of(res.error()));
+                          auto out = take(res);
                           if (!out) return reply.fail(out.error());
                           reply.reply(std::move(*out));
                         }};
@@ -896,9 +899,9 @@ private:
                     {"change", add ? "add" : "remove"},
                     {"index", *idx}});
     proposals_[*idx] = {core_->term(), ctx.now() + opts_->request_timeout,
-                        [reply](expected<v1::MetaCommandResult> r) mutable {
+                        [reply](expected<meta_store::result_ptr> r) mutable {
                           if (!r) return reply.fail(r.error());
-                          reply.reply(r->meta());
+                          reply.reply((*r)->meta());
                         }};
     want_flush(ctx);
   }

@@ -140,9 +140,11 @@ void raft_core::append_local(entry e) {
     voters_ = decode_voters(e.data);
     config_index_ = e.index;
   }
+  const bool config = e.kind == entry_kind::config;
   out_.entries.push_back(e);
   log_.push_back(std::move(e));
-  if (role_ == role::leader) sync_progress();
+  // Only a config changes the voters (set_commit syncs when one commits).
+  if (config && role_ == role::leader) sync_progress();
 }
 
 void raft_core::truncate(std::uint64_t from) {
@@ -654,6 +656,7 @@ void raft_core::send_append(const std::string& peer, progress& p, bool heartbeat
   r.commit = commit_;
   r.seq = hb_seq_;
   const auto last = std::min(last_index(), p.next + opts_.max_batch - 1);
+  r.entries.reserve(static_cast<std::size_t>(last - p.next + 1));
   for (auto i = p.next; i <= last; ++i)
     r.entries.push_back(*at(i));
   p.inflight.push_back(last);
@@ -760,6 +763,7 @@ ready raft_core::take_ready() {
   }
   // Committed entries go out for applying (bounded per ready so a long catch-up interleaves).
   const auto upto = std::min(commit_, applied_ + std::uint64_t{4096});
+  if (upto > applied_) out_.apply.reserve(out_.apply.size() + (upto - applied_));
   for (auto i = applied_ + 1; i <= upto; ++i)
     if (const auto* e = at(i)) out_.apply.push_back(*e);
   applied_ = std::max(applied_, upto);
