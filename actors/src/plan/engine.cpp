@@ -87,9 +87,9 @@ bool engine::input(const v1::ExecEvent& e, std::string* why) {
     v1::StepScheduled s = std::move(it->second);
     in_flight_.erase(it);
     ++completed_;
-    auto out = parse_or_string(c.output_json());
     view(s.step_id(), "completed", s.attempt(), c.output_json());
-    set_output(s.step_id(), out);
+    auto& out = outputs_[s.step_id()];
+    out = parse_or_string(c.output_json());
     on_success(s, out);
     return true;
   }
@@ -211,17 +211,24 @@ void engine::schedule(std::vector<v1::ExecEvent>& out, const std::string& step_i
 }
 
 expected<nlohmann::json> engine::render_input(const v1::Call& call, const std::string& step_id,
-                                              const nlohmann::json* item) const {
-  auto it = templates_.find(&call);
-  if (it == templates_.end())
-    it = templates_
-             .emplace(&call, call.input_json().empty()
-                                 ? nlohmann::json::object()
-                                 : nlohmann::json::parse(call.input_json(), nullptr, false))
-             .first;
-  if (it->second.is_discarded())
+                                              const nlohmann::json* item, bool reuse) const {
+  auto parse = [&] {
+    return call.input_json().empty() ? nlohmann::json::object()
+                                     : nlohmann::json::parse(call.input_json(), nullptr, false);
+  };
+  nlohmann::json once;
+  const nlohmann::json* tmpl = nullptr;
+  if (auto it = templates_.find(&call); it != templates_.end()) {
+    tmpl = &it->second;
+  } else if (reuse) {
+    tmpl = &templates_.emplace(&call, parse()).first->second;
+  } else {
+    once = parse();
+    tmpl = &once;
+  }
+  if (tmpl->is_discarded())
     return validation_error("step '" + step_id + "': the input template is not JSON");
-  auto r = render(it->second, scope(item));
+  auto r = render(*tmpl, scope(item));
   if (!r) return validation_error("step '" + step_id + "': input: " + r.error().message());
   return r;
 }

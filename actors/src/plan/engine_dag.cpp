@@ -4,6 +4,7 @@
 #include "plan/engine.hpp"
 
 #include <optional>
+#include <string_view>
 #include <unordered_map>
 
 namespace af::plan {
@@ -74,7 +75,8 @@ private:
       }
     n.state = node_state::running;
     if (n.step->for_each().empty()) {
-      auto input = render_input(n.step->call(), n.step->id(), nullptr);
+      // Rendered once (a retry reuses the scheduled input): its parsed template is not kept.
+      auto input = render_input(n.step->call(), n.step->id(), nullptr, false);
       if (!input) {
         fail_step(out, n.step->id(), n.step->call(), input.error(), {});
         return;
@@ -121,7 +123,10 @@ private:
 
   void on_success(const v1::StepScheduled& s, const nlohmann::json& output) override {
     if (s.parent_step().empty()) {
-      node_done(index_.at(s.step_id()), output);
+      // The base has set ${steps.ID.output} to `output` already.
+      const std::size_t i = index_.at(s.step_id());
+      nodes_[i].state = node_state::done;
+      end(i);
       return;
     }
     const std::size_t i = index_.at(s.parent_step());
@@ -199,7 +204,8 @@ private:
   }
 
   std::vector<dag_node> nodes_;
-  std::unordered_map<std::string, std::size_t> index_;
+  /// Step ids (strings of the plan, which the engine keeps) to nodes.
+  std::unordered_map<std::string_view, std::size_t> index_;
   std::deque<std::size_t> ready_;
   std::size_t ended_ = 0;
   std::string first_failure_;
