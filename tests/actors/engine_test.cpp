@@ -120,6 +120,42 @@ TEST_CASE("engine: a dag runs steps in dependency order and completes", "[engine
   CHECK(d.eng->outputs_json() == R"({"d":{"done":true}})");
 }
 
+TEST_CASE("engine: a dag schedules ready steps in plan order, each once its deps completed",
+          "[engine]") {
+  // The order of the StepScheduled events is journaled: a replay of a recorded history meets
+  // it again, so it must not depend on how the engine keeps its edges.
+  v1::PlanIR p;
+  p.set_type(v1::PLAN_DAG);
+  add_step(p, "a");
+  add_step(p, "c", {"a"}, R"({"from_a":"${steps.a.output.v}"})");
+  add_step(p, "b", {"a"});
+  add_step(p, "e", {"a", "d"}, R"({"d":"${steps.d.output}"})");
+  add_step(p, "d", {"c", "b"}, R"({"c":"${steps.c.output}","b":"${steps.b.output}"})");
+  driver d{started(p)};
+  auto scheduled = [&] {
+    std::vector<std::string> r;
+    for (const auto& e : d.log)
+      if (e.has_scheduled()) r.push_back(e.scheduled().step_id());
+    return r;
+  };
+  CHECK(scheduled() == std::vector<std::string>{"a"});
+  REQUIRE(d.complete("a", R"({"v":1})"));
+  CHECK(scheduled() == std::vector<std::string>{"a", "c", "b"});
+  CHECK(d.eng->in_flight().at("c").input_json() == R"({"from_a":1})");
+  REQUIRE(d.complete("b", R"("B")"));
+  CHECK(scheduled() == std::vector<std::string>{"a", "c", "b"}); // d still waits for c
+  REQUIRE(d.complete("c", R"([2])"));
+  CHECK(scheduled() == std::vector<std::string>{"a", "c", "b", "d"});
+  CHECK(d.eng->in_flight().at("d").input_json() == R"({"b":"B","c":[2]})");
+  REQUIRE(d.complete("d", R"({"x":true})"));
+  CHECK(scheduled() == std::vector<std::string>{"a", "c", "b", "d", "e"});
+  CHECK(d.eng->in_flight().at("e").input_json() == R"({"d":{"x":true}})");
+  REQUIRE(d.complete("e", "3"));
+  CHECK(d.eng->status() == v1::EXEC_COMPLETED);
+  CHECK(d.eng->outputs_json() == R"({"e":3})"); // e is the only step nothing depends on
+  CHECK(d.eng->steps().at("c").output_json == "[2]");
+}
+
 TEST_CASE("engine: duplicate and late results are ignored", "[engine]") {
   v1::PlanIR p;
   p.set_type(v1::PLAN_DAG);

@@ -87,9 +87,9 @@ bool engine::input(const v1::ExecEvent& e, std::string* why) {
     v1::StepScheduled s = std::move(it->second);
     in_flight_.erase(it);
     ++completed_;
-    auto out = parse_or_string(c.output_json());
     view(s.step_id(), "completed", s.attempt(), c.output_json());
-    set_output(s.step_id(), out);
+    auto& out = outputs_[s.step_id()];
+    out = parse_or_string(c.output_json());
     on_success(s, out);
     return true;
   }
@@ -211,17 +211,24 @@ void engine::schedule(std::vector<v1::ExecEvent>& out, const std::string& step_i
 }
 
 expected<nlohmann::json> engine::render_input(const v1::Call& call, const std::string& step_id,
-                                              const nlohmann::json* item) const {
-  auto it = templates_.find(&call);
-  if (it == templates_.end())
-    it = templates_
-             .emplace(&call, call.input_json().empty()
-                                 ? nlohmann::json::object()
-                                 : nlohmann::json::parse(call.input_json(), nullptr, false))
-             .first;
-  if (it->second.is_discarded())
+                                              const nlohmann::json* item, bool reuse) const {
+  auto parse = [&] {
+    return call.input_json().empty() ? nlohmann::json::object()
+                                     : nlohmann::json::parse(call.input_json(), nullptr, false);
+  };
+  nlohmann::json once;
+  const nlohmann::json* tmpl = nullptr;
+  if (auto it = templates_.find(&call); it != templates_.end()) {
+    tmpl = &it->second;
+  } else if (reuse) {
+    tmpl = &templates_.emplace(&call, parse()).first->second;
+  } else {
+    once = parse();
+    tmpl = &once;
+  }
+  if (tmpl->is_discarded())
     return validation_error("step '" + step_id + "': the input template is not JSON");
-  auto r = render(it->second, scope(item));
+  auto r = render(*tmpl, scope(item));
   if (!r) return validation_error("step '" + step_id + "': input: " + r.error().message());
   return r;
 }
@@ -313,6 +320,38 @@ std::int64_t backoff_ms(const v1::RetryPolicy& p, std::uint32_t next, std::strin
 namespace {
 
 const google::protobuf::Message* inner(const v1::ExecEvent& e) {
+  // A switch, not reflection (a descriptor lookup by field number for every event journaled).
+  switch (e.event_case()) {
+  case v1::ExecEvent::kStarted:
+    return &e.started();
+  case v1::ExecEvent::kScheduled:
+    return &e.scheduled();
+  case v1::ExecEvent::kStepStarted:
+    return &e.step_started();
+  case v1::ExecEvent::kCompleted:
+    return &e.completed();
+  case v1::ExecEvent::kFailed:
+    return &e.failed();
+  case v1::ExecEvent::kRetried:
+    return &e.retried();
+  case v1::ExecEvent::kPaused:
+    return &e.paused();
+  case v1::ExecEvent::kResumed:
+    return &e.resumed();
+  case v1::ExecEvent::kCanceled:
+    return &e.canceled();
+  case v1::ExecEvent::kExecCompleted:
+    return &e.exec_completed();
+  case v1::ExecEvent::kExecFailed:
+    return &e.exec_failed();
+  case v1::ExecEvent::kStuck:
+    return &e.stuck();
+  case v1::ExecEvent::kCompensating:
+    return &e.compensating();
+  default:
+    break;
+  }
+  // A case added to the proto and not above: reflection still finds it.
   const auto* d = v1::ExecEvent::descriptor()->FindFieldByNumber(e.event_case());
   if (d == nullptr) return nullptr;
   return &e.GetReflection()->GetMessage(e, d);

@@ -132,11 +132,13 @@ protected:
                 std::uint32_t attempt, const v1::Call& call, const nlohmann::json& input,
                 const std::string& parent, const nlohmann::json* item = nullptr,
                 std::int64_t delay_ms = 0);
-  /// Renders a call's input template (a call of the plan: its template is parsed once); a
-  /// failure is a validation error naming the step.
+  /// Renders a call's input template (a call of the plan: its template is parsed once and kept
+  /// when `reuse`; a call rendered once, like a DAG step without for_each, passes false and its
+  /// parsed template is not kept); a failure is a validation error naming the step.
   [[nodiscard]] expected<nlohmann::json> render_input(const v1::Call& call,
                                                       const std::string& step_id,
-                                                      const nlohmann::json* item) const;
+                                                      const nlohmann::json* item,
+                                                      bool reuse = true) const;
   /// A failure decided by the engine itself (a bad reference, a for_each that is no list).
   void fail_step(std::vector<v1::ExecEvent>& out, const std::string& step_id, const v1::Call& call,
                  const error& e, const std::string& parent, std::uint32_t attempt = 1);

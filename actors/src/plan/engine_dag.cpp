@@ -4,6 +4,7 @@
 #include "plan/engine.hpp"
 
 #include <optional>
+#include <string_view>
 #include <unordered_map>
 
 namespace af::plan {
@@ -14,8 +15,12 @@ enum class node_state : unsigned char { waiting, running, done, failed, skipped 
 
 struct dag_node {
   const v1::DagStep* step = nullptr;
-  std::vector<std::size_t> dependents;
-  std::vector<std::size_t> deps;
+  // Ranges of dag_engine::links_ (two vectors per node cost two allocations each on a
+  // 10,000-step plan's every execution, and as many frees).
+  std::size_t deps_begin = 0; ///< the steps this one is `after`, in the plan's order
+  std::size_t deps_end = 0;
+  std::size_t dependents_begin = 0; ///< the steps `after` this one, in plan order
+  std::size_t dependents_end = 0;
   std::size_t remaining = 0; ///< deps not yet ended
   node_state state = node_state::waiting;
   // fan-out
@@ -29,12 +34,21 @@ class dag_engine final : public engine {
 public:
   dag_engine(std::shared_ptr<const v1::ExecutionStarted> s, error& err) : engine(std::move(s)) {
     const auto& steps = ir().steps();
-    nodes_.resize(static_cast<std::size_t>(steps.size()));
+    const auto n = static_cast<std::size_t>(steps.size());
+    nodes_.resize(n);
+    index_.reserve(n);
+    std::size_t edges = 0;
     for (int i = 0; i < steps.size(); ++i) {
       nodes_[static_cast<std::size_t>(i)].step = &steps[i];
       index_.emplace(steps[i].id(), static_cast<std::size_t>(i));
+      edges += static_cast<std::size_t>(steps[i].after_size());
     }
-    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    // links_: every node's deps, then every node's dependents (counted first, then filled in
+    // the order the steps come in, as pushing to a vector per node did).
+    links_.resize(2 * edges);
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      nodes_[i].deps_begin = at;
       for (const auto& a : nodes_[i].step->after()) {
         auto it = index_.find(a);
         if (it == index_.end()) {
@@ -43,12 +57,21 @@ public:
           ok_ = false;
           return;
         }
-        nodes_[it->second].dependents.push_back(i);
-        nodes_[i].deps.push_back(it->second);
+        links_[at++] = it->second;
+        ++nodes_[it->second].dependents_end; // a count for now
       }
-      nodes_[i].remaining = nodes_[i].deps.size();
+      nodes_[i].deps_end = at;
+      nodes_[i].remaining = nodes_[i].deps_end - nodes_[i].deps_begin;
       if (nodes_[i].remaining == 0) ready_.push_back(i);
     }
+    for (auto& node : nodes_) {
+      node.dependents_begin = at;
+      at += node.dependents_end;
+      node.dependents_end = node.dependents_begin; // the fill position below
+    }
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t k = nodes_[i].deps_begin; k < nodes_[i].deps_end; ++k)
+        links_[nodes_[links_[k]].dependents_end++] = i;
   }
   bool ok_ = true;
 
@@ -65,8 +88,8 @@ private:
 
   void start(std::vector<v1::ExecEvent>& out, std::size_t i) {
     auto& n = nodes_[i];
-    for (auto d : n.deps)
-      if (nodes_[d].state != node_state::done) {
+    for (std::size_t k = n.deps_begin; k < n.deps_end; ++k)
+      if (const auto d = links_[k]; nodes_[d].state != node_state::done) {
         n.state = node_state::skipped;
         view(n.step->id(), "skipped", 0, {}, "step '" + nodes_[d].step->id() + "' did not complete");
         end(i);
@@ -74,7 +97,8 @@ private:
       }
     n.state = node_state::running;
     if (n.step->for_each().empty()) {
-      auto input = render_input(n.step->call(), n.step->id(), nullptr);
+      // Rendered once (a retry reuses the scheduled input): its parsed template is not kept.
+      auto input = render_input(n.step->call(), n.step->id(), nullptr, false);
       if (!input) {
         fail_step(out, n.step->id(), n.step->call(), input.error(), {});
         return;
@@ -121,7 +145,10 @@ private:
 
   void on_success(const v1::StepScheduled& s, const nlohmann::json& output) override {
     if (s.parent_step().empty()) {
-      node_done(index_.at(s.step_id()), output);
+      // The base has set ${steps.ID.output} to `output` already.
+      const std::size_t i = index_.at(s.step_id());
+      nodes_[i].state = node_state::done;
+      end(i);
       return;
     }
     const std::size_t i = index_.at(s.parent_step());
@@ -172,8 +199,8 @@ private:
 
   void end(std::size_t i) {
     ++ended_;
-    for (auto d : nodes_[i].dependents)
-      if (--nodes_[d].remaining == 0) ready_.push_back(d);
+    for (std::size_t k = nodes_[i].dependents_begin; k < nodes_[i].dependents_end; ++k)
+      if (const auto d = links_[k]; --nodes_[d].remaining == 0) ready_.push_back(d);
   }
 
   void finish(std::vector<v1::ExecEvent>& out) {
@@ -194,12 +221,14 @@ private:
     // By default the outputs are those of the final steps (the ones nothing depends on).
     nlohmann::json o = nlohmann::json::object();
     for (const auto& n : nodes_)
-      if (n.dependents.empty() && n.state == node_state::done) o[n.step->id()] = *output_of(n.step->id());
+      if (n.dependents_begin == n.dependents_end && n.state == node_state::done) o[n.step->id()] = *output_of(n.step->id());
     complete(out, o);
   }
 
   std::vector<dag_node> nodes_;
-  std::unordered_map<std::string, std::size_t> index_;
+  std::vector<std::size_t> links_; ///< the ranges of dag_node
+  /// Step ids (strings of the plan, which the engine keeps) to nodes.
+  std::unordered_map<std::string_view, std::size_t> index_;
   std::deque<std::size_t> ready_;
   std::size_t ended_ = 0;
   std::string first_failure_;

@@ -57,7 +57,7 @@ std::string status_name(v1::ExecStatus s) {
 executor::executor(std::shared_ptr<const exec_shared> shared, std::string execution_id,
                    std::shared_ptr<const v1::StartExecution> start)
     : shared_(std::move(shared)), id_(std::move(execution_id)), stream_(stream_of(id_)),
-      start_(std::move(start)) {}
+      actor_("exec:" + id_), start_(std::move(start)) {}
 
 void executor::define(handlers<executor>& h) {
   h.kind("af.executor")
@@ -409,13 +409,13 @@ void executor::committed(context& ctx, batch b, bool act_on) {
     case v1::ExecEvent::kCompleted:
       if (shared_->opts.audit_steps || !e.completed().by().empty())
         audit(ctx, e.completed().by().empty() ? "step.completed" : "step.approved",
-              e.completed().by().empty() ? "exec:" + id_ : e.completed().by(),
+              e.completed().by().empty() ? std::string_view{actor_} : e.completed().by(),
               {{"step", e.completed().step_id()},
                {"attempt", std::to_string(e.completed().attempt())}});
       break;
     case v1::ExecEvent::kFailed:
       if (shared_->opts.audit_steps)
-        audit(ctx, "step.failed", "exec:" + id_,
+        audit(ctx, "step.failed", actor_,
               {{"step", e.failed().step_id()},
                {"attempt", std::to_string(e.failed().attempt())},
                {"error", e.failed().error_kind() + ": " + e.failed().message()}});
@@ -496,7 +496,7 @@ void executor::act(context& ctx, const v1::ExecEvent& d) {
   }
   case v1::ExecEvent::kRetried:
     if (shared_->opts.audit_steps)
-      audit(ctx, "step.retry", "exec:" + id_,
+      audit(ctx, "step.retry", actor_,
             {{"step", d.retried().step_id()},
              {"next_attempt", std::to_string(d.retried().next_attempt())},
              {"backoff_ms", std::to_string(d.retried().backoff_ms())}});
@@ -656,7 +656,8 @@ void executor::call_agent(context& ctx, const v1::StepScheduled& s,
   const auto& name = names[fnv(s.idempotency_key()) % names.size()];
   auto to = step_agent(ctx, s, name);
   if (!to) {
-    step_failed_at(ctx, s, agent_ref{}, std::move(to).error());
+    step_failed_at(ctx, attempt_ref{s.step_id(), s.attempt(), s.idempotency_key()}, agent_ref{},
+                   std::move(to).error());
     return;
   }
   v1::StepRequest req;
@@ -669,21 +670,25 @@ void executor::call_agent(context& ctx, const v1::StepScheduled& s,
   const auto timeout = s.call().timeout_ms() > 0 ? std::chrono::milliseconds{s.call().timeout_ms()}
                                                  : shared_->opts.step_timeout;
   ctx.ask<v1::StepOutput>(
-      *to, std::move(req), timeout, [this, &ctx, s, ref = *to](expected<v1::StepOutput> r) {
+      *to, std::move(req), timeout,
+      [this, &ctx, a = attempt_ref{s.step_id(), s.attempt(), s.idempotency_key()},
+       ref = *to](expected<v1::StepOutput> r) {
         if (!r) {
-          step_failed_at(ctx, s, ref, std::move(r).error());
+          step_failed_at(ctx, a, ref, std::move(r).error());
           return;
         }
-        step_result(ctx, s, r->output_json().empty() ? std::string{"null"} : r->output_json());
+        step_result(ctx, a.step_id, a.attempt,
+                    r->output_json().empty() ? std::string{"null"}
+                                             : std::move(*r->mutable_output_json()));
       });
 }
 
-void executor::step_failed_at(context& ctx, const v1::StepScheduled& s, const agent_ref& agent,
+void executor::step_failed_at(context& ctx, const attempt_ref& s, const agent_ref& agent,
                               error e) {
   if (e.code() == errc::timeout) {
     // The agent may still be working on it: tell it to stop (the retry gets a new key).
     v1::StepCancel c;
-    c.set_idempotency_key(s.idempotency_key());
+    c.set_idempotency_key(s.idempotency_key);
     c.set_reason(e.message());
     if (agent.valid()) ctx.tell(agent, c);
   } else if (e.code() == errc::not_found) {
@@ -691,21 +696,22 @@ void executor::step_failed_at(context& ctx, const v1::StepScheduled& s, const ag
     // restarts): the attempt may be retried like any transient failure.
     e = error{errc::transient, e.message()};
   }
-  step_result(ctx, s, std::move(e));
+  step_result(ctx, s.step_id, s.attempt, std::move(e));
 }
 
-void executor::step_result(context& ctx, const v1::StepScheduled& s, expected<std::string> output) {
+void executor::step_result(context& ctx, const std::string& step_id, std::uint32_t attempt,
+                           expected<std::string> output) {
   if (!ready_ || engine_->finished()) return;
   v1::ExecEvent e;
   if (output) {
     auto& c = *e.mutable_completed();
-    c.set_step_id(s.step_id());
-    c.set_attempt(s.attempt());
+    c.set_step_id(step_id);
+    c.set_attempt(attempt);
     c.set_output_json(std::move(output).value());
   } else {
     auto& f = *e.mutable_failed();
-    f.set_step_id(s.step_id());
-    f.set_attempt(s.attempt());
+    f.set_step_id(step_id);
+    f.set_attempt(attempt);
     f.set_error_kind(std::string{to_string(output.error().code())});
     f.set_message(output.error().message());
   }
@@ -817,14 +823,15 @@ void executor::on_control(context& ctx, const v1::ExecControl& m, responder<v1::
   flush(ctx);
 }
 
-void executor::audit(context& ctx, std::string action, std::string actor,
-                     std::map<std::string, std::string> details) {
+void executor::audit(context& ctx, std::string_view action, std::string_view actor,
+                     std::initializer_list<std::pair<std::string_view, std::string>> details) {
   auto& rec = audit_.has_record() ? *audit_.add_more() : *audit_.mutable_record();
-  rec.set_actor(std::move(actor));
-  rec.set_action(std::move(action));
+  rec.set_actor(std::string{actor});
+  rec.set_action(std::string{action});
   rec.set_subject(id_);
-  for (auto& [k, v] : details)
-    (*rec.mutable_details())[k] = std::move(v);
+  auto& m = *rec.mutable_details();
+  for (const auto& [k, v] : details)
+    m.insert({std::string{k}, v});
   if (!audit_held_) send_audit(ctx);
 }
 

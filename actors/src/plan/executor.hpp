@@ -11,6 +11,7 @@
 #include "plan/engine.hpp"
 
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -97,7 +98,14 @@ private:
   [[nodiscard]] std::string child_id(const v1::StepScheduled& s) const;
   /// Cancels a sub-plan step's child execution through af.exec.
   void cancel_child(context& ctx, const v1::StepScheduled& s, std::string reason);
-  void step_failed_at(context& ctx, const v1::StepScheduled& s, const agent_ref& agent, error e);
+  /// What a step's reply needs of its StepScheduled (a copy of it, call and input included,
+  /// cost a dozen allocations per step).
+  struct attempt_ref {
+    std::string step_id;
+    std::uint32_t attempt = 0;
+    std::string idempotency_key;
+  };
+  void step_failed_at(context& ctx, const attempt_ref& s, const agent_ref& agent, error e);
   /// Whether the step's call names another node (`node:`).
   [[nodiscard]] static bool is_remote(context& ctx, const v1::StepScheduled& s);
   /// The key of targets_ for the step's agent or tool invoker: "NAME" here, "NODE/NAME" there.
@@ -105,10 +113,14 @@ private:
   /// An instance `name` of the step's target, on this node or the one the call names.
   [[nodiscard]] static expected<agent_ref> step_agent(context& ctx, const v1::StepScheduled& s,
                                                       const std::string& name);
-  void step_result(context& ctx, const v1::StepScheduled& s, expected<std::string> output);
+  void step_result(context& ctx, const v1::StepScheduled& s, expected<std::string> output) {
+    step_result(ctx, s.step_id(), s.attempt(), std::move(output));
+  }
+  void step_result(context& ctx, const std::string& step_id, std::uint32_t attempt,
+                   expected<std::string> output);
   /// Queues an audit record; records queued while a commit is handled go in one message.
-  void audit(context& ctx, std::string action, std::string actor,
-             std::map<std::string, std::string> details);
+  void audit(context& ctx, std::string_view action, std::string_view actor,
+             std::initializer_list<std::pair<std::string_view, std::string>> details);
   void send_audit(context& ctx);
   void ended(context& ctx);
   void notify(context& ctx);
@@ -116,6 +128,7 @@ private:
   std::shared_ptr<const exec_shared> shared_;
   std::string id_;
   std::string stream_;
+  std::string actor_; ///< "exec:ID", the actor of the records the executor audits itself
   std::shared_ptr<const v1::StartExecution> start_; ///< shared with the restart factory
   std::unique_ptr<engine> engine_;
   std::uint64_t version_ = 0;
