@@ -373,7 +373,8 @@ TEST_CASE("journal agent: finished streams, and retention compacting on its inte
           "[journal]") {
   test::temp_dir dir;
   auto jo = sqlite_at(dir.path() / "agentflow.db");
-  jo.retention = 100ms;
+  // Long enough that a loaded machine lists the finished stream before retention deletes it.
+  jo.retention = 600ms;
   jo.compact_interval = 20ms;
   auto nd = node::start(with_journal(jo));
   REQUIRE(nd);
