@@ -233,8 +233,27 @@ inline std::size_t rss_bytes() {
   return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
+/// `--help` or `-h` anywhere: says where the options are documented and exits without running
+/// anything (a bench that ran on `--help` would disturb whatever else is being measured). Every
+/// option lookup checks, so a bench stops at its first one.
+inline void exit_if_help(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a != "--help" && a != "-h") continue;
+    std::string exe = argv[0];
+    exe = exe.substr(exe.rfind('/') + 1);
+    std::string src = exe.starts_with("af_bench_") ? exe.substr(9) + "_bench.cpp" : exe + ".cpp";
+    std::printf("%s: options are `--flag VALUE` pairs (e.g. --runs 5), listed with their defaults "
+                "in the comment at the top of bench/%s; `python3 bench/run_all.py --help` runs "
+                "the benchmarks together. Nothing was run.\n",
+                exe.c_str(), src.c_str());
+    std::exit(0);
+  }
+}
+
 /// `--runs N` style integer option, else `fallback`.
 inline long int_option(int argc, char** argv, const std::string& flag, long fallback) {
+  exit_if_help(argc, argv);
   for (int i = 1; i + 1 < argc; ++i)
     if (argv[i] == flag) return std::stol(argv[i + 1]);
   return fallback;
@@ -243,6 +262,7 @@ inline long int_option(int argc, char** argv, const std::string& flag, long fall
 /// `--variant agent` style string option, else `fallback`.
 inline std::string string_option(int argc, char** argv, const std::string& flag,
                                  const std::string& fallback) {
+  exit_if_help(argc, argv);
   for (int i = 1; i + 1 < argc; ++i)
     if (argv[i] == flag) return argv[i + 1];
   return fallback;

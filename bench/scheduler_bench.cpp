@@ -107,6 +107,7 @@ nlohmann::json side(const std::vector<sample>& s, int n) {
 } // namespace
 
 int main(int argc, char** argv) {
+  bench::exit_if_help(argc, argv);
   int runs = 5, n = 20000;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--runs") == 0) runs = std::stoi(argv[i + 1]);
