@@ -68,12 +68,6 @@ public:
     if (thread_.joinable()) thread_.join();
   }
 
-  /// Jobs posted and not yet completed on the agent (for tests and the agent's stop).
-  [[nodiscard]] bool idle() {
-    std::lock_guard g{m_};
-    return jobs_.empty() && done_.empty() && !running_;
-  }
-
 private:
   void run(const std::string& name) {
     (void)pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
@@ -83,11 +77,9 @@ private:
       if (jobs_.empty()) return; // stopping, nothing left
       auto j = std::move(jobs_.front());
       jobs_.pop_front();
-      running_ = true;
       lk.unlock();
       auto c = j();
       lk.lock();
-      running_ = false;
       done_.push_back(std::move(c));
       if (told_ || stopping_) continue; // a stopping agent runs run_done itself
       told_ = true;
@@ -103,7 +95,6 @@ private:
   std::deque<job> jobs_;
   std::vector<completion> done_;
   bool told_ = false;
-  bool running_ = false;
   bool stopping_ = false;
   std::thread thread_; // last: started once everything above exists
 };

@@ -80,8 +80,10 @@ public:
     retry_.emplace("journal", opts_.retry, ctx.clock(), ctx.rng(), ctx.log(), &ctx.metrics());
     if (opts_.blocking && ctx.threads_allowed()) {
       auto* node = &ctx.this_node();
-      worker_ = std::make_unique<detail::backend_thread>(
-          "af.journal.db", [node, self = ctx.self_ref()] { node->tell(self, v1::JournalBackendDone{}); });
+      worker_ =
+          std::make_unique<detail::backend_thread>("af.journal.db", [node, self = ctx.self_ref()] {
+            node->tell(self, v1::JournalBackendDone{});
+          });
     }
     open(ctx);
     if (opts_.retention > duration::zero())
@@ -152,15 +154,15 @@ public:
   }
 
   void on_flush(context& ctx, const v1::JournalFlush& f) {
-    if (f.hold() != 0) {
+    const bool hold_ended = f.hold() != 0;
+    if (hold_ended) {
       if (!holding_ || f.hold() != hold_number_) return; // that hold ended already
       holding_ = false;                                  // its time is up: commit what is there
     } else {
       flush_scheduled_ = false;
-      if (committing_) return;
-      if (holding_ || hold(ctx)) return; // the hold commits when it ends
     }
     if (committing_) return; // the commit in flight flushes what is pending when it is done
+    if (!hold_ended && (holding_ || hold(ctx))) return; // the hold commits when it ends
     awaited_.clear();
     // On the scheduler's thread (the memory store) each commit completes at once and the loop
     // takes the next; with a backend thread the first one is in flight when it returns.

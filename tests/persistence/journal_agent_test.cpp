@@ -236,8 +236,7 @@ TEST_CASE("journal agent: a slow commit blocks no scheduler thread, and appends 
   CHECK(read->events_size() == 1);
 }
 
-TEST_CASE("journal agent: stopping during a slow commit still answers its appenders",
-          "[journal]") {
+TEST_CASE("journal agent: stopping during a slow commit still answers its appenders", "[journal]") {
   auto hold = std::make_shared<std::atomic<bool>>(true);
   auto calls = std::make_shared<std::atomic<int>>(0);
   auto n = one_worker_node(hold, calls);
