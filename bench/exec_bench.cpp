@@ -50,6 +50,8 @@
 //   af_bench_exec [--runs 5] [--scenario chain_memory|chain_sqlite|fanout_memory|concurrent_sqlite
 //                 |saga_memory|saga_sqlite] (default: all) [--steps 10000] [--fanout 1000]
 //                 [--executions 100] [--chain 100] (steps per concurrent execution)
+//                 [--audit both|on|off] [--floor 1|0] (chain_memory: both rows, or only the
+//                 audited or the .noaudit one; 0: without the bare-CAF floor; for profilers)
 //                 [--saga-steps 10000] [--saga-sqlite-steps 1000]
 #include "bench_common.hpp"
 #include "bench_systems.hpp"
@@ -1205,12 +1207,19 @@ int main(int argc, char** argv) {
       static_cast<std::size_t>(bench::int_option(argc, argv, "--saga-steps", 10000));
   const auto saga_sqlite_steps =
       static_cast<std::size_t>(bench::int_option(argc, argv, "--saga-sqlite-steps", 1000));
+  // chain_memory only: "on" runs the audited chain alone, "off" the .noaudit one (for profilers);
+  // --floor 0 leaves out the bare-CAF floor runs (exec.chain.memory.vs_caf).
+  const auto audit_sides = bench::string_option(argc, argv, "--audit", "both");
+  const bool with_floor = bench::int_option(argc, argv, "--floor", 1) != 0;
   const auto want = [&](const char* s) { return scenario == "all" || scenario == s; };
   bool any = false;
   if (want("chain_memory")) {
     any = true;
-    bench_chain({"memory", "FULL"}, true, runs, steps, bench::target{"median", "<=", 20}, true);
-    bench_chain({"memory", "FULL"}, false, runs, steps, std::nullopt, false);
+    if (audit_sides != "off")
+      bench_chain({"memory", "FULL"}, true, runs, steps, bench::target{"median", "<=", 20},
+                  with_floor);
+    if (audit_sides != "on")
+      bench_chain({"memory", "FULL"}, false, runs, steps, std::nullopt, false);
   }
   if (want("chain_sqlite")) {
     any = true;
