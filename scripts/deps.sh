@@ -6,7 +6,7 @@ set -euo pipefail
 build_pkgs=(
   g++ lld cmake ninja-build ccache pkg-config make python3
   libcaf-dev protobuf-compiler libprotobuf-dev libssl-dev
-  libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libgoogle-perftools-dev
   prometheus-cpp-dev libboost-dev catch2 libbenchmark-dev libsqlite3-dev libpq-dev
 )
 # postgresql-15: the throwaway server the persistence tests start (tests/persistence).

@@ -88,7 +88,8 @@ constexpr std::array k_schema{
              .type = kind::integer,
              .default_value = "0",
              .description = "glibc malloc arenas the process may use, set when a node starts "
-                            "(mallopt M_ARENA_MAX); 0: glibc's default (8 per core)",
+                            "(mallopt M_ARENA_MAX); 0: glibc's default (8 per core); no effect "
+                            "in the af binary, which uses tcmalloc",
              .min = 0,
              .max = 1024},
     key_spec{.key = "log.level",
