@@ -138,6 +138,10 @@ public:
     if (opts_.hold_fraction <= 0 || awaited_.empty() || pending_.empty()
         || pending_.size() >= opts_.max_batch || link_.db() == nullptr)
       return false;
+    // Enough is waiting already to be worth a commit of its own: appenders that arrive while
+    // it runs join the next one. Holding then only idles the store (100 executions on SQLite:
+    // ~40 appends waited up to a millisecond each round for the ~60 streams just answered).
+    if (pending_.size() * 2 >= awaited_.size()) return false;
     const auto wait = std::min<duration>(
         opts_.hold_max, std::chrono::duration_cast<duration>(last_commit_ * opts_.hold_fraction));
     // A commit that fast (the memory store, a page-cache-only SQLite) is not worth a timer.

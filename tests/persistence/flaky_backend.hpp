@@ -5,6 +5,7 @@
 #include "af/store/backend.hpp"
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <memory>
 #include <thread>
@@ -21,6 +22,10 @@ public:
     int audit_failures_after_commit = 0;
     /// While set, append_batch waits (a commit that takes long: a slow sync, a lock).
     std::shared_ptr<std::atomic<bool>> hold_appends = nullptr;
+    /// Every append_batch takes at least this long (a sync of that length).
+    std::chrono::milliseconds commit_delay{0};
+    /// Told the size of every append_batch call, on the calling thread.
+    std::function<void(std::size_t)> on_batch = nullptr;
   };
 
   /// `calls` counts append_batch and audit_append calls (shared with the test).
@@ -34,6 +39,8 @@ public:
     const int n = calls_->fetch_add(1);
     while (faults_.hold_appends && faults_.hold_appends->load())
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (faults_.commit_delay.count() > 0) std::this_thread::sleep_for(faults_.commit_delay);
+    if (faults_.on_batch) faults_.on_batch(batch.size());
     if (n < faults_.append_failures)
       return std::vector<expected<store::append_result>>(batch.size(), busy());
     return inner_->append_batch(batch, now);

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -255,6 +256,65 @@ TEST_CASE("journal agent: stopping during a slow commit still answers its append
   INFO((result ? std::string{} : result.error().to_string()));
   REQUIRE(result);
   CHECK(result->last_version() == 2);
+}
+
+TEST_CASE("journal agent: a commit waits for the streams just answered only while few appends "
+          "wait",
+          "[journal]") {
+  // Commits take 200 ms; a hold lasts until every awaited stream is back (or the last commit's
+  // duration has passed).
+  auto hold = std::make_shared<std::atomic<bool>>(true);
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  std::mutex m;
+  std::vector<std::size_t> batches;
+  store::journal_options jo;
+  jo.open = [&]() -> expected<std::unique_ptr<store::backend>> {
+    test::flaky_backend::faults f{.hold_appends = hold,
+                                  .commit_delay = 200ms,
+                                  .on_batch = [&](std::size_t k) {
+                                    std::lock_guard g{m};
+                                    batches.push_back(k);
+                                  }};
+    return std::unique_ptr<store::backend>{std::make_unique<test::flaky_backend>(f, calls)};
+  };
+  jo.blocking = true;
+  jo.hold_fraction = 1.0;
+  jo.hold_max = 5s;
+  auto nd = node::start(with_journal(std::move(jo)));
+  REQUIRE(nd);
+  auto& n = **nd;
+  std::atomic<int> ok{0};
+  auto put = [&](const std::string& stream, std::uint64_t expected) {
+    if (n.ask<v1::AppendResult>(store::k_journal_agent, append(stream, expected, 1), 10s)) ++ok;
+  };
+
+  // s0's commit is held while s1..s4 append: four appends wait, for one awaited stream (s0).
+  std::vector<std::thread> ts;
+  ts.emplace_back([&] {
+    put("exec/s0", 0);
+    wait_for([&] { return calls->load() == 2; }); // comes back while s1..s4 commit
+    put("exec/s0", 1);
+  });
+  REQUIRE(wait_for([&] { return calls->load() == 1; }));
+  for (int i = 1; i <= 4; ++i)
+    ts.emplace_back([&, i] {
+      const auto stream = "exec/s" + std::to_string(i);
+      put(stream, 0);
+      // Back soon after its reply, once the journal has decided on s0's second append alone.
+      std::this_thread::sleep_for(20ms);
+      put(stream, 1);
+    });
+  std::this_thread::sleep_for(100ms);
+  *hold = false;
+  for (auto& t : ts)
+    t.join();
+  CHECK(ok == 10);
+  // {s0}; then s1..s4 at once instead of waiting for s0 (four waiting are a batch worth a
+  // sync); then s0's second append, which arrived during that commit: one waiting for the
+  // four streams just answered, so it is held until they are back, and all go in one commit.
+  // (Holding whenever a stream answered is still out gave {1, 5, 4}: s1..s4 waited for s0.)
+  std::lock_guard g{m};
+  CHECK(batches == std::vector<std::size_t>{1, 4, 5});
 }
 
 TEST_CASE("journal agent: a store that cannot be opened yet", "[journal]") {

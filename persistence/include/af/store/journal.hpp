@@ -32,7 +32,9 @@ struct journal_options {
   /// When appends are waiting but streams replied to by the last commit have not appended again
   /// yet, the journal holds the commit until they have, for at most this fraction of the last
   /// commit's duration and at most `hold_max` (0 disables holding; holds under 50 µs are not
-  /// started). A lone appender never waits: its own append is the one awaited.
+  /// started). A lone appender never waits: its own append is the one awaited. Nor does a
+  /// commit for which at least half as many appends wait as streams are awaited: those make a
+  /// batch worth its sync, and the store would otherwise idle while they wait.
   double hold_fraction = 0.5;
   duration hold_max = std::chrono::milliseconds(2);
   /// Appends whose commit failed with a transient error (SQLite busy past its timeout, a
