@@ -1195,16 +1195,17 @@ private:
       return;
     }
     l.in_seq = seq;
-    auto items = parse_batch(body);
-    if (!items) {
-      refuse(&l, refusal::malformed, "garbage batch: " + items.error().message(), true);
+    auto& items = batch_items_; // reused: no list allocated per frame
+    if (auto st = parse_batch(body, items); !st) {
+      items.clear();
+      refuse(&l, refusal::malformed, "garbage batch: " + st.error().message(), true);
       return;
     }
     const auto id = l.id;
-    count_envelopes("in", static_cast<double>(items->size()));
+    count_envelopes("in", static_cast<double>(items.size()));
     // Names are resolved once per batch (a batch usually carries many envelopes for one agent).
     batch_targets_.clear();
-    for (const auto& it : *items) {
+    for (const auto& it : items) {
       auto* lk = find_link(id);
       if (lk == nullptr || lk->state != link_state::up) break;
       switch (it.kind) {
@@ -1224,6 +1225,7 @@ private:
     }
     hand_over();
     batch_targets_.clear();
+    items.clear(); // views into this frame
   }
 
   /// Sends the held tells to their agent host: one CAF message for several (envelope_batch),
@@ -1311,6 +1313,9 @@ private:
       }
       if (held_for_ != actor) hand_over();
       held_for_ = actor;
+      // Sized once for the rest of the frame (a batch mostly carries envelopes for one agent)
+      // instead of growing 1, 2, 4, ... 64: the vector leaves with the hand-over either way.
+      if (held_.empty()) held_.reserve(batch_items_.size());
       held_.push_back(std::move(*env));
       return;
     }
@@ -1415,6 +1420,8 @@ private:
     bool host = false; ///< a local agent host: its tells can share one CAF message
   };
   std::unordered_map<std::string, batch_target> batch_targets_;
+  /// The items of the batch frame being delivered (views into it); kept for its capacity.
+  std::vector<batch_item> batch_items_;
   /// Tells of the batch being read for one agent host, not yet sent (see hand_over).
   envelope_actor held_for_;
   std::vector<envelope> held_;

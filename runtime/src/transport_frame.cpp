@@ -32,8 +32,8 @@ void append_item(std::string& out, item_kind k, std::uint64_t ask_id, std::strin
   out.append(body);
 }
 
-expected<std::vector<batch_item>> parse_batch(std::string_view body) {
-  std::vector<batch_item> items;
+status parse_batch(std::string_view body, std::vector<batch_item>& items) {
+  items.clear();
   std::size_t at = 0;
   while (at < body.size()) {
     if (body.size() - at < k_item_overhead)
@@ -59,6 +59,12 @@ expected<std::vector<batch_item>> parse_batch(std::string_view body) {
     items.push_back(it);
   }
   if (items.empty()) return validation_error("empty batch");
+  return {};
+}
+
+expected<std::vector<batch_item>> parse_batch(std::string_view body) {
+  std::vector<batch_item> items;
+  if (auto st = parse_batch(body, items); !st) return st.error();
   return items;
 }
 

@@ -492,6 +492,33 @@ TEST_CASE("transport: batch frames parse back and garbage is refused", "[transpo
   CHECK_FALSE(detail::parse_batch("").has_value());
 }
 
+TEST_CASE("transport: a reused item list holds only the last frame's items", "[transport]") {
+  std::string a;
+  detail::begin_frame(a, detail::frame_type::batch);
+  for (int i = 0; i < 64; ++i)
+    detail::append_item(a, detail::item_kind::tell, 0, "item-" + std::to_string(i));
+  std::string b;
+  detail::begin_frame(b, detail::frame_type::batch);
+  detail::append_item(b, detail::item_kind::reply, 9, "r");
+  std::vector<detail::batch_item> items;
+  REQUIRE(detail::parse_batch(std::string_view{a}.substr(1), items).has_value());
+  REQUIRE(items.size() == 64);
+  CHECK(items[63].body == "item-63");
+  const auto capacity = items.capacity();
+  REQUIRE(detail::parse_batch(std::string_view{b}.substr(1), items).has_value());
+  REQUIRE(items.size() == 1); // cleared first, not appended to
+  CHECK(items[0].kind == detail::item_kind::reply);
+  CHECK(items[0].ask_id == 9);
+  CHECK(items[0].body == "r");
+  CHECK(items.capacity() == capacity); // the storage is kept for the next frame
+  auto bad = detail::parse_batch(std::string_view{a}.substr(1, a.size() - 3), items);
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error().code() == errc::validation);
+  CHECK(items.size() == 63); // the items before the truncated one
+  CHECK_FALSE(detail::parse_batch("", items).has_value());
+  CHECK(items.empty());
+}
+
 TEST_CASE("transport: asks and tells cross nodes, unreachable nodes fail fast, restarts reconnect",
           "[transport]") {
   test::temp_dir d{"af-transport"};
