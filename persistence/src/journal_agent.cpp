@@ -486,9 +486,9 @@ private:
   /// A commit is on the backend thread: appends wait for it to end.
   bool committing_ = false;
   bool stopping_ = false;
+  counter_handle conflicts_;
   /// The blocking backend's calls (null for one that never blocks). Last member: destroyed first,
   /// it finishes its calls while everything they use still exists.
-  counter_handle conflicts_;
   std::unique_ptr<detail::backend_thread> worker_;
 };
 
